@@ -1,0 +1,482 @@
+//! Loading and saving ONNX files.
+//!
+//! Loading memory-maps the file and decodes from a `Bytes` over the map, so tensor payloads
+//! are slices of the page cache rather than copies: a 100 MB model costs little more than its
+//! graph structure in RSS. External data is mapped the same way and attached to each tensor as
+//! `raw_data`, so the rest of pare sees one self-contained model. Saving writes to a temporary
+//! file next to the target and renames it, so a crash never leaves half a model behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::proto::{DATA_LOCATION_EXTERNAL, GraphProto, ModelProto, StringStringEntryProto, TensorProto};
+use crate::error::{PareError, Result};
+
+/// A loaded model: the protobuf plus where it came from.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub proto: ModelProto,
+    /// The file it was loaded from (`None` for built or embedded models).
+    pub path: Option<PathBuf>,
+    /// Size of the file on disk, external data not included.
+    pub file_size: u64,
+    /// Names of tensors whose data came from external files, so `save` can keep them external.
+    pub external_tensors: Vec<String>,
+}
+
+/// How `save_model` lays out tensor data.
+#[derive(Clone, Debug, Default)]
+pub struct SaveOptions {
+    /// Tensors with at least this many bytes go to an external data file. `None` keeps
+    /// everything inline unless the model would exceed protobuf's 2 GiB limit or the source
+    /// model used external data (then 1 KiB, as onnx does).
+    pub external_threshold: Option<usize>,
+}
+
+const PROTOBUF_LIMIT: usize = (2 << 30) - 1;
+
+/// Sniffs formats people commonly mistake for ONNX, so the error says what the file *is*.
+fn sniff_foreign(bytes: &[u8]) -> Option<String> {
+    let starts = |m: &[u8]| bytes.starts_with(m);
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        return Some("is a PNG image, not an ONNX model".into());
+    }
+    if starts(b"\xff\xd8\xff") {
+        return Some("is a JPEG image, not an ONNX model".into());
+    }
+    if starts(b"GIF8") || starts(b"BM") && bytes.len() > 14 && bytes[6..10] == [0, 0, 0, 0] {
+        return Some("is an image, not an ONNX model".into());
+    }
+    if starts(b"PK\x03\x04") {
+        return Some(
+            "is a ZIP archive, most likely a PyTorch TorchScript or checkpoint file (.pt/.pth); \
+             pare reads ONNX: export it with torch.onnx.export(model, example_inputs, \"model.onnx\")"
+                .into(),
+        );
+    }
+    if bytes.len() > 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return Some(
+            "is a Python pickle (a legacy PyTorch checkpoint?); export the model with \
+             torch.onnx.export(model, example_inputs, \"model.onnx\")"
+                .into(),
+        );
+    }
+    if bytes.len() > 8 && &bytes[4..8] == b"TFL3" {
+        return Some("is a TensorFlow Lite flatbuffer, not an ONNX model (try tf2onnx)".into());
+    }
+    if starts(b"\x89HDF") {
+        return Some("is an HDF5 (Keras) file, not an ONNX model (try tf2onnx)".into());
+    }
+    if starts(b"{") || starts(b"#") || starts(b"<") {
+        return Some("is a text file, not an ONNX model (ONNX files are binary protobuf)".into());
+    }
+    None
+}
+
+fn not_onnx(path: &Path, message: impl Into<String>) -> PareError {
+    PareError::NotOnnx {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Memory-maps a file as `Bytes`. Empty files cannot be mapped and are returned as empty.
+fn map_file(path: &Path) -> Result<Bytes> {
+    let file = File::open(path).map_err(|source| io_error(path, source))?;
+    let len = file.metadata().map_err(|source| io_error(path, source))?.len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the map is read-only; pare never writes to files it has mapped (outputs go to a
+    // temporary file that is renamed over the target, never written through a map).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| io_error(path, source))?;
+    Ok(Bytes::from_owner(map))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> PareError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        PareError::NotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        PareError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Loads an ONNX model from a file, resolving external data relative to it.
+pub fn load_model(path: &Path) -> Result<Model> {
+    let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
+    if meta.is_dir() {
+        return Err(PareError::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let bytes = map_file(path)?;
+    let mut model = decode_model(bytes, path)?;
+    model.path = Some(path.to_path_buf());
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    resolve_external(&mut model, &base, path)?;
+    Ok(model)
+}
+
+/// Decodes an in-memory ONNX file; `origin` names it in errors.
+pub fn load_model_bytes(bytes: Bytes, origin: &Path) -> Result<Model> {
+    let mut model = decode_model(bytes, origin)?;
+    let has_external = any_tensor(&model.proto, &mut |t| t.is_external());
+    if has_external {
+        return Err(not_onnx(
+            origin,
+            "uses external data, which needs a model file on disk to resolve",
+        ));
+    }
+    model.external_tensors.clear();
+    Ok(model)
+}
+
+fn decode_model(bytes: Bytes, path: &Path) -> Result<Model> {
+    let file_size = bytes.len() as u64;
+    if bytes.is_empty() {
+        return Err(not_onnx(path, "is empty (0 bytes), not an ONNX model"));
+    }
+    if let Some(what) = sniff_foreign(&bytes) {
+        return Err(not_onnx(path, what));
+    }
+    let proto = ModelProto::decode(bytes).map_err(|e| {
+        not_onnx(
+            path,
+            format!("is not a valid ONNX protobuf (truncated or corrupt?): {e}"),
+        )
+    })?;
+    let Some(graph) = proto.graph.as_ref() else {
+        return Err(not_onnx(path, "decodes as protobuf but has no graph: not an ONNX model"));
+    };
+    if proto.ir_version.is_none() && proto.opset_import.is_empty() {
+        return Err(not_onnx(
+            path,
+            "decodes as protobuf but has neither ir_version nor opset_import: not an ONNX model",
+        ));
+    }
+    if graph.node.is_empty() && graph.output.is_empty() {
+        return Err(not_onnx(path, "has an empty graph (no nodes, no outputs)"));
+    }
+    Ok(Model {
+        proto,
+        path: None,
+        file_size,
+        external_tensors: Vec::new(),
+    })
+}
+
+/// Visits every tensor that can carry data (initializers, Constant values, sparse parts,
+/// attribute tensors), in the main graph, nested graphs, functions and training info.
+pub fn any_tensor(m: &ModelProto, f: &mut dyn FnMut(&TensorProto) -> bool) -> bool {
+    fn graph(g: &GraphProto, f: &mut dyn FnMut(&TensorProto) -> bool) -> bool {
+        g.initializer.iter().any(&mut *f)
+            || g.sparse_initializer
+                .iter()
+                .any(|s| s.values.iter().chain(s.indices.iter()).any(&mut *f))
+            || g.node.iter().any(|n| {
+                n.attribute.iter().any(|a| {
+                    a.t.iter().any(|t| f(t))
+                        || a.tensors.iter().any(&mut *f)
+                        || a.g.iter().any(|g| graph(g, f))
+                        || a.graphs.iter().any(|g| graph(g, f))
+                })
+            })
+    }
+    m.graph.iter().any(|g| graph(g, f))
+        || m.training_info.iter().any(|t| {
+            t.initialization.iter().any(|g| graph(g, f)) || t.algorithm.iter().any(|g| graph(g, f))
+        })
+}
+
+/// Mutable twin of [`any_tensor`] (visits everything).
+pub fn for_each_tensor_mut(m: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+    fn graph(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+        for t in &mut g.initializer {
+            f(t)?;
+        }
+        for s in &mut g.sparse_initializer {
+            for t in s.values.iter_mut().chain(s.indices.iter_mut()) {
+                f(t)?;
+            }
+        }
+        for n in &mut g.node {
+            for a in &mut n.attribute {
+                for t in a.t.iter_mut() {
+                    f(t)?;
+                }
+                for t in &mut a.tensors {
+                    f(t)?;
+                }
+                for g in a.g.iter_mut() {
+                    graph(g, f)?;
+                }
+                for g in &mut a.graphs {
+                    graph(g, f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    if let Some(g) = m.graph.as_mut() {
+        graph(g, f)?;
+    }
+    for t in &mut m.training_info {
+        if let Some(g) = t.initialization.as_mut() {
+            graph(g, f)?;
+        }
+        if let Some(g) = t.algorithm.as_mut() {
+            graph(g, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces every external reference with a `raw_data` slice of the mapped external file.
+fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result<()> {
+    let mut maps: HashMap<String, Bytes> = HashMap::new();
+    let mut names = Vec::new();
+    for_each_tensor_mut(&mut model.proto, &mut |t| {
+        if !t.is_external() {
+            return Ok(());
+        }
+        let tensor = t.name().to_string();
+        let location = t.external_entry("location").unwrap_or("").to_string();
+        let err = |problem: String| PareError::ExternalData {
+            path: model_path.to_path_buf(),
+            tensor: tensor.clone(),
+            file: location.clone(),
+            problem,
+        };
+        if location.is_empty() {
+            return Err(err("has no 'location' entry".into()));
+        }
+        let rel = Path::new(&location);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(err("points outside the model's directory".into()));
+        }
+        let full = base.join(rel);
+        if !maps.contains_key(&location) {
+            let data = map_file(&full).map_err(|e| match e {
+                PareError::NotFound { .. } => err(format!("is missing (looked for {})", full.display())),
+                other => err(other.to_string()),
+            })?;
+            maps.insert(location.clone(), data);
+        }
+        let data = &maps[&location];
+        let parse = |key: &str| -> Result<Option<usize>> {
+            match t.external_entry(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<usize>()
+                    .map(Some)
+                    .map_err(|_| err(format!("has a non-numeric '{key}' ({v})"))),
+            }
+        };
+        let offset = parse("offset")?.unwrap_or(0);
+        let length = match parse("length")? {
+            Some(l) => l,
+            None => data.len().saturating_sub(offset),
+        };
+        let end = offset.checked_add(length).unwrap_or(usize::MAX);
+        if end > data.len() {
+            return Err(err(format!(
+                "is too short: tensor needs bytes {offset}..{end}, file has {}",
+                data.len()
+            )));
+        }
+        t.raw_data = Some(data.slice(offset..end));
+        t.data_location = None;
+        t.external_data.clear();
+        names.push(tensor);
+        Ok(())
+    })?;
+    model.external_tensors = names;
+    Ok(())
+}
+
+/// Writes `model` to `path` atomically (temp file + rename). Refuses to overwrite the file the
+/// model was loaded from, because its tensors may still be mapped from it.
+pub fn save_model(model: &Model, path: &Path, opts: &SaveOptions) -> Result<()> {
+    if let Some(src) = &model.path {
+        if same_file(src, path) {
+            return Err(PareError::Usage(format!(
+                "refusing to overwrite the input model {}: choose another output path",
+                path.display()
+            )));
+        }
+    }
+    let mut proto = model.proto.clone();
+    let inline_size = proto.encoded_len();
+    let threshold = match opts.external_threshold {
+        Some(t) => Some(t),
+        None if !model.external_tensors.is_empty() || inline_size > PROTOBUF_LIMIT => Some(1024),
+        None => None,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| PareError::Usage(format!("{} is not a file path", path.display())))?;
+    let mut external_written: Option<(PathBuf, tempfile_like::TempFile)> = None;
+    if let Some(threshold) = threshold {
+        let data_name = format!("{file_name}.data");
+        let data_path = dir.join(&data_name);
+        let mut tmp = tempfile_like::TempFile::create(&data_path)?;
+        let mut offset: u64 = 0;
+        for_each_tensor_mut(&mut proto, &mut |t| {
+            let Some(raw) = t.raw_data.as_ref() else {
+                return Ok(());
+            };
+            if raw.len() < threshold {
+                return Ok(());
+            }
+            // Align each tensor to 4 KiB like onnx does, so readers can map it directly.
+            let pad = (4096 - (offset % 4096)) % 4096;
+            if pad > 0 {
+                tmp.write_all(&vec![0u8; pad as usize])?;
+                offset += pad;
+            }
+            tmp.write_all(raw)?;
+            let len = raw.len() as u64;
+            t.external_data = vec![
+                StringStringEntryProto::new("location", data_name.clone()),
+                StringStringEntryProto::new("offset", offset.to_string()),
+                StringStringEntryProto::new("length", len.to_string()),
+            ];
+            t.data_location = Some(DATA_LOCATION_EXTERNAL);
+            t.raw_data = None;
+            offset += len;
+            Ok(())
+        })?;
+        external_written = Some((data_path, tmp));
+    }
+    let encoded = proto.encode_to_vec();
+    if encoded.len() > PROTOBUF_LIMIT {
+        return Err(PareError::Usage(format!(
+            "{}: the graph alone is {} bytes, over protobuf's 2 GiB limit",
+            path.display(),
+            encoded.len()
+        )));
+    }
+    let mut tmp = tempfile_like::TempFile::create(path)?;
+    tmp.write_all(&encoded)?;
+    if let Some((data_path, data_tmp)) = external_written {
+        data_tmp.persist(&data_path)?;
+    }
+    tmp.persist(path)?;
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Serialises a model to bytes (everything inline).
+pub fn encode_model(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// A small atomic-write helper: writes to `.<name>.tmp-<pid>` and renames on `persist`;
+/// dropped without persisting, it deletes the temporary file.
+pub mod tempfile_like {
+    use super::*;
+
+    pub struct TempFile {
+        tmp: PathBuf,
+        file: Option<std::io::BufWriter<File>>,
+    }
+
+    impl TempFile {
+        pub fn create(target: &Path) -> Result<Self> {
+            let dir = target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "out".into());
+            let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+            let file = File::create(&tmp).map_err(|source| PareError::Write {
+                path: target.to_path_buf(),
+                source,
+            })?;
+            Ok(Self {
+                tmp,
+                file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            })
+        }
+
+        pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+            let tmp = self.tmp.clone();
+            self.file
+                .as_mut()
+                .map(|f| f.write_all(data))
+                .unwrap_or(Ok(()))
+                .map_err(|source| PareError::Write { path: tmp, source })
+        }
+
+        pub fn persist(mut self, target: &Path) -> Result<()> {
+            let werr = |source| PareError::Write {
+                path: target.to_path_buf(),
+                source,
+            };
+            if let Some(f) = self.file.take() {
+                let file = f.into_inner().map_err(|e| werr(e.into_error()))?;
+                file.sync_all().map_err(werr)?;
+            }
+            if let Err(e) = std::fs::rename(&self.tmp, target) {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(werr(e));
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if self.file.is_some() {
+                self.file = None;
+                let _ = std::fs::remove_file(&self.tmp);
+            }
+        }
+    }
+}
+
+/// Writes bytes atomically to `path` (used for tags files, reports and test data).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = tempfile_like::TempFile::create(path)?;
+    tmp.write_all(data)?;
+    tmp.persist(path)
+}
+
+/// Metadata entries as an ordered map (for display).
+pub fn metadata_map(entries: &[StringStringEntryProto]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.key.clone().unwrap_or_default(),
+                e.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
