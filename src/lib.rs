@@ -2,8 +2,10 @@
 //! subgraph extraction for ONNX vision models. The CLI and the TUI are thin faces over the
 //! functions in these modules.
 
+pub mod demo;
 pub mod error;
 pub mod model;
 pub mod rng;
+pub mod runtime;
 
 pub use error::{PareError, Result};

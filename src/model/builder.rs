@@ -127,6 +127,8 @@ pub struct GraphBuilder {
     pub outputs: Vec<ValueInfoProto>,
     pub opset: i64,
     pub rng: Rng,
+    /// Prefix for generated names (`/layer1`), like PyTorch's module scopes.
+    pub scope: String,
     counter: usize,
 }
 
@@ -140,6 +142,7 @@ impl GraphBuilder {
             outputs: Vec::new(),
             opset: 17,
             rng: Rng::new(0x5eed),
+            scope: String::new(),
             counter: 0,
         }
     }
@@ -164,9 +167,10 @@ impl GraphBuilder {
         name.to_string()
     }
 
-    /// Declares a graph output (float, shape left for inference).
-    pub fn output(&mut self, name: &str) {
-        self.outputs.push(value_info(name, DataType::FLOAT, None));
+    /// Declares a float graph output. ONNX's checker requires a shape on graph outputs; use
+    /// symbolic dims where the size is not fixed.
+    pub fn output(&mut self, name: &str, dims: &[D]) {
+        self.outputs.push(value_info(name, DataType::FLOAT, Some(dims)));
     }
 
     pub fn output_typed(&mut self, name: &str, dtype: DataType, dims: Option<&[D]>) {
@@ -175,7 +179,7 @@ impl GraphBuilder {
 
     fn fresh(&mut self, stem: &str) -> String {
         self.counter += 1;
-        format!("{stem}_{}", self.counter)
+        format!("{}{stem}_{}", self.scope, self.counter)
     }
 
     /// Adds a float initializer with the given values.
@@ -378,4 +382,78 @@ impl GraphBuilder {
 /// Adds a `metadata_props` entry to a node, like PyTorch's exporter does.
 pub fn set_node_metadata(node: &mut NodeProto, key: &str, value: &str) {
     node.metadata_props.push(StringStringEntryProto::new(key, value));
+}
+
+/// Synthetic models at realistic sizes, for benchmarks and scale tests.
+pub mod zoo {
+    use super::*;
+
+    /// A ResNet-50-shaped classifier (bottleneck stages 3-4-6-3, ~25.5M params, ~100 MB),
+    /// with BatchNorm kept unfused as training exports have it.
+    pub fn resnet50() -> ModelProto {
+        let mut b = GraphBuilder::new("resnet50").with_seed(50);
+        b.input("input", &[D::N(1), D::N(3), D::N(224), D::N(224)]);
+        b.scope = "/conv1".into();
+        let x = b.conv_nd("input", 3, 64, &[7, 7], 2, 3, 1, false);
+        let x = b.batchnorm(&x, 64);
+        let x = b.relu(&x);
+        let mut x = b.op(
+            "MaxPool",
+            &[&x],
+            vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+        );
+        let mut cin = 64;
+        for (stage, (&blocks, &width)) in [3, 4, 6, 3].iter().zip(&[64i64, 128, 256, 512]).enumerate() {
+            for blk in 0..blocks {
+                b.scope = format!("/layer{}/{blk}", stage + 1);
+                let stride = if blk == 0 && stage > 0 { 2 } else { 1 };
+                let cout = width * 4;
+                let y = b.conv_nd(&x, cin, width, &[1, 1], 1, 0, 1, false);
+                let y = b.batchnorm(&y, width);
+                let y = b.relu(&y);
+                let y = b.conv_nd(&y, width, width, &[3, 3], stride, 1, 1, false);
+                let y = b.batchnorm(&y, width);
+                let y = b.relu(&y);
+                let y = b.conv_nd(&y, width, cout, &[1, 1], 1, 0, 1, false);
+                let y = b.batchnorm(&y, cout);
+                let s = if blk == 0 {
+                    let s = b.conv_nd(&x, cin, cout, &[1, 1], stride, 0, 1, false);
+                    b.batchnorm(&s, cout)
+                } else {
+                    x.clone()
+                };
+                let s = b.add(&y, &s);
+                x = b.relu(&s);
+                cin = cout;
+            }
+        }
+        b.scope = "/head".into();
+        let x = b.op("GlobalAveragePool", &[&x], vec![]);
+        let x = b.op("Flatten", &[&x], vec![attr_i("axis", 1)]);
+        let x = b.gemm(&x, 2048, 1000);
+        b.node_named("/head/output", "Identity", &[&x], &["logits"], vec![]);
+        b.output("logits", &[D::N(1), D::N(1000)]);
+        b.model()
+    }
+
+    /// A deep, narrow residual network with about `nodes` nodes (tiny weights): for timing
+    /// graph algorithms on big graphs without big files.
+    pub fn deep_narrow(nodes: usize) -> ModelProto {
+        let mut b = GraphBuilder::new("deep_narrow").with_seed(7);
+        b.input("input", &[D::N(1), D::N(8), D::N(8), D::N(8)]);
+        let mut x = b.conv("input", 8, 8, 3, 1, 1, 1);
+        let mut k = 0;
+        while b.nodes.len() + 4 < nodes {
+            b.scope = format!("/stage{}/block{}", k / 100, k % 100);
+            let y = b.conv(&x, 8, 8, 3, 1, 1, 1);
+            let y = b.relu(&y);
+            let y = b.conv(&y, 8, 8, 1, 1, 0, 1);
+            x = b.add(&y, &x);
+            k += 1;
+        }
+        b.scope = String::new();
+        b.node_named("/out", "Identity", &[&x], &["output"], vec![]);
+        b.output("output", &[D::N(1), D::N(8), D::N(8), D::N(8)]);
+        b.model()
+    }
 }

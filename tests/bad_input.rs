@@ -1,0 +1,138 @@
+//! Every kind of bad input gets one clear line on stderr and exit code 2 — never a panic,
+//! never a hang.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use pare::model::io::{SaveOptions, load_model, save_model};
+
+fn pare_info(path: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pare"))
+        .arg("info")
+        .arg(path)
+        .output()
+        .expect("run pare");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+fn assert_clean(path: &Path, needles: &[&str]) {
+    let (code, err) = pare_info(path);
+    assert_eq!(code, 2, "exit code for {}: {err}", path.display());
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line, got: {err}");
+    for n in needles {
+        assert!(err.to_lowercase().contains(&n.to_lowercase()), "'{n}' missing from: {err}");
+    }
+}
+
+#[test]
+fn missing_file_and_directory() {
+    let dir = common::tempdir();
+    assert_clean(&dir.path().join("nope.onnx"), &["nope.onnx", "no such file"]);
+    assert_clean(dir.path(), &["directory"]);
+}
+
+#[test]
+fn empty_truncated_random_png_zip_pickle() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    std::fs::write(d.join("empty.onnx"), b"").expect("w");
+    assert_clean(&d.join("empty.onnx"), &["empty.onnx", "empty"]);
+
+    let good = pare::model::io::encode_model(&common::resnet_like());
+    for frac in [3, 2] {
+        let p = d.join(format!("trunc{frac}.onnx"));
+        std::fs::write(&p, &good[..good.len() / frac]).expect("w");
+        assert_clean(&p, &[&format!("trunc{frac}.onnx")]);
+    }
+    let mut rng = pare::rng::Rng::new(1);
+    let random: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(d.join("rand.onnx"), &random).expect("w");
+    assert_clean(&d.join("rand.onnx"), &["rand.onnx"]);
+
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&random[..512]);
+    std::fs::write(d.join("img.onnx"), &png).expect("w");
+    assert_clean(&d.join("img.onnx"), &["PNG"]);
+
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend_from_slice(&random[..512]);
+    std::fs::write(d.join("model.pt"), &zip).expect("w");
+    assert_clean(&d.join("model.pt"), &["TorchScript", "torch.onnx.export"]);
+
+    std::fs::write(d.join("ckpt.pth"), [0x80u8, 0x02, 0x7d, 0x71]).expect("w");
+    assert_clean(&d.join("ckpt.pth"), &["pickle"]);
+}
+
+#[test]
+fn missing_external_data_file_is_named() {
+    let dir = common::tempdir();
+    let src = common::write(dir.path(), "in.onnx", &common::resnet_like());
+    let m = load_model(&src).expect("load");
+    let out = dir.path().join("big.onnx");
+    save_model(&m, &out, &SaveOptions { external_threshold: Some(64) }).expect("save");
+    std::fs::remove_file(dir.path().join("big.onnx.data")).expect("rm");
+    assert_clean(&out, &["big.onnx.data", "missing"]);
+}
+
+fn graph_case(dir: &Path, name: &str, nodes: Vec<pare::model::proto::NodeProto>) -> std::path::PathBuf {
+    let mut b = pare::model::builder::GraphBuilder::new("g");
+    b.input("x", &[pare::model::builder::D::N(1), pare::model::builder::D::N(2)]);
+    b.output("y", &[pare::model::builder::D::N(1), pare::model::builder::D::N(2)]);
+    let mut m = b.model();
+    m.graph.as_mut().expect("graph").node = nodes;
+    common::write(dir, name, &m)
+}
+
+fn node(name: &str, op: &str, ins: &[&str], outs: &[&str]) -> pare::model::proto::NodeProto {
+    pare::model::proto::NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dangling_duplicate_and_cyclic_graphs() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let p = graph_case(d, "dangling.onnx", vec![node("a", "Add", &["x", "ghost"], &["y"])]);
+    assert_clean(&p, &["'ghost'", "'a'"]);
+    let p = graph_case(
+        d,
+        "dup.onnx",
+        vec![node("a", "Relu", &["x"], &["y"]), node("b", "Sigmoid", &["x"], &["y"])],
+    );
+    assert_clean(&p, &["'y'", "twice"]);
+    let p = graph_case(
+        d,
+        "cycle.onnx",
+        vec![
+            node("a", "Add", &["x", "t2"], &["t1"]),
+            node("b", "Relu", &["t1"], &["t2"]),
+            node("c", "Identity", &["t1"], &["y"]),
+        ],
+    );
+    assert_clean(&p, &["cycl", "'a'", "'b'"]);
+}
+
+#[test]
+fn bad_input_shape_flag_is_usage_error() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "m.onnx", &common::seg_head());
+    for spec in ["image", "image:1xAx3", "nosuch:1x3x16x16"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pare"))
+            .args(["info", "--input-shape", spec])
+            .arg(&p)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {err}");
+        assert!(err.contains("input") && !err.contains("panicked"), "{err}");
+    }
+}

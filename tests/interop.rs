@@ -1,0 +1,76 @@
+//! Interop suite: models pare writes must satisfy the Python `onnx` checker and run in
+//! onnxruntime. Needs a Python with onnx, onnxruntime and numpy: `PARE_PYTHON`, else the
+//! repository's `.venv/bin/python` (`.ci/run` creates it). Under CI a missing Python fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pare::model::io::{SaveOptions, load_model, save_model};
+
+/// The Python to use, or `None` (with a note) when none is set up outside CI.
+pub fn python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("PARE_PYTHON").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let ok = Command::new(&c)
+            .args(["-c", "import onnx, onnxruntime, numpy"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(c);
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but no Python with onnx/onnxruntime/numpy was found (set PARE_PYTHON)"
+    );
+    eprintln!("interop: no Python with onnx/onnxruntime found; run .ci/run or set PARE_PYTHON");
+    None
+}
+
+fn committed_models() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "onnx"));
+    v.sort();
+    v
+}
+
+#[test]
+fn resaved_models_match_originals_in_onnx_and_onnxruntime() {
+    let Some(py) = python() else { return };
+    let dir = common::tempdir();
+    let mut originals = committed_models();
+    assert!(originals.len() >= 3, "tests/data should hold the committed PyTorch exports");
+    for (name, m) in [
+        ("resnet_like.onnx", common::resnet_like()),
+        ("seg_head.onnx", common::seg_head()),
+        ("demo.onnx", pare::demo::build_demo()),
+    ] {
+        originals.push(common::write(dir.path(), name, &m));
+    }
+    let mut args = Vec::new();
+    for (k, orig) in originals.iter().enumerate() {
+        let m = load_model(orig).expect("load");
+        let inline = dir.path().join(format!("rt{k}.onnx"));
+        save_model(&m, &inline, &SaveOptions::default()).expect("save");
+        let ext = dir.path().join(format!("rt{k}_ext.onnx"));
+        save_model(&m, &ext, &SaveOptions { external_threshold: Some(1024) }).expect("save ext");
+        for saved in [inline, ext] {
+            args.push(orig.clone());
+            args.push(saved);
+        }
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/roundtrip_check.py");
+    let out = Command::new(py).arg(script).args(&args).output().expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("{} passed, 0 failed", args.len() / 2)), "{text}");
+}
