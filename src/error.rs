@@ -34,6 +34,8 @@ pub enum PareError {
     Usage(String),
     #[error("tensor '{tensor}': {message}")]
     Tensor { tensor: String, message: String },
+    #[error("cancelled")]
+    Cancelled,
     #[error("runtime: {0}")]
     Runtime(String),
     #[error("cannot write {path}: {source}")]

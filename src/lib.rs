@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod error;
+pub mod jobs;
 pub mod model;
 pub mod rng;
 pub mod runtime;

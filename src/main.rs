@@ -1,16 +1,12 @@
 //! The `pare` binary: argument parsing and output only; all logic lives in the library.
 
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use pare::model::{Analysis, InputPins, info, io, parse_input_shape};
-
-/// Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
-const EXIT_CHECK_FAILED: u8 = 1;
-const EXIT_BAD_INPUT: u8 = 2;
+use cli::{CmdResult, Exit};
 
 #[derive(Parser)]
 #[command(
@@ -30,79 +26,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Summarise a model: inputs/outputs, opsets, op histogram, params, MACs, heaviest layers.
-    Info(InfoArgs),
+    Info(cli::info::InfoArgs),
 }
 
-/// Options shared by every command that analyses a model.
-#[derive(Args, Clone, Default)]
-struct ModelArgs {
-    /// Pin an input shape, e.g. `--input-shape left:1x3x256x512` (repeatable).
-    #[arg(long = "input-shape", value_name = "NAME:DIMS")]
-    input_shape: Vec<String>,
-}
-
-impl ModelArgs {
-    fn pins(&self) -> anyhow::Result<InputPins> {
-        let mut pins = InputPins::new();
-        for spec in &self.input_shape {
-            let (name, dims) = parse_input_shape(spec)?;
-            pins.insert(name, dims);
-        }
-        Ok(pins)
-    }
-}
-
-#[derive(Args)]
-struct InfoArgs {
-    /// The ONNX model (default: the embedded demo model).
-    model: Option<PathBuf>,
-    #[command(flatten)]
-    model_args: ModelArgs,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-/// An error that carries its exit code.
-#[derive(Debug)]
-struct Exit(u8, anyhow::Error);
-
-fn open(model: Option<&PathBuf>, args: &ModelArgs) -> anyhow::Result<Analysis> {
-    let pins = args.pins()?;
-    let analysis = match model {
-        Some(path) => Analysis::open(path, &pins)?,
-        None => {
-            let m = io::load_model_bytes(
-                bytes::Bytes::from_static(pare::demo::DEMO_ONNX),
-                std::path::Path::new("<embedded demo>"),
-            )?;
-            Analysis::new(m, &pins)?
-        }
-    };
-    Ok(analysis)
-}
-
-fn cmd_info(a: &InfoArgs) -> anyhow::Result<()> {
-    let analysis = open(a.model.as_ref(), &a.model_args)?;
-    let report = info::model_info(&analysis);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("encoding JSON")?);
-    } else {
-        print!("{}", info::render_text(&report, &analysis));
-    }
-    Ok(())
-}
-
-fn run(cli: Cli) -> Result<(), Exit> {
-    let bad = |e: anyhow::Error| Exit(EXIT_BAD_INPUT, e);
+fn run(cli: Cli) -> CmdResult {
     match cli.command {
-        None => cmd_info(&InfoArgs {
+        None => cli::info::run(&cli::info::InfoArgs {
             model: None,
-            model_args: ModelArgs::default(),
+            model_args: cli::ModelArgs::default(),
             json: false,
-        })
-        .map_err(bad),
-        Some(Command::Info(a)) => cmd_info(&a).map_err(bad),
+        }),
+        Some(Command::Info(a)) => cli::info::run(&a),
     }
 }
 
@@ -119,8 +53,7 @@ fn main() -> ExitCode {
                     msg.push_str(&format!(": {c}"));
                 }
             }
-            eprintln!("{msg}");
-            let _ = EXIT_CHECK_FAILED;
+            eprintln!("{}", msg.replace('\n', " "));
             ExitCode::from(code)
         }
     }

@@ -1,0 +1,1 @@
+//! `pare extract` (being built).

@@ -1,0 +1,32 @@
+//! `pare info`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{CmdResult, Exit, ModelArgs, open};
+use pare::model::info;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// The ONNX model (default: the embedded demo model).
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: &InfoArgs) -> CmdResult {
+    let analysis = open(a.model.as_deref(), &a.model_args).map_err(Exit::bad)?;
+    let report = info::model_info(&analysis);
+    if a.json {
+        let s = serde_json::to_string_pretty(&report).context("encoding JSON").map_err(Exit::bad)?;
+        println!("{s}");
+    } else {
+        print!("{}", info::render_text(&report, &analysis));
+    }
+    Ok(())
+}

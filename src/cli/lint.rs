@@ -1,0 +1,1 @@
+//! `pare lint` (being built).
