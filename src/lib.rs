@@ -2,11 +2,14 @@
 //! subgraph extraction for ONNX vision models. The CLI and the TUI are thin faces over the
 //! functions in these modules.
 
+pub mod analysis;
 pub mod demo;
 pub mod error;
 pub mod jobs;
 pub mod model;
+pub mod prune;
 pub mod rng;
 pub mod runtime;
+pub mod tags;
 
 pub use error::{PareError, Result};

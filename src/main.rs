@@ -27,6 +27,10 @@ struct Cli {
 enum Command {
     /// Summarise a model: inputs/outputs, opsets, op histogram, params, MACs, heaviest layers.
     Info(cli::info::InfoArgs),
+    /// List channel groups: channels that must be pruned together, and why some are locked.
+    Groups(cli::prune::GroupsArgs),
+    /// Structured channel pruning with validation.
+    Prune(cli::prune::PruneArgs),
 }
 
 fn run(cli: Cli) -> CmdResult {
@@ -37,6 +41,8 @@ fn run(cli: Cli) -> CmdResult {
             json: false,
         }),
         Some(Command::Info(a)) => cli::info::run(&a),
+        Some(Command::Groups(a)) => cli::prune::run_groups(&a),
+        Some(Command::Prune(a)) => cli::prune::run_prune(&a),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod info;
 pub mod lint;
+pub mod prune;
 
 use std::path::Path;
 

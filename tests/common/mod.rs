@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata, value_info};
+use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata};
 use pare::model::proto::ModelProto;
-use pare::model::{DataType, Model};
+use pare::model::Model;
 
 /// A fresh temporary directory that lives as long as the returned guard.
 pub fn tempdir() -> tempfile::TempDir {
@@ -103,4 +103,197 @@ pub fn seg_head() -> ModelProto {
     b.node_named("/Resize", "Resize", &[&y, "", &scales], &["mask"], vec![attr_s("mode", "nearest")]);
     b.output("mask", &[D::N(1), D::N(3), D::N(16), D::N(16)]);
     b.model()
+}
+
+// ---- Pruning fixtures: one per seed case the channel analysis must get right. ----
+
+fn conv_bn_relu(b: &mut GraphBuilder, x: &str, cin: i64, cout: i64, k: i64, s: i64) -> String {
+    let c = b.conv(x, cin, cout, k, s, k / 2, 1);
+    let n = b.batchnorm(&c, cout);
+    b.relu(&n)
+}
+
+/// DeepLab-style ASPP: four branches read the same tensor and are concatenated (seed P5),
+/// then a classifier conv whose class count must stay (seed P3).
+pub fn aspp() -> ModelProto {
+    let mut b = GraphBuilder::new("aspp");
+    b.input("image", &[D::N(1), D::N(3), D::N(32), D::N(32)]);
+    let x = conv_bn_relu(&mut b, "image", 3, 16, 3, 2);
+    let x = conv_bn_relu(&mut b, &x, 16, 32, 3, 2);
+    let b1 = conv_bn_relu(&mut b, &x, 32, 16, 1, 1);
+    let w = b.init_randn("dil.weight", &[16, 32, 3, 3], 0.1);
+    let b2 = b.op(
+        "Conv",
+        &[&x, &w],
+        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[2, 2, 2, 2]), attr_ints("dilations", &[2, 2])],
+    );
+    let b2 = b.batchnorm(&b2, 16);
+    let b2 = b.relu(&b2);
+    let b3 = conv_bn_relu(&mut b, &x, 32, 16, 3, 1);
+    let gp = b.op("GlobalAveragePool", &[&x], vec![]);
+    let b4 = b.conv(&gp, 32, 16, 1, 1, 0, 1);
+    let b4 = b.relu(&b4);
+    let sizes = b.init_i64("pool_sizes", &[4], &[1, 16, 8, 8]);
+    let b4 = b.op("Resize", &[&b4, "", "", &sizes], vec![attr_s("mode", "nearest")]);
+    let cat = b.concat(&[&b1, &b2, &b3, &b4], 1);
+    let p = conv_bn_relu(&mut b, &cat, 64, 32, 1, 1);
+    let cls = b.conv(&p, 32, 5, 1, 1, 0, 1);
+    let scales = b.init_f32("up_scales", &[4], &[1.0, 1.0, 4.0, 4.0]);
+    b.node_named("/up/Resize", "Resize", &[&cls, "", &scales], &["logits"], vec![attr_s("mode", "linear")]);
+    b.output("logits", &[D::N(1), D::N(5), D::N(32), D::N(32)]);
+    b.model()
+}
+
+/// PSPNet-style pyramid pooling: AveragePool at several sizes, 1x1 convs, upsampling, concat.
+pub fn psp() -> ModelProto {
+    let mut b = GraphBuilder::new("psp");
+    b.input("image", &[D::N(1), D::N(3), D::N(48), D::N(48)]);
+    let x = conv_bn_relu(&mut b, "image", 3, 16, 3, 2);
+    let x = conv_bn_relu(&mut b, &x, 16, 24, 3, 2); // 12x12
+    let mut pieces = vec![x.clone()];
+    for (k, pool) in [12i64, 6, 4].iter().enumerate() {
+        let p = b.op("AveragePool", &[&x], vec![attr_ints("kernel_shape", &[*pool, *pool]), attr_ints("strides", &[*pool, *pool])]);
+        let c = conv_bn_relu(&mut b, &p, 24, 8, 1, 1);
+        let sizes = b.init_i64(&format!("psp_sizes_{k}"), &[4], &[1, 8, 12, 12]);
+        pieces.push(b.op("Resize", &[&c, "", "", &sizes], vec![attr_s("mode", "linear")]));
+    }
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let cat = b.concat(&refs, 1);
+    let y = conv_bn_relu(&mut b, &cat, 48, 16, 3, 1);
+    let w = b.init_randn("cls.w", &[4, 16, 1, 1], 0.2);
+    b.node_named("/cls/Conv", "Conv", &[&y, &w], &["mask"], vec![attr_ints("kernel_shape", &[1, 1])]);
+    b.output("mask", &[D::N(1), D::N(4), D::N(12), D::N(12)]);
+    b.model()
+}
+
+/// Two inputs (stereo), shared-weight-free 2-D feature convs, a cost volume via Unsqueeze +
+/// Concat on a new disparity axis, Conv3d and ConvTranspose3d (seed P6/P10).
+pub fn stereo3d() -> ModelProto {
+    let mut b = GraphBuilder::new("stereo3d");
+    b.input("left", &[D::N(1), D::N(3), D::N(16), D::N(16)]);
+    b.input("right", &[D::N(1), D::N(3), D::N(16), D::N(16)]);
+    let l = conv_bn_relu(&mut b, "left", 3, 16, 3, 2);
+    let r = conv_bn_relu(&mut b, "right", 3, 16, 3, 2);
+    let l = b.conv(&l, 16, 16, 3, 1, 1, 1);
+    let r = b.conv(&r, 16, 16, 3, 1, 1, 1);
+    let ax = b.init_i64("unsq_axes", &[1], &[2]);
+    let l5 = b.op("Unsqueeze", &[&l, &ax], vec![]);
+    let r5 = b.op("Unsqueeze", &[&r, &ax], vec![]);
+    let vol = b.concat(&[&l5, &r5, &l5], 2); // [1,16,3,8,8]
+    let c3 = b.conv_nd(&vol, 16, 16, &[3, 3, 3], 1, 1, 1, true);
+    let c3 = b.relu(&c3);
+    let c3 = b.conv_nd(&c3, 16, 8, &[3, 3, 3], 1, 1, 1, true);
+    let c3 = b.relu(&c3);
+    // ConvTranspose3d 8 -> 4, stride 2 with output_padding (seed Q3's layer).
+    let wt = b.init_randn("deconv.weight", &[8, 4, 3, 3, 3], 0.1);
+    let up = b.op(
+        "ConvTranspose",
+        &[&c3, &wt],
+        vec![
+            attr_ints("kernel_shape", &[3, 3, 3]),
+            attr_ints("strides", &[2, 2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1, 1, 1]),
+            attr_ints("output_padding", &[1, 1, 1]),
+        ],
+    );
+    let up = b.relu(&up);
+    let head = b.conv_nd(&up, 4, 1, &[3, 3, 3], 1, 1, 1, true);
+    let ax1 = b.init_i64("sq_axes", &[1], &[1]);
+    b.node_named("/Squeeze", "Squeeze", &[&head, &ax1], &["cost"], vec![]);
+    b.output("cost", &[D::N(1), D::N(6), D::N(16), D::N(16)]);
+    b.model()
+}
+
+/// TF-"SAME" padding as EfficientNet ports export it: an explicit Pad before a conv (seed P14),
+/// followed by a depthwise conv with squeeze-excitation gating (broadcast Mul) and decomposed
+/// swish x*sigmoid(x).
+pub fn same_pad_dw_se() -> ModelProto {
+    let mut b = GraphBuilder::new("same_pad_dw_se");
+    b.input("image", &[D::N(1), D::N(3), D::N(32), D::N(32)]);
+    let pads = b.init_i64("same_pads", &[8], &[0, 0, 0, 0, 0, 0, 1, 1]);
+    let p = b.op("Pad", &["image", &pads], vec![attr_s("mode", "constant")]);
+    let x = b.conv(&p, 3, 16, 3, 2, 0, 1); // 15x15
+    let x = b.batchnorm(&x, 16);
+    let s = b.op("Sigmoid", &[&x], vec![]);
+    let x = b.mul(&x, &s); // swish
+    let pads2 = b.init_i64("same_pads2", &[8], &[0, 0, 1, 1, 0, 0, 1, 1]);
+    let p = b.op("Pad", &[&x, &pads2], vec![attr_s("mode", "constant")]);
+    let dw = b.conv(&p, 16, 16, 3, 1, 0, 16); // depthwise
+    let dw = b.batchnorm(&dw, 16);
+    let dw = b.relu(&dw);
+    // Squeeze-excitation.
+    let gp = b.op("GlobalAveragePool", &[&dw], vec![]);
+    let se = b.conv(&gp, 16, 8, 1, 1, 0, 1);
+    let se = b.relu(&se);
+    let se = b.conv(&se, 8, 16, 1, 1, 0, 1);
+    let gate = b.op("Sigmoid", &[&se], vec![]);
+    let x = b.mul(&dw, &gate);
+    let y = b.conv(&x, 16, 24, 1, 1, 0, 1);
+    let y = b.relu(&y);
+    let gp = b.op("GlobalAveragePool", &[&y], vec![]);
+    let f = b.op("Flatten", &[&gp], vec![attr_i("axis", 1)]);
+    let logits = b.gemm(&f, 24, 7);
+    b.node_named("/out", "Identity", &[&logits], &["logits"], vec![]);
+    b.output("logits", &[D::N(1), D::N(7)]);
+    b.model()
+}
+
+/// Flatten of a spatial map into a Gemm (each channel owns a block of features), and a
+/// `view(b, 16, -1)`-style Reshape with a literal channel count (seed P7).
+pub fn flatten_view() -> ModelProto {
+    let mut b = GraphBuilder::new("flatten_view");
+    b.input("image", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let x = conv_bn_relu(&mut b, "image", 3, 16, 3, 2); // 16x4x4
+    // view(1, 16, -1) then view back to (1, 16, 4, 4).
+    let s1 = b.init_i64("view_shape", &[3], &[1, 16, -1]);
+    let v = b.op("Reshape", &[&x, &s1], vec![]);
+    let v = b.op("Relu", &[&v], vec![]);
+    let s2 = b.const_i64(&[1, 16, 4, 4]);
+    let x = b.op("Reshape", &[&v, &s2], vec![]);
+    let x = b.conv(&x, 16, 16, 3, 1, 1, 1);
+    let x = b.relu(&x);
+    let f = b.op("Flatten", &[&x], vec![attr_i("axis", 1)]); // 256 features
+    let h = b.gemm(&f, 256, 32);
+    let h = b.relu(&h);
+    let logits = b.gemm(&h, 32, 3);
+    b.node_named("/out", "Identity", &[&logits], &["logits"], vec![]);
+    b.output("logits", &[D::N(1), D::N(3)]);
+    b.model()
+}
+
+/// A custom op (MemoryEfficientSwish-like, seed P12) between two convs.
+pub fn custom_op() -> ModelProto {
+    let mut b = GraphBuilder::new("custom_op");
+    b.input("image", &[D::N(1), D::N(3), D::N(16), D::N(16)]);
+    let x = conv_bn_relu(&mut b, "image", 3, 16, 3, 1);
+    let sw = "/act/MemoryEfficientSwish_output_0";
+    b.nodes.push(pare::model::proto::NodeProto {
+        name: Some("/act/MemoryEfficientSwish".into()),
+        op_type: Some("MemoryEfficientSwish".into()),
+        domain: Some("com.acme".into()),
+        input: vec![x.clone()],
+        output: vec![sw.into()],
+        ..Default::default()
+    });
+    let y = conv_bn_relu(&mut b, sw, 16, 16, 3, 1);
+    let z = conv_bn_relu(&mut b, &y, 16, 8, 3, 1);
+    b.node_named("/out", "Identity", &[&z], &["features"], vec![]);
+    b.output("features", &[D::N(1), D::N(8), D::N(16), D::N(16)]);
+    let mut m = b.model();
+    m.opset_import.push(pare::model::proto::OperatorSetIdProto { domain: Some("com.acme".into()), version: Some(1) });
+    m
+}
+
+/// Every runnable pruning fixture, by name.
+pub fn prune_fixtures() -> Vec<(&'static str, ModelProto)> {
+    vec![
+        ("resnet_like", resnet_like()),
+        ("seg_head", seg_head()),
+        ("aspp", aspp()),
+        ("psp", psp()),
+        ("stereo3d", stereo3d()),
+        ("same_pad_dw_se", same_pad_dw_se()),
+        ("flatten_view", flatten_view()),
+        ("demo", pare::demo::build_demo()),
+    ]
 }

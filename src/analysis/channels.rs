@@ -1,0 +1,1244 @@
+//! Channel dependency analysis: which channels of which tensors must be pruned together.
+//!
+//! Every producer of channels (a Conv's output channels, a Gemm's output features, a graph
+//! input) creates a *space* of channel atoms. Each tensor's channel axis is described as the
+//! list of atoms at its indices, so Concat juxtaposes lists, Flatten repeats each atom over the
+//! spatial positions it covers, Transpose moves the axis and channel-wise ops pass the list
+//! through. Broadcasting elementwise ops (Add, Mul, …) *unify* the atoms position by position
+//! (union-find), which is how a residual Add ties a block's last conv to its shortcut (seed
+//! P1/P4) and a squeeze-excitation Mul ties the gate to the features. A channel group is a
+//! connected set of spaces; its prunable units are the union-find classes of its atoms.
+//!
+//! Anything pare does not understand *locks* the groups it touches with a reason (seed P12):
+//! it is never assumed channel-preserving. Graph inputs and outputs are locked (seed P3).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::model::Analysis;
+use crate::model::proto::{GraphProto, NodeProto};
+use crate::model::shape::{Dim, Value};
+use crate::model::tensor::{DataType, to_i64};
+
+/// Index of one channel atom.
+pub type Atom = u32;
+
+/// What a weight member is to its node, for reports and importance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Output-channel slice of a Conv/ConvTranspose/Gemm/MatMul weight (a filter).
+    ProducerWeight,
+    ProducerBias,
+    /// Input-channel slice of a consumer's weight.
+    ConsumerWeight,
+    /// BatchNorm / InstanceNorm scale (gamma).
+    NormScale,
+    NormBias,
+    NormStat,
+    /// A constant operand of a broadcasting op (per-channel scale, PRelu slope, …).
+    Elementwise,
+}
+
+/// A slice of an initializer (or Constant value) that follows channel atoms along one axis.
+#[derive(Clone, Debug, Serialize)]
+pub struct Member {
+    pub node: String,
+    /// Initializer name, or the output of the `Constant` node holding the tensor.
+    pub tensor: String,
+    pub axis: usize,
+    pub role: Role,
+    /// Atom at each index of `axis`.
+    #[serde(skip)]
+    pub atoms: Vec<Atom>,
+}
+
+/// An integer somewhere in the model that equals a channel count and must be rewritten when
+/// channels are removed: a Reshape target dim (seed P7), Split sizes, a depthwise `group`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CountMember {
+    pub node: String,
+    pub place: CountPlace,
+    /// The new value is the number of kept entries of this list.
+    #[serde(skip)]
+    pub atoms: Vec<Atom>,
+}
+
+/// Where a count lives.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum CountPlace {
+    /// Element `index` of an int initializer or Constant tensor.
+    Tensor { tensor: String, index: usize },
+    /// Element `index` of an int attribute (or the int attribute itself with index 0).
+    Attribute { attribute: String, index: usize },
+}
+
+/// A set of channels that must be pruned together.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelGroup {
+    pub id: usize,
+    /// Number of prunable units (coupled channel classes).
+    pub channels: usize,
+    /// Nodes whose output channels form this group.
+    pub producers: Vec<String>,
+    /// Tensors carrying these channels (for highlighting).
+    pub tensors: Vec<String>,
+    /// Indices into `ChannelAnalysis::members`.
+    pub members: Vec<usize>,
+    pub counts: Vec<usize>,
+    /// Why it cannot be pruned; empty when prunable.
+    pub locks: Vec<String>,
+    /// Atoms of each unit; unit order follows the first space's channel order.
+    #[serde(skip)]
+    pub units: Vec<Vec<Atom>>,
+}
+
+impl ChannelGroup {
+    pub fn prunable(&self) -> bool {
+        self.locks.is_empty() && self.channels > 1
+    }
+}
+
+/// Result of the analysis.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChannelAnalysis {
+    pub groups: Vec<ChannelGroup>,
+    pub members: Vec<Member>,
+    pub counts: Vec<CountMember>,
+    /// Per tensor: channel axis and atoms (for the TUI and rewrite).
+    #[serde(skip)]
+    pub layouts: HashMap<String, Layout>,
+    /// Atom → group id.
+    #[serde(skip)]
+    pub atom_group: Vec<usize>,
+    /// Atom → unit index within its group.
+    #[serde(skip)]
+    pub atom_unit: Vec<usize>,
+    /// Notes about ops handled conservatively.
+    pub notes: Vec<String>,
+}
+
+/// The channel axis of a tensor and the atom at each of its indices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layout {
+    pub axis: usize,
+    pub atoms: Vec<Atom>,
+}
+
+/// Union-find over atoms, iterative (path halving), never recursive.
+#[derive(Clone, Debug, Default)]
+struct Dsu {
+    parent: Vec<Atom>,
+}
+
+impl Dsu {
+    fn add(&mut self, n: usize) -> Atom {
+        let start = self.parent.len() as Atom;
+        for k in 0..n {
+            self.parent.push(start + k as Atom);
+        }
+        start
+    }
+    fn find(&mut self, mut a: Atom) -> Atom {
+        while self.parent[a as usize] != a {
+            let p = self.parent[a as usize];
+            self.parent[a as usize] = self.parent[p as usize];
+            a = self.parent[a as usize];
+        }
+        a
+    }
+    fn union(&mut self, a: Atom, b: Atom) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent[hi as usize] = lo;
+        }
+    }
+}
+
+struct Space {
+    producer: String,
+    tensor: String,
+    start: Atom,
+    len: usize,
+}
+
+/// Working state of one analysis.
+struct Builder<'a> {
+    a: &'a Analysis,
+    g: &'a GraphProto,
+    dsu: Dsu,
+    spaces: Vec<Space>,
+    layouts: HashMap<String, Layout>,
+    members: Vec<Member>,
+    counts: Vec<CountMember>,
+    /// (atoms, reason) to lock after grouping.
+    locks: Vec<(Vec<Atom>, String)>,
+    /// Tensors produced by Constant nodes → node index.
+    constants: HashMap<String, usize>,
+    notes: Vec<String>,
+}
+
+/// Ops that act on each channel independently and keep the layout.
+const CHANNELWISE: &[&str] = &[
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",
+    "Swish", "Mish", "Gelu", "Tanh", "Softplus", "Softsign", "Exp", "Log", "Sqrt", "Reciprocal",
+    "Neg", "Abs", "Ceil", "Floor", "Round", "Sign", "Erf", "Sin", "Cos", "Clip", "Identity",
+    "Dropout", "Cast", "CastLike", "ThresholdedRelu", "Shrink", "MaxPool", "AveragePool",
+    "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
+    "InstanceNormalization", "Resize", "Upsample", "IsNaN", "IsInf", "Not", "QuantizeLinear",
+    "DequantizeLinear",
+];
+
+/// Broadcasting elementwise ops that unify their operands' channels.
+const ELEMENTWISE: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
+    "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift",
+];
+
+/// Ops that only read a tensor's shape, never its values.
+const SHAPE_ONLY: &[&str] = &["Shape", "Size"];
+
+impl<'a> Builder<'a> {
+    fn new(a: &'a Analysis) -> Self {
+        let g = a.graph();
+        let constants = g
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type() == "Constant")
+            .filter_map(|(i, n)| n.output.first().map(|o| (o.clone(), i)))
+            .collect();
+        Self {
+            a,
+            g,
+            dsu: Dsu::default(),
+            spaces: Vec::new(),
+            layouts: HashMap::new(),
+            members: Vec::new(),
+            counts: Vec::new(),
+            locks: Vec::new(),
+            constants,
+            notes: Vec::new(),
+        }
+    }
+
+    fn shape(&self, t: &str) -> Option<Vec<i64>> {
+        self.a.shapes.static_shape(t)
+    }
+
+    fn rank(&self, t: &str) -> Option<usize> {
+        self.a.shapes.shape(t).map(|s| s.len())
+    }
+
+    /// A tensor that is an initializer or a Constant output: weights pare can slice.
+    fn is_const(&self, t: &str) -> bool {
+        self.a.index.initializers.contains_key(t) || self.constants.contains_key(t)
+    }
+
+    fn new_space(&mut self, producer: &str, tensor: &str, n: usize) -> Vec<Atom> {
+        let start = self.dsu.add(n);
+        self.spaces.push(Space {
+            producer: producer.to_string(),
+            tensor: tensor.to_string(),
+            start,
+            len: n,
+        });
+        (start..start + n as Atom).collect()
+    }
+
+    /// Gives `tensor` fresh locked atoms on axis 1 (or its only axis), when its size is known.
+    fn opaque(&mut self, producer: &str, tensor: &str, reason: &str) {
+        let Some(shape) = self.shape(tensor) else { return };
+        if shape.is_empty() {
+            return;
+        }
+        let axis = if shape.len() >= 2 { 1 } else { 0 };
+        let n = shape[axis].max(0) as usize;
+        let atoms = self.new_space(producer, tensor, n);
+        self.locks.push((atoms.clone(), reason.to_string()));
+        self.layouts.insert(tensor.to_string(), Layout { axis, atoms });
+    }
+
+    fn lock_tensor(&mut self, tensor: &str, reason: String) {
+        if let Some(l) = self.layouts.get(tensor) {
+            self.locks.push((l.atoms.clone(), reason));
+        }
+    }
+
+    fn member(&mut self, node: &NodeProto, tensor: &str, axis: usize, role: Role, atoms: Vec<Atom>) {
+        self.members.push(Member {
+            node: node.display_name(),
+            tensor: tensor.to_string(),
+            axis,
+            role,
+            atoms,
+        });
+    }
+
+    fn unify(&mut self, a: &[Atom], b: &[Atom]) {
+        for (x, y) in a.iter().zip(b) {
+            self.dsu.union(*x, *y);
+        }
+    }
+
+    /// Locks every layout this node reads or writes, with a reason naming it.
+    fn barrier(&mut self, node: &NodeProto, why: &str) {
+        let reason = format!("{} '{}': {why}", node.op_type(), node.display_name());
+        for t in node.input.iter().filter(|s| !s.is_empty()) {
+            self.lock_tensor(t, reason.clone());
+        }
+        for o in node.output.iter().filter(|s| !s.is_empty()) {
+            self.opaque(&node.display_name(), o, &reason);
+        }
+    }
+
+    fn run(mut self) -> ChannelAnalysis {
+        let g = self.g;
+        // Graph inputs: their channels are fixed by whoever feeds the model.
+        for name in self.a.index.inputs.clone() {
+            self.opaque("<graph input>", &name, &format!("graph input '{name}'"));
+        }
+        let topo = self.a.index.topo.clone();
+        for id in topo {
+            let node = &g.node[id];
+            self.visit(id, node);
+        }
+        // Graph outputs are consumed by code pare cannot see (seed P3).
+        for o in self.a.index.outputs.clone() {
+            self.lock_tensor(&o, format!("reaches graph output '{o}'"));
+        }
+        self.tie_shared_initializers();
+        self.finish()
+    }
+
+    fn visit(&mut self, id: usize, node: &NodeProto) {
+        let op = node.op_type();
+        let x = node.input.first().map(String::as_str).unwrap_or("");
+        let out = node.output.first().cloned().unwrap_or_default();
+        if !node.op_domain().is_empty() {
+            self.barrier(node, &format!("custom op in domain '{}' (pare cannot see inside; tag it to treat it as channel-wise)", node.op_domain()));
+            return;
+        }
+        if self.a.index.implicit_inputs.contains_key(&id) || node.subgraphs().next().is_some() {
+            let reason = format!("{op} '{}': reads tensors inside a nested graph", node.display_name());
+            for t in self.a.index.implicit_inputs.get(&id).cloned().unwrap_or_default() {
+                self.lock_tensor(&t, reason.clone());
+            }
+            self.barrier(node, "control flow (If/Loop/Scan)");
+            return;
+        }
+        match op {
+            "Constant" | "ConstantOfShape" | "Range" | "RandomNormal" | "RandomUniform"
+            | "RandomNormalLike" | "RandomUniformLike" | "EyeLike" => {}
+            o if SHAPE_ONLY.contains(&o) => {}
+            "Conv" => self.conv(node, false),
+            "ConvTranspose" => self.conv(node, true),
+            "Gemm" => self.gemm(node),
+            "MatMul" => self.matmul(node),
+            o if CHANNELWISE.contains(&o) => self.channelwise(node),
+            o if ELEMENTWISE.contains(&o) => self.elementwise(node),
+            "Pad" => self.pad(node),
+            "Concat" => self.concat(node),
+            "Split" => self.split(node),
+            "Transpose" => self.transpose(node),
+            "Flatten" | "Reshape" => self.reshape(node),
+            "Squeeze" | "Unsqueeze" => self.squeeze(node),
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+            | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" | "ReduceLogSum" | "ArgMax"
+            | "ArgMin" | "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK"
+            | "CumSum" => self.reduce_like(node),
+            "Slice" | "Gather" => self.slice_gather(node),
+            _ => {
+                if self.layouts.contains_key(x) || !out.is_empty() {
+                    self.barrier(node, "pare has no channel rule for this op, so it never assumes it is channel-preserving (seed P12)");
+                }
+            }
+        }
+    }
+
+    fn channelwise(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let Some(layout) = self.layouts.get(&x).cloned() else {
+            return;
+        };
+        // Params of BN / InstanceNorm / PRelu are per-channel members.
+        match node.op_type() {
+            "BatchNormalization" => {
+                for (k, role) in [(1, Role::NormScale), (2, Role::NormBias), (3, Role::NormStat), (4, Role::NormStat)] {
+                    if let Some(t) = node.input.get(k).filter(|t| self.is_const(t)) {
+                        let t = t.clone();
+                        self.member(node, &t, 0, role, layout.atoms.clone());
+                    }
+                }
+            }
+            "InstanceNormalization" => {
+                for (k, role) in [(1, Role::NormScale), (2, Role::NormBias)] {
+                    if let Some(t) = node.input.get(k).filter(|t| self.is_const(t)) {
+                        let t = t.clone();
+                        self.member(node, &t, 0, role, layout.atoms.clone());
+                    }
+                }
+            }
+            "PRelu" => {
+                let slope = node.input.get(1).cloned().unwrap_or_default();
+                if !self.operand(node, &slope, &layout, &x) {
+                    return;
+                }
+            }
+            "Resize" | "Upsample" => {
+                // A scale on the channel axis would mix channels.
+                let scales = node.input.get(if node.op_type() == "Resize" { 2 } else { 1 });
+                if let Some(Value::Float(v)) = scales.and_then(|s| self.a.shapes.get(s)).and_then(|i| i.value.as_ref()) {
+                    if v.get(layout.axis).is_some_and(|s| (*s - 1.0).abs() > 1e-9) {
+                        self.barrier(node, "resizes the channel axis");
+                        return;
+                    }
+                }
+                if let Some(sizes) = node.input.get(3).filter(|s| !s.is_empty()) {
+                    let sizes = sizes.clone();
+                    self.count_at(node, &sizes, layout.axis, &layout.atoms);
+                }
+            }
+            "Dropout" => {}
+            _ => {}
+        }
+        for o in node.output.iter().take(1) {
+            self.layouts.insert(o.clone(), layout.clone());
+        }
+    }
+
+    /// Adds a broadcast operand; returns false (after locking) when it cannot be followed.
+    fn operand(&mut self, node: &NodeProto, operand: &str, layout: &Layout, out: &str) -> bool {
+        let out_rank = self.rank(out).or_else(|| self.rank(node.input.first().map(String::as_str).unwrap_or(""))).unwrap_or(0);
+        let Some(shape) = self.shape(operand) else {
+            self.barrier(node, &format!("operand '{operand}' has an unknown shape"));
+            return false;
+        };
+        // Align from the right (numpy broadcasting).
+        let offset = out_rank as isize - shape.len() as isize;
+        let pos = layout.axis as isize - offset;
+        if pos < 0 || pos as usize >= shape.len() || shape[pos as usize] == 1 {
+            return true; // broadcast over channels
+        }
+        let pos = pos as usize;
+        if shape[pos] as usize != layout.atoms.len() {
+            self.barrier(node, &format!("operand '{operand}' has {} entries on the channel axis, expected {}", shape[pos], layout.atoms.len()));
+            return false;
+        }
+        if self.is_const(operand) {
+            self.member(node, operand, pos, Role::Elementwise, layout.atoms.clone());
+            true
+        } else if let Some(l) = self.layouts.get(operand).cloned() {
+            if l.axis == pos && l.atoms.len() == layout.atoms.len() {
+                self.unify(&l.atoms, &layout.atoms);
+                true
+            } else {
+                self.barrier(node, &format!("operand '{operand}' carries channels on another axis"));
+                false
+            }
+        } else {
+            self.barrier(node, &format!("operand '{operand}' has channels pare cannot trace"));
+            false
+        }
+    }
+
+    fn elementwise(&mut self, node: &NodeProto) {
+        let out = node.output.first().cloned().unwrap_or_default();
+        let out_rank = self.rank(&out);
+        let Some(out_shape) = self.shape(&out) else {
+            // Without a static output shape pare cannot align operands.
+            if node.input.iter().any(|i| self.layouts.contains_key(i)) {
+                self.barrier(node, "output shape unknown (pin input shapes with --input-shape)");
+            }
+            return;
+        };
+        // The reference layout: an operand whose channel axis has the output's full size.
+        let reference = node.input.iter().filter(|i| !i.is_empty()).find_map(|i| {
+            let l = self.layouts.get(i)?;
+            let r = self.rank(i)?;
+            let axis = l.axis + out_rank? - r;
+            (out_shape.get(axis).copied() == Some(l.atoms.len() as i64)).then(|| Layout { axis, atoms: l.atoms.clone() })
+        });
+        let Some(layout) = reference else {
+            if node.input.iter().any(|i| self.layouts.contains_key(i)) {
+                // Channels broadcast against something bigger: e.g. [N,1,H,W] + [N,C,H,W] with
+                // the [N,C] side untraced. Lock what we know.
+                self.barrier(node, "channel axis broadcasts against an untraced operand");
+            }
+            return;
+        };
+        for inp in node.input.clone().iter().filter(|i| !i.is_empty()) {
+            if !self.operand(node, inp, &layout, &out) {
+                return;
+            }
+        }
+        self.layouts.insert(out, layout);
+    }
+
+    fn conv(&mut self, node: &NodeProto, transpose: bool) {
+        let name = node.display_name();
+        let x = node.input.first().cloned().unwrap_or_default();
+        let w = node.input.get(1).cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let group = node.attr_i("group").unwrap_or(1).max(1) as usize;
+        let (Some(wshape), true) = (self.shape(&w), self.is_const(&w)) else {
+            self.barrier(node, "weights are not a constant initializer");
+            return;
+        };
+        let x_layout = self.layouts.get(&x).cloned();
+        if x_layout.as_ref().is_some_and(|l| l.axis != 1) {
+            self.barrier(node, "input channels are not on axis 1");
+            return;
+        }
+        let cin = x_layout.as_ref().map(|l| l.atoms.len()).or_else(|| self.shape(&x).map(|s| s[1] as usize));
+        let cout = if transpose { wshape[1] as usize * group } else { wshape[0] as usize };
+        let bias = node.input.get(2).filter(|b| !b.is_empty()).cloned();
+        if group == 1 {
+            let out_atoms = self.new_space(&name, &out, cout);
+            let (w_in, w_out) = if transpose { (0, 1) } else { (1, 0) };
+            self.member(node, &w, w_out, Role::ProducerWeight, out_atoms.clone());
+            if let Some(l) = &x_layout {
+                self.member(node, &w, w_in, Role::ConsumerWeight, l.atoms.clone());
+            }
+            if let Some(b) = bias {
+                self.member(node, &b, 0, Role::ProducerBias, out_atoms.clone());
+            }
+            self.layouts.insert(out, Layout { axis: 1, atoms: out_atoms });
+        } else if Some(group) == cin && cout == group && !transpose {
+            // Depthwise: output channel c is input channel c filtered alone.
+            let Some(l) = x_layout else {
+                self.opaque(&name, &out, &format!("Conv '{name}': depthwise input untraced"));
+                return;
+            };
+            self.member(node, &w, 0, Role::ProducerWeight, l.atoms.clone());
+            if let Some(b) = bias {
+                self.member(node, &b, 0, Role::ProducerBias, l.atoms.clone());
+            }
+            self.counts.push(CountMember {
+                node: name,
+                place: CountPlace::Attribute { attribute: "group".into(), index: 0 },
+                atoms: l.atoms.clone(),
+            });
+            self.layouts.insert(out, l);
+        } else {
+            self.barrier(
+                node,
+                &format!("grouped convolution (group={group}) needs equal channels per group; pare keeps it whole"),
+            );
+        }
+    }
+
+    fn gemm(&mut self, node: &NodeProto) {
+        let name = node.display_name();
+        let a = node.input.first().cloned().unwrap_or_default();
+        let b = node.input.get(1).cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let trans_a = node.attr_i("transA").unwrap_or(0) != 0;
+        let trans_b = node.attr_i("transB").unwrap_or(0) != 0;
+        let (Some(bshape), true) = (self.shape(&b), self.is_const(&b)) else {
+            self.barrier(node, "B is not a constant initializer");
+            return;
+        };
+        if bshape.len() != 2 {
+            self.barrier(node, "B is not 2-D");
+            return;
+        }
+        let a_layout = self.layouts.get(&a).cloned();
+        if trans_a && a_layout.is_some() {
+            self.barrier(node, "transA=1");
+            return;
+        }
+        let n = if trans_b { bshape[0] } else { bshape[1] } as usize;
+        let out_atoms = self.new_space(&name, &out, n);
+        let (b_in, b_out) = if trans_b { (1, 0) } else { (0, 1) };
+        self.member(node, &b, b_out, Role::ProducerWeight, out_atoms.clone());
+        if let Some(l) = a_layout {
+            if l.axis != 1 {
+                self.barrier(node, "input features are not on axis 1");
+                return;
+            }
+            self.member(node, &b, b_in, Role::ConsumerWeight, l.atoms);
+        }
+        if let Some(c) = node.input.get(2).filter(|c| !c.is_empty()).cloned() {
+            let cs = self.shape(&c).unwrap_or_default();
+            if self.is_const(&c) && cs.last().copied() == Some(n as i64) {
+                self.member(node, &c, cs.len() - 1, Role::ProducerBias, out_atoms.clone());
+            } else if cs.iter().product::<i64>() != 1 {
+                self.locks.push((out_atoms.clone(), format!("Gemm '{name}': bias C is not per-feature constant")));
+            }
+        }
+        self.layouts.insert(out, Layout { axis: 1, atoms: out_atoms });
+    }
+
+    fn matmul(&mut self, node: &NodeProto) {
+        let name = node.display_name();
+        let a = node.input.first().cloned().unwrap_or_default();
+        let b = node.input.get(1).cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let (Some(bshape), true, Some(ra)) = (self.shape(&b), self.is_const(&b), self.rank(&a)) else {
+            self.barrier(node, "activation × activation product (attention-like) mixes channels");
+            return;
+        };
+        if bshape.len() != 2 || ra < 2 {
+            self.barrier(node, "weight is not 2-D");
+            return;
+        }
+        if let Some(l) = self.layouts.get(&a).cloned() {
+            if l.axis != ra - 1 {
+                self.barrier(node, "features are not on the last axis");
+                return;
+            }
+            self.member(node, &b, 0, Role::ConsumerWeight, l.atoms);
+        }
+        let out_atoms = self.new_space(&name, &out, bshape[1] as usize);
+        self.member(node, &b, 1, Role::ProducerWeight, out_atoms.clone());
+        self.layouts.insert(out, Layout { axis: ra - 1, atoms: out_atoms });
+    }
+
+    fn pad(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let rank = self.rank(&x).unwrap_or(0);
+        let pads: Option<Vec<i64>> = match node.attr_ints("pads") {
+            Some(p) => Some(p.to_vec()),
+            None => node.input.get(1).and_then(|p| match self.a.shapes.get(p)?.value.as_ref()? {
+                Value::Int(v) => v.iter().map(Dim::known).collect(),
+                _ => None,
+            }),
+        };
+        let axes_given = node.input.get(3).is_some_and(|s| !s.is_empty());
+        match pads {
+            Some(p) if !axes_given && p.len() == 2 * rank && p[l.axis] == 0 && p[l.axis + rank] == 0 => {
+                self.layouts.insert(node.output[0].clone(), l);
+            }
+            _ if axes_given => {
+                // Opset 18 axes input: fine when the channel axis is not listed.
+                let axes = node.input.get(3).and_then(|a| match self.a.shapes.get(a)?.value.as_ref()? {
+                    Value::Int(v) => v.iter().map(Dim::known).collect::<Option<Vec<i64>>>(),
+                    _ => None,
+                });
+                let touches = axes.map(|ax| ax.iter().any(|&a| (if a < 0 { a + rank as i64 } else { a }) as usize == l.axis));
+                if touches == Some(false) {
+                    self.layouts.insert(node.output[0].clone(), l);
+                } else {
+                    self.barrier(node, "pads the channel axis (or pads are not constant)");
+                }
+            }
+            _ => self.barrier(node, "pads the channel axis (or pads are not constant)"),
+        }
+    }
+
+    fn concat(&mut self, node: &NodeProto) {
+        let out = node.output.first().cloned().unwrap_or_default();
+        let Some(rank) = self.rank(&out) else {
+            self.barrier(node, "rank unknown");
+            return;
+        };
+        let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
+        let inputs: Vec<String> = node.input.iter().filter(|s| !s.is_empty()).cloned().collect();
+        // Channel axis of the pieces (first traced input decides).
+        let Some(ch) = inputs.iter().find_map(|i| self.layouts.get(i).map(|l| l.axis)) else {
+            return;
+        };
+        // Constant pieces (rare) get their own fixed atoms so positions stay right.
+        let mut pieces = Vec::new();
+        for i in &inputs {
+            match self.layouts.get(i).cloned() {
+                Some(l) if l.axis == ch => pieces.push(l),
+                Some(_) => {
+                    self.barrier(node, "inputs carry channels on different axes");
+                    return;
+                }
+                None => {
+                    let Some(s) = self.shape(i) else {
+                        self.barrier(node, "an input has an unknown shape");
+                        return;
+                    };
+                    let n = s.get(ch).copied().unwrap_or(1).max(0) as usize;
+                    let atoms = self.new_space(&node.display_name(), i, n);
+                    self.locks.push((atoms.clone(), format!("Concat '{}': input '{i}' is untraced", node.display_name())));
+                    pieces.push(Layout { axis: ch, atoms });
+                }
+            }
+        }
+        if Some(axis) == Some(ch) {
+            let atoms: Vec<Atom> = pieces.into_iter().flat_map(|l| l.atoms).collect();
+            self.layouts.insert(out, Layout { axis: ch, atoms });
+        } else {
+            // Concatenating along another axis: every piece's channels line up.
+            let first = pieces[0].clone();
+            for p in &pieces[1..] {
+                if p.atoms.len() != first.atoms.len() {
+                    self.barrier(node, "pieces have different channel counts");
+                    return;
+                }
+                self.unify(&first.atoms, &p.atoms);
+            }
+            self.layouts.insert(out, first);
+        }
+    }
+
+    fn split(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let rank = self.rank(&x).unwrap_or(0);
+        let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
+        if axis != l.axis {
+            for o in node.output.clone() {
+                self.layouts.insert(o, l.clone());
+            }
+            return;
+        }
+        let sizes: Vec<usize> = node
+            .output
+            .iter()
+            .map(|o| self.shape(o).and_then(|s| s.get(axis).copied()).unwrap_or(-1))
+            .map(|v| v.max(0) as usize)
+            .collect();
+        if sizes.iter().sum::<usize>() != l.atoms.len() {
+            self.barrier(node, "split sizes unknown");
+            return;
+        }
+        // The split sizes must follow the kept counts: rewrite the constant or attribute.
+        let split_src = node.input.get(1).filter(|s| !s.is_empty()).cloned();
+        let mut start = 0;
+        for (k, (o, n)) in node.output.clone().into_iter().zip(sizes).enumerate() {
+            let atoms = l.atoms[start..start + n].to_vec();
+            start += n;
+            let place = match &split_src {
+                Some(t) if self.is_const(t) => Some(CountPlace::Tensor { tensor: t.clone(), index: k }),
+                Some(_) => None,
+                None if node.attr_ints("split").is_some() => Some(CountPlace::Attribute { attribute: "split".into(), index: k }),
+                None => None,
+            };
+            match place {
+                Some(place) => self.counts.push(CountMember { node: node.display_name(), place, atoms: atoms.clone() }),
+                None => {
+                    // Equal split (num_outputs or no split input): keep pieces equal by tying them.
+                    self.notes.push(format!("Split '{}' splits evenly: its pieces are pruned alike", node.display_name()));
+                }
+            }
+            self.layouts.insert(o, Layout { axis, atoms });
+        }
+        if split_src.is_none() && node.attr_ints("split").is_none() {
+            let pieces: Vec<Vec<Atom>> = node.output.iter().filter_map(|o| self.layouts.get(o).map(|l| l.atoms.clone())).collect();
+            for p in pieces.iter().skip(1) {
+                if p.len() == pieces[0].len() {
+                    self.unify(&pieces[0], p);
+                }
+            }
+        }
+    }
+
+    fn transpose(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let rank = self.rank(&x).unwrap_or(0);
+        let perm: Vec<usize> = match node.attr_ints("perm") {
+            Some(p) => p.iter().map(|&v| norm_axis(v, rank)).collect(),
+            None => (0..rank).rev().collect(),
+        };
+        match perm.iter().position(|&p| p == l.axis) {
+            Some(axis) => {
+                self.layouts.insert(node.output[0].clone(), Layout { axis, atoms: l.atoms });
+            }
+            None => self.barrier(node, "invalid perm"),
+        }
+    }
+
+    fn squeeze(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let (Some(xs), Some(os)) = (self.shape(&x), self.shape(&out)) else {
+            self.barrier(node, "shapes unknown");
+            return;
+        };
+        // Map axes by matching non-unit structure: count the dims before the channel axis.
+        let before: i64 = xs[..l.axis].iter().filter(|&&d| d != 1).count() as i64;
+        let mut seen = 0;
+        let mut found = None;
+        for (k, &d) in os.iter().enumerate() {
+            if seen == before && d == l.atoms.len() as i64 {
+                found = Some(k);
+                break;
+            }
+            if d != 1 {
+                seen += 1;
+            }
+        }
+        match found {
+            Some(axis) => {
+                self.layouts.insert(out, Layout { axis, atoms: l.atoms });
+            }
+            None => self.barrier(node, "removes the channel axis"),
+        }
+    }
+
+    fn reduce_like(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let rank = self.rank(&x).unwrap_or(0);
+        let single_axis = matches!(node.op_type(), "ArgMax" | "ArgMin" | "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK" | "CumSum");
+        let axes: Option<Vec<usize>> = if single_axis {
+            let default = if matches!(node.op_type(), "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK") { -1 } else { 0 };
+            if node.op_type() == "CumSum" {
+                match node.input.get(1).and_then(|a| self.a.shapes.get(a)?.value.clone()) {
+                    Some(Value::Int(v)) => v.first().and_then(Dim::known).map(|a| vec![norm_axis(a, rank)]),
+                    _ => None,
+                }
+            } else {
+                Some(vec![norm_axis(node.attr_i("axis").unwrap_or(default), rank)])
+            }
+        } else {
+            match node.attr_ints("axes") {
+                Some(a) => Some(a.iter().map(|&v| norm_axis(v, rank)).collect()),
+                None => match node.input.get(1).filter(|s| !s.is_empty()) {
+                    Some(t) => match self.a.shapes.get(t).and_then(|i| i.value.clone()) {
+                        Some(Value::Int(v)) => v.iter().map(|d| d.known().map(|a| norm_axis(a, rank))).collect(),
+                        _ => None,
+                    },
+                    None => Some((0..rank).collect()),
+                },
+            }
+        };
+        let Some(axes) = axes else {
+            self.barrier(node, "reduction axes unknown");
+            return;
+        };
+        if axes.contains(&l.axis) {
+            self.barrier(node, "mixes values across channels");
+            return;
+        }
+        let keep = node.attr_i("keepdims").unwrap_or(1) != 0 || single_axis;
+        let axis = if keep { l.axis } else { l.axis - axes.iter().filter(|&&a| a < l.axis).count() };
+        self.layouts.insert(out, Layout { axis, atoms: l.atoms });
+    }
+
+    fn slice_gather(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let rank = self.rank(&x).unwrap_or(0);
+        if node.op_type() == "Gather" {
+            let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
+            let idx_rank = node.input.get(1).and_then(|i| self.rank(i));
+            match (axis, idx_rank) {
+                (a, Some(ir)) if a > l.axis || (a < l.axis && ir == 1) => {
+                    let new_axis = if a < l.axis { l.axis + ir - 1 } else { l.axis };
+                    self.layouts.insert(out, Layout { axis: new_axis, atoms: l.atoms });
+                }
+                _ => self.barrier(node, "gathers along the channel axis"),
+            }
+            return;
+        }
+        // Slice: fine when no sliced axis is the channel axis.
+        let axes: Option<Vec<usize>> = match node.input.get(3).filter(|s| !s.is_empty()) {
+            Some(t) => match self.a.shapes.get(t).and_then(|i| i.value.clone()) {
+                Some(Value::Int(v)) => v.iter().map(|d| d.known().map(|a| norm_axis(a, rank))).collect(),
+                _ => None,
+            },
+            None => {
+                let starts = node.input.get(1).and_then(|s| self.a.shapes.shape(s)).map(|s| s.first().and_then(Dim::known).unwrap_or(0));
+                starts.map(|n| (0..n.max(0) as usize).collect())
+            }
+        };
+        let xs = self.shape(&x);
+        let os = self.shape(&out);
+        let unchanged = xs.zip(os).is_some_and(|(a, b)| a.get(l.axis) == b.get(l.axis));
+        match axes {
+            Some(ax) if !ax.contains(&l.axis) || unchanged => {
+                self.layouts.insert(out, l);
+            }
+            _ => self.barrier(node, "slices the channel axis"),
+        }
+    }
+
+    fn reshape(&mut self, node: &NodeProto) {
+        let x = node.input.first().cloned().unwrap_or_default();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let (Some(xs), Some(os)) = (self.shape(&x), self.shape(&out)) else {
+            self.barrier(node, "shapes unknown (pin input shapes with --input-shape)");
+            return;
+        };
+        let prefix: i64 = xs[..l.axis].iter().product();
+        let c = l.atoms.len() as i64;
+        // Find the output axis where the same prefix ends and the channel axis begins.
+        let mut acc = 1i64;
+        let mut b = None;
+        for (k, &d) in os.iter().enumerate() {
+            if acc == prefix {
+                b = Some(k);
+                break;
+            }
+            acc *= d;
+        }
+        let Some(b) = b else {
+            self.barrier(node, "reshape splits the channel axis (pixel/channel shuffle mixes channels)");
+            return;
+        };
+        // Skip unit dims the reshape inserted before the channels.
+        let mut b = b;
+        while b < os.len() && os[b] == 1 && c != 1 {
+            b += 1;
+        }
+        let Some(&ob) = os.get(b) else {
+            self.barrier(node, "channel axis disappears");
+            return;
+        };
+        // ob must be c × (product of the following input dims it absorbed).
+        let mut rep = 1i64;
+        let mut ok = ob == c;
+        let mut k = l.axis + 1;
+        while !ok && k < xs.len() && c * rep < ob {
+            rep *= xs[k];
+            ok = c * rep == ob;
+            k += 1;
+        }
+        if !ok {
+            self.barrier(node, "reshape splits the channel axis (pixel/channel shuffle mixes channels)");
+            return;
+        }
+        let atoms: Vec<Atom> = l.atoms.iter().flat_map(|&a| std::iter::repeat_n(a, rep as usize)).collect();
+        if node.op_type() == "Reshape" {
+            // The target-shape entry for this axis must follow the new count (seed P7).
+            let shape_t = node.input.get(1).cloned().unwrap_or_default();
+            let entry = match self.a.shapes.get(&shape_t).and_then(|i| i.value.clone()) {
+                Some(Value::Int(v)) => v.get(b).cloned(),
+                _ => None,
+            };
+            match entry {
+                Some(Dim::Known(-1)) | Some(Dim::Known(0)) => {}
+                Some(Dim::Known(_)) => {
+                    if let Some((tensor, index)) = self.trace_shape_entry(&shape_t, b) {
+                        self.counts.push(CountMember {
+                            node: node.display_name(),
+                            place: CountPlace::Tensor { tensor, index },
+                            atoms: atoms.clone(),
+                        });
+                    } else {
+                        self.barrier(node, "target shape holds a literal channel count computed in a way pare cannot rewrite (seed P7)");
+                        return;
+                    }
+                }
+                _ => {
+                    self.barrier(node, "target shape is not known (pin input shapes with --input-shape)");
+                    return;
+                }
+            }
+        }
+        self.layouts.insert(out, Layout { axis: b, atoms });
+    }
+
+    /// Finds the constant tensor and element that hold entry `index` of a shape tensor:
+    /// directly, or through a Concat of pieces (PyTorch's `view(b, 256, -1)` export).
+    fn trace_shape_entry(&self, tensor: &str, index: usize) -> Option<(String, usize)> {
+        if self.is_const(tensor) {
+            return Some((tensor.to_string(), index));
+        }
+        let p = *self.a.index.producer.get(tensor)?;
+        let node = &self.g.node[p];
+        match node.op_type() {
+            "Concat" => {
+                let mut off = 0usize;
+                for i in &node.input {
+                    let n = self.a.shapes.static_shape(i)?.iter().product::<i64>().max(1) as usize;
+                    if index < off + n {
+                        return self.trace_shape_entry(i, index - off);
+                    }
+                    off += n;
+                }
+                None
+            }
+            "Unsqueeze" | "Cast" | "Identity" => self.trace_shape_entry(node.input.first()?, index),
+            _ => None,
+        }
+    }
+
+    fn count_at(&mut self, node: &NodeProto, tensor: &str, index: usize, atoms: &[Atom]) {
+        if let Some((t, i)) = self.trace_shape_entry(tensor, index) {
+            self.counts.push(CountMember {
+                node: node.display_name(),
+                place: CountPlace::Tensor { tensor: t, index: i },
+                atoms: atoms.to_vec(),
+            });
+        } else {
+            self.locks.push((atoms.to_vec(), format!("{} '{}': size constant cannot be rewritten", node.op_type(), node.display_name())));
+        }
+    }
+
+    /// One initializer read by several nodes must be sliced one way: tie its members.
+    fn tie_shared_initializers(&mut self) {
+        let mut by_key: HashMap<(String, usize), Vec<usize>> = HashMap::new();
+        for (k, m) in self.members.iter().enumerate() {
+            by_key.entry((m.tensor.clone(), m.axis)).or_default().push(k);
+        }
+        for ids in by_key.values().filter(|v| v.len() > 1) {
+            let first = self.members[ids[0]].atoms.clone();
+            for &k in &ids[1..] {
+                let other = self.members[k].atoms.clone();
+                if other.len() == first.len() {
+                    self.unify(&first, &other);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> ChannelAnalysis {
+        let n_atoms = self.dsu.parent.len();
+        // Spaces connected through shared classes form groups.
+        let mut space_of_atom = vec![0usize; n_atoms];
+        for (s, sp) in self.spaces.iter().enumerate() {
+            for a in sp.start..sp.start + sp.len as Atom {
+                space_of_atom[a as usize] = s;
+            }
+        }
+        let mut sdsu = Dsu::default();
+        sdsu.add(self.spaces.len());
+        let mut root_space: HashMap<Atom, usize> = HashMap::new();
+        for a in 0..n_atoms as Atom {
+            let r = self.dsu.find(a);
+            let s = space_of_atom[a as usize];
+            match root_space.get(&r) {
+                Some(&s0) => sdsu.union(s0 as Atom, s as Atom),
+                None => {
+                    root_space.insert(r, s);
+                }
+            }
+        }
+        // Group ids in order of first space (topological order of producers).
+        let mut group_of_root: BTreeMap<Atom, usize> = BTreeMap::new();
+        let mut space_group = vec![0usize; self.spaces.len()];
+        for s in 0..self.spaces.len() {
+            let r = sdsu.find(s as Atom);
+            let next = group_of_root.len();
+            space_group[s] = *group_of_root.entry(r).or_insert(next);
+        }
+        let mut groups: Vec<ChannelGroup> = (0..group_of_root.len())
+            .map(|id| ChannelGroup {
+                id,
+                channels: 0,
+                producers: Vec::new(),
+                tensors: Vec::new(),
+                members: Vec::new(),
+                counts: Vec::new(),
+                locks: Vec::new(),
+                units: Vec::new(),
+            })
+            .collect();
+        let mut atom_group = vec![0usize; n_atoms];
+        let mut atom_unit = vec![0usize; n_atoms];
+        let mut unit_of_root: HashMap<Atom, usize> = HashMap::new();
+        for (s, sp) in self.spaces.iter().enumerate() {
+            let gid = space_group[s];
+            let grp = &mut groups[gid];
+            if !grp.producers.contains(&sp.producer) {
+                grp.producers.push(sp.producer.clone());
+            }
+            grp.tensors.push(sp.tensor.clone());
+            for a in sp.start..sp.start + sp.len as Atom {
+                let r = self.dsu.find(a);
+                let u = *unit_of_root.entry(r).or_insert_with(|| {
+                    grp.units.push(Vec::new());
+                    grp.units.len() - 1
+                });
+                grp.units[u].push(a);
+                atom_group[a as usize] = gid;
+                atom_unit[a as usize] = u;
+            }
+        }
+        for g in &mut groups {
+            g.channels = g.units.len();
+        }
+        for (atoms, reason) in &self.locks {
+            let mut seen = HashSet::new();
+            for a in atoms {
+                let gid = atom_group[*a as usize];
+                if seen.insert(gid) && !groups[gid].locks.contains(reason) {
+                    groups[gid].locks.push(reason.clone());
+                }
+            }
+        }
+        for (k, m) in self.members.iter().enumerate() {
+            let mut seen = HashSet::new();
+            for a in &m.atoms {
+                let gid = atom_group[*a as usize];
+                if seen.insert(gid) {
+                    groups[gid].members.push(k);
+                }
+            }
+        }
+        for (k, c) in self.counts.iter().enumerate() {
+            let mut seen = HashSet::new();
+            for a in &c.atoms {
+                let gid = atom_group[*a as usize];
+                if seen.insert(gid) {
+                    groups[gid].counts.push(k);
+                }
+            }
+        }
+        // Tensors carrying the group's atoms (beyond the producing ones), for highlighting.
+        for (t, l) in &self.layouts {
+            if let Some(&a) = l.atoms.first() {
+                let gid = atom_group[a as usize];
+                if !groups[gid].tensors.contains(t) {
+                    groups[gid].tensors.push(t.clone());
+                }
+            }
+        }
+        for g in &mut groups {
+            g.tensors.sort();
+        }
+        ChannelAnalysis {
+            groups,
+            members: self.members,
+            counts: self.counts,
+            layouts: self.layouts,
+            atom_group,
+            atom_unit,
+            notes: self.notes,
+        }
+    }
+}
+
+fn norm_axis(a: i64, rank: usize) -> usize {
+    if a < 0 { (a + rank as i64).max(0) as usize } else { a as usize }
+}
+
+/// Runs the channel analysis on an analysed model.
+pub fn analyze_channels(a: &Analysis) -> ChannelAnalysis {
+    Builder::new(a).run()
+}
+
+/// Reads a member's tensor as f32 (initializer or Constant value).
+pub fn member_values(a: &Analysis, tensor: &str) -> Option<(Vec<i64>, Vec<f32>)> {
+    let g = a.graph();
+    let t = match a.index.initializers.get(tensor) {
+        Some(&k) => g.initializer.get(k)?,
+        None => {
+            let p = *a.index.producer.get(tensor)?;
+            g.node[p].attr_t("value")?
+        }
+    };
+    if !DataType(t.data_type()).is_float() {
+        return None;
+    }
+    crate::model::tensor::to_f32(t).ok().map(|v| (t.dims.clone(), v))
+}
+
+/// Reads an int tensor (initializer or Constant) for count rewrites.
+pub fn int_values(a: &Analysis, tensor: &str) -> Option<Vec<i64>> {
+    let g = a.graph();
+    let t = match a.index.initializers.get(tensor) {
+        Some(&k) => g.initializer.get(k)?,
+        None => {
+            let p = *a.index.producer.get(tensor)?;
+            g.node[p].attr_t("value")?
+        }
+    };
+    to_i64(t).ok()
+}
+
+/// A member as reported to users: which index ranges of which tensor axis follow a group.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberDetail {
+    pub node: String,
+    pub tensor: String,
+    pub axis: usize,
+    pub role: Role,
+    /// Index ranges (`start..end`) of `axis` that belong to this group.
+    pub ranges: Vec<String>,
+}
+
+/// A group as `pare groups --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupDetail {
+    pub id: usize,
+    pub channels: usize,
+    pub prunable: bool,
+    pub locks: Vec<String>,
+    pub producers: Vec<String>,
+    pub tensors: Vec<String>,
+    pub members: Vec<MemberDetail>,
+    pub counts: Vec<CountMember>,
+}
+
+fn ranges(positions: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < positions.len() {
+        let start = positions[i];
+        let mut end = start + 1;
+        while i + 1 < positions.len() && positions[i + 1] == end {
+            end += 1;
+            i += 1;
+        }
+        out.push(format!("{start}..{end}"));
+        i += 1;
+    }
+    out
+}
+
+impl ChannelAnalysis {
+    /// Full detail of one group.
+    pub fn detail(&self, gid: usize) -> Option<GroupDetail> {
+        let g = self.groups.get(gid)?;
+        let members = g
+            .members
+            .iter()
+            .map(|&k| {
+                let m = &self.members[k];
+                let pos: Vec<usize> = m
+                    .atoms
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| self.atom_group[**a as usize] == gid)
+                    .map(|(i, _)| i)
+                    .collect();
+                MemberDetail {
+                    node: m.node.clone(),
+                    tensor: m.tensor.clone(),
+                    axis: m.axis,
+                    role: m.role,
+                    ranges: ranges(&pos),
+                }
+            })
+            .collect();
+        Some(GroupDetail {
+            id: g.id,
+            channels: g.channels,
+            prunable: g.prunable(),
+            locks: g.locks.clone(),
+            producers: g.producers.clone(),
+            tensors: g.tensors.clone(),
+            members,
+            counts: g.counts.iter().map(|&k| self.counts[k].clone()).collect(),
+        })
+    }
+
+    /// Groups a node belongs to (as producer, or through any of its tensors or members).
+    pub fn groups_of_node(&self, node: &NodeProto) -> Vec<usize> {
+        let name = node.display_name();
+        let mut v: Vec<usize> = node
+            .input
+            .iter()
+            .chain(node.output.iter())
+            .filter_map(|t| self.layouts.get(t))
+            .flat_map(|l| l.atoms.iter().map(|&a| self.atom_group[a as usize]))
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|m| m.node == name)
+                    .flat_map(|m| m.atoms.iter().map(|&a| self.atom_group[a as usize])),
+            )
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}

@@ -1,0 +1,260 @@
+//! The pruning plan: which units of which group to keep.
+//!
+//! One rounding rule applies per group (seed P16): every member of a group keeps the same
+//! multiple of `round_to` channels, because the group is pruned as one set of indices.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::importance::{Criterion, WeightCache, unit_scores};
+use crate::analysis::channels::{ChannelAnalysis, ChannelGroup};
+use crate::error::{PareError, Result};
+use crate::jobs::Progress;
+use crate::model::Analysis;
+use crate::tags::{Tag, Tags};
+
+/// Options of a pruning run.
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneOptions {
+    /// Fraction of channels to remove per group (or overall with `global`).
+    pub ratio: f64,
+    pub criterion: Criterion,
+    /// Kept channel counts are multiples of this (1 = no rounding).
+    pub round_to: usize,
+    /// Rank units across all groups instead of pruning each group by `ratio`.
+    pub global: bool,
+    /// With `global`: never remove more than this fraction of one group.
+    pub max_ratio: f64,
+    /// Never keep fewer channels than this in a group.
+    pub min_channels: usize,
+    pub seed: u64,
+    #[serde(skip)]
+    pub tags: Tags,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            ratio: 0.5,
+            criterion: Criterion::L1,
+            round_to: 8,
+            global: false,
+            max_ratio: 0.9,
+            min_channels: 1,
+            seed: 0,
+            tags: Tags::default(),
+        }
+    }
+}
+
+/// The decision for one group.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupPlan {
+    pub group: usize,
+    pub total: usize,
+    /// Units kept (indices into the group's units), ascending.
+    pub keep: Vec<usize>,
+    /// Why nothing is pruned, when so.
+    pub locked: Vec<String>,
+    /// The ratio asked for this group (after tag overrides).
+    pub ratio: f64,
+}
+
+impl GroupPlan {
+    pub fn kept(&self) -> usize {
+        self.keep.len()
+    }
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrunePlan {
+    pub groups: Vec<GroupPlan>,
+}
+
+impl PrunePlan {
+    /// A plan that keeps everything (used by the exactness tests and as a starting point).
+    pub fn keep_all(ca: &ChannelAnalysis) -> Self {
+        Self {
+            groups: ca
+                .groups
+                .iter()
+                .map(|g| GroupPlan {
+                    group: g.id,
+                    total: g.channels,
+                    keep: (0..g.channels).collect(),
+                    locked: g.locks.clone(),
+                    ratio: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn pruned_groups(&self) -> usize {
+        self.groups.iter().filter(|g| g.kept() < g.total).count()
+    }
+}
+
+/// Rounds a kept count to the group's rule: a multiple of `round_to`, within limits.
+pub fn rounded_keep(total: usize, ratio: f64, round_to: usize, min_channels: usize) -> usize {
+    let r = round_to.max(1);
+    let raw = total as f64 * (1.0 - ratio);
+    let mut k = ((raw / r as f64).round() as usize) * r;
+    k = k.max(r).max(min_channels);
+    k.min(total)
+}
+
+/// Applies tags: returns extra lock reasons per group and per-group ratio overrides.
+fn tag_effects(a: &Analysis, ca: &ChannelAnalysis, tags: &Tags) -> Result<(Vec<Vec<String>>, Vec<Option<f64>>)> {
+    let g = a.graph();
+    let names: Vec<&str> = g.node.iter().map(|n| n.name()).collect();
+    tags.check_against(&names)?;
+    let mut locks = vec![Vec::new(); ca.groups.len()];
+    let mut ratios = vec![None; ca.groups.len()];
+    if tags.is_empty() {
+        return Ok((locks, ratios));
+    }
+    for node in &g.node {
+        let name = node.name();
+        let tag = tags.tag_of(name);
+        let ratio = tags.ratio_of(name);
+        if tag.is_none() && ratio.is_none() {
+            continue;
+        }
+        // Groups this node produces (its output channels) and groups it touches at all.
+        let groups_of = |tensors: &[String]| -> HashSet<usize> {
+            tensors
+                .iter()
+                .filter_map(|t| ca.layouts.get(t))
+                .flat_map(|l| l.atoms.iter().map(|&x| ca.atom_group[x as usize]))
+                .collect()
+        };
+        let produced: HashSet<usize> = ca
+            .groups
+            .iter()
+            .filter(|grp| grp.producers.iter().any(|p| p == &node.display_name()))
+            .map(|grp| grp.id)
+            .collect();
+        match tag {
+            Some(Tag::Skip) => {
+                for &gid in &produced {
+                    locks[gid].push(format!("layer '{name}' is tagged skip"));
+                }
+            }
+            Some(Tag::Lock) => {
+                let mut touched = groups_of(&node.input);
+                touched.extend(groups_of(&node.output));
+                touched.extend(produced.iter().copied());
+                for m in ca.members.iter().filter(|m| m.node == node.display_name()) {
+                    touched.extend(m.atoms.iter().map(|&x| ca.atom_group[x as usize]));
+                }
+                for gid in touched {
+                    locks[gid].push(format!("layer '{name}' is tagged lock"));
+                }
+            }
+            None => {}
+        }
+        if let Some(r) = ratio {
+            for &gid in &produced {
+                ratios[gid] = Some(r);
+            }
+        }
+    }
+    Ok((locks, ratios))
+}
+
+/// Builds the plan.
+pub fn make_plan(a: &Analysis, ca: &ChannelAnalysis, opts: &PruneOptions, progress: &dyn Progress) -> Result<PrunePlan> {
+    if !(0.0..1.0).contains(&opts.ratio) {
+        return Err(PareError::Usage(format!("--ratio {} must be in [0, 1)", opts.ratio)));
+    }
+    let (tag_locks, tag_ratios) = tag_effects(a, ca, &opts.tags)?;
+    let mut cache = WeightCache::default();
+    progress.phase("ranking", Some(ca.groups.len() as u64));
+    let mut plans = Vec::with_capacity(ca.groups.len());
+    let mut scored: Vec<(usize, Vec<f64>)> = Vec::new();
+    for (k, grp) in ca.groups.iter().enumerate() {
+        progress.check_cancel()?;
+        let mut locked = grp.locks.clone();
+        locked.extend(tag_locks[grp.id].iter().cloned());
+        let ratio = tag_ratios[grp.id].unwrap_or(opts.ratio);
+        let prunable = locked.is_empty() && grp.channels > opts.round_to.max(1).min(grp.channels) && grp.channels > 1;
+        if prunable {
+            scored.push((grp.id, unit_scores(a, ca, grp, opts.criterion, opts.seed, &mut cache)));
+        } else if locked.is_empty() && grp.channels <= 1 {
+            locked.push("a single channel".into());
+        } else if locked.is_empty() {
+            locked.push(format!("{} channels, not more than round_to {}", grp.channels, opts.round_to));
+        }
+        plans.push(GroupPlan {
+            group: grp.id,
+            total: grp.channels,
+            keep: (0..grp.channels).collect(),
+            locked,
+            ratio,
+        });
+        progress.step(k as u64 + 1, "");
+    }
+    if opts.global {
+        global_keep(ca, opts, &scored, &tag_ratios, &mut plans);
+    } else {
+        for (gid, scores) in &scored {
+            let grp: &ChannelGroup = &ca.groups[*gid];
+            let keep_n = rounded_keep(grp.channels, plans[*gid].ratio, opts.round_to, opts.min_channels);
+            plans[*gid].keep = top_units(scores, keep_n);
+        }
+    }
+    Ok(PrunePlan { groups: plans })
+}
+
+/// Indices of the `n` highest scores, ascending (ties broken by lower index).
+fn top_units(scores: &[f64], n: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&x, &y| scores[y].partial_cmp(&scores[x]).unwrap_or(std::cmp::Ordering::Equal).then(x.cmp(&y)));
+    let mut keep: Vec<usize> = idx.into_iter().take(n).collect();
+    keep.sort_unstable();
+    keep
+}
+
+/// Global ranking: scores are comparable across groups after per-group normalisation to mean
+/// 1; the lowest-scoring units overall go first, within each group's max ratio, then counts
+/// are rounded per group.
+fn global_keep(
+    ca: &ChannelAnalysis,
+    opts: &PruneOptions,
+    scored: &[(usize, Vec<f64>)],
+    tag_ratios: &[Option<f64>],
+    plans: &mut [GroupPlan],
+) {
+    let total: usize = scored.iter().map(|(g, _)| ca.groups[*g].channels).sum();
+    let target = (total as f64 * opts.ratio).round() as usize;
+    let mut all: Vec<(f64, usize, usize)> = Vec::new();
+    for (gid, s) in scored {
+        let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
+        for (u, v) in s.iter().enumerate() {
+            all.push((v / mean.max(1e-12), *gid, u));
+        }
+    }
+    all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    let mut removed = vec![0usize; ca.groups.len()];
+    let mut n = 0;
+    for (_, gid, _) in &all {
+        if n >= target {
+            break;
+        }
+        let cap = tag_ratios[*gid].unwrap_or(opts.max_ratio);
+        let limit = (ca.groups[*gid].channels as f64 * cap).floor() as usize;
+        if removed[*gid] < limit {
+            removed[*gid] += 1;
+            n += 1;
+        }
+    }
+    for (gid, s) in scored {
+        let c = ca.groups[*gid].channels;
+        let ratio = removed[*gid] as f64 / c as f64;
+        plans[*gid].ratio = ratio;
+        let keep_n = rounded_keep(c, ratio, opts.round_to, opts.min_channels);
+        plans[*gid].keep = top_units(s, keep_n);
+    }
+}

@@ -1,0 +1,218 @@
+//! Applying a plan: slice every member tensor, rewrite every channel count, drop stale
+//! value infos. The result keeps input/output names, ranks and output channel counts (outputs
+//! are locked), so it drops into the user's pipeline unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use super::plan::PrunePlan;
+use crate::analysis::channels::{Atom, ChannelAnalysis, CountPlace};
+use crate::error::{PareError, Result};
+use crate::model::Analysis;
+use crate::model::proto::{ModelProto, TensorProto};
+use crate::model::tensor::{DataType, i64_tensor};
+
+/// Which atoms survive the plan.
+pub fn kept_atoms(ca: &ChannelAnalysis, plan: &PrunePlan) -> Vec<bool> {
+    let mut keep_unit: Vec<Vec<bool>> = ca.groups.iter().map(|g| vec![true; g.channels]).collect();
+    for gp in &plan.groups {
+        if gp.kept() < gp.total && gp.locked.is_empty() {
+            let v = &mut keep_unit[gp.group];
+            v.iter_mut().for_each(|b| *b = false);
+            for &u in &gp.keep {
+                if let Some(b) = v.get_mut(u) {
+                    *b = true;
+                }
+            }
+        }
+    }
+    ca.atom_group
+        .iter()
+        .zip(&ca.atom_unit)
+        .map(|(&g, &u)| keep_unit[g][u])
+        .collect()
+}
+
+/// Raw little-endian bytes of a tensor with fixed-width elements.
+fn raw_of(t: &TensorProto) -> Result<(Vec<u8>, usize)> {
+    let dt = DataType(t.data_type());
+    let w = (dt.bits() / 8) as usize;
+    if w == 0 {
+        return Err(PareError::Tensor {
+            tensor: t.name().to_string(),
+            message: format!("cannot slice elements of type {dt}"),
+        });
+    }
+    if let Some(r) = &t.raw_data {
+        return Ok((r.to_vec(), w));
+    }
+    let mut out = Vec::with_capacity(t.numel() as usize * w);
+    match dt {
+        DataType::FLOAT => t.float_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::DOUBLE => t.double_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::INT64 => t.int64_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::INT32 => t.int32_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::FLOAT16 | DataType::BFLOAT16 | DataType::INT16 | DataType::UINT16 => {
+            t.int32_data.iter().for_each(|v| out.extend_from_slice(&(*v as u16).to_le_bytes()))
+        }
+        DataType::INT8 | DataType::UINT8 | DataType::BOOL => t.int32_data.iter().for_each(|v| out.push(*v as u8)),
+        _ => {
+            return Err(PareError::Tensor {
+                tensor: t.name().to_string(),
+                message: format!("cannot slice typed data of type {dt}"),
+            });
+        }
+    }
+    Ok((out, w))
+}
+
+/// Keeps the indices `keep` (ascending) of `axis`.
+pub fn slice_tensor(t: &TensorProto, axis: usize, keep: &[usize]) -> Result<TensorProto> {
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    if axis >= dims.len() || keep.iter().any(|&k| k >= dims[axis]) {
+        return Err(PareError::Tensor {
+            tensor: t.name().to_string(),
+            message: format!("cannot slice axis {axis} of dims {:?}", t.dims),
+        });
+    }
+    let (raw, w) = raw_of(t)?;
+    let inner: usize = dims[axis + 1..].iter().product::<usize>() * w;
+    let outer: usize = dims[..axis].iter().product();
+    let n = dims[axis];
+    let mut out = Vec::with_capacity(outer * keep.len() * inner);
+    for o in 0..outer {
+        for &k in keep {
+            let base = (o * n + k) * inner;
+            out.extend_from_slice(raw.get(base..base + inner).ok_or_else(|| PareError::Tensor {
+                tensor: t.name().to_string(),
+                message: "data shorter than its dims".into(),
+            })?);
+        }
+    }
+    let mut nt = t.clone();
+    nt.dims[axis] = keep.len() as i64;
+    nt.float_data.clear();
+    nt.double_data.clear();
+    nt.int32_data.clear();
+    nt.int64_data.clear();
+    nt.raw_data = Some(Bytes::from(out));
+    Ok(nt)
+}
+
+/// Produces the pruned model. Members are grouped per (tensor, axis); a tensor sliced on two
+/// axes (a conv between two pruned groups) is sliced once per axis.
+pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Result<ModelProto> {
+    let keep = kept_atoms(ca, plan);
+    let kept_positions = |atoms: &[Atom]| -> Vec<usize> {
+        atoms.iter().enumerate().filter(|(_, a)| keep[**a as usize]).map(|(i, _)| i).collect()
+    };
+    // (tensor, axis) → kept indices.
+    let mut slices: BTreeMap<String, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
+    for m in &ca.members {
+        let idx = kept_positions(&m.atoms);
+        if idx.len() < m.atoms.len() {
+            slices.entry(m.tensor.clone()).or_default().insert(m.axis, idx);
+        }
+    }
+    // Count rewrites.
+    let mut tensor_counts: HashMap<String, Vec<(usize, i64)>> = HashMap::new();
+    let mut attr_counts: HashMap<(String, String), Vec<(usize, i64)>> = HashMap::new();
+    for c in &ca.counts {
+        let n = c.atoms.iter().filter(|x| keep[**x as usize]).count() as i64;
+        if n as usize == c.atoms.len() {
+            continue;
+        }
+        match &c.place {
+            CountPlace::Tensor { tensor, index } => tensor_counts.entry(tensor.clone()).or_default().push((*index, n)),
+            CountPlace::Attribute { attribute, index } => {
+                attr_counts.entry((c.node.clone(), attribute.clone())).or_default().push((*index, n))
+            }
+        }
+    }
+    let mut model = a.model.proto.clone();
+    let g = model.graph.as_mut().ok_or_else(|| PareError::InvalidModel("no graph".into()))?;
+    let rewrite = |t: &TensorProto, name: &str| -> Result<Option<TensorProto>> {
+        let mut cur: Option<TensorProto> = None;
+        if let Some(axes) = slices.get(name) {
+            for (&axis, idx) in axes {
+                let base = cur.as_ref().unwrap_or(t);
+                cur = Some(slice_tensor(base, axis, idx)?);
+            }
+        }
+        if let Some(edits) = tensor_counts.get(name) {
+            let base = cur.as_ref().unwrap_or(t);
+            let mut v = crate::model::tensor::to_i64(base)?;
+            for &(i, n) in edits {
+                if let Some(x) = v.get_mut(i) {
+                    *x = n;
+                }
+            }
+            let mut nt = i64_tensor(base.name(), &base.dims, &v);
+            nt.data_type = base.data_type;
+            if DataType(base.data_type()) != DataType::INT64 {
+                // Keep the original int type (Split sizes are int64 by spec; be safe anyway).
+                nt = cast_ints(base, &v)?;
+            }
+            nt.metadata_props = base.metadata_props.clone();
+            nt.doc_string = base.doc_string.clone();
+            cur = Some(nt);
+        }
+        Ok(cur)
+    };
+    for t in &mut g.initializer {
+        let name = t.name().to_string();
+        if let Some(nt) = rewrite(t, &name)? {
+            *t = nt;
+        }
+    }
+    for node in &mut g.node {
+        let out = node.output.first().cloned().unwrap_or_default();
+        if node.op_type() == "Constant" && (slices.contains_key(&out) || tensor_counts.contains_key(&out)) {
+            if let Some(attr) = node.attribute.iter_mut().find(|x| x.name() == "value") {
+                if let Some(t) = attr.t.as_deref() {
+                    if let Some(nt) = rewrite(t, &out)? {
+                        attr.t = Some(Box::new(nt));
+                    }
+                }
+            }
+        }
+        let name = node.display_name();
+        for attr in &mut node.attribute {
+            if let Some(edits) = attr_counts.get(&(name.clone(), attr.name().to_string())) {
+                for &(i, n) in edits {
+                    if attr.ints.is_empty() {
+                        attr.i = Some(n);
+                    } else if let Some(x) = attr.ints.get_mut(i) {
+                        *x = n;
+                    }
+                }
+            }
+        }
+    }
+    // Intermediate value infos describe the old channel counts; shape inference recomputes them.
+    g.value_info.clear();
+    Ok(model)
+}
+
+fn cast_ints(base: &TensorProto, v: &[i64]) -> Result<TensorProto> {
+    let dt = DataType(base.data_type());
+    let mut raw = Vec::new();
+    for &x in v {
+        match dt {
+            DataType::INT32 => raw.extend_from_slice(&(x as i32).to_le_bytes()),
+            DataType::INT64 => raw.extend_from_slice(&x.to_le_bytes()),
+            _ => {
+                return Err(PareError::Tensor {
+                    tensor: base.name().to_string(),
+                    message: format!("cannot rewrite channel counts stored as {dt}"),
+                });
+            }
+        }
+    }
+    let mut nt = base.clone();
+    nt.int32_data.clear();
+    nt.int64_data.clear();
+    nt.raw_data = Some(Bytes::from(raw));
+    Ok(nt)
+}
