@@ -30,6 +30,12 @@ pub enum PareError {
     InvalidModel(String),
     #[error("cyclic graph: nodes {} form a cycle", .nodes.join(", "))]
     Cycle { nodes: Vec<String> },
+    #[error("{}: {source}", .path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<PareError>,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("tensor '{tensor}': {message}")]

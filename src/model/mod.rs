@@ -56,7 +56,13 @@ impl Analysis {
 
     /// Loads, indexes and infers a model file.
     pub fn open(path: &Path, pins: &InputPins) -> Result<Self> {
-        Self::new(load_model(path)?, pins)
+        Self::new(load_model(path)?, pins).map_err(|e| match e {
+            PareError::InvalidModel(_) | PareError::Cycle { .. } => PareError::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            },
+            other => other,
+        })
     }
 
     pub fn graph(&self) -> &GraphProto {

@@ -20,7 +20,8 @@ def feed_for(sess, seed=0):
     rng = np.random.default_rng(seed)
     feed = {}
     for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        # Symbolic dims: batch 1, others 64 (a 1x1 image is too small for real models).
+        shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else 64) for k, d in enumerate(i.shape)]
         if "float" in i.type:
             feed[i.name] = rng.standard_normal(shape).astype(np.float32)
         else:
