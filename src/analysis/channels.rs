@@ -165,6 +165,12 @@ struct Space {
     len: usize,
 }
 
+/// Where an entry of a shape tensor comes from.
+enum EntrySource {
+    Const(String, usize),
+    Dynamic,
+}
+
 /// Working state of one analysis.
 struct Builder<'a> {
     a: &'a Analysis,
@@ -233,9 +239,50 @@ impl<'a> Builder<'a> {
         self.a.shapes.shape(t).map(|s| s.len())
     }
 
-    /// A tensor that is an initializer or a Constant output: weights pare can slice.
+    /// A tensor that is an initializer or a Constant output (possibly behind Identity nodes, as
+    /// PyTorch exports weights shared between two calls of one module): weights pare can slice.
     fn is_const(&self, t: &str) -> bool {
-        self.a.index.initializers.contains_key(t) || self.constants.contains_key(t)
+        self.const_source(t).is_some()
+    }
+
+    /// The initializer or Constant output a tensor reads, following Identity nodes.
+    fn const_source(&self, t: &str) -> Option<String> {
+        let mut cur = t.to_string();
+        for _ in 0..64 {
+            if self.a.index.initializers.contains_key(&cur) || self.constants.contains_key(&cur) {
+                return Some(cur);
+            }
+            let p = *self.a.index.producer.get(&cur)?;
+            let node = &self.g.node[p];
+            if node.op_type() != "Identity" {
+                return None;
+            }
+            cur = node.input.first()?.clone();
+        }
+        None
+    }
+
+    /// True when a tensor is computed from runtime shapes (`Shape`), so it follows pruning by
+    /// itself and needs no rewrite.
+    fn shape_derived(&self, t: &str) -> bool {
+        let mut stack = vec![t.to_string()];
+        let mut seen = HashSet::new();
+        while let Some(cur) = stack.pop() {
+            if !seen.insert(cur.clone()) || seen.len() > 256 {
+                continue;
+            }
+            let Some(&p) = self.a.index.producer.get(&cur) else { continue };
+            let node = &self.g.node[p];
+            match node.op_type() {
+                "Shape" | "Size" => return true,
+                "Gather" | "Slice" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Concat" | "Mul" | "Div"
+                | "Add" | "Sub" | "Floor" | "Ceil" | "Reshape" => {
+                    stack.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
+                }
+                _ => {}
+            }
+        }
+        false
     }
 
     fn new_space(&mut self, producer: &str, tensor: &str, n: usize) -> Vec<Atom> {
@@ -269,9 +316,10 @@ impl<'a> Builder<'a> {
     }
 
     fn member(&mut self, node: &NodeProto, tensor: &str, axis: usize, role: Role, atoms: Vec<Atom>) {
+        let tensor = self.const_source(tensor).unwrap_or_else(|| tensor.to_string());
         self.members.push(Member {
             node: node.display_name(),
-            tensor: tensor.to_string(),
+            tensor,
             axis,
             role,
             atoms,
@@ -709,7 +757,10 @@ impl<'a> Builder<'a> {
             let atoms = l.atoms[start..start + n].to_vec();
             start += n;
             let place = match &split_src {
-                Some(t) if self.is_const(t) => Some(CountPlace::Tensor { tensor: t.clone(), index: k }),
+                Some(t) if self.is_const(t) => Some(CountPlace::Tensor {
+                    tensor: self.const_source(t).unwrap_or_else(|| t.clone()),
+                    index: k,
+                }),
                 Some(_) => None,
                 None if node.attr_ints("split").is_some() => Some(CountPlace::Attribute { attribute: "split".into(), index: k }),
                 None => None,
@@ -914,18 +965,18 @@ impl<'a> Builder<'a> {
             };
             match entry {
                 Some(Dim::Known(-1)) | Some(Dim::Known(0)) => {}
-                Some(Dim::Known(_)) => {
-                    if let Some((tensor, index)) = self.trace_shape_entry(&shape_t, b) {
-                        self.counts.push(CountMember {
-                            node: node.display_name(),
-                            place: CountPlace::Tensor { tensor, index },
-                            atoms: atoms.clone(),
-                        });
-                    } else {
+                Some(Dim::Known(_)) => match self.trace_shape_entry(&shape_t, b) {
+                    Some(EntrySource::Const(tensor, index)) => self.counts.push(CountMember {
+                        node: node.display_name(),
+                        place: CountPlace::Tensor { tensor, index },
+                        atoms: atoms.clone(),
+                    }),
+                    Some(EntrySource::Dynamic) => {}
+                    None => {
                         self.barrier(node, "target shape holds a literal channel count computed in a way pare cannot rewrite (seed P7)");
                         return;
                     }
-                }
+                },
                 _ => {
                     self.barrier(node, "target shape is not known (pin input shapes with --input-shape)");
                     return;
@@ -935,11 +986,12 @@ impl<'a> Builder<'a> {
         self.layouts.insert(out, Layout { axis: b, atoms });
     }
 
-    /// Finds the constant tensor and element that hold entry `index` of a shape tensor:
-    /// directly, or through a Concat of pieces (PyTorch's `view(b, 256, -1)` export).
-    fn trace_shape_entry(&self, tensor: &str, index: usize) -> Option<(String, usize)> {
-        if self.is_const(tensor) {
-            return Some((tensor.to_string(), index));
+    /// Finds where entry `index` of a shape tensor comes from: a constant element (to
+    /// rewrite), or a runtime shape computation (which follows pruning by itself). Follows
+    /// Concat pieces as PyTorch's `view(b, 256, -1)` export builds them.
+    fn trace_shape_entry(&self, tensor: &str, index: usize) -> Option<EntrySource> {
+        if let Some(src) = self.const_source(tensor) {
+            return Some(EntrySource::Const(src, index));
         }
         let p = *self.a.index.producer.get(tensor)?;
         let node = &self.g.node[p];
@@ -956,19 +1008,23 @@ impl<'a> Builder<'a> {
                 None
             }
             "Unsqueeze" | "Cast" | "Identity" => self.trace_shape_entry(node.input.first()?, index),
+            _ if self.shape_derived(tensor) => Some(EntrySource::Dynamic),
             _ => None,
         }
     }
 
     fn count_at(&mut self, node: &NodeProto, tensor: &str, index: usize, atoms: &[Atom]) {
-        if let Some((t, i)) = self.trace_shape_entry(tensor, index) {
-            self.counts.push(CountMember {
+        match self.trace_shape_entry(tensor, index) {
+            Some(EntrySource::Const(t, i)) => self.counts.push(CountMember {
                 node: node.display_name(),
                 place: CountPlace::Tensor { tensor: t, index: i },
                 atoms: atoms.to_vec(),
-            });
-        } else {
-            self.locks.push((atoms.to_vec(), format!("{} '{}': size constant cannot be rewritten", node.op_type(), node.display_name())));
+            }),
+            Some(EntrySource::Dynamic) => {}
+            None => self.locks.push((
+                atoms.to_vec(),
+                format!("{} '{}': size constant cannot be rewritten", node.op_type(), node.display_name()),
+            )),
         }
     }
 
