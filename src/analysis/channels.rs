@@ -12,7 +12,10 @@
 //! Anything pare does not understand *locks* the groups it touches with a reason (seed P12):
 //! it is never assumed channel-preserving. Graph inputs and outputs are locked (seed P3).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// FxHash: SipHash dominated the analysis of big graphs.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::Serialize;
 
@@ -222,7 +225,7 @@ impl<'a> Builder<'a> {
             g,
             dsu: Dsu::default(),
             spaces: Vec::new(),
-            layouts: HashMap::new(),
+            layouts: HashMap::default(),
             members: Vec::new(),
             counts: Vec::new(),
             locks: Vec::new(),
@@ -266,7 +269,7 @@ impl<'a> Builder<'a> {
     /// itself and needs no rewrite.
     fn shape_derived(&self, t: &str) -> bool {
         let mut stack = vec![t.to_string()];
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         while let Some(cur) = stack.pop() {
             if !seen.insert(cur.clone()) || seen.len() > 256 {
                 continue;
@@ -1030,7 +1033,7 @@ impl<'a> Builder<'a> {
 
     /// One initializer read by several nodes must be sliced one way: tie its members.
     fn tie_shared_initializers(&mut self) {
-        let mut by_key: HashMap<(String, usize), Vec<usize>> = HashMap::new();
+        let mut by_key: HashMap<(String, usize), Vec<usize>> = HashMap::default();
         for (k, m) in self.members.iter().enumerate() {
             by_key.entry((m.tensor.clone(), m.axis)).or_default().push(k);
         }
@@ -1056,7 +1059,7 @@ impl<'a> Builder<'a> {
         }
         let mut sdsu = Dsu::default();
         sdsu.add(self.spaces.len());
-        let mut root_space: HashMap<Atom, usize> = HashMap::new();
+        let mut root_space: HashMap<Atom, usize> = HashMap::default();
         for a in 0..n_atoms as Atom {
             let r = self.dsu.find(a);
             let s = space_of_atom[a as usize];
@@ -1089,11 +1092,12 @@ impl<'a> Builder<'a> {
             .collect();
         let mut atom_group = vec![0usize; n_atoms];
         let mut atom_unit = vec![0usize; n_atoms];
-        let mut unit_of_root: HashMap<Atom, usize> = HashMap::new();
+        let mut unit_of_root: HashMap<Atom, usize> = HashMap::default();
+        let mut seen_producer: HashSet<(usize, String)> = HashSet::default();
         for (s, sp) in self.spaces.iter().enumerate() {
             let gid = space_group[s];
             let grp = &mut groups[gid];
-            if !grp.producers.contains(&sp.producer) {
+            if seen_producer.insert((gid, sp.producer.clone())) {
                 grp.producers.push(sp.producer.clone());
             }
             grp.tensors.push(sp.tensor.clone());
@@ -1112,7 +1116,7 @@ impl<'a> Builder<'a> {
             g.channels = g.units.len();
         }
         for (atoms, reason) in &self.locks {
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             for a in atoms {
                 let gid = atom_group[*a as usize];
                 if seen.insert(gid) && !groups[gid].locks.contains(reason) {
@@ -1121,7 +1125,7 @@ impl<'a> Builder<'a> {
             }
         }
         for (k, m) in self.members.iter().enumerate() {
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             for a in &m.atoms {
                 let gid = atom_group[*a as usize];
                 if seen.insert(gid) {
@@ -1130,7 +1134,7 @@ impl<'a> Builder<'a> {
             }
         }
         for (k, c) in self.counts.iter().enumerate() {
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             for a in &c.atoms {
                 let gid = atom_group[*a as usize];
                 if seen.insert(gid) {
@@ -1141,14 +1145,12 @@ impl<'a> Builder<'a> {
         // Tensors carrying the group's atoms (beyond the producing ones), for highlighting.
         for (t, l) in &self.layouts {
             if let Some(&a) = l.atoms.first() {
-                let gid = atom_group[a as usize];
-                if !groups[gid].tensors.contains(t) {
-                    groups[gid].tensors.push(t.clone());
-                }
+                groups[atom_group[a as usize]].tensors.push(t.clone());
             }
         }
         for g in &mut groups {
             g.tensors.sort();
+            g.tensors.dedup();
         }
         ChannelAnalysis {
             groups,

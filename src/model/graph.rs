@@ -6,7 +6,10 @@
 //! traversal here is iterative with explicit visited sets: a hand-written dependency walk that
 //! recursed forever is one of the seed cases (P13).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// FxHash: tensor names are short and trusted enough; SipHash dominated indexing time.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
@@ -50,7 +53,7 @@ pub struct GraphIndex {
 impl GraphIndex {
     /// Indexes the main graph of a model.
     pub fn build(graph: &GraphProto) -> Result<Self> {
-        Self::build_scoped(graph, &HashSet::new(), "")
+        Self::build_scoped(graph, &HashSet::default(), "")
     }
 
     /// Indexes `graph`, where `outer` holds every name visible from enclosing scopes.
@@ -74,7 +77,7 @@ impl GraphIndex {
                 ix.initializers.insert(v.name().to_string(), usize::MAX);
             }
         }
-        let mut seen_inputs = HashSet::new();
+        let mut seen_inputs = HashSet::default();
         for vi in &graph.input {
             let name = vi.name().to_string();
             if !seen_inputs.insert(name.clone()) {
@@ -116,7 +119,7 @@ impl GraphIndex {
                 || seen_inputs.contains(name)
         };
         let mut outer_refs: Vec<String> = Vec::new();
-        let mut outer_seen = HashSet::new();
+        let mut outer_seen = HashSet::default();
         // Scope visible to nested graphs: everything outer plus everything of this graph.
         let needs_nested = graph.node.iter().any(|nd| nd.subgraphs().next().is_some());
         let visible: HashSet<String> = if needs_nested {
@@ -126,7 +129,7 @@ impl GraphIndex {
             v.extend(seen_inputs.iter().cloned());
             v
         } else {
-            HashSet::new()
+            HashSet::default()
         };
         for (i, node) in graph.node.iter().enumerate() {
             let mut reads: Vec<String> = Vec::new();
@@ -302,7 +305,7 @@ fn topo_order(dag: &DiGraph<usize, String>, graph: &GraphProto) -> Result<Vec<us
     let left: HashSet<usize> = (0..n).filter(|&i| indeg[i] > 0).collect();
     let mut at = left.iter().copied().min().unwrap_or(0);
     let mut path = Vec::new();
-    let mut pos: HashMap<usize, usize> = HashMap::new();
+    let mut pos: HashMap<usize, usize> = HashMap::default();
     loop {
         if let Some(&p) = pos.get(&at) {
             let cycle: Vec<String> = path[p..]
