@@ -22,7 +22,11 @@ fn bench_file(name: &str, make: impl FnOnce() -> pare::model::proto::ModelProto)
 
 fn prune_benches(c: &mut Criterion) {
     let pins = InputPins::new();
-    let big = Analysis::open(&bench_file("deep10k.onnx", || zoo::deep_narrow(10_000)), &pins).expect("deep10k");
+    let big = Analysis::open(
+        &bench_file("deep10k.onnx", || zoo::deep_narrow(10_000)),
+        &pins,
+    )
+    .expect("deep10k");
     let r50 = Analysis::open(&bench_file("resnet50.onnx", zoo::resnet50), &pins).expect("resnet50");
     let mut g = c.benchmark_group("prune");
     g.sample_size(10);
@@ -32,7 +36,9 @@ fn prune_benches(c: &mut Criterion) {
     g.bench_function("plan_resnet50_l1", |b| {
         b.iter(|| make_plan(&r50, &ca, &PruneOptions::default(), &NoProgress).expect("plan"))
     });
-    g.bench_function("rewrite_resnet50_100MB", |b| b.iter(|| apply_plan(&r50, &ca, &plan).expect("rewrite")));
+    g.bench_function("rewrite_resnet50_100MB", |b| {
+        b.iter(|| apply_plan(&r50, &ca, &plan).expect("rewrite"))
+    });
     g.finish();
 }
 

@@ -14,16 +14,30 @@ use crate::error::{PareError, Result};
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub enum JobEvent {
     /// A new phase begins (`"calibrating"`, `"validating"`), with its number of steps if known.
-    Phase { name: String, total: Option<u64> },
+    Phase {
+        name: String,
+        total: Option<u64>,
+    },
     /// `done` of the current phase's steps are finished.
-    Progress { done: u64, message: String },
+    Progress {
+        done: u64,
+        message: String,
+    },
     /// A line for the job's log.
     Log(String),
     /// A per-layer measurement (quantization SQNR as it fills in).
-    Layer { node: String, value: f64, label: String },
+    Layer {
+        node: String,
+        value: f64,
+        label: String,
+    },
     /// The job ended; `summary` is a short human line.
-    Finished { summary: String },
-    Failed { error: String },
+    Finished {
+        summary: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// Sink for job events.

@@ -5,11 +5,15 @@
 pub mod analysis;
 pub mod demo;
 pub mod error;
+pub mod extract;
 pub mod jobs;
+pub mod lint;
 pub mod model;
 pub mod prune;
+pub mod quant;
 pub mod rng;
 pub mod runtime;
 pub mod tags;
+pub mod tui;
 
 pub use error::{PareError, Result};

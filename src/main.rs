@@ -31,10 +31,29 @@ enum Command {
     Groups(cli::prune::GroupsArgs),
     /// Structured channel pruning with validation.
     Prune(cli::prune::PruneArgs),
+    /// Deployment lint for TensorRT 7.1/8.6/10, onnxruntime or tract: what will break, where, why.
+    Lint(cli::lint::LintArgs),
+    /// Rewrite what lint can fix safely (If folding, Clip bounds, ConvTranspose padding, …),
+    /// proven equal on seeded inputs before writing.
+    Fix(cli::lint::FixArgs),
+    /// INT8 post-training quantization to QDQ (TensorRT or onnxruntime), with per-layer SQNR.
+    Quantize(cli::quant::QuantizeArgs),
+    /// Cut a subgraph out as a standalone model (by tensors, one node or a node range),
+    /// optionally with real boundary data.
+    Extract(cli::extract::ExtractArgs),
+    /// Split a model at tensors into HEAD and TAIL models whose composition is the model.
+    Split(cli::extract::SplitArgs),
+    /// Shrink a model to a minimal subgraph on which a check command still fails.
+    Reduce(cli::extract::ReduceArgs),
+    /// Explore a model in the terminal: scope tree, neighbourhood graph, channel groups, tags, jobs.
+    Tui(cli::tui::TuiArgs),
 }
 
 fn run(cli: Cli) -> CmdResult {
     match cli.command {
+        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            cli::tui::run(&cli::tui::TuiArgs::default())
+        }
         None => cli::info::run(&cli::info::InfoArgs {
             model: None,
             model_args: cli::ModelArgs::default(),
@@ -43,6 +62,13 @@ fn run(cli: Cli) -> CmdResult {
         Some(Command::Info(a)) => cli::info::run(&a),
         Some(Command::Groups(a)) => cli::prune::run_groups(&a),
         Some(Command::Prune(a)) => cli::prune::run_prune(&a),
+        Some(Command::Lint(a)) => cli::lint::run_lint(&a),
+        Some(Command::Fix(a)) => cli::lint::run_fix(&a),
+        Some(Command::Quantize(a)) => cli::quant::run(&a),
+        Some(Command::Extract(a)) => cli::extract::run_extract(&a),
+        Some(Command::Split(a)) => cli::extract::run_split(&a),
+        Some(Command::Reduce(a)) => cli::extract::run_reduce(&a),
+        Some(Command::Tui(a)) => cli::tui::run(&a),
     }
 }
 

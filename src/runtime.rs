@@ -118,14 +118,21 @@ pub fn max_abs_diff(a: &HostTensor, b: &HostTensor) -> Option<f64> {
                     (p - q).abs()
                 }
             })
-            .fold(0.0, |m: f64, d| if d.is_nan() { f64::INFINITY } else { m.max(d) }),
+            .fold(
+                0.0,
+                |m: f64, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            ),
     )
 }
 
 /// Signal-to-quantization-noise ratio of `got` against `reference`, in dB.
 pub fn sqnr_db(reference: &[f64], got: &[f64]) -> f64 {
     let signal: f64 = reference.iter().map(|v| v * v).sum();
-    let noise: f64 = reference.iter().zip(got).map(|(r, g)| (r - g) * (r - g)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(got)
+        .map(|(r, g)| (r - g) * (r - g))
+        .sum();
     10.0 * (signal / noise.max(1e-30)).log10()
 }
 
@@ -266,7 +273,11 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<HostTensor> {
     let e = |e: tract_onnx::prelude::TractError| PareError::Runtime(format!("tract output: {e:#}"));
     macro_rules! take {
         ($ty:ty) => {
-            t.to_plain_array_view::<$ty>().map_err(e)?.iter().copied().collect()
+            t.to_plain_array_view::<$ty>()
+                .map_err(e)?
+                .iter()
+                .copied()
+                .collect()
         };
     }
     let data = match t.datum_type() {
@@ -279,7 +290,13 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<HostTensor> {
         T::Bool => HostData::Bool(take!(bool)),
         _ => {
             let c = t.cast_to::<f32>().map_err(e)?;
-            HostData::F32(c.to_plain_array_view::<f32>().map_err(e)?.iter().copied().collect())
+            HostData::F32(
+                c.to_plain_array_view::<f32>()
+                    .map_err(e)?
+                    .iter()
+                    .copied()
+                    .collect(),
+            )
         }
     };
     Ok(HostTensor { shape, data })

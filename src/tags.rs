@@ -38,11 +38,20 @@ pub enum Tag {
 impl Tags {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => PareError::NotFound { path: path.to_path_buf() },
-            _ => PareError::Io { path: path.to_path_buf(), source },
+            std::io::ErrorKind::NotFound => PareError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => PareError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
         let tags: Tags = toml::from_str(&text).map_err(|e| {
-            PareError::Usage(format!("{}: not a valid tags file: {}", path.display(), e.message()))
+            PareError::Usage(format!(
+                "{}: not a valid tags file: {}",
+                path.display(),
+                e.message()
+            ))
         })?;
         for (p, r) in &tags.ratio {
             if !(0.0..1.0).contains(r) {
@@ -103,7 +112,10 @@ impl Tags {
         let mut problems = Vec::new();
         for p in self.skip.iter().chain(&self.lock).chain(self.ratio.keys()) {
             if !nodes.iter().any(|n| glob_match(p, n)) {
-                problems.push(format!("'{p}' (closest: {})", closest(p, nodes, 3).join(", ")));
+                problems.push(format!(
+                    "'{p}' (closest: {})",
+                    closest(p, nodes, 3).join(", ")
+                ));
             }
         }
         if problems.is_empty() {
@@ -163,9 +175,15 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The `n` names closest to `query` by edit distance.
 pub fn closest(query: &str, names: &[&str], n: usize) -> Vec<String> {
-    let mut v: Vec<(usize, &str)> = names.iter().map(|s| (edit_distance(query, s), *s)).collect();
+    let mut v: Vec<(usize, &str)> = names
+        .iter()
+        .map(|s| (edit_distance(query, s), *s))
+        .collect();
     v.sort();
-    v.into_iter().take(n).map(|(_, s)| format!("'{s}'")).collect()
+    v.into_iter()
+        .take(n)
+        .map(|(_, s)| format!("'{s}'"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -184,9 +202,18 @@ mod tests {
     #[test]
     fn closest_names() {
         let names = ["/layer1/conv1", "/layer1/conv2", "/head/fc"];
-        assert_eq!(closest("/layer1/conv3", &names, 1), vec!["'/layer1/conv1'".to_string()]);
-        let t = Tags { skip: vec!["/layer1/conv3".into()], ..Default::default() };
+        assert_eq!(
+            closest("/layer1/conv3", &names, 1),
+            vec!["'/layer1/conv1'".to_string()]
+        );
+        let t = Tags {
+            skip: vec!["/layer1/conv3".into()],
+            ..Default::default()
+        };
         let e = t.check_against(&names).expect_err("no match").to_string();
-        assert!(e.contains("/layer1/conv3") && e.contains("/layer1/conv1"), "{e}");
+        assert!(
+            e.contains("/layer1/conv3") && e.contains("/layer1/conv1"),
+            "{e}"
+        );
     }
 }

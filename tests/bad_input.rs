@@ -24,14 +24,20 @@ fn assert_clean(path: &Path, needles: &[&str]) {
     assert!(!err.contains("panicked"), "panic: {err}");
     assert_eq!(err.lines().count(), 1, "expected one line, got: {err}");
     for n in needles {
-        assert!(err.to_lowercase().contains(&n.to_lowercase()), "'{n}' missing from: {err}");
+        assert!(
+            err.to_lowercase().contains(&n.to_lowercase()),
+            "'{n}' missing from: {err}"
+        );
     }
 }
 
 #[test]
 fn missing_file_and_directory() {
     let dir = common::tempdir();
-    assert_clean(&dir.path().join("nope.onnx"), &["nope.onnx", "no such file"]);
+    assert_clean(
+        &dir.path().join("nope.onnx"),
+        &["nope.onnx", "no such file"],
+    );
     assert_clean(dir.path(), &["directory"]);
 }
 
@@ -73,15 +79,32 @@ fn missing_external_data_file_is_named() {
     let src = common::write(dir.path(), "in.onnx", &common::resnet_like());
     let m = load_model(&src).expect("load");
     let out = dir.path().join("big.onnx");
-    save_model(&m, &out, &SaveOptions { external_threshold: Some(64) }).expect("save");
+    save_model(
+        &m,
+        &out,
+        &SaveOptions {
+            external_threshold: Some(64),
+        },
+    )
+    .expect("save");
     std::fs::remove_file(dir.path().join("big.onnx.data")).expect("rm");
     assert_clean(&out, &["big.onnx.data", "missing"]);
 }
 
-fn graph_case(dir: &Path, name: &str, nodes: Vec<pare::model::proto::NodeProto>) -> std::path::PathBuf {
+fn graph_case(
+    dir: &Path,
+    name: &str,
+    nodes: Vec<pare::model::proto::NodeProto>,
+) -> std::path::PathBuf {
     let mut b = pare::model::builder::GraphBuilder::new("g");
-    b.input("x", &[pare::model::builder::D::N(1), pare::model::builder::D::N(2)]);
-    b.output("y", &[pare::model::builder::D::N(1), pare::model::builder::D::N(2)]);
+    b.input(
+        "x",
+        &[pare::model::builder::D::N(1), pare::model::builder::D::N(2)],
+    );
+    b.output(
+        "y",
+        &[pare::model::builder::D::N(1), pare::model::builder::D::N(2)],
+    );
     let mut m = b.model();
     m.graph.as_mut().expect("graph").node = nodes;
     common::write(dir, name, &m)
@@ -101,12 +124,19 @@ fn node(name: &str, op: &str, ins: &[&str], outs: &[&str]) -> pare::model::proto
 fn dangling_duplicate_and_cyclic_graphs() {
     let dir = common::tempdir();
     let d = dir.path();
-    let p = graph_case(d, "dangling.onnx", vec![node("a", "Add", &["x", "ghost"], &["y"])]);
+    let p = graph_case(
+        d,
+        "dangling.onnx",
+        vec![node("a", "Add", &["x", "ghost"], &["y"])],
+    );
     assert_clean(&p, &["'ghost'", "'a'"]);
     let p = graph_case(
         d,
         "dup.onnx",
-        vec![node("a", "Relu", &["x"], &["y"]), node("b", "Sigmoid", &["x"], &["y"])],
+        vec![
+            node("a", "Relu", &["x"], &["y"]),
+            node("b", "Sigmoid", &["x"], &["y"]),
+        ],
     );
     assert_clean(&p, &["'y'", "twice"]);
     let p = graph_case(

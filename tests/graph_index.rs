@@ -4,7 +4,7 @@
 mod common;
 
 use pare::model::GraphIndex;
-use pare::model::builder::{GraphBuilder, D};
+use pare::model::builder::{D, GraphBuilder};
 use pare::model::proto::GraphProto;
 
 fn graph(m: &pare::model::proto::ModelProto) -> &GraphProto {
@@ -34,7 +34,11 @@ fn topological_order_respects_every_edge() {
     // The first conv's output fans out to the residual Add and the next conv.
     let first_out = &g.node[0].output[0];
     assert!(ix.consumers[first_out].len() == 1);
-    let add = g.node.iter().position(|n| n.op_type() == "Add").expect("add");
+    let add = g
+        .node
+        .iter()
+        .position(|n| n.op_type() == "Add")
+        .expect("add");
     assert!(ix.is_reachable(0, add));
     assert!(!ix.is_reachable(add, 0));
 }
@@ -56,7 +60,11 @@ fn if_bodies_are_indexed_with_outer_references() {
     let ix = GraphIndex::build(g).expect("index");
     let if_node = g.node.iter().position(|n| n.op_type() == "If").expect("if");
     assert_eq!(ix.subgraphs.iter().filter(|s| s.node == if_node).count(), 2);
-    let then = ix.subgraphs.iter().find(|s| s.attribute == "then_branch").expect("then");
+    let then = ix
+        .subgraphs
+        .iter()
+        .find(|s| s.attribute == "then_branch")
+        .expect("then");
     assert_eq!(then.index.outer_refs.len(), 1);
     let outer = &then.index.outer_refs[0];
     // The outer-scope read makes the If depend on the ReduceMean.
@@ -92,14 +100,28 @@ fn cycle_is_an_error_naming_the_cycle() {
         node("c", "Identity", &["t1"], &["y"]),
     ]);
     let err = GraphIndex::build(&g).expect_err("cycle").to_string();
-    assert!(err.contains("cycl") && err.contains("'a'") && err.contains("'b'"), "{err}");
-    assert!(!err.contains("'c'"), "c is downstream of the cycle, not on it: {err}");
+    assert!(
+        err.contains("cycl") && err.contains("'a'") && err.contains("'b'"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("'c'"),
+        "c is downstream of the cycle, not on it: {err}"
+    );
 }
 
 #[test]
 fn self_loop_and_large_cycle_terminate() {
-    let g = two_node_graph(vec![node("self", "Relu", &["t"], &["t"]), node("o", "Identity", &["x"], &["y"])]);
-    assert!(GraphIndex::build(&g).expect_err("self loop").to_string().contains("'self'"));
+    let g = two_node_graph(vec![
+        node("self", "Relu", &["t"], &["t"]),
+        node("o", "Identity", &["x"], &["y"]),
+    ]);
+    assert!(
+        GraphIndex::build(&g)
+            .expect_err("self loop")
+            .to_string()
+            .contains("'self'")
+    );
     // A 50,000-node ring: must fail fast without recursion.
     let n = 50_000;
     let mut nodes: Vec<_> = (0..n)
@@ -120,9 +142,15 @@ fn dangling_input_duplicate_producer_and_missing_output_are_named() {
     let e = GraphIndex::build(&g).expect_err("dangling").to_string();
     assert!(e.contains("'a'") && e.contains("'ghost'"), "{e}");
 
-    let g = two_node_graph(vec![node("a", "Relu", &["x"], &["y"]), node("b", "Relu", &["x"], &["y"])]);
+    let g = two_node_graph(vec![
+        node("a", "Relu", &["x"], &["y"]),
+        node("b", "Relu", &["x"], &["y"]),
+    ]);
     let e = GraphIndex::build(&g).expect_err("dup").to_string();
-    assert!(e.contains("'y'") && e.contains("'a'") && e.contains("'b'"), "{e}");
+    assert!(
+        e.contains("'y'") && e.contains("'a'") && e.contains("'b'"),
+        "{e}"
+    );
 
     let g = two_node_graph(vec![node("a", "Relu", &["x"], &["z"])]);
     let e = GraphIndex::build(&g).expect_err("output").to_string();

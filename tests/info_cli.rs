@@ -6,7 +6,10 @@ mod common;
 use std::process::Command;
 
 fn pare(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pare")).args(args).output().expect("run pare");
+    let out = Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(args)
+        .output()
+        .expect("run pare");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -57,7 +60,13 @@ fn symbolic_dims_stay_symbolic_and_pins_resolve_them() {
     assert_eq!(j["inputs"][0]["shape"][0], "batch");
     assert_eq!(j["inputs"].as_array().expect("list").len(), 2);
     let (code, out, _) = pare(&[
-        "info", path, "--json", "--input-shape", "left:2x3x16x16", "--input-shape", "right:2x3x16x16",
+        "info",
+        path,
+        "--json",
+        "--input-shape",
+        "left:2x3x16x16",
+        "--input-shape",
+        "right:2x3x16x16",
     ]);
     assert_eq!(code, 0);
     let j: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -71,7 +80,15 @@ fn symbolic_dims_stay_symbolic_and_pins_resolve_them() {
 fn text_report_and_demo_model() {
     let (code, out, err) = pare(&["info"]);
     assert_eq!(code, 0, "{err}");
-    for needle in ["embedded demo", "inputs", "image", "logits", "confidence", "heaviest layers", "MACs"] {
+    for needle in [
+        "embedded demo",
+        "inputs",
+        "image",
+        "logits",
+        "confidence",
+        "heaviest layers",
+        "MACs",
+    ] {
         assert!(out.contains(needle), "'{needle}' missing:\n{out}");
     }
     let (code, out2, _) = pare(&[]);

@@ -21,10 +21,16 @@ fn analysis(m: ModelProto) -> Analysis {
 fn run(m: &ModelProto, a: &Analysis, seed: u64) -> Vec<HostTensor> {
     let (specs, _) = input_specs(a).expect("specs");
     let inputs = random_inputs(&specs, seed).expect("inputs");
-    TractEngine::new(m, &specs).expect("tract loads").run(&inputs).expect("tract runs")
+    TractEngine::new(m, &specs)
+        .expect("tract loads")
+        .run(&inputs)
+        .expect("tract runs")
 }
 
-fn group_by_producer<'a>(ca: &'a ChannelAnalysis, needle: &str) -> &'a pare::analysis::ChannelGroup {
+fn group_by_producer<'a>(
+    ca: &'a ChannelAnalysis,
+    needle: &str,
+) -> &'a pare::analysis::ChannelGroup {
     ca.groups
         .iter()
         .find(|g| g.producers.iter().any(|p| p.contains(needle)))
@@ -34,7 +40,10 @@ fn group_by_producer<'a>(ca: &'a ChannelAnalysis, needle: &str) -> &'a pare::ana
 fn prune_default(m: ModelProto, ratio: f64) -> (Analysis, ModelProto, PrunePlan, ChannelAnalysis) {
     let a = analysis(m);
     let ca = analyze_channels(&a);
-    let opts = PruneOptions { ratio, ..Default::default() };
+    let opts = PruneOptions {
+        ratio,
+        ..Default::default()
+    };
     let plan = make_plan(&a, &ca, &opts, &NoProgress).expect("plan");
     let pruned = apply_plan(&a, &ca, &plan).expect("rewrite");
     (a, pruned, plan, ca)
@@ -46,11 +55,15 @@ fn every_fixture_prunes_and_runs_with_the_same_output_shapes() {
         let (a, pruned, plan, _) = prune_default(m.clone(), 0.5);
         assert!(plan.pruned_groups() > 0, "{name}: nothing was pruned");
         let before = run(&m, &a, 1);
-        let pa = Analysis::new(common::model(pruned.clone()), &InputPins::new()).expect("pruned analysis");
+        let pa = Analysis::new(common::model(pruned.clone()), &InputPins::new())
+            .expect("pruned analysis");
         let after = run(&pruned, &pa, 1);
         for (x, y) in before.iter().zip(&after) {
             assert_eq!(x.shape, y.shape, "{name}: output shape changed");
-            assert!(y.to_f64().iter().all(|v| v.is_finite()), "{name}: non-finite output");
+            assert!(
+                y.to_f64().iter().all(|v| v.is_finite()),
+                "{name}: non-finite output"
+            );
         }
         let macs = |a: &Analysis| pare::model::info::model_info(a).macs;
         assert!(macs(&pa) < macs(&a), "{name}: MACs did not drop");
@@ -63,16 +76,37 @@ fn strided_residual_shortcut_prunes_with_the_main_branch() {
     let a = analysis(common::resnet_like());
     let ca = analyze_channels(&a);
     let g = a.graph();
-    let add2 = g.node.iter().filter(|n| n.op_type() == "Add").nth(1).expect("second add");
-    let producers: Vec<String> = add2.input.iter().map(|i| g.node[a.index.producer[i]].display_name()).collect();
+    let add2 = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "Add")
+        .nth(1)
+        .expect("second add");
+    let producers: Vec<String> = add2
+        .input
+        .iter()
+        .map(|i| g.node[a.index.producer[i]].display_name())
+        .collect();
     let grp = group_by_producer(&ca, &producers[0]);
-    assert!(grp.producers.contains(&producers[1]), "shortcut conv not in the same group: {grp:?}");
+    assert!(
+        grp.producers.contains(&producers[1]),
+        "shortcut conv not in the same group: {grp:?}"
+    );
     assert_eq!(grp.channels, 16);
     // The first block's Add ties the stem conv with conv2 of block 1 too.
     let add1 = g.node.iter().find(|n| n.op_type() == "Add").expect("add");
-    let p1: Vec<String> = add1.input.iter().map(|i| g.node[a.index.producer[i]].display_name()).collect();
+    let p1: Vec<String> = add1
+        .input
+        .iter()
+        .map(|i| g.node[a.index.producer[i]].display_name())
+        .collect();
     let g1 = group_by_producer(&ca, &p1[0]);
-    assert!(g1.producers.iter().any(|p| p1[1].contains(p) || p.contains(&p1[1])) || g1.producers.len() >= 2);
+    assert!(
+        g1.producers
+            .iter()
+            .any(|p| p1[1].contains(p) || p.contains(&p1[1]))
+            || g1.producers.len() >= 2
+    );
     assert!(g1.prunable());
 }
 
@@ -83,12 +117,23 @@ fn classifier_output_is_locked() {
     let ca = analyze_channels(&a);
     let fc = group_by_producer(&ca, "/fc");
     assert!(!fc.prunable());
-    assert!(fc.locks.iter().any(|l| l.contains("graph output")), "{:?}", fc.locks);
+    assert!(
+        fc.locks.iter().any(|l| l.contains("graph output")),
+        "{:?}",
+        fc.locks
+    );
     let (_, pruned, _, _) = prune_default(common::resnet_like(), 0.5);
     let g = pruned.graph.as_ref().expect("graph");
-    let w = g.initializer.iter().find(|t| t.name().starts_with("/fc") && t.name().ends_with("weight")).expect("fc weight");
+    let w = g
+        .initializer
+        .iter()
+        .find(|t| t.name().starts_with("/fc") && t.name().ends_with("weight"))
+        .expect("fc weight");
     assert_eq!(w.dims[0], 10, "class count changed");
-    assert!(w.dims[1] < 16, "fc input features should follow the pruned convs");
+    assert!(
+        w.dims[1] < 16,
+        "fc input features should follow the pruned convs"
+    );
 }
 
 #[test]
@@ -96,28 +141,62 @@ fn aspp_branches_share_the_input_and_map_concat_ranges() {
     // seed P5: all branches read the same x; Concat maps output ranges back to each branch.
     let a = analysis(common::aspp());
     let ca = analyze_channels(&a);
-    let d = ca.detail(group_by_producer(&ca, "/conv_").id).expect("detail");
+    let d = ca
+        .detail(group_by_producer(&ca, "/conv_").id)
+        .expect("detail");
     let _ = d;
-    let cat = a.graph().node.iter().find(|n| n.op_type() == "Concat").expect("concat");
+    let cat = a
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Concat")
+        .expect("concat");
     let layout = &ca.layouts[&cat.output[0]];
     assert_eq!(layout.atoms.len(), 64);
-    let groups: Vec<usize> = layout.atoms.iter().map(|&x| ca.atom_group[x as usize]).collect();
+    let groups: Vec<usize> = layout
+        .atoms
+        .iter()
+        .map(|&x| ca.atom_group[x as usize])
+        .collect();
     // Four branches, four distinct groups, in concat order of 16 each.
     for k in 0..4 {
-        assert!(groups[k * 16..(k + 1) * 16].iter().all(|&g| g == groups[k * 16]));
+        assert!(
+            groups[k * 16..(k + 1) * 16]
+                .iter()
+                .all(|&g| g == groups[k * 16])
+        );
     }
     let distinct: std::collections::HashSet<_> = groups.iter().collect();
     assert_eq!(distinct.len(), 4);
     // The input x (32 channels) is read by every branch conv as a consumer member.
     let x = &cat.input[0];
     let _ = x;
-    let x_group = ca.groups.iter().find(|g| g.channels == 32 && g.prunable()).expect("x group");
-    let consumers = x_group.members.iter().filter(|&&m| ca.members[m].role == Role::ConsumerWeight).count();
-    assert_eq!(consumers, 4, "all four branch convs must shrink their inputs together");
+    let x_group = ca
+        .groups
+        .iter()
+        .find(|g| g.channels == 32 && g.prunable())
+        .expect("x group");
+    let consumers = x_group
+        .members
+        .iter()
+        .filter(|&&m| ca.members[m].role == Role::ConsumerWeight)
+        .count();
+    assert_eq!(
+        consumers, 4,
+        "all four branch convs must shrink their inputs together"
+    );
     let (_, pruned, _, _) = prune_default(common::aspp(), 0.5);
     let pa = Analysis::new(common::model(pruned), &InputPins::new()).expect("pruned");
-    let cat = pa.graph().node.iter().find(|n| n.op_type() == "Concat").expect("concat");
-    assert_eq!(pa.shapes.static_shape(&cat.output[0]).expect("shape")[1], 32);
+    let cat = pa
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Concat")
+        .expect("concat");
+    assert_eq!(
+        pa.shapes.static_shape(&cat.output[0]).expect("shape")[1],
+        32
+    );
 }
 
 #[test]
@@ -125,15 +204,30 @@ fn stereo_3d_network_prunes_2d_and_3d_convs() {
     // seed P6/P10: two inputs, Conv3d + ConvTranspose3d; the pruned model runs.
     let a = analysis(common::stereo3d());
     let ca = analyze_channels(&a);
-    let input_groups = ca.groups.iter().filter(|g| g.producers.iter().any(|p| p == "<graph input>")).count();
+    let input_groups = ca
+        .groups
+        .iter()
+        .filter(|g| g.producers.iter().any(|p| p == "<graph input>"))
+        .count();
     assert_eq!(input_groups, 2);
     let c3 = ca.groups.iter().filter(|g| g.prunable()).count();
-    assert!(c3 >= 4, "expected 2-D and 3-D groups to be prunable, got {c3}");
+    assert!(
+        c3 >= 4,
+        "expected 2-D and 3-D groups to be prunable, got {c3}"
+    );
     let (_, pruned, _, _) = prune_default(common::stereo3d(), 0.5);
     let g = pruned.graph.as_ref().expect("graph");
-    let deconv = g.initializer.iter().find(|t| t.name() == "deconv.weight").expect("deconv");
+    let deconv = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == "deconv.weight")
+        .expect("deconv");
     assert_eq!(deconv.dims.len(), 5);
-    assert_eq!(&deconv.dims[..2], &[8, 8], "ConvTranspose3d in and out channels follow their groups");
+    assert_eq!(
+        &deconv.dims[..2],
+        &[8, 8],
+        "ConvTranspose3d in and out channels follow their groups"
+    );
 }
 
 #[test]
@@ -142,15 +236,39 @@ fn same_padding_depthwise_and_squeeze_excitation() {
     let a = analysis(common::same_pad_dw_se());
     let ca = analyze_channels(&a);
     let g = a.graph();
-    let dw = g.node.iter().find(|n| n.attr_i("group") == Some(16)).expect("dw");
-    let grp = ca.groups.iter().find(|x| x.members.iter().any(|&m| ca.members[m].node == dw.display_name())).expect("dw group");
+    let dw = g
+        .node
+        .iter()
+        .find(|n| n.attr_i("group") == Some(16))
+        .expect("dw");
+    let grp = ca
+        .groups
+        .iter()
+        .find(|x| {
+            x.members
+                .iter()
+                .any(|&m| ca.members[m].node == dw.display_name())
+        })
+        .expect("dw group");
     assert!(grp.prunable(), "{:?}", grp.locks);
     // Stem conv, depthwise conv and the SE expand conv are all one group.
     assert!(grp.producers.len() >= 2, "{:?}", grp.producers);
     assert!(grp.counts.iter().any(|&c| matches!(&ca.counts[c].place, pare::analysis::channels::CountPlace::Attribute { attribute, .. } if attribute == "group")));
     let (_, pruned, _, _) = prune_default(common::same_pad_dw_se(), 0.5);
-    let n = pruned.graph.as_ref().expect("graph").node.iter().find(|n| n.name() == dw.name()).expect("dw").clone();
-    assert_eq!(n.attr_i("group"), Some(8), "depthwise group attribute must follow the kept channels");
+    let n = pruned
+        .graph
+        .as_ref()
+        .expect("graph")
+        .node
+        .iter()
+        .find(|n| n.name() == dw.name())
+        .expect("dw")
+        .clone();
+    assert_eq!(
+        n.attr_i("group"),
+        Some(8),
+        "depthwise group attribute must follow the kept channels"
+    );
 }
 
 #[test]
@@ -160,23 +278,52 @@ fn unknown_custom_op_locks_its_groups() {
     let ca = analyze_channels(&a);
     let before = group_by_producer(&ca, "/conv_1");
     assert!(!before.prunable());
-    assert!(before.locks.iter().any(|l| l.contains("MemoryEfficientSwish")), "{:?}", before.locks);
+    assert!(
+        before
+            .locks
+            .iter()
+            .any(|l| l.contains("MemoryEfficientSwish")),
+        "{:?}",
+        before.locks
+    );
     let after = ca.groups.iter().find(|g| g.prunable());
-    assert!(after.is_some(), "the conv between the custom op and the output should stay prunable");
+    assert!(
+        after.is_some(),
+        "the conv between the custom op and the output should stay prunable"
+    );
 }
 
 #[test]
 fn flatten_gemm_and_literal_view_are_rewritten() {
     // seed P7: the Reshape constants [1,16,-1] and [1,16,4,4] hold the channel count.
     let (a, pruned, _, ca) = prune_default(common::flatten_view(), 0.5);
-    assert!(ca.counts.len() >= 2, "both view shapes should be tracked: {:?}", ca.counts);
+    assert!(
+        ca.counts.len() >= 2,
+        "both view shapes should be tracked: {:?}",
+        ca.counts
+    );
     let pa = Analysis::new(common::model(pruned.clone()), &InputPins::new()).expect("pruned");
     let g = pruned.graph.as_ref().expect("graph");
-    let shape = g.initializer.iter().find(|t| t.name() == "view_shape").expect("view shape");
-    assert_eq!(pare::model::tensor::to_i64(shape).expect("ints"), vec![1, 8, -1]);
+    let shape = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == "view_shape")
+        .expect("view shape");
+    assert_eq!(
+        pare::model::tensor::to_i64(shape).expect("ints"),
+        vec![1, 8, -1]
+    );
     let gemm = g.node.iter().find(|n| n.op_type() == "Gemm").expect("gemm");
-    let w = g.initializer.iter().find(|t| t.name() == gemm.input[1]).expect("w");
-    assert_eq!(w.dims[1], 8 * 16, "flatten features follow 8 kept channels x 16 positions");
+    let w = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == gemm.input[1])
+        .expect("w");
+    assert_eq!(
+        w.dims[1],
+        8 * 16,
+        "flatten features follow 8 kept channels x 16 positions"
+    );
     let out = run(&pruned, &pa, 2);
     assert_eq!(out[0].shape, vec![1, 3]);
     let _ = a;
@@ -188,17 +335,31 @@ fn round_to_applies_per_group() {
     for round_to in [4usize, 8] {
         let a = analysis(common::aspp());
         let ca = analyze_channels(&a);
-        let opts = PruneOptions { ratio: 0.3, round_to, ..Default::default() };
+        let opts = PruneOptions {
+            ratio: 0.3,
+            round_to,
+            ..Default::default()
+        };
         let plan = make_plan(&a, &ca, &opts, &NoProgress).expect("plan");
         for g in plan.groups.iter().filter(|g| g.locked.is_empty()) {
-            assert_eq!(g.kept() % round_to, 0, "group {} keeps {}", g.group, g.kept());
+            assert_eq!(
+                g.kept() % round_to,
+                0,
+                "group {} keeps {}",
+                g.group,
+                g.kept()
+            );
         }
         // And every member of a group keeps exactly that many entries.
         let keep = kept_atoms(&ca, &plan);
         for g in &ca.groups {
             for &mi in &g.members {
                 let m = &ca.members[mi];
-                let kept = m.atoms.iter().filter(|&&x| ca.atom_group[x as usize] == g.id && keep[x as usize]).count();
+                let kept = m
+                    .atoms
+                    .iter()
+                    .filter(|&&x| ca.atom_group[x as usize] == g.id && keep[x as usize])
+                    .count();
                 let units: std::collections::HashSet<usize> = m
                     .atoms
                     .iter()
@@ -206,7 +367,13 @@ fn round_to_applies_per_group() {
                     .map(|&x| ca.atom_unit[x as usize])
                     .collect();
                 assert!(kept >= units.len());
-                assert_eq!(units.len(), plan.groups[g.id].kept(), "member {} of group {}", m.tensor, g.id);
+                assert_eq!(
+                    units.len(),
+                    plan.groups[g.id].kept(),
+                    "member {} of group {}",
+                    m.tensor,
+                    g.id
+                );
             }
         }
     }
@@ -218,27 +385,66 @@ fn skip_and_lock_tags_differ() {
     let a = analysis(common::flatten_view());
     let ca = analyze_channels(&a);
     let g = a.graph();
-    let convs: Vec<&str> = g.node.iter().filter(|n| n.op_type() == "Conv").map(|n| n.name()).collect();
+    let convs: Vec<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "Conv")
+        .map(|n| n.name())
+        .collect();
     let second = convs[1].to_string();
     let first_group = group_by_producer(&ca, convs[0]).id;
     let second_group = group_by_producer(&ca, &second).id;
     let plan_with = |tags: Tags| {
-        let opts = PruneOptions { ratio: 0.5, tags, ..Default::default() };
+        let opts = PruneOptions {
+            ratio: 0.5,
+            tags,
+            ..Default::default()
+        };
         make_plan(&a, &ca, &opts, &NoProgress).expect("plan")
     };
-    let skip = plan_with(Tags { skip: vec![second.clone()], ..Default::default() });
-    assert!(!skip.groups[second_group].locked.is_empty(), "skip must protect the layer's outputs");
-    assert!(skip.groups[first_group].kept() < skip.groups[first_group].total, "skip must let inputs shrink");
-    let lock = plan_with(Tags { lock: vec![second.clone()], ..Default::default() });
+    let skip = plan_with(Tags {
+        skip: vec![second.clone()],
+        ..Default::default()
+    });
+    assert!(
+        !skip.groups[second_group].locked.is_empty(),
+        "skip must protect the layer's outputs"
+    );
+    assert!(
+        skip.groups[first_group].kept() < skip.groups[first_group].total,
+        "skip must let inputs shrink"
+    );
+    let lock = plan_with(Tags {
+        lock: vec![second.clone()],
+        ..Default::default()
+    });
     assert!(!lock.groups[second_group].locked.is_empty());
-    assert!(!lock.groups[first_group].locked.is_empty(), "lock must freeze the layer's inputs too");
-    let bad = plan_with_err(&a, &ca, Tags { skip: vec!["/conv_99/Conv".into()], ..Default::default() });
-    assert!(bad.contains("/conv_99/Conv") && bad.contains("closest"), "{bad}");
+    assert!(
+        !lock.groups[first_group].locked.is_empty(),
+        "lock must freeze the layer's inputs too"
+    );
+    let bad = plan_with_err(
+        &a,
+        &ca,
+        Tags {
+            skip: vec!["/conv_99/Conv".into()],
+            ..Default::default()
+        },
+    );
+    assert!(
+        bad.contains("/conv_99/Conv") && bad.contains("closest"),
+        "{bad}"
+    );
 }
 
 fn plan_with_err(a: &Analysis, ca: &ChannelAnalysis, tags: Tags) -> String {
-    let opts = PruneOptions { tags, ..Default::default() };
-    make_plan(a, ca, &opts, &NoProgress).expect_err("unknown tag").to_string()
+    let opts = PruneOptions {
+        tags,
+        ..Default::default()
+    };
+    make_plan(a, ca, &opts, &NoProgress)
+        .expect_err("unknown tag")
+        .to_string()
 }
 
 #[test]
@@ -250,7 +456,11 @@ fn demo_model_groups_are_what_it_promises() {
     assert!(!cls.prunable());
     let shortcut = group_by_producer(&ca, "/layer2/0/downsample");
     assert!(shortcut.prunable(), "{:?}", shortcut.locks);
-    assert!(shortcut.producers.len() >= 2, "shortcut must share the block's group: {:?}", shortcut.producers);
+    assert!(
+        shortcut.producers.len() >= 2,
+        "shortcut must share the block's group: {:?}",
+        shortcut.producers
+    );
     let (_, pruned, plan, _) = prune_default(pare::demo::build_demo(), 0.5);
     assert!(plan.pruned_groups() >= 3);
     let pa = Analysis::new(common::model(pruned), &InputPins::new()).expect("pruned analysis");
@@ -278,10 +488,19 @@ fn exactness_keep_everything_reproduces_the_original() {
 fn kill(m: &mut ModelProto, ca: &ChannelAnalysis, dead: &[bool]) {
     let g = m.graph.as_mut().expect("graph");
     for mem in &ca.members {
-        if !matches!(mem.role, Role::ProducerWeight | Role::ProducerBias | Role::NormScale | Role::NormBias | Role::Elementwise) {
+        if !matches!(
+            mem.role,
+            Role::ProducerWeight
+                | Role::ProducerBias
+                | Role::NormScale
+                | Role::NormBias
+                | Role::Elementwise
+        ) {
             continue;
         }
-        let Some(t) = g.initializer.iter_mut().find(|t| t.name() == mem.tensor) else { continue };
+        let Some(t) = g.initializer.iter_mut().find(|t| t.name() == mem.tensor) else {
+            continue;
+        };
         let mut v = pare::model::tensor::to_f32(t).expect("floats");
         let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
         let inner: usize = dims[mem.axis + 1..].iter().product();
@@ -306,7 +525,11 @@ fn exactness_pruning_dead_channels_changes_nothing() {
         let ca = analyze_channels(&a);
         // Kill the last 3/8 of every prunable group's units.
         let mut plan = PrunePlan::keep_all(&ca);
-        for gp in plan.groups.iter_mut().filter(|g| g.locked.is_empty() && g.total >= 8) {
+        for gp in plan
+            .groups
+            .iter_mut()
+            .filter(|g| g.locked.is_empty() && g.total >= 8)
+        {
             let keep_n = gp.total - gp.total * 3 / 8;
             gp.keep = (0..keep_n).collect();
         }
@@ -318,11 +541,15 @@ fn exactness_pruning_dead_channels_changes_nothing() {
         let da = analysis(dead_model.clone());
         let dca = analyze_channels(&da);
         let pruned = apply_plan(&da, &dca, &plan).expect("rewrite");
-        let pa = Analysis::new(common::model(pruned.clone()), &InputPins::new()).expect("pruned analysis");
+        let pa = Analysis::new(common::model(pruned.clone()), &InputPins::new())
+            .expect("pruned analysis");
         let (x, y) = (run(&dead_model, &da, 4), run(&pruned, &pa, 4));
         for (p, q) in x.iter().zip(&y) {
             let d = max_abs_diff(p, q).expect("same shape");
-            assert!(d <= 1e-4, "{name}: pruning dead channels changed outputs by {d}");
+            assert!(
+                d <= 1e-4,
+                "{name}: pruning dead channels changed outputs by {d}"
+            );
         }
     }
 }

@@ -192,19 +192,80 @@ struct Builder<'a> {
 
 /// Ops that act on each channel independently and keep the layout.
 const CHANNELWISE: &[&str] = &[
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",
-    "Swish", "Mish", "Gelu", "Tanh", "Softplus", "Softsign", "Exp", "Log", "Sqrt", "Reciprocal",
-    "Neg", "Abs", "Ceil", "Floor", "Round", "Sign", "Erf", "Sin", "Cos", "Clip", "Identity",
-    "Dropout", "Cast", "CastLike", "ThresholdedRelu", "Shrink", "MaxPool", "AveragePool",
-    "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
-    "InstanceNormalization", "Resize", "Upsample", "IsNaN", "IsInf", "Not", "QuantizeLinear",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Swish",
+    "Mish",
+    "Gelu",
+    "Tanh",
+    "Softplus",
+    "Softsign",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Ceil",
+    "Floor",
+    "Round",
+    "Sign",
+    "Erf",
+    "Sin",
+    "Cos",
+    "Clip",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "CastLike",
+    "ThresholdedRelu",
+    "Shrink",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "Resize",
+    "Upsample",
+    "IsNaN",
+    "IsInf",
+    "Not",
+    "QuantizeLinear",
     "DequantizeLinear",
 ];
 
 /// Broadcasting elementwise ops that unify their operands' channels.
 const ELEMENTWISE: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
-    "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Mod",
+    "BitShift",
 ];
 
 /// Ops that only read a tensor's shape, never its values.
@@ -274,12 +335,14 @@ impl<'a> Builder<'a> {
             if !seen.insert(cur.clone()) || seen.len() > 256 {
                 continue;
             }
-            let Some(&p) = self.a.index.producer.get(&cur) else { continue };
+            let Some(&p) = self.a.index.producer.get(&cur) else {
+                continue;
+            };
             let node = &self.g.node[p];
             match node.op_type() {
                 "Shape" | "Size" => return true,
-                "Gather" | "Slice" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Concat" | "Mul" | "Div"
-                | "Add" | "Sub" | "Floor" | "Ceil" | "Reshape" => {
+                "Gather" | "Slice" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Concat"
+                | "Mul" | "Div" | "Add" | "Sub" | "Floor" | "Ceil" | "Reshape" => {
                     stack.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
                 }
                 _ => {}
@@ -301,7 +364,9 @@ impl<'a> Builder<'a> {
 
     /// Gives `tensor` fresh locked atoms on axis 1 (or its only axis), when its size is known.
     fn opaque(&mut self, producer: &str, tensor: &str, reason: &str) {
-        let Some(shape) = self.shape(tensor) else { return };
+        let Some(shape) = self.shape(tensor) else {
+            return;
+        };
         if shape.is_empty() {
             return;
         }
@@ -309,7 +374,8 @@ impl<'a> Builder<'a> {
         let n = shape[axis].max(0) as usize;
         let atoms = self.new_space(producer, tensor, n);
         self.locks.push((atoms.clone(), reason.to_string()));
-        self.layouts.insert(tensor.to_string(), Layout { axis, atoms });
+        self.layouts
+            .insert(tensor.to_string(), Layout { axis, atoms });
     }
 
     fn lock_tensor(&mut self, tensor: &str, reason: String) {
@@ -318,8 +384,17 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn member(&mut self, node: &NodeProto, tensor: &str, axis: usize, role: Role, atoms: Vec<Atom>) {
-        let tensor = self.const_source(tensor).unwrap_or_else(|| tensor.to_string());
+    fn member(
+        &mut self,
+        node: &NodeProto,
+        tensor: &str,
+        axis: usize,
+        role: Role,
+        atoms: Vec<Atom>,
+    ) {
+        let tensor = self
+            .const_source(tensor)
+            .unwrap_or_else(|| tensor.to_string());
         self.members.push(Member {
             node: node.display_name(),
             tensor,
@@ -374,8 +449,18 @@ impl<'a> Builder<'a> {
             return;
         }
         if self.a.index.implicit_inputs.contains_key(&id) || node.subgraphs().next().is_some() {
-            let reason = format!("{op} '{}': reads tensors inside a nested graph", node.display_name());
-            for t in self.a.index.implicit_inputs.get(&id).cloned().unwrap_or_default() {
+            let reason = format!(
+                "{op} '{}': reads tensors inside a nested graph",
+                node.display_name()
+            );
+            for t in self
+                .a
+                .index
+                .implicit_inputs
+                .get(&id)
+                .cloned()
+                .unwrap_or_default()
+            {
                 self.lock_tensor(&t, reason.clone());
             }
             self.barrier(node, "control flow (If/Loop/Scan)");
@@ -418,7 +503,12 @@ impl<'a> Builder<'a> {
         // Params of BN / InstanceNorm / PRelu are per-channel members.
         match node.op_type() {
             "BatchNormalization" => {
-                for (k, role) in [(1, Role::NormScale), (2, Role::NormBias), (3, Role::NormStat), (4, Role::NormStat)] {
+                for (k, role) in [
+                    (1, Role::NormScale),
+                    (2, Role::NormBias),
+                    (3, Role::NormStat),
+                    (4, Role::NormStat),
+                ] {
                     if let Some(t) = node.input.get(k).filter(|t| self.is_const(t)) {
                         let t = t.clone();
                         self.member(node, &t, 0, role, layout.atoms.clone());
@@ -441,8 +531,13 @@ impl<'a> Builder<'a> {
             }
             "Resize" | "Upsample" => {
                 // A scale on the channel axis would mix channels.
-                let scales = node.input.get(if node.op_type() == "Resize" { 2 } else { 1 });
-                if let Some(Value::Float(v)) = scales.and_then(|s| self.a.shapes.get(s)).and_then(|i| i.value.as_ref()) {
+                let scales = node
+                    .input
+                    .get(if node.op_type() == "Resize" { 2 } else { 1 });
+                if let Some(Value::Float(v)) = scales
+                    .and_then(|s| self.a.shapes.get(s))
+                    .and_then(|i| i.value.as_ref())
+                {
                     if v.get(layout.axis).is_some_and(|s| (*s - 1.0).abs() > 1e-9) {
                         self.barrier(node, "resizes the channel axis");
                         return;
@@ -463,7 +558,10 @@ impl<'a> Builder<'a> {
 
     /// Adds a broadcast operand; returns false (after locking) when it cannot be followed.
     fn operand(&mut self, node: &NodeProto, operand: &str, layout: &Layout, out: &str) -> bool {
-        let out_rank = self.rank(out).or_else(|| self.rank(node.input.first().map(String::as_str).unwrap_or(""))).unwrap_or(0);
+        let out_rank = self
+            .rank(out)
+            .or_else(|| self.rank(node.input.first().map(String::as_str).unwrap_or("")))
+            .unwrap_or(0);
         let Some(shape) = self.shape(operand) else {
             self.barrier(node, &format!("operand '{operand}' has an unknown shape"));
             return false;
@@ -476,7 +574,14 @@ impl<'a> Builder<'a> {
         }
         let pos = pos as usize;
         if shape[pos] as usize != layout.atoms.len() {
-            self.barrier(node, &format!("operand '{operand}' has {} entries on the channel axis, expected {}", shape[pos], layout.atoms.len()));
+            self.barrier(
+                node,
+                &format!(
+                    "operand '{operand}' has {} entries on the channel axis, expected {}",
+                    shape[pos],
+                    layout.atoms.len()
+                ),
+            );
             return false;
         }
         if self.is_const(operand) {
@@ -487,11 +592,17 @@ impl<'a> Builder<'a> {
                 self.unify(&l.atoms, &layout.atoms);
                 true
             } else {
-                self.barrier(node, &format!("operand '{operand}' carries channels on another axis"));
+                self.barrier(
+                    node,
+                    &format!("operand '{operand}' carries channels on another axis"),
+                );
                 false
             }
         } else {
-            self.barrier(node, &format!("operand '{operand}' has channels pare cannot trace"));
+            self.barrier(
+                node,
+                &format!("operand '{operand}' has channels pare cannot trace"),
+            );
             false
         }
     }
@@ -502,7 +613,10 @@ impl<'a> Builder<'a> {
         let Some(out_shape) = self.shape(&out) else {
             // Without a static output shape pare cannot align operands.
             if node.input.iter().any(|i| self.layouts.contains_key(i)) {
-                self.barrier(node, "output shape unknown (pin input shapes with --input-shape)");
+                self.barrier(
+                    node,
+                    "output shape unknown (pin input shapes with --input-shape)",
+                );
             }
             return;
         };
@@ -511,7 +625,10 @@ impl<'a> Builder<'a> {
             let l = self.layouts.get(i)?;
             let r = self.rank(i)?;
             let axis = l.axis + out_rank? - r;
-            (out_shape.get(axis).copied() == Some(l.atoms.len() as i64)).then(|| Layout { axis, atoms: l.atoms.clone() })
+            (out_shape.get(axis).copied() == Some(l.atoms.len() as i64)).then(|| Layout {
+                axis,
+                atoms: l.atoms.clone(),
+            })
         });
         let Some(layout) = reference else {
             if node.input.iter().any(|i| self.layouts.contains_key(i)) {
@@ -544,8 +661,15 @@ impl<'a> Builder<'a> {
             self.barrier(node, "input channels are not on axis 1");
             return;
         }
-        let cin = x_layout.as_ref().map(|l| l.atoms.len()).or_else(|| self.shape(&x).map(|s| s[1] as usize));
-        let cout = if transpose { wshape[1] as usize * group } else { wshape[0] as usize };
+        let cin = x_layout
+            .as_ref()
+            .map(|l| l.atoms.len())
+            .or_else(|| self.shape(&x).map(|s| s[1] as usize));
+        let cout = if transpose {
+            wshape[1] as usize * group
+        } else {
+            wshape[0] as usize
+        };
         let bias = node.input.get(2).filter(|b| !b.is_empty()).cloned();
         if group == 1 {
             let out_atoms = self.new_space(&name, &out, cout);
@@ -557,11 +681,21 @@ impl<'a> Builder<'a> {
             if let Some(b) = bias {
                 self.member(node, &b, 0, Role::ProducerBias, out_atoms.clone());
             }
-            self.layouts.insert(out, Layout { axis: 1, atoms: out_atoms });
+            self.layouts.insert(
+                out,
+                Layout {
+                    axis: 1,
+                    atoms: out_atoms,
+                },
+            );
         } else if Some(group) == cin && cout == group && !transpose {
             // Depthwise: output channel c is input channel c filtered alone.
             let Some(l) = x_layout else {
-                self.opaque(&name, &out, &format!("Conv '{name}': depthwise input untraced"));
+                self.opaque(
+                    &name,
+                    &out,
+                    &format!("Conv '{name}': depthwise input untraced"),
+                );
                 return;
             };
             self.member(node, &w, 0, Role::ProducerWeight, l.atoms.clone());
@@ -570,7 +704,10 @@ impl<'a> Builder<'a> {
             }
             self.counts.push(CountMember {
                 node: name,
-                place: CountPlace::Attribute { attribute: "group".into(), index: 0 },
+                place: CountPlace::Attribute {
+                    attribute: "group".into(),
+                    index: 0,
+                },
                 atoms: l.atoms.clone(),
             });
             self.layouts.insert(out, l);
@@ -616,12 +753,27 @@ impl<'a> Builder<'a> {
         if let Some(c) = node.input.get(2).filter(|c| !c.is_empty()).cloned() {
             let cs = self.shape(&c).unwrap_or_default();
             if self.is_const(&c) && cs.last().copied() == Some(n as i64) {
-                self.member(node, &c, cs.len() - 1, Role::ProducerBias, out_atoms.clone());
+                self.member(
+                    node,
+                    &c,
+                    cs.len() - 1,
+                    Role::ProducerBias,
+                    out_atoms.clone(),
+                );
             } else if cs.iter().product::<i64>() != 1 {
-                self.locks.push((out_atoms.clone(), format!("Gemm '{name}': bias C is not per-feature constant")));
+                self.locks.push((
+                    out_atoms.clone(),
+                    format!("Gemm '{name}': bias C is not per-feature constant"),
+                ));
             }
         }
-        self.layouts.insert(out, Layout { axis: 1, atoms: out_atoms });
+        self.layouts.insert(
+            out,
+            Layout {
+                axis: 1,
+                atoms: out_atoms,
+            },
+        );
     }
 
     fn matmul(&mut self, node: &NodeProto) {
@@ -629,8 +781,12 @@ impl<'a> Builder<'a> {
         let a = node.input.first().cloned().unwrap_or_default();
         let b = node.input.get(1).cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
-        let (Some(bshape), true, Some(ra)) = (self.shape(&b), self.is_const(&b), self.rank(&a)) else {
-            self.barrier(node, "activation × activation product (attention-like) mixes channels");
+        let (Some(bshape), true, Some(ra)) = (self.shape(&b), self.is_const(&b), self.rank(&a))
+        else {
+            self.barrier(
+                node,
+                "activation × activation product (attention-like) mixes channels",
+            );
             return;
         };
         if bshape.len() != 2 || ra < 2 {
@@ -646,32 +802,54 @@ impl<'a> Builder<'a> {
         }
         let out_atoms = self.new_space(&name, &out, bshape[1] as usize);
         self.member(node, &b, 1, Role::ProducerWeight, out_atoms.clone());
-        self.layouts.insert(out, Layout { axis: ra - 1, atoms: out_atoms });
+        self.layouts.insert(
+            out,
+            Layout {
+                axis: ra - 1,
+                atoms: out_atoms,
+            },
+        );
     }
 
     fn pad(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let rank = self.rank(&x).unwrap_or(0);
         let pads: Option<Vec<i64>> = match node.attr_ints("pads") {
             Some(p) => Some(p.to_vec()),
-            None => node.input.get(1).and_then(|p| match self.a.shapes.get(p)?.value.as_ref()? {
-                Value::Int(v) => v.iter().map(Dim::known).collect(),
-                _ => None,
-            }),
+            None => node
+                .input
+                .get(1)
+                .and_then(|p| match self.a.shapes.get(p)?.value.as_ref()? {
+                    Value::Int(v) => v.iter().map(Dim::known).collect(),
+                    _ => None,
+                }),
         };
         let axes_given = node.input.get(3).is_some_and(|s| !s.is_empty());
         match pads {
-            Some(p) if !axes_given && p.len() == 2 * rank && p[l.axis] == 0 && p[l.axis + rank] == 0 => {
+            Some(p)
+                if !axes_given
+                    && p.len() == 2 * rank
+                    && p[l.axis] == 0
+                    && p[l.axis + rank] == 0 =>
+            {
                 self.layouts.insert(node.output[0].clone(), l);
             }
             _ if axes_given => {
                 // Opset 18 axes input: fine when the channel axis is not listed.
-                let axes = node.input.get(3).and_then(|a| match self.a.shapes.get(a)?.value.as_ref()? {
-                    Value::Int(v) => v.iter().map(Dim::known).collect::<Option<Vec<i64>>>(),
-                    _ => None,
+                let axes =
+                    node.input
+                        .get(3)
+                        .and_then(|a| match self.a.shapes.get(a)?.value.as_ref()? {
+                            Value::Int(v) => v.iter().map(Dim::known).collect::<Option<Vec<i64>>>(),
+                            _ => None,
+                        });
+                let touches = axes.map(|ax| {
+                    ax.iter()
+                        .any(|&a| (if a < 0 { a + rank as i64 } else { a }) as usize == l.axis)
                 });
-                let touches = axes.map(|ax| ax.iter().any(|&a| (if a < 0 { a + rank as i64 } else { a }) as usize == l.axis));
                 if touches == Some(false) {
                     self.layouts.insert(node.output[0].clone(), l);
                 } else {
@@ -689,9 +867,17 @@ impl<'a> Builder<'a> {
             return;
         };
         let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
-        let inputs: Vec<String> = node.input.iter().filter(|s| !s.is_empty()).cloned().collect();
+        let inputs: Vec<String> = node
+            .input
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
         // Channel axis of the pieces (first traced input decides).
-        let Some(ch) = inputs.iter().find_map(|i| self.layouts.get(i).map(|l| l.axis)) else {
+        let Some(ch) = inputs
+            .iter()
+            .find_map(|i| self.layouts.get(i).map(|l| l.axis))
+        else {
             return;
         };
         // Constant pieces (rare) get their own fixed atoms so positions stay right.
@@ -710,7 +896,10 @@ impl<'a> Builder<'a> {
                     };
                     let n = s.get(ch).copied().unwrap_or(1).max(0) as usize;
                     let atoms = self.new_space(&node.display_name(), i, n);
-                    self.locks.push((atoms.clone(), format!("Concat '{}': input '{i}' is untraced", node.display_name())));
+                    self.locks.push((
+                        atoms.clone(),
+                        format!("Concat '{}': input '{i}' is untraced", node.display_name()),
+                    ));
                     pieces.push(Layout { axis: ch, atoms });
                 }
             }
@@ -734,7 +923,9 @@ impl<'a> Builder<'a> {
 
     fn split(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let rank = self.rank(&x).unwrap_or(0);
         let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
         if axis != l.axis {
@@ -746,7 +937,11 @@ impl<'a> Builder<'a> {
         let sizes: Vec<usize> = node
             .output
             .iter()
-            .map(|o| self.shape(o).and_then(|s| s.get(axis).copied()).unwrap_or(-1))
+            .map(|o| {
+                self.shape(o)
+                    .and_then(|s| s.get(axis).copied())
+                    .unwrap_or(-1)
+            })
             .map(|v| v.max(0) as usize)
             .collect();
         if sizes.iter().sum::<usize>() != l.atoms.len() {
@@ -765,20 +960,34 @@ impl<'a> Builder<'a> {
                     index: k,
                 }),
                 Some(_) => None,
-                None if node.attr_ints("split").is_some() => Some(CountPlace::Attribute { attribute: "split".into(), index: k }),
+                None if node.attr_ints("split").is_some() => Some(CountPlace::Attribute {
+                    attribute: "split".into(),
+                    index: k,
+                }),
                 None => None,
             };
             match place {
-                Some(place) => self.counts.push(CountMember { node: node.display_name(), place, atoms: atoms.clone() }),
+                Some(place) => self.counts.push(CountMember {
+                    node: node.display_name(),
+                    place,
+                    atoms: atoms.clone(),
+                }),
                 None => {
                     // Equal split (num_outputs or no split input): keep pieces equal by tying them.
-                    self.notes.push(format!("Split '{}' splits evenly: its pieces are pruned alike", node.display_name()));
+                    self.notes.push(format!(
+                        "Split '{}' splits evenly: its pieces are pruned alike",
+                        node.display_name()
+                    ));
                 }
             }
             self.layouts.insert(o, Layout { axis, atoms });
         }
         if split_src.is_none() && node.attr_ints("split").is_none() {
-            let pieces: Vec<Vec<Atom>> = node.output.iter().filter_map(|o| self.layouts.get(o).map(|l| l.atoms.clone())).collect();
+            let pieces: Vec<Vec<Atom>> = node
+                .output
+                .iter()
+                .filter_map(|o| self.layouts.get(o).map(|l| l.atoms.clone()))
+                .collect();
             for p in pieces.iter().skip(1) {
                 if p.len() == pieces[0].len() {
                     self.unify(&pieces[0], p);
@@ -789,7 +998,9 @@ impl<'a> Builder<'a> {
 
     fn transpose(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let rank = self.rank(&x).unwrap_or(0);
         let perm: Vec<usize> = match node.attr_ints("perm") {
             Some(p) => p.iter().map(|&v| norm_axis(v, rank)).collect(),
@@ -797,7 +1008,13 @@ impl<'a> Builder<'a> {
         };
         match perm.iter().position(|&p| p == l.axis) {
             Some(axis) => {
-                self.layouts.insert(node.output[0].clone(), Layout { axis, atoms: l.atoms });
+                self.layouts.insert(
+                    node.output[0].clone(),
+                    Layout {
+                        axis,
+                        atoms: l.atoms,
+                    },
+                );
             }
             None => self.barrier(node, "invalid perm"),
         }
@@ -806,7 +1023,9 @@ impl<'a> Builder<'a> {
     fn squeeze(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let (Some(xs), Some(os)) = (self.shape(&x), self.shape(&out)) else {
             self.barrier(node, "shapes unknown");
             return;
@@ -826,7 +1045,13 @@ impl<'a> Builder<'a> {
         }
         match found {
             Some(axis) => {
-                self.layouts.insert(out, Layout { axis, atoms: l.atoms });
+                self.layouts.insert(
+                    out,
+                    Layout {
+                        axis,
+                        atoms: l.atoms,
+                    },
+                );
             }
             None => self.barrier(node, "removes the channel axis"),
         }
@@ -835,25 +1060,57 @@ impl<'a> Builder<'a> {
     fn reduce_like(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let rank = self.rank(&x).unwrap_or(0);
-        let single_axis = matches!(node.op_type(), "ArgMax" | "ArgMin" | "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK" | "CumSum");
+        let single_axis = matches!(
+            node.op_type(),
+            "ArgMax"
+                | "ArgMin"
+                | "Softmax"
+                | "LogSoftmax"
+                | "Hardmax"
+                | "LpNormalization"
+                | "TopK"
+                | "CumSum"
+        );
         let axes: Option<Vec<usize>> = if single_axis {
-            let default = if matches!(node.op_type(), "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK") { -1 } else { 0 };
+            let default = if matches!(
+                node.op_type(),
+                "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK"
+            ) {
+                -1
+            } else {
+                0
+            };
             if node.op_type() == "CumSum" {
-                match node.input.get(1).and_then(|a| self.a.shapes.get(a)?.value.clone()) {
-                    Some(Value::Int(v)) => v.first().and_then(Dim::known).map(|a| vec![norm_axis(a, rank)]),
+                match node
+                    .input
+                    .get(1)
+                    .and_then(|a| self.a.shapes.get(a)?.value.clone())
+                {
+                    Some(Value::Int(v)) => v
+                        .first()
+                        .and_then(Dim::known)
+                        .map(|a| vec![norm_axis(a, rank)]),
                     _ => None,
                 }
             } else {
-                Some(vec![norm_axis(node.attr_i("axis").unwrap_or(default), rank)])
+                Some(vec![norm_axis(
+                    node.attr_i("axis").unwrap_or(default),
+                    rank,
+                )])
             }
         } else {
             match node.attr_ints("axes") {
                 Some(a) => Some(a.iter().map(|&v| norm_axis(v, rank)).collect()),
                 None => match node.input.get(1).filter(|s| !s.is_empty()) {
                     Some(t) => match self.a.shapes.get(t).and_then(|i| i.value.clone()) {
-                        Some(Value::Int(v)) => v.iter().map(|d| d.known().map(|a| norm_axis(a, rank))).collect(),
+                        Some(Value::Int(v)) => v
+                            .iter()
+                            .map(|d| d.known().map(|a| norm_axis(a, rank)))
+                            .collect(),
                         _ => None,
                     },
                     None => Some((0..rank).collect()),
@@ -869,14 +1126,26 @@ impl<'a> Builder<'a> {
             return;
         }
         let keep = node.attr_i("keepdims").unwrap_or(1) != 0 || single_axis;
-        let axis = if keep { l.axis } else { l.axis - axes.iter().filter(|&&a| a < l.axis).count() };
-        self.layouts.insert(out, Layout { axis, atoms: l.atoms });
+        let axis = if keep {
+            l.axis
+        } else {
+            l.axis - axes.iter().filter(|&&a| a < l.axis).count()
+        };
+        self.layouts.insert(
+            out,
+            Layout {
+                axis,
+                atoms: l.atoms,
+            },
+        );
     }
 
     fn slice_gather(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let rank = self.rank(&x).unwrap_or(0);
         if node.op_type() == "Gather" {
             let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
@@ -884,7 +1153,13 @@ impl<'a> Builder<'a> {
             match (axis, idx_rank) {
                 (a, Some(ir)) if a > l.axis || (a < l.axis && ir == 1) => {
                     let new_axis = if a < l.axis { l.axis + ir - 1 } else { l.axis };
-                    self.layouts.insert(out, Layout { axis: new_axis, atoms: l.atoms });
+                    self.layouts.insert(
+                        out,
+                        Layout {
+                            axis: new_axis,
+                            atoms: l.atoms,
+                        },
+                    );
                 }
                 _ => self.barrier(node, "gathers along the channel axis"),
             }
@@ -893,17 +1168,26 @@ impl<'a> Builder<'a> {
         // Slice: fine when no sliced axis is the channel axis.
         let axes: Option<Vec<usize>> = match node.input.get(3).filter(|s| !s.is_empty()) {
             Some(t) => match self.a.shapes.get(t).and_then(|i| i.value.clone()) {
-                Some(Value::Int(v)) => v.iter().map(|d| d.known().map(|a| norm_axis(a, rank))).collect(),
+                Some(Value::Int(v)) => v
+                    .iter()
+                    .map(|d| d.known().map(|a| norm_axis(a, rank)))
+                    .collect(),
                 _ => None,
             },
             None => {
-                let starts = node.input.get(1).and_then(|s| self.a.shapes.shape(s)).map(|s| s.first().and_then(Dim::known).unwrap_or(0));
+                let starts = node
+                    .input
+                    .get(1)
+                    .and_then(|s| self.a.shapes.shape(s))
+                    .map(|s| s.first().and_then(Dim::known).unwrap_or(0));
                 starts.map(|n| (0..n.max(0) as usize).collect())
             }
         };
         let xs = self.shape(&x);
         let os = self.shape(&out);
-        let unchanged = xs.zip(os).is_some_and(|(a, b)| a.get(l.axis) == b.get(l.axis));
+        let unchanged = xs
+            .zip(os)
+            .is_some_and(|(a, b)| a.get(l.axis) == b.get(l.axis));
         match axes {
             Some(ax) if !ax.contains(&l.axis) || unchanged => {
                 self.layouts.insert(out, l);
@@ -915,7 +1199,9 @@ impl<'a> Builder<'a> {
     fn reshape(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
-        let Some(l) = self.layouts.get(&x).cloned() else { return };
+        let Some(l) = self.layouts.get(&x).cloned() else {
+            return;
+        };
         let (Some(xs), Some(os)) = (self.shape(&x), self.shape(&out)) else {
             self.barrier(node, "shapes unknown (pin input shapes with --input-shape)");
             return;
@@ -933,7 +1219,10 @@ impl<'a> Builder<'a> {
             acc *= d;
         }
         let Some(b) = b else {
-            self.barrier(node, "reshape splits the channel axis (pixel/channel shuffle mixes channels)");
+            self.barrier(
+                node,
+                "reshape splits the channel axis (pixel/channel shuffle mixes channels)",
+            );
             return;
         };
         // Skip unit dims the reshape inserted before the channels.
@@ -955,10 +1244,17 @@ impl<'a> Builder<'a> {
             k += 1;
         }
         if !ok {
-            self.barrier(node, "reshape splits the channel axis (pixel/channel shuffle mixes channels)");
+            self.barrier(
+                node,
+                "reshape splits the channel axis (pixel/channel shuffle mixes channels)",
+            );
             return;
         }
-        let atoms: Vec<Atom> = l.atoms.iter().flat_map(|&a| std::iter::repeat_n(a, rep as usize)).collect();
+        let atoms: Vec<Atom> = l
+            .atoms
+            .iter()
+            .flat_map(|&a| std::iter::repeat_n(a, rep as usize))
+            .collect();
         if node.op_type() == "Reshape" {
             // The target-shape entry for this axis must follow the new count (seed P7).
             let shape_t = node.input.get(1).cloned().unwrap_or_default();
@@ -981,7 +1277,10 @@ impl<'a> Builder<'a> {
                     }
                 },
                 _ => {
-                    self.barrier(node, "target shape is not known (pin input shapes with --input-shape)");
+                    self.barrier(
+                        node,
+                        "target shape is not known (pin input shapes with --input-shape)",
+                    );
                     return;
                 }
             }
@@ -1002,7 +1301,13 @@ impl<'a> Builder<'a> {
             "Concat" => {
                 let mut off = 0usize;
                 for i in &node.input {
-                    let n = self.a.shapes.static_shape(i)?.iter().product::<i64>().max(1) as usize;
+                    let n = self
+                        .a
+                        .shapes
+                        .static_shape(i)?
+                        .iter()
+                        .product::<i64>()
+                        .max(1) as usize;
                     if index < off + n {
                         return self.trace_shape_entry(i, index - off);
                     }
@@ -1020,13 +1325,20 @@ impl<'a> Builder<'a> {
         match self.trace_shape_entry(tensor, index) {
             Some(EntrySource::Const(t, i)) => self.counts.push(CountMember {
                 node: node.display_name(),
-                place: CountPlace::Tensor { tensor: t, index: i },
+                place: CountPlace::Tensor {
+                    tensor: t,
+                    index: i,
+                },
                 atoms: atoms.to_vec(),
             }),
             Some(EntrySource::Dynamic) => {}
             None => self.locks.push((
                 atoms.to_vec(),
-                format!("{} '{}': size constant cannot be rewritten", node.op_type(), node.display_name()),
+                format!(
+                    "{} '{}': size constant cannot be rewritten",
+                    node.op_type(),
+                    node.display_name()
+                ),
             )),
         }
     }
@@ -1035,7 +1347,10 @@ impl<'a> Builder<'a> {
     fn tie_shared_initializers(&mut self) {
         let mut by_key: HashMap<(String, usize), Vec<usize>> = HashMap::default();
         for (k, m) in self.members.iter().enumerate() {
-            by_key.entry((m.tensor.clone(), m.axis)).or_default().push(k);
+            by_key
+                .entry((m.tensor.clone(), m.axis))
+                .or_default()
+                .push(k);
         }
         for ids in by_key.values().filter(|v| v.len() > 1) {
             let first = self.members[ids[0]].atoms.clone();
@@ -1165,7 +1480,11 @@ impl<'a> Builder<'a> {
 }
 
 fn norm_axis(a: i64, rank: usize) -> usize {
-    if a < 0 { (a + rank as i64).max(0) as usize } else { a as usize }
+    if a < 0 {
+        (a + rank as i64).max(0) as usize
+    } else {
+        a as usize
+    }
 }
 
 /// Runs the channel analysis on an analysed model.
@@ -1186,7 +1505,9 @@ pub fn member_values(a: &Analysis, tensor: &str) -> Option<(Vec<i64>, Vec<f32>)>
     if !DataType(t.data_type()).is_float() {
         return None;
     }
-    crate::model::tensor::to_f32(t).ok().map(|v| (t.dims.clone(), v))
+    crate::model::tensor::to_f32(t)
+        .ok()
+        .map(|v| (t.dims.clone(), v))
 }
 
 /// Reads an int tensor (initializer or Constant) for count rewrites.

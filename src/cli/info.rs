@@ -23,7 +23,9 @@ pub fn run(a: &InfoArgs) -> CmdResult {
     let analysis = open(a.model.as_deref(), &a.model_args).map_err(Exit::bad)?;
     let report = info::model_info(&analysis);
     if a.json {
-        let s = serde_json::to_string_pretty(&report).context("encoding JSON").map_err(Exit::bad)?;
+        let s = serde_json::to_string_pretty(&report)
+            .context("encoding JSON")
+            .map_err(Exit::bad)?;
         println!("{s}");
     } else {
         print!("{}", info::render_text(&report, &analysis));

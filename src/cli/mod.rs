@@ -5,6 +5,8 @@ pub mod extract;
 pub mod info;
 pub mod lint;
 pub mod prune;
+pub mod quant;
+pub mod tui;
 
 use std::path::Path;
 

@@ -81,7 +81,12 @@ pub fn run_groups(a: &GroupsArgs) -> CmdResult {
     let tags = load_tags(&a.tags).map_err(Exit::bad)?;
     let ca = analyze_channels(&analysis);
     // Tags change lock status: reuse the planner's view with ratio 0.
-    let opts = PruneOptions { ratio: 0.0, round_to: 1, tags, ..Default::default() };
+    let opts = PruneOptions {
+        ratio: 0.0,
+        round_to: 1,
+        tags,
+        ..Default::default()
+    };
     let plan = prune::make_plan(&analysis, &ca, &opts, &NoProgress).map_err(Exit::bad)?;
     if a.json {
         let groups: Vec<_> = ca
@@ -94,24 +99,58 @@ pub fn run_groups(a: &GroupsArgs) -> CmdResult {
                 Some(d)
             })
             .collect();
-        let s = serde_json::to_string_pretty(&serde_json::json!({ "groups": groups, "notes": ca.notes }))
-            .map_err(Exit::bad)?;
+        let s = serde_json::to_string_pretty(
+            &serde_json::json!({ "groups": groups, "notes": ca.notes }),
+        )
+        .map_err(Exit::bad)?;
         println!("{s}");
         return Ok(());
     }
-    let prunable = plan.groups.iter().filter(|g| g.locked.is_empty() && g.total > 1).count();
-    println!("{} channel groups, {} prunable, {} locked", ca.groups.len(), prunable, ca.groups.len() - prunable);
-    println!("{:>4}  {:>5}  {:<8}  {:<48}  why", "id", "chans", "status", "producers");
+    let prunable = plan
+        .groups
+        .iter()
+        .filter(|g| g.locked.is_empty() && g.total > 1)
+        .count();
+    println!(
+        "{} channel groups, {} prunable, {} locked",
+        ca.groups.len(),
+        prunable,
+        ca.groups.len() - prunable
+    );
+    println!(
+        "{:>4}  {:>5}  {:<8}  {:<48}  why",
+        "id", "chans", "status", "producers"
+    );
     for g in &ca.groups {
         let locks = &plan.groups[g.id].locked;
-        let status = if locks.is_empty() && g.channels > 1 { "prunable" } else { "locked" };
-        let mut prod = g.producers.iter().take(2).cloned().collect::<Vec<_>>().join(", ");
+        let status = if locks.is_empty() && g.channels > 1 {
+            "prunable"
+        } else {
+            "locked"
+        };
+        let mut prod = g
+            .producers
+            .iter()
+            .take(2)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if g.producers.len() > 2 {
             prod.push_str(&format!(" +{}", g.producers.len() - 2));
         }
         let why = locks.first().cloned().unwrap_or_default();
-        let more = if locks.len() > 1 { format!(" (+{} more)", locks.len() - 1) } else { String::new() };
-        println!("{:>4}  {:>5}  {:<8}  {:<48}  {why}{more}", g.id, g.channels, status, truncate(&prod, 48));
+        let more = if locks.len() > 1 {
+            format!(" (+{} more)", locks.len() - 1)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>4}  {:>5}  {:<8}  {:<48}  {why}{more}",
+            g.id,
+            g.channels,
+            status,
+            truncate(&prod, 48)
+        );
     }
     Ok(())
 }
@@ -127,7 +166,9 @@ fn truncate(s: &str, n: usize) -> String {
 
 pub fn run_prune(a: &PruneArgs) -> CmdResult {
     if !a.dry_run && a.output.is_none() {
-        return Err(Exit::bad(anyhow::anyhow!("pare prune needs -o OUT (or --dry-run)")));
+        return Err(Exit::bad(anyhow::anyhow!(
+            "pare prune needs -o OUT (or --dry-run)"
+        )));
     }
     if let Some(out) = &a.output {
         check_output(&a.model, out).map_err(Exit::bad)?;
@@ -152,13 +193,31 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
         report.output = Some(out.display().to_string());
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(Exit::bad)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(Exit::bad)?
+        );
     } else {
-        println!("groups     {} ({} pruned, {} locked)", report.groups, report.pruned_groups, report.locked_groups);
+        println!(
+            "groups     {} ({} pruned, {} locked)",
+            report.groups, report.pruned_groups, report.locked_groups
+        );
         for g in report.plan.iter().filter(|g| g.kept < g.total) {
-            println!("  group {:>4}  {:>5} -> {:<5} {}", g.group, g.total, g.kept, truncate(&g.producers.join(", "), 70));
+            println!(
+                "  group {:>4}  {:>5} -> {:<5} {}",
+                g.group,
+                g.total,
+                g.kept,
+                truncate(&g.producers.join(", "), 70)
+            );
         }
-        let pct = |b: u64, a: u64| if b == 0 { 0.0 } else { 100.0 * (1.0 - a as f64 / b as f64) };
+        let pct = |b: u64, a: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * (1.0 - a as f64 / b as f64)
+            }
+        };
         println!(
             "params     {} -> {} (-{:.1}%)",
             human(report.params_before),
@@ -176,7 +235,11 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
                 (Some(b), Some(a)) => format!(", tract latency {b:.1} ms -> {a:.1} ms"),
                 _ => String::new(),
             };
-            println!("validated  {} ({}){lat}", if v.passed { "yes" } else { "NO" }, v.method);
+            println!(
+                "validated  {} ({}){lat}",
+                if v.passed { "yes" } else { "NO" },
+                v.method
+            );
             for n in &v.notes {
                 println!("  note: {n}");
             }

@@ -170,7 +170,8 @@ impl GraphBuilder {
     /// Declares a float graph output. ONNX's checker requires a shape on graph outputs; use
     /// symbolic dims where the size is not fixed.
     pub fn output(&mut self, name: &str, dims: &[D]) {
-        self.outputs.push(value_info(name, DataType::FLOAT, Some(dims)));
+        self.outputs
+            .push(value_info(name, DataType::FLOAT, Some(dims)));
     }
 
     pub fn output_typed(&mut self, name: &str, dtype: DataType, dims: Option<&[D]>) {
@@ -222,7 +223,13 @@ impl GraphBuilder {
     }
 
     /// Adds a node with generated names and `n_out` outputs.
-    pub fn node(&mut self, op: &str, inputs: &[&str], n_out: usize, attrs: Vec<AttributeProto>) -> Vec<String> {
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        n_out: usize,
+        attrs: Vec<AttributeProto>,
+    ) -> Vec<String> {
         let name = self.fresh(&format!("/{op}"));
         let outs: Vec<String> = (0..n_out).map(|k| format!("{name}_output_{k}")).collect();
         let outs_ref: Vec<&str> = outs.iter().map(String::as_str).collect();
@@ -235,7 +242,16 @@ impl GraphBuilder {
     }
 
     /// Conv with seeded weights and bias; `k` square kernel, symmetric `pad`.
-    pub fn conv(&mut self, x: &str, cin: i64, cout: i64, k: i64, stride: i64, pad: i64, group: i64) -> String {
+    pub fn conv(
+        &mut self,
+        x: &str,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        pad: i64,
+        group: i64,
+    ) -> String {
         self.conv_nd(x, cin, cout, &[k, k], stride, pad, group, true)
     }
 
@@ -256,7 +272,11 @@ impl GraphBuilder {
         let mut wdims = vec![cout, cin / group.max(1)];
         wdims.extend_from_slice(kernel);
         let fan_in: i64 = wdims[1..].iter().product();
-        let w = self.init_randn(&format!("{name}.weight"), &wdims, (2.0 / fan_in.max(1) as f32).sqrt());
+        let w = self.init_randn(
+            &format!("{name}.weight"),
+            &wdims,
+            (2.0 / fan_in.max(1) as f32).sqrt(),
+        );
         let mut ins = vec![x.to_string(), w];
         if bias {
             ins.push(self.init_randn(&format!("{name}.bias"), &[cout], 0.1));
@@ -317,7 +337,11 @@ impl GraphBuilder {
     /// Gemm with seeded weights, `transB=1` as PyTorch's Linear exports it.
     pub fn gemm(&mut self, x: &str, fin: i64, fout: i64) -> String {
         let name = self.fresh("/fc");
-        let w = self.init_randn(&format!("{name}.weight"), &[fout, fin], (1.0 / fin.max(1) as f32).sqrt());
+        let w = self.init_randn(
+            &format!("{name}.weight"),
+            &[fout, fin],
+            (1.0 / fin.max(1) as f32).sqrt(),
+        );
         let b = self.init_randn(&format!("{name}.bias"), &[fout], 0.05);
         let out = format!("{name}/Gemm_output_0");
         self.node_named(
@@ -325,7 +349,11 @@ impl GraphBuilder {
             "Gemm",
             &[x, &w, &b],
             &[&out],
-            vec![attr_f("alpha", 1.0), attr_f("beta", 1.0), attr_i("transB", 1)],
+            vec![
+                attr_f("alpha", 1.0),
+                attr_f("beta", 1.0),
+                attr_i("transB", 1),
+            ],
         );
         out
     }
@@ -381,7 +409,8 @@ impl GraphBuilder {
 
 /// Adds a `metadata_props` entry to a node, like PyTorch's exporter does.
 pub fn set_node_metadata(node: &mut NodeProto, key: &str, value: &str) {
-    node.metadata_props.push(StringStringEntryProto::new(key, value));
+    node.metadata_props
+        .push(StringStringEntryProto::new(key, value));
 }
 
 /// Synthetic models at realistic sizes, for benchmarks and scale tests.
@@ -400,10 +429,16 @@ pub mod zoo {
         let mut x = b.op(
             "MaxPool",
             &[&x],
-            vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
         );
         let mut cin = 64;
-        for (stage, (&blocks, &width)) in [3, 4, 6, 3].iter().zip(&[64i64, 128, 256, 512]).enumerate() {
+        for (stage, (&blocks, &width)) in
+            [3, 4, 6, 3].iter().zip(&[64i64, 128, 256, 512]).enumerate()
+        {
             for blk in 0..blocks {
                 b.scope = format!("/layer{}/{blk}", stage + 1);
                 let stride = if blk == 0 && stage > 0 { 2 } else { 1 };

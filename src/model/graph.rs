@@ -141,7 +141,10 @@ impl GraphIndex {
                 let sub_scope = if scope.is_empty() {
                     format!("node '{}' attribute '{attr}'", node.display_name())
                 } else {
-                    format!("{scope} / node '{}' attribute '{attr}'", node.display_name())
+                    format!(
+                        "{scope} / node '{}' attribute '{attr}'",
+                        node.display_name()
+                    )
                 };
                 let sub_ix = Self::build_scoped(sub, &visible, &sub_scope)?;
                 for r in &sub_ix.outer_refs {
@@ -166,7 +169,8 @@ impl GraphIndex {
             for name in reads {
                 if local(&name, &ix) {
                     if let Some(&p) = ix.producer.get(&name) {
-                        ix.dag.add_edge(NodeIndex::new(p), NodeIndex::new(i), name.clone());
+                        ix.dag
+                            .add_edge(NodeIndex::new(p), NodeIndex::new(i), name.clone());
                     }
                 } else if outer.contains(&name) {
                     if outer_seen.insert(name.clone()) {
@@ -252,7 +256,11 @@ impl GraphIndex {
     }
 
     /// Inputs a node reads, including outer-scope names its nested graphs read.
-    pub fn all_inputs<'a>(&'a self, node: &'a NodeProto, id: usize) -> impl Iterator<Item = &'a str> {
+    pub fn all_inputs<'a>(
+        &'a self,
+        node: &'a NodeProto,
+        id: usize,
+    ) -> impl Iterator<Item = &'a str> {
         node.input
             .iter()
             .filter(|s| !s.is_empty())

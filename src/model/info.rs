@@ -86,7 +86,11 @@ pub fn model_info(a: &Analysis) -> ModelInfo {
     let proto = &a.model.proto;
     let g = a.graph();
     let costs = node_costs(g, &a.index, &a.shapes);
-    let mut heaviest: Vec<NodeCost> = costs.iter().filter(|c| c.macs.unwrap_or(0) > 0).cloned().collect();
+    let mut heaviest: Vec<NodeCost> = costs
+        .iter()
+        .filter(|c| c.macs.unwrap_or(0) > 0)
+        .cloned()
+        .collect();
     heaviest.sort_by(|x, y| y.macs.cmp(&x.macs).then(x.node.cmp(&y.node)));
     heaviest.truncate(10);
     let mut sub_ops = Vec::new();
@@ -98,7 +102,11 @@ pub fn model_info(a: &Analysis) -> ModelInfo {
         .iter()
         .map(|v| v.name())
         .filter(|n| !a.index.initializers.contains_key(*n))
-        .chain(g.node.iter().flat_map(|n| n.output.iter().map(String::as_str)))
+        .chain(
+            g.node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
         .filter(|n| !n.is_empty())
     {
         tensor_count += 1;
@@ -240,7 +248,10 @@ pub fn render_text(info: &ModelInfo, a: &Analysis) -> String {
     ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let _ = writeln!(s, "\nops");
     for chunk in ops.chunks(4) {
-        let line: Vec<String> = chunk.iter().map(|(k, v)| format!("{k:<22}{v:>5}")).collect();
+        let line: Vec<String> = chunk
+            .iter()
+            .map(|(k, v)| format!("{k:<22}{v:>5}"))
+            .collect();
         let _ = writeln!(s, "  {}", line.join("  "));
     }
     if !info.subgraph_op_histogram.is_empty() {
@@ -254,7 +265,11 @@ pub fn render_text(info: &ModelInfo, a: &Analysis) -> String {
     let _ = writeln!(s, "\nheaviest layers");
     let total = info.macs.max(1) as f64;
     for c in &info.heaviest {
-        let out = a.graph().node[c.node].output.first().cloned().unwrap_or_default();
+        let out = a.graph().node[c.node]
+            .output
+            .first()
+            .cloned()
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "  {:<44} {:<14} {:>9} MACs {:>5.1}%  params {:>8}  out {}",
@@ -281,11 +296,19 @@ pub fn render_text(info: &ModelInfo, a: &Analysis) -> String {
             info.dynamic_tensors.len(),
             info.tensor_count,
             shown.join("; "),
-            if info.dynamic_tensors.len() > 8 { "; …" } else { "" }
+            if info.dynamic_tensors.len() > 8 {
+                "; …"
+            } else {
+                ""
+            }
         );
     }
     for d in &info.shape_diagnostics {
-        let _ = writeln!(s, "note       node '{}' ({}): {}", d.node, d.op_type, d.message);
+        let _ = writeln!(
+            s,
+            "note       node '{}' ({}): {}",
+            d.node, d.op_type, d.message
+        );
     }
     s
 }
@@ -294,7 +317,14 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
-        let tail: String = s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(n - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("…{tail}")
     }
 }

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message;
 
-use super::proto::{DATA_LOCATION_EXTERNAL, GraphProto, ModelProto, StringStringEntryProto, TensorProto};
+use super::proto::{
+    DATA_LOCATION_EXTERNAL, GraphProto, ModelProto, StringStringEntryProto, TensorProto,
+};
 use crate::error::{PareError, Result};
 
 /// A loaded model: the protobuf plus where it came from.
@@ -88,7 +90,10 @@ fn not_onnx(path: &Path, message: impl Into<String>) -> PareError {
 /// Memory-maps a file as `Bytes`. Empty files cannot be mapped and are returned as empty.
 fn map_file(path: &Path) -> Result<Bytes> {
     let file = File::open(path).map_err(|source| io_error(path, source))?;
-    let len = file.metadata().map_err(|source| io_error(path, source))?.len();
+    let len = file
+        .metadata()
+        .map_err(|source| io_error(path, source))?
+        .len();
     if len == 0 {
         return Ok(Bytes::new());
     }
@@ -156,7 +161,10 @@ fn decode_model(bytes: Bytes, path: &Path) -> Result<Model> {
         )
     })?;
     let Some(graph) = proto.graph.as_ref() else {
-        return Err(not_onnx(path, "decodes as protobuf but has no graph: not an ONNX model"));
+        return Err(not_onnx(
+            path,
+            "decodes as protobuf but has no graph: not an ONNX model",
+        ));
     };
     if proto.ir_version.is_none() && proto.opset_import.is_empty() {
         return Err(not_onnx(
@@ -199,7 +207,10 @@ pub fn any_tensor(m: &ModelProto, f: &mut dyn FnMut(&TensorProto) -> bool) -> bo
 }
 
 /// Mutable twin of [`any_tensor`] (visits everything).
-pub fn for_each_tensor_mut(m: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+pub fn for_each_tensor_mut(
+    m: &mut ModelProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     fn graph(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
         for t in &mut g.initializer {
             f(t)?;
@@ -261,13 +272,19 @@ fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result
             return Err(err("has no 'location' entry".into()));
         }
         let rel = Path::new(&location);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return Err(err("points outside the model's directory".into()));
         }
         let full = base.join(rel);
         if !maps.contains_key(&location) {
             let data = map_file(&full).map_err(|e| match e {
-                PareError::NotFound { .. } => err(format!("is missing (looked for {})", full.display())),
+                PareError::NotFound { .. } => {
+                    err(format!("is missing (looked for {})", full.display()))
+                }
                 other => err(other.to_string()),
             })?;
             maps.insert(location.clone(), data);

@@ -67,7 +67,11 @@ impl Analysis {
 
     pub fn graph(&self) -> &GraphProto {
         // `new` checked the graph exists.
-        self.model.proto.graph.as_ref().expect("checked in Analysis::new")
+        self.model
+            .proto
+            .graph
+            .as_ref()
+            .expect("checked in Analysis::new")
     }
 }
 

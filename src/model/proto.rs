@@ -486,9 +486,11 @@ impl NodeProto {
         })
     }
     pub fn subgraphs_mut(&mut self) -> impl Iterator<Item = &mut GraphProto> {
-        self.attribute
-            .iter_mut()
-            .flat_map(|a| a.g.iter_mut().map(|g| g.as_mut()).chain(a.graphs.iter_mut()))
+        self.attribute.iter_mut().flat_map(|a| {
+            a.g.iter_mut()
+                .map(|g| g.as_mut())
+                .chain(a.graphs.iter_mut())
+        })
     }
 }
 
@@ -522,7 +524,6 @@ impl ValueInfoProto {
         }
     }
 }
-
 
 impl ModelProto {
     pub fn graph(&self) -> Option<&GraphProto> {

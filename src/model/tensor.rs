@@ -203,7 +203,9 @@ pub fn to_i64(t: &TensorProto) -> Result<Vec<i64>> {
     }
     match dt {
         DataType::INT64 => Ok(t.int64_data.clone()),
-        DataType::UINT64 | DataType::UINT32 => Ok(t.uint64_data.iter().map(|&v| v as i64).collect()),
+        DataType::UINT64 | DataType::UINT32 => {
+            Ok(t.uint64_data.iter().map(|&v| v as i64).collect())
+        }
         DataType::INT32
         | DataType::INT16
         | DataType::INT8

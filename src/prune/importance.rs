@@ -72,7 +72,13 @@ fn geometric_median(rows: &[Vec<f32>]) -> Vec<f64> {
         let mut num = vec![0.0; dim];
         let mut den = 0.0;
         for r in rows {
-            let d = r.iter().zip(&m).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt().max(1e-12);
+            let d = r
+                .iter()
+                .zip(&m)
+                .map(|(a, b)| (*a as f64 - b).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
             for (x, v) in num.iter_mut().zip(r) {
                 *x += *v as f64 / d;
             }
@@ -97,7 +103,10 @@ pub fn unit_scores(
         let mut rng = Rng::new(seed ^ (group.id as u64).wrapping_mul(0x9E37_79B9));
         return scores.iter().map(|_| rng.uniform()).collect();
     }
-    let has_bn = group.members.iter().any(|&m| ca.members[m].role == Role::NormScale);
+    let has_bn = group
+        .members
+        .iter()
+        .any(|&m| ca.members[m].role == Role::NormScale);
     let mut used = 0;
     for &mi in &group.members {
         let m = &ca.members[mi];
@@ -109,17 +118,31 @@ pub fn unit_scores(
         if !relevant {
             continue;
         }
-        let Some((dims, values)) = cache.get(a, &m.tensor) else { continue };
+        let Some((dims, values)) = cache.get(a, &m.tensor) else {
+            continue;
+        };
         let rows = rows(dims, values, m.axis);
         let per_index: Vec<f64> = match criterion {
-            Criterion::L2 => rows.iter().map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).collect(),
+            Criterion::L2 => rows
+                .iter()
+                .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
+                .collect(),
             Criterion::Fpgm => {
                 let med = geometric_median(&rows);
                 rows.iter()
-                    .map(|r| r.iter().zip(&med).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt())
+                    .map(|r| {
+                        r.iter()
+                            .zip(&med)
+                            .map(|(a, b)| (*a as f64 - b).powi(2))
+                            .sum::<f64>()
+                            .sqrt()
+                    })
                     .collect()
             }
-            _ => rows.iter().map(|r| r.iter().map(|v| v.abs() as f64).sum()).collect(),
+            _ => rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.abs() as f64).sum())
+                .collect(),
         };
         let max = per_index.iter().cloned().fold(0.0, f64::max);
         if max <= 0.0 {
@@ -127,7 +150,9 @@ pub fn unit_scores(
         }
         used += 1;
         for (i, s) in per_index.iter().enumerate() {
-            let Some(&atom) = m.atoms.get(i) else { continue };
+            let Some(&atom) = m.atoms.get(i) else {
+                continue;
+            };
             if ca.atom_group[atom as usize] == group.id {
                 scores[ca.atom_unit[atom as usize]] += s / max;
             }

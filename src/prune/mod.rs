@@ -72,18 +72,34 @@ pub fn prune(a: &Analysis, opts: &PruneOptions, progress: &dyn Progress) -> Resu
         external_tensors: a.model.external_tensors.clone(),
     };
     let analysis = Analysis::new(model.clone(), &a.pins)?;
-    Ok(Pruned { model, analysis, channels: ca, plan })
+    Ok(Pruned {
+        model,
+        analysis,
+        channels: ca,
+        plan,
+    })
 }
 
 /// Builds the report, validating unless `skip_validation`.
-pub fn report(a: &Analysis, pruned: &Pruned, opts: &PruneOptions, skip_validation: bool, progress: &dyn Progress) -> PruneReport {
+pub fn report(
+    a: &Analysis,
+    pruned: &Pruned,
+    opts: &PruneOptions,
+    skip_validation: bool,
+    progress: &dyn Progress,
+) -> PruneReport {
     let before = model_info(a);
     let after = model_info(&pruned.analysis);
     let validation = if skip_validation {
         None
     } else {
         progress.phase("validating with tract", None);
-        Some(validate(a, &pruned.model.proto, &pruned.analysis, opts.seed))
+        Some(validate(
+            a,
+            &pruned.model.proto,
+            &pruned.analysis,
+            opts.seed,
+        ))
     };
     let ca = &pruned.channels;
     PruneReport {
@@ -92,7 +108,12 @@ pub fn report(a: &Analysis, pruned: &Pruned, opts: &PruneOptions, skip_validatio
         macs_before: before.macs,
         macs_after: after.macs,
         groups: ca.groups.len(),
-        locked_groups: pruned.plan.groups.iter().filter(|g| !g.locked.is_empty()).count(),
+        locked_groups: pruned
+            .plan
+            .groups
+            .iter()
+            .filter(|g| !g.locked.is_empty())
+            .count(),
         pruned_groups: pruned.plan.pruned_groups(),
         validated: validation.as_ref().is_some_and(|v| v.passed),
         validation,

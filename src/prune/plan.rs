@@ -106,7 +106,11 @@ pub fn rounded_keep(total: usize, ratio: f64, round_to: usize, min_channels: usi
 }
 
 /// Applies tags: returns extra lock reasons per group and per-group ratio overrides.
-fn tag_effects(a: &Analysis, ca: &ChannelAnalysis, tags: &Tags) -> Result<(Vec<Vec<String>>, Vec<Option<f64>>)> {
+fn tag_effects(
+    a: &Analysis,
+    ca: &ChannelAnalysis,
+    tags: &Tags,
+) -> Result<(Vec<Vec<String>>, Vec<Option<f64>>)> {
     let g = a.graph();
     let names: Vec<&str> = g.node.iter().map(|n| n.name()).collect();
     tags.check_against(&names)?;
@@ -165,9 +169,17 @@ fn tag_effects(a: &Analysis, ca: &ChannelAnalysis, tags: &Tags) -> Result<(Vec<V
 }
 
 /// Builds the plan.
-pub fn make_plan(a: &Analysis, ca: &ChannelAnalysis, opts: &PruneOptions, progress: &dyn Progress) -> Result<PrunePlan> {
+pub fn make_plan(
+    a: &Analysis,
+    ca: &ChannelAnalysis,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PrunePlan> {
     if !(0.0..1.0).contains(&opts.ratio) {
-        return Err(PareError::Usage(format!("--ratio {} must be in [0, 1)", opts.ratio)));
+        return Err(PareError::Usage(format!(
+            "--ratio {} must be in [0, 1)",
+            opts.ratio
+        )));
     }
     let (tag_locks, tag_ratios) = tag_effects(a, ca, &opts.tags)?;
     let mut cache = WeightCache::default();
@@ -179,13 +191,21 @@ pub fn make_plan(a: &Analysis, ca: &ChannelAnalysis, opts: &PruneOptions, progre
         let mut locked = grp.locks.clone();
         locked.extend(tag_locks[grp.id].iter().cloned());
         let ratio = tag_ratios[grp.id].unwrap_or(opts.ratio);
-        let prunable = locked.is_empty() && grp.channels > opts.round_to.max(1).min(grp.channels) && grp.channels > 1;
+        let prunable = locked.is_empty()
+            && grp.channels > opts.round_to.max(1).min(grp.channels)
+            && grp.channels > 1;
         if prunable {
-            scored.push((grp.id, unit_scores(a, ca, grp, opts.criterion, opts.seed, &mut cache)));
+            scored.push((
+                grp.id,
+                unit_scores(a, ca, grp, opts.criterion, opts.seed, &mut cache),
+            ));
         } else if locked.is_empty() && grp.channels <= 1 {
             locked.push("a single channel".into());
         } else if locked.is_empty() {
-            locked.push(format!("{} channels, not more than round_to {}", grp.channels, opts.round_to));
+            locked.push(format!(
+                "{} channels, not more than round_to {}",
+                grp.channels, opts.round_to
+            ));
         }
         plans.push(GroupPlan {
             group: grp.id,
@@ -201,7 +221,12 @@ pub fn make_plan(a: &Analysis, ca: &ChannelAnalysis, opts: &PruneOptions, progre
     } else {
         for (gid, scores) in &scored {
             let grp: &ChannelGroup = &ca.groups[*gid];
-            let keep_n = rounded_keep(grp.channels, plans[*gid].ratio, opts.round_to, opts.min_channels);
+            let keep_n = rounded_keep(
+                grp.channels,
+                plans[*gid].ratio,
+                opts.round_to,
+                opts.min_channels,
+            );
             plans[*gid].keep = top_units(scores, keep_n);
         }
     }
@@ -211,7 +236,12 @@ pub fn make_plan(a: &Analysis, ca: &ChannelAnalysis, opts: &PruneOptions, progre
 /// Indices of the `n` highest scores, ascending (ties broken by lower index).
 fn top_units(scores: &[f64], n: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&x, &y| scores[y].partial_cmp(&scores[x]).unwrap_or(std::cmp::Ordering::Equal).then(x.cmp(&y)));
+    idx.sort_by(|&x, &y| {
+        scores[y]
+            .partial_cmp(&scores[x])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(x.cmp(&y))
+    });
     let mut keep: Vec<usize> = idx.into_iter().take(n).collect();
     keep.sort_unstable();
     keep

@@ -49,14 +49,29 @@ fn raw_of(t: &TensorProto) -> Result<(Vec<u8>, usize)> {
     }
     let mut out = Vec::with_capacity(t.numel() as usize * w);
     match dt {
-        DataType::FLOAT => t.float_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        DataType::DOUBLE => t.double_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        DataType::INT64 => t.int64_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        DataType::INT32 => t.int32_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        DataType::FLOAT16 | DataType::BFLOAT16 | DataType::INT16 | DataType::UINT16 => {
-            t.int32_data.iter().for_each(|v| out.extend_from_slice(&(*v as u16).to_le_bytes()))
+        DataType::FLOAT => t
+            .float_data
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::DOUBLE => t
+            .double_data
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::INT64 => t
+            .int64_data
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::INT32 => t
+            .int32_data
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DataType::FLOAT16 | DataType::BFLOAT16 | DataType::INT16 | DataType::UINT16 => t
+            .int32_data
+            .iter()
+            .for_each(|v| out.extend_from_slice(&(*v as u16).to_le_bytes())),
+        DataType::INT8 | DataType::UINT8 | DataType::BOOL => {
+            t.int32_data.iter().for_each(|v| out.push(*v as u8))
         }
-        DataType::INT8 | DataType::UINT8 | DataType::BOOL => t.int32_data.iter().for_each(|v| out.push(*v as u8)),
         _ => {
             return Err(PareError::Tensor {
                 tensor: t.name().to_string(),
@@ -84,9 +99,11 @@ pub fn slice_tensor(t: &TensorProto, axis: usize, keep: &[usize]) -> Result<Tens
     for o in 0..outer {
         for &k in keep {
             let base = (o * n + k) * inner;
-            out.extend_from_slice(raw.get(base..base + inner).ok_or_else(|| PareError::Tensor {
-                tensor: t.name().to_string(),
-                message: "data shorter than its dims".into(),
+            out.extend_from_slice(raw.get(base..base + inner).ok_or_else(|| {
+                PareError::Tensor {
+                    tensor: t.name().to_string(),
+                    message: "data shorter than its dims".into(),
+                }
             })?);
         }
     }
@@ -105,14 +122,22 @@ pub fn slice_tensor(t: &TensorProto, axis: usize, keep: &[usize]) -> Result<Tens
 pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Result<ModelProto> {
     let keep = kept_atoms(ca, plan);
     let kept_positions = |atoms: &[Atom]| -> Vec<usize> {
-        atoms.iter().enumerate().filter(|(_, a)| keep[**a as usize]).map(|(i, _)| i).collect()
+        atoms
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| keep[**a as usize])
+            .map(|(i, _)| i)
+            .collect()
     };
     // (tensor, axis) → kept indices.
     let mut slices: BTreeMap<String, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
     for m in &ca.members {
         let idx = kept_positions(&m.atoms);
         if idx.len() < m.atoms.len() {
-            slices.entry(m.tensor.clone()).or_default().insert(m.axis, idx);
+            slices
+                .entry(m.tensor.clone())
+                .or_default()
+                .insert(m.axis, idx);
         }
     }
     // Count rewrites.
@@ -124,14 +149,21 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
             continue;
         }
         match &c.place {
-            CountPlace::Tensor { tensor, index } => tensor_counts.entry(tensor.clone()).or_default().push((*index, n)),
-            CountPlace::Attribute { attribute, index } => {
-                attr_counts.entry((c.node.clone(), attribute.clone())).or_default().push((*index, n))
-            }
+            CountPlace::Tensor { tensor, index } => tensor_counts
+                .entry(tensor.clone())
+                .or_default()
+                .push((*index, n)),
+            CountPlace::Attribute { attribute, index } => attr_counts
+                .entry((c.node.clone(), attribute.clone()))
+                .or_default()
+                .push((*index, n)),
         }
     }
     let mut model = a.model.proto.clone();
-    let g = model.graph.as_mut().ok_or_else(|| PareError::InvalidModel("no graph".into()))?;
+    let g = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| PareError::InvalidModel("no graph".into()))?;
     let rewrite = |t: &TensorProto, name: &str| -> Result<Option<TensorProto>> {
         let mut cur: Option<TensorProto> = None;
         if let Some(axes) = slices.get(name) {
@@ -168,7 +200,9 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
     }
     for node in &mut g.node {
         let out = node.output.first().cloned().unwrap_or_default();
-        if node.op_type() == "Constant" && (slices.contains_key(&out) || tensor_counts.contains_key(&out)) {
+        if node.op_type() == "Constant"
+            && (slices.contains_key(&out) || tensor_counts.contains_key(&out))
+        {
             if let Some(attr) = node.attribute.iter_mut().find(|x| x.name() == "value") {
                 if let Some(t) = attr.t.as_deref() {
                     if let Some(nt) = rewrite(t, &out)? {

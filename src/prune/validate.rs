@@ -35,7 +35,11 @@ pub fn input_specs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
     let mut specs = Vec::new();
     for name in &a.index.inputs {
         let info = a.shapes.get(name).cloned().unwrap_or_default();
-        let shape = info.shape.ok_or_else(|| PareError::Usage(format!("input '{name}' has no declared shape; pin it with --input-shape")))?;
+        let shape = info.shape.ok_or_else(|| {
+            PareError::Usage(format!(
+                "input '{name}' has no declared shape; pin it with --input-shape"
+            ))
+        })?;
         let dims: Vec<usize> = shape
             .iter()
             .enumerate()
@@ -48,7 +52,11 @@ pub fn input_specs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
                 }
             })
             .collect();
-        specs.push(InputSpec { name: name.clone(), dtype: info.dtype.unwrap_or(DataType::FLOAT), shape: dims });
+        specs.push(InputSpec {
+            name: name.clone(),
+            dtype: info.dtype.unwrap_or(DataType::FLOAT),
+            shape: dims,
+        });
     }
     Ok((specs, notes))
 }
@@ -56,7 +64,10 @@ pub fn input_specs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
 /// Seeded random inputs for the specs.
 pub fn random_inputs(specs: &[InputSpec], seed: u64) -> Result<Vec<HostTensor>> {
     let mut rng = Rng::new(seed);
-    specs.iter().map(|s| HostTensor::random(s.dtype, &s.shape, &mut rng)).collect()
+    specs
+        .iter()
+        .map(|s| HostTensor::random(s.dtype, &s.shape, &mut rng))
+        .collect()
 }
 
 fn time_runs(engine: &dyn Engine, inputs: &[HostTensor]) -> Result<(Vec<HostTensor>, f64)> {
@@ -71,7 +82,12 @@ fn time_runs(engine: &dyn Engine, inputs: &[HostTensor]) -> Result<(Vec<HostTens
 }
 
 /// Validates `pruned` against the analysed original.
-pub fn validate(original: &Analysis, pruned: &ModelProto, pruned_analysis: &Analysis, seed: u64) -> Validation {
+pub fn validate(
+    original: &Analysis,
+    pruned: &ModelProto,
+    pruned_analysis: &Analysis,
+    seed: u64,
+) -> Validation {
     let mut v = Validation::default();
     let (specs, notes) = match input_specs(original) {
         Ok(x) => x,
@@ -85,7 +101,8 @@ pub fn validate(original: &Analysis, pruned: &ModelProto, pruned_analysis: &Anal
         let inputs = random_inputs(&specs, seed)?;
         let e0 = TractEngine::new(&original.model.proto, &specs)?;
         let (o0, t0) = time_runs(&e0, &inputs)?;
-        let e1 = TractEngine::new(pruned, &specs).map_err(|e| PareError::Runtime(format!("pruned model: {e}")))?;
+        let e1 = TractEngine::new(pruned, &specs)
+            .map_err(|e| PareError::Runtime(format!("pruned model: {e}")))?;
         let (o1, t1) = time_runs(&e1, &inputs)?;
         Ok((o0, t0, o1, t1))
     };
@@ -101,23 +118,49 @@ pub fn validate(original: &Analysis, pruned: &ModelProto, pruned_analysis: &Anal
                 v.notes.push("output shapes differ".into());
             }
             if !v.all_finite {
-                v.notes.push("pruned outputs contain NaN or infinity".into());
+                v.notes
+                    .push("pruned outputs contain NaN or infinity".into());
             }
             v.passed = v.output_shapes_before == v.output_shapes_after && v.all_finite;
         }
         Err(e) => {
             // tract refuses some models users most need help with; compare inferred shapes.
             v.method = "shapes".into();
-            v.notes.push(format!("could not run with tract ({e}); compared inferred output shapes instead"));
+            v.notes.push(format!(
+                "could not run with tract ({e}); compared inferred output shapes instead"
+            ));
             let shapes = |a: &Analysis| -> Vec<Option<Vec<i64>>> {
-                a.index.outputs.iter().map(|o| a.shapes.static_shape(o)).collect()
+                a.index
+                    .outputs
+                    .iter()
+                    .map(|o| a.shapes.static_shape(o))
+                    .collect()
             };
             let (s0, s1) = (shapes(original), shapes(pruned_analysis));
-            v.output_shapes_before = s0.iter().map(|s| s.clone().unwrap_or_default().iter().map(|&d| d as usize).collect()).collect();
-            v.output_shapes_after = s1.iter().map(|s| s.clone().unwrap_or_default().iter().map(|&d| d as usize).collect()).collect();
+            v.output_shapes_before = s0
+                .iter()
+                .map(|s| {
+                    s.clone()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&d| d as usize)
+                        .collect()
+                })
+                .collect();
+            v.output_shapes_after = s1
+                .iter()
+                .map(|s| {
+                    s.clone()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&d| d as usize)
+                        .collect()
+                })
+                .collect();
             v.passed = s0 == s1 && s0.iter().all(Option::is_some);
             if !v.passed {
-                v.notes.push("inferred output shapes differ or are unknown".into());
+                v.notes
+                    .push("inferred output shapes differ or are unknown".into());
             }
         }
     }

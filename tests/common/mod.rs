@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pare::model::Model;
 use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata};
 use pare::model::proto::ModelProto;
-use pare::model::Model;
 
 /// A fresh temporary directory that lives as long as the returned guard.
 pub fn tempdir() -> tempfile::TempDir {
@@ -57,7 +57,11 @@ pub fn resnet_like() -> ModelProto {
         for n in &mut g.node {
             let ns = format!("resnet_like/{}", n.name());
             set_node_metadata(n, "namespace", &ns);
-            set_node_metadata(n, "pkg.torch.onnx.stack_trace", "File \"model.py\", line 1, in forward");
+            set_node_metadata(
+                n,
+                "pkg.torch.onnx.stack_trace",
+                "File \"model.py\", line 1, in forward",
+            );
         }
     }
     m
@@ -72,7 +76,11 @@ pub fn stereo_if() -> ModelProto {
     let l = b.conv("left", 3, 4, 3, 1, 1, 1);
     let r = b.conv("right", 3, 4, 3, 1, 1, 1);
     let d = b.op("Sub", &[&l, &r], vec![]);
-    let m = b.op("ReduceMean", &[&d], vec![attr_ints("axes", &[1]), attr_i("keepdims", 1)]);
+    let m = b.op(
+        "ReduceMean",
+        &[&d],
+        vec![attr_ints("axes", &[1]), attr_i("keepdims", 1)],
+    );
     let shape = b.op("Shape", &[&m], vec![]);
     let idx = b.init_i64("dim_index", &[], &[1]);
     let dim = b.op("Gather", &[&shape, &idx], vec![attr_i("axis", 0)]);
@@ -85,7 +93,16 @@ pub fn stereo_if() -> ModelProto {
     let mut e = GraphBuilder::new("else");
     e.node_named("/Identity", "Identity", &[&m], &["id"], vec![]);
     e.output("id", &[D::S("batch"), D::N(1), D::N(16), D::N(16)]);
-    b.node_named("/If", "If", &[&cond], &["disparity"], vec![attr_g("then_branch", t.graph()), attr_g("else_branch", e.graph())]);
+    b.node_named(
+        "/If",
+        "If",
+        &[&cond],
+        &["disparity"],
+        vec![
+            attr_g("then_branch", t.graph()),
+            attr_g("else_branch", e.graph()),
+        ],
+    );
     b.output("disparity", &[D::S("batch"), D::N(16), D::N(16)]);
     b.model()
 }
@@ -100,7 +117,13 @@ pub fn seg_head() -> ModelProto {
     let cat = b.concat(&[&a, &c], 1);
     let y = b.conv(&cat, 8, 3, 1, 1, 0, 1);
     let scales = b.init_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
-    b.node_named("/Resize", "Resize", &[&y, "", &scales], &["mask"], vec![attr_s("mode", "nearest")]);
+    b.node_named(
+        "/Resize",
+        "Resize",
+        &[&y, "", &scales],
+        &["mask"],
+        vec![attr_s("mode", "nearest")],
+    );
     b.output("mask", &[D::N(1), D::N(3), D::N(16), D::N(16)]);
     b.model()
 }
@@ -125,7 +148,11 @@ pub fn aspp() -> ModelProto {
     let b2 = b.op(
         "Conv",
         &[&x, &w],
-        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[2, 2, 2, 2]), attr_ints("dilations", &[2, 2])],
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("pads", &[2, 2, 2, 2]),
+            attr_ints("dilations", &[2, 2]),
+        ],
     );
     let b2 = b.batchnorm(&b2, 16);
     let b2 = b.relu(&b2);
@@ -134,12 +161,22 @@ pub fn aspp() -> ModelProto {
     let b4 = b.conv(&gp, 32, 16, 1, 1, 0, 1);
     let b4 = b.relu(&b4);
     let sizes = b.init_i64("pool_sizes", &[4], &[1, 16, 8, 8]);
-    let b4 = b.op("Resize", &[&b4, "", "", &sizes], vec![attr_s("mode", "nearest")]);
+    let b4 = b.op(
+        "Resize",
+        &[&b4, "", "", &sizes],
+        vec![attr_s("mode", "nearest")],
+    );
     let cat = b.concat(&[&b1, &b2, &b3, &b4], 1);
     let p = conv_bn_relu(&mut b, &cat, 64, 32, 1, 1);
     let cls = b.conv(&p, 32, 5, 1, 1, 0, 1);
     let scales = b.init_f32("up_scales", &[4], &[1.0, 1.0, 4.0, 4.0]);
-    b.node_named("/up/Resize", "Resize", &[&cls, "", &scales], &["logits"], vec![attr_s("mode", "linear")]);
+    b.node_named(
+        "/up/Resize",
+        "Resize",
+        &[&cls, "", &scales],
+        &["logits"],
+        vec![attr_s("mode", "linear")],
+    );
     b.output("logits", &[D::N(1), D::N(5), D::N(32), D::N(32)]);
     b.model()
 }
@@ -152,16 +189,33 @@ pub fn psp() -> ModelProto {
     let x = conv_bn_relu(&mut b, &x, 16, 24, 3, 2); // 12x12
     let mut pieces = vec![x.clone()];
     for (k, pool) in [12i64, 6, 4].iter().enumerate() {
-        let p = b.op("AveragePool", &[&x], vec![attr_ints("kernel_shape", &[*pool, *pool]), attr_ints("strides", &[*pool, *pool])]);
+        let p = b.op(
+            "AveragePool",
+            &[&x],
+            vec![
+                attr_ints("kernel_shape", &[*pool, *pool]),
+                attr_ints("strides", &[*pool, *pool]),
+            ],
+        );
         let c = conv_bn_relu(&mut b, &p, 24, 8, 1, 1);
         let sizes = b.init_i64(&format!("psp_sizes_{k}"), &[4], &[1, 8, 12, 12]);
-        pieces.push(b.op("Resize", &[&c, "", "", &sizes], vec![attr_s("mode", "linear")]));
+        pieces.push(b.op(
+            "Resize",
+            &[&c, "", "", &sizes],
+            vec![attr_s("mode", "linear")],
+        ));
     }
     let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
     let cat = b.concat(&refs, 1);
     let y = conv_bn_relu(&mut b, &cat, 48, 16, 3, 1);
     let w = b.init_randn("cls.w", &[4, 16, 1, 1], 0.2);
-    b.node_named("/cls/Conv", "Conv", &[&y, &w], &["mask"], vec![attr_ints("kernel_shape", &[1, 1])]);
+    b.node_named(
+        "/cls/Conv",
+        "Conv",
+        &[&y, &w],
+        &["mask"],
+        vec![attr_ints("kernel_shape", &[1, 1])],
+    );
     b.output("mask", &[D::N(1), D::N(4), D::N(12), D::N(12)]);
     b.model()
 }
@@ -280,7 +334,10 @@ pub fn custom_op() -> ModelProto {
     b.node_named("/out", "Identity", &[&z], &["features"], vec![]);
     b.output("features", &[D::N(1), D::N(8), D::N(16), D::N(16)]);
     let mut m = b.model();
-    m.opset_import.push(pare::model::proto::OperatorSetIdProto { domain: Some("com.acme".into()), version: Some(1) });
+    m.opset_import.push(pare::model::proto::OperatorSetIdProto {
+        domain: Some("com.acme".into()),
+        version: Some(1),
+    });
     m
 }
 
@@ -294,4 +351,243 @@ pub fn prune_fixtures() -> Vec<(&'static str, ModelProto)> {
         ("same_pad_dw_se", same_pad_dw_se()),
         ("flatten_view", flatten_view()),
     ]
+}
+
+// ---- Extraction fixtures (nested-scope reads, data-dependent If, Loop, local functions). ----
+
+/// A data-dependent `If` (its condition comes from tensor values, not shapes) whose branches
+/// have different output ranks and read outer-scope tensors (an activation and an
+/// initializer): tract cannot run it as a whole.
+pub fn data_if() -> ModelProto {
+    use pare::model::DataType;
+    use pare::model::builder::attr_g;
+    let mut b = GraphBuilder::new("data_if");
+    b.input("x", &[D::N(1), D::N(2), D::N(8), D::N(8)]);
+    let c = b.conv("x", 2, 4, 3, 1, 1, 1);
+    let r = b.relu(&c);
+    let m = b.op("ReduceMean", &[&c], vec![attr_i("keepdims", 0)]);
+    let zero = b.init_f32("zero", &[], &[-100.0]);
+    let cond = b.op("Greater", &[&m, &zero], vec![]);
+    let pooled = b.op(
+        "ReduceMean",
+        &[&r],
+        vec![attr_ints("axes", &[1]), attr_i("keepdims", 1)],
+    );
+    b.init_f32("scale", &[], &[2.0]);
+    let mut t = GraphBuilder::new("then");
+    t.scope = "/then".into();
+    let axes = t.const_i64(&[1]);
+    let sq = t.op("Squeeze", &[&pooled, &axes], vec![]);
+    t.node_named("/then/Mul", "Mul", &[&sq, "scale"], &["t_out"], vec![]);
+    t.output_typed("t_out", DataType::FLOAT, Some(&[D::N(1), D::N(8), D::N(8)]));
+    let mut e = GraphBuilder::new("else");
+    e.node_named("/else/Identity", "Identity", &[&pooled], &["e_out"], vec![]);
+    e.output_typed(
+        "e_out",
+        DataType::FLOAT,
+        Some(&[D::N(1), D::N(1), D::N(8), D::N(8)]),
+    );
+    b.node_named(
+        "/If",
+        "If",
+        &[&cond],
+        &["y"],
+        vec![
+            attr_g("then_branch", t.graph()),
+            attr_g("else_branch", e.graph()),
+        ],
+    );
+    b.node_named("/Sigmoid", "Sigmoid", &["y"], &["prob"], vec![]);
+    // Declared as the branch taken (the condition holds for any input in practice).
+    b.output("prob", &[D::N(1), D::N(8), D::N(8)]);
+    b.model()
+}
+
+/// A `Loop` (3 trips) whose body reads an activation and a weight from the outer scope.
+pub fn loop_outer() -> ModelProto {
+    use pare::model::DataType;
+    use pare::model::builder::{attr_g, value_info};
+    let mut b = GraphBuilder::new("loop_outer");
+    b.input("x", &[D::N(1), D::N(4), D::N(4), D::N(4)]);
+    let c = b.conv("x", 4, 4, 3, 1, 1, 1);
+    let act = b.relu(&c);
+    let gain = b.init_f32("gain", &[1, 4, 1, 1], &[0.5, 1.0, 1.5, 2.0]);
+    let trips = b.init_i64("trips", &[], &[3]);
+    let mut body = GraphBuilder::new("body");
+    body.inputs
+        .push(value_info("i", DataType::INT64, Some(&[])));
+    body.inputs
+        .push(value_info("cond_in", DataType::BOOL, Some(&[])));
+    body.inputs.push(value_info(
+        "acc",
+        DataType::FLOAT,
+        Some(&[D::N(1), D::N(4), D::N(4), D::N(4)]),
+    ));
+    body.node_named(
+        "/body/Identity",
+        "Identity",
+        &["cond_in"],
+        &["cond_out"],
+        vec![],
+    );
+    body.node_named("/body/Mul", "Mul", &["acc", &gain], &["scaled"], vec![]);
+    body.node_named("/body/Add", "Add", &["scaled", &act], &["acc_out"], vec![]);
+    body.outputs
+        .push(value_info("cond_out", DataType::BOOL, Some(&[])));
+    body.outputs.push(value_info(
+        "acc_out",
+        DataType::FLOAT,
+        Some(&[D::N(1), D::N(4), D::N(4), D::N(4)]),
+    ));
+    b.node_named(
+        "/Loop",
+        "Loop",
+        &[&trips, "", &act],
+        &["looped"],
+        vec![attr_g("body", body.graph())],
+    );
+    let y = b.conv("looped", 4, 2, 1, 1, 0, 1);
+    b.node_named("/out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(2), D::N(4), D::N(4)]);
+    b.model()
+}
+
+/// A model calling a model-local function (`local.Swish`, itself calling `local.Gate`), like
+/// exporters that keep modules as functions.
+pub fn local_function() -> ModelProto {
+    use pare::model::proto::{FunctionProto, NodeProto, OperatorSetIdProto};
+    let mut b = GraphBuilder::new("local_function");
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let c = b.conv("x", 3, 4, 3, 1, 1, 1);
+    let call = |name: &str, op: &str, i: &str, o: &str| NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        domain: Some("local".into()),
+        input: vec![i.into()],
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    b.nodes
+        .push(call("/act/Swish", "Swish", &c, "/act/Swish_output_0"));
+    let y = b.conv("/act/Swish_output_0", 4, 2, 1, 1, 0, 1);
+    b.node_named("/out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(2), D::N(8), D::N(8)]);
+    let mut m = b.model();
+    let onnx_op = |name: &str, op: &str, i: &[&str], o: &str| NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: i.iter().map(|s| s.to_string()).collect(),
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    let opsets = vec![
+        OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        },
+        OperatorSetIdProto {
+            domain: Some("local".into()),
+            version: Some(1),
+        },
+    ];
+    m.functions.push(FunctionProto {
+        name: Some("Gate".into()),
+        domain: Some("local".into()),
+        input: vec!["X".into()],
+        output: vec!["Y".into()],
+        node: vec![onnx_op("s", "Sigmoid", &["X"], "Y")],
+        opset_import: opsets.clone(),
+        ..Default::default()
+    });
+    m.functions.push(FunctionProto {
+        name: Some("Swish".into()),
+        domain: Some("local".into()),
+        input: vec!["X".into()],
+        output: vec!["Y".into()],
+        node: vec![
+            call("g", "Gate", "X", "G"),
+            onnx_op("m", "Mul", &["X", "G"], "Y"),
+        ],
+        opset_import: opsets,
+        ..Default::default()
+    });
+    m.functions.push(FunctionProto {
+        name: Some("Unused".into()),
+        domain: Some("local".into()),
+        input: vec!["X".into()],
+        output: vec!["Y".into()],
+        node: vec![onnx_op("n", "Neg", &["X"], "Y")],
+        ..Default::default()
+    });
+    m.opset_import.push(OperatorSetIdProto {
+        domain: Some("local".into()),
+        version: Some(1),
+    });
+    m
+}
+
+// ---- Quantization fixtures. ----
+
+/// A fully convolutional net with dynamic height and width (seed Q11): conv stack with a
+/// residual add, for calibration over several input sizes.
+pub fn dynamic_hw() -> ModelProto {
+    let mut b = GraphBuilder::new("dynamic_hw");
+    b.input("image", &[D::N(1), D::N(3), D::S("height"), D::S("width")]);
+    let x = conv_bn_relu(&mut b, "image", 3, 16, 3, 1);
+    let y = conv_bn_relu(&mut b, &x, 16, 16, 3, 1);
+    let y = b.conv(&y, 16, 16, 3, 1, 1, 1);
+    let x = b.add(&y, &x);
+    let x = b.relu(&x);
+    let z = b.conv(&x, 16, 4, 1, 1, 0, 1);
+    b.node_named("/out", "Identity", &[&z], &["mask"], vec![]);
+    b.output("mask", &[D::N(1), D::N(4), D::S("height"), D::S("width")]);
+    b.model()
+}
+
+/// Two MatMuls: a linear layer with a constant weight and an activation × activation product
+/// (attention-style), then a Gemm head.
+pub fn matmul_block() -> ModelProto {
+    let mut b = GraphBuilder::new("matmul_block");
+    b.input("tokens", &[D::N(1), D::N(16), D::N(32)]);
+    let w = b.init_randn("proj.weight", &[32, 32], 0.2);
+    let q = b.op("MatMul", &["tokens", &w], vec![]);
+    let perm = b.op(
+        "Transpose",
+        &["tokens"],
+        vec![attr_ints("perm", &[0, 2, 1])],
+    );
+    let att = b.op("MatMul", &[&q, &perm], vec![]); // [1,16,16]
+    let att = b.op("Softmax", &[&att], vec![attr_i("axis", -1)]);
+    let ctx = b.op("MatMul", &[&att, "tokens"], vec![]); // [1,16,32]
+    let s = b.init_i64("flat_shape", &[2], &[16, 32]);
+    let flat = b.op("Reshape", &[&ctx, &s], vec![]);
+    let logits = b.gemm(&flat, 32, 24);
+    b.node_named("/out", "Identity", &[&logits], &["logits"], vec![]);
+    b.output("logits", &[D::N(16), D::N(24)]);
+    b.model()
+}
+
+/// A segmentation-style head whose output is a label map: ArgMax over class scores, cast to
+/// float. Tiny score differences flip labels, so its output error says little about the
+/// quantized layers (seed Q9's "which part is at fault" question).
+pub fn argmax_head() -> ModelProto {
+    let mut b = GraphBuilder::new("argmax_head");
+    b.input("image", &[D::N(1), D::N(3), D::N(32), D::N(32)]);
+    let x = conv_bn_relu(&mut b, "image", 3, 16, 3, 1);
+    let x = conv_bn_relu(&mut b, &x, 16, 16, 3, 1);
+    let s = b.conv(&x, 16, 16, 1, 1, 0, 1);
+    let idx = b.op(
+        "ArgMax",
+        &[&s],
+        vec![attr_i("axis", 1), attr_i("keepdims", 1)],
+    );
+    b.node_named(
+        "/labels",
+        "Cast",
+        &[&idx],
+        &["labels"],
+        vec![attr_i("to", 1)],
+    );
+    b.output("labels", &[D::N(1), D::N(1), D::N(32), D::N(32)]);
+    b.model()
 }

@@ -100,10 +100,6 @@ impl<'a> OpCtx<'a> {
         self.node.attr_i(name).unwrap_or(default)
     }
 
-    pub fn attr_f(&self, name: &str, default: f32) -> f32 {
-        self.node.attr_f(name).unwrap_or(default)
-    }
-
     pub fn attr_ints(&self, name: &str) -> Option<&'a [i64]> {
         self.node.attr_ints(name)
     }

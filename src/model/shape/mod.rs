@@ -5,10 +5,37 @@
 //! derives dtype, shape and — for small integer tensors such as shape arithmetic — the values
 //! of every tensor. Symbolic dims stay symbolic; an op it does not know gives "unknown" for its
 //! outputs plus a diagnostic, never a failure of the whole analysis.
+//!
+//! Layout: `infer.rs` walks the graph and dispatches to one rule per op, grouped by family —
+//! `broadcast.rs` (elementwise, comparisons, Where/Clip/Cast), `conv.rs` (Conv, ConvTranspose,
+//! pools), `tensor_ops.rs` (Reshape, Slice, Gather, Concat, Shape, Range, …), `reduce.rs`,
+//! `linalg.rs` (Gemm, MatMul, Einsum), `nn.rs` (normalisations, Resize, quantisation,
+//! detection ops) and `control.rs` (If, Loop, Scan). `eval.rs` computes the contents of small
+//! tensors, `sym.rs` does arithmetic on symbolic dims, `ctx.rs` is what a rule sees, and
+//! `tract.rs` asks tract for its shapes so tests can check pare against it.
 
 use std::collections::HashMap;
 
+use super::graph::GraphIndex;
+use super::proto::{GraphProto, ModelProto};
 use super::tensor::DataType;
+
+mod broadcast;
+mod control;
+mod conv;
+mod ctx;
+pub mod eval;
+mod infer;
+mod linalg;
+mod nn;
+mod reduce;
+pub mod sym;
+mod tensor_ops;
+mod tract;
+
+pub use control::merge_infos;
+pub use eval::MAX_VALUE_ELEMS;
+pub use tract::tract_shapes;
 
 /// One dimension of a tensor shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,7 +76,10 @@ pub fn format_shape(shape: Option<&[Dim]>) -> String {
         None => "?".to_string(),
         Some(s) => format!(
             "[{}]",
-            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -74,6 +104,25 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    pub fn new(dtype: Option<DataType>, shape: Option<Shape>) -> Self {
+        Self {
+            dtype,
+            shape,
+            value: None,
+        }
+    }
+    /// Sets the known contents (callers keep values small, see [`MAX_VALUE_ELEMS`]).
+    pub fn with_value(mut self, v: Value) -> Self {
+        self.value = Some(v);
+        self
+    }
+    pub fn rank(&self) -> Option<usize> {
+        self.shape.as_ref().map(Vec::len)
+    }
+    /// Known integer contents, all concrete.
+    pub fn int_values(&self) -> Option<Vec<i64>> {
+        self.value.as_ref()?.as_ints()
+    }
     /// Every dim concrete.
     pub fn static_shape(&self) -> Option<Vec<i64>> {
         self.shape.as_ref()?.iter().map(Dim::known).collect()
@@ -113,3 +162,71 @@ impl ShapeInfo {
 
 /// User-pinned input shapes (`--input-shape NAME:1x3x512x512`).
 pub type InputPins = HashMap<String, Vec<i64>>;
+
+/// Rank of a tensor, when inference knows it.
+pub fn rank_of(info: &ShapeInfo, name: &str) -> Option<usize> {
+    info.get(name)?.rank()
+}
+
+impl ShapeInfo {
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        rank_of(self, name)
+    }
+    pub fn dtype(&self, name: &str) -> Option<DataType> {
+        self.tensors.get(name)?.dtype
+    }
+    /// Number of tensors whose shape is fully concrete.
+    pub fn static_count(&self) -> usize {
+        self.tensors
+            .values()
+            .filter(|t| t.static_shape().is_some())
+            .count()
+    }
+}
+
+/// Default-domain opset of a model (`""`/`ai.onnx`); the latest this module knows when the
+/// model declares none.
+pub fn model_opset(model: &ModelProto) -> i64 {
+    model.opset("").unwrap_or(21)
+}
+
+/// Infers dtype, shape and small values of every tensor of a model's main graph and of its
+/// nested graphs (If branches, Loop/Scan bodies). Never fails: what cannot be inferred is
+/// left unknown, with a [`ShapeDiagnostic`] saying why. `pins` replace the declared shapes of
+/// the named graph inputs.
+pub fn infer_shapes(model: &ModelProto, index: &GraphIndex, pins: &InputPins) -> ShapeInfo {
+    let mut inf = infer::Infer::new(model_opset(model));
+    if let Some(g) = model.graph() {
+        inf.run_graph(g, index, Some(pins));
+    }
+    let diagnostics = inf.diagnostics_dedup();
+    ShapeInfo {
+        tensors: inf.tensors,
+        diagnostics,
+    }
+}
+
+/// Infers one graph — typically a nested one — whose outer-scope reads resolve in `outer`.
+/// The result holds `outer`'s tensors plus this graph's; its diagnostics are only the new
+/// ones. Graph inputs (a Loop body's iteration count, carried values) come from their
+/// declarations unless `outer` already has info under their names.
+pub fn infer_graph(
+    graph: &GraphProto,
+    index: &GraphIndex,
+    outer: &ShapeInfo,
+    opset: i64,
+) -> ShapeInfo {
+    let mut inf = infer::Infer::new(opset);
+    inf.tensors = outer.tensors.clone();
+    inf.run_graph(graph, index, None);
+    let diagnostics = inf.diagnostics_dedup();
+    ShapeInfo {
+        tensors: inf.tensors,
+        diagnostics,
+    }
+}
+
+/// Names of ops that have a shape rule (default domain), for reports and tests.
+pub fn has_rule(op_type: &str) -> bool {
+    matches!(op_type, "If" | "Loop" | "Scan") || infer::rule_for(op_type).is_some()
+}

@@ -74,7 +74,12 @@ impl Poly {
         if k == 0 {
             return Poly::default();
         }
-        Poly(self.0.iter().map(|(m, c)| (m.clone(), c.wrapping_mul(k))).collect())
+        Poly(
+            self.0
+                .iter()
+                .map(|(m, c)| (m.clone(), c.wrapping_mul(k)))
+                .collect(),
+        )
     }
 
     pub fn sub(&self, o: &Poly) -> Poly {
@@ -120,30 +125,22 @@ impl Poly {
         Some(r)
     }
 
-    /// `floor(self / c)` for `c > 0`, assuming atoms are non-negative integers. Splits each
-    /// coefficient into a multiple of `c` plus a remainder in `[0, c)`; a remainder that is a
-    /// pure constant floors away, anything else stays as an opaque `(rest)/c` atom.
-    pub fn floor_div(&self, c: i64) -> Poly {
-        if c == 1 {
-            return self.clone();
-        }
+    /// Splits `self = c*q + r` with every coefficient of `r` in `[0, c)`.
+    fn div_rem(&self, c: i64) -> (Poly, Poly) {
         let mut q = Poly::default();
         let mut r = Poly::default();
         for (m, k) in &self.0 {
             q.add_term(m.clone(), k.div_euclid(c));
             r.add_term(m.clone(), k.rem_euclid(c));
         }
-        if r.as_const().is_some() {
-            // 0 <= r < c, so floor(r / c) == 0.
-            return q;
-        }
-        let inner = r.render();
-        let atom = if r.0.len() == 1 && r.0.values().all(|&v| v == 1) && !inner.contains('*') {
-            format!("{inner}/{c}")
-        } else {
-            format!("({inner})/{c}")
-        };
-        q.add(&Poly::atom(&atom))
+        (q, r)
+    }
+
+    /// The single atom of `self - constant` when that is exactly one atom with coefficient 1.
+    fn single_atom(&self) -> Option<&str> {
+        let mut it = self.0.iter().filter(|(m, _)| !m.is_empty());
+        let (m, c) = it.next()?;
+        (it.next().is_none() && *c == 1 && m.len() == 1).then(|| m[0].as_str())
     }
 
     /// Canonical text: non-constant terms in order, then the constant (`2*h+w-1`).
@@ -183,9 +180,42 @@ impl Poly {
 #[derive(Debug, Default)]
 pub struct SymTable {
     polys: HashMap<String, Poly>,
+    /// Floor-division atoms: `"(h+1)/2"` → (`h+1`, 2).
+    fdivs: HashMap<String, (Poly, i64)>,
 }
 
 impl SymTable {
+    /// `floor(p / c)` for `c > 0`, assuming atoms are non-negative integers. A remainder that
+    /// is a pure constant in `[0, c)` floors away; anything else becomes an opaque `(r)/c`
+    /// atom. Nested divisions fold: `floor((floor(q/a) + b) / c) == floor((q + a*b) / (a*c))`,
+    /// so two stride-2 convs on `h` give `(h+3)/4`, not `((h+1)/2+1)/2`.
+    pub fn floor_div_poly(&mut self, p: &Poly, c: i64) -> Poly {
+        if c == 1 {
+            return p.clone();
+        }
+        if let Some(atom) = p.single_atom()
+            && let Some((q, a)) = self.fdivs.get(atom).cloned()
+            && let Some(ac) = a.checked_mul(c)
+        {
+            let b = p.const_term();
+            return self.floor_div_poly(&q.add(&Poly::constant(a.wrapping_mul(b))), ac);
+        }
+        let (q, r) = p.div_rem(c);
+        if r.as_const().is_some() {
+            // 0 <= r < c, so floor(r / c) == 0.
+            return q;
+        }
+        let inner = r.render();
+        let atom =
+            if r.single_atom().is_some() && r.const_term() == 0 && !inner.contains(['*', '/']) {
+                format!("{inner}/{c}")
+            } else {
+                format!("({inner})/{c}")
+            };
+        self.fdivs.entry(atom.clone()).or_insert((r, c));
+        q.add(&Poly::atom(&atom))
+    }
+
     /// The polynomial of a dim; `None` for `Unknown`.
     pub fn poly(&self, d: &Dim) -> Option<Poly> {
         match d {
@@ -251,7 +281,10 @@ impl SymTable {
             (_, Dim::Known(0)) => Dim::Unknown,
             (Dim::Known(x), Dim::Known(y)) => Dim::Known(x.wrapping_div(*y)),
             (_, Dim::Known(y)) if *y > 0 => match self.poly(a) {
-                Some(p) => self.dim(p.floor_div(*y)),
+                Some(p) => {
+                    let f = self.floor_div_poly(&p, *y);
+                    self.dim(f)
+                }
                 None => Dim::Unknown,
             },
             _ => self.bin(a, b, |x, y| x.div_exact(y)),
@@ -266,7 +299,10 @@ impl SymTable {
         match a {
             Dim::Known(x) => Dim::Known(x.div_euclid(c)),
             _ => match self.poly(a) {
-                Some(p) => self.dim(p.floor_div(c)),
+                Some(p) => {
+                    let f = self.floor_div_poly(&p, c);
+                    self.dim(f)
+                }
                 None => Dim::Unknown,
             },
         }
@@ -278,9 +314,12 @@ impl SymTable {
             return Dim::Unknown;
         }
         match a {
-            Dim::Known(x) => Dim::Known(-((-x).div_euclid(c))),
+            Dim::Known(x) => Dim::Known(x.wrapping_neg().div_euclid(c).wrapping_neg()),
             _ => match self.poly(a) {
-                Some(p) => self.dim(p.add(&Poly::constant(c - 1)).floor_div(c)),
+                Some(p) => {
+                    let f = self.floor_div_poly(&p.add(&Poly::constant(c - 1)), c);
+                    self.dim(f)
+                }
                 None => Dim::Unknown,
             },
         }
@@ -297,7 +336,7 @@ impl SymTable {
     /// `a - b` when it is a constant (the two differ by a known amount).
     pub fn const_diff(&self, a: &Dim, b: &Dim) -> Option<i64> {
         if let (Dim::Known(x), Dim::Known(y)) = (a, b) {
-            return Some(x - y);
+            return x.checked_sub(*y);
         }
         self.poly(a)?.sub(&self.poly(b)?).as_const()
     }
@@ -358,6 +397,11 @@ mod tests {
         let b = t.floor_div_c(&b, 1);
         let b = t.add_c(&b, 1);
         assert_eq!(b, h);
+        // Two stride-2 convs fold into one division.
+        let c = t.add_c(&a, -1);
+        let c = t.floor_div_c(&c, 2);
+        let c = t.add_c(&c, 1);
+        assert_eq!(c, s("(h+3)/4"));
         // 2*h / 2 == h
         let d = t.mul_c(&h, 2);
         assert_eq!(d, s("2*h"));
@@ -372,13 +416,8 @@ mod tests {
         let n = t.product([&s("b"), &Dim::Known(3), &s("h"), &s("w")]);
         let d = t.mul(&s("b"), &Dim::Known(3));
         assert_eq!(t.div(&n, &d), hw);
-        assert_eq!(t.const_diff(&t.clone_dim(&hw), &s("w*h")), None);
-    }
-
-    impl SymTable {
-        fn clone_dim(&self, d: &Dim) -> Dim {
-            d.clone()
-        }
+        assert_eq!(t.const_diff(&hw, &s("h")), None);
+        assert_eq!(t.div(&hw, &s("h")), s("w"));
     }
 
     #[test]

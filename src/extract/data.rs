@@ -1,0 +1,1606 @@
+//! Real boundary data for extracted pieces: input samples (ONNX TensorProto `.pb`, `.npy`, test
+//! data directories or seeded random), tensor conversions, a tract runner that computes any
+//! intermediate tensors of a model, and ONNX's test-data layout (`test_data_set_K/input_I.pb`).
+//!
+//! tract refuses some models users most need to cut apart, typically an `If` whose condition
+//! depends on data (PyTorch's `squeeze(dim)` export) with branches of different ranks. The
+//! [`Runner`] then evaluates each such condition (from pare's shape inference when it knows the
+//! value, else by running the condition's own ancestors), inlines the branch taken and runs
+//! again. It only ever runs the ancestors of the tensors asked for, so an op tract lacks
+//! elsewhere in the model does not matter.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::Piece;
+use crate::error::{PareError, Result};
+use crate::model::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use crate::model::shape::Dim;
+use crate::model::tensor::{self, DataType, f16_to_f32};
+use crate::model::{Analysis, GraphIndex, Model};
+use crate::rng::Rng;
+use crate::runtime::{Engine, HostData, HostTensor, InputSpec, TractEngine};
+
+// ---------------------------------------------------------------------------------------------
+// TensorProto <-> HostTensor.
+
+fn tensor_err(name: &str, message: impl Into<String>) -> PareError {
+    PareError::Tensor {
+        tensor: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads an ONNX tensor into host memory. float16/bfloat16 widen to float32; 16- and
+/// unsigned 32/64-bit integers widen to int64.
+pub fn tensor_to_host(t: &TensorProto) -> Result<HostTensor> {
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let dt = DataType(t.data_type());
+    let data = match dt {
+        DataType::FLOAT | DataType::FLOAT16 | DataType::BFLOAT16 => {
+            HostData::F32(tensor::to_f32(t)?)
+        }
+        DataType::DOUBLE => match &t.raw_data {
+            Some(raw) => {
+                if raw.len() != t.numel() as usize * 8 {
+                    return Err(tensor_err(
+                        t.name(),
+                        format!(
+                            "holds {} bytes, its dims {:?} need {}",
+                            raw.len(),
+                            t.dims,
+                            t.numel() * 8
+                        ),
+                    ));
+                }
+                HostData::F64(
+                    raw.chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                        .collect(),
+                )
+            }
+            None => HostData::F64(t.double_data.clone()),
+        },
+        DataType::INT64
+        | DataType::UINT64
+        | DataType::UINT32
+        | DataType::INT16
+        | DataType::UINT16 => HostData::I64(tensor::to_i64(t)?),
+        DataType::INT32 => {
+            HostData::I32(tensor::to_i64(t)?.into_iter().map(|v| v as i32).collect())
+        }
+        DataType::INT8 => HostData::I8(tensor::to_i64(t)?.into_iter().map(|v| v as i8).collect()),
+        DataType::UINT8 => HostData::U8(tensor::to_i64(t)?.into_iter().map(|v| v as u8).collect()),
+        DataType::BOOL => HostData::Bool(tensor::to_i64(t)?.into_iter().map(|v| v != 0).collect()),
+        other => {
+            return Err(tensor_err(
+                t.name(),
+                format!("tensors of type {other} are not supported as data"),
+            ));
+        }
+    };
+    let h = HostTensor { shape, data };
+    if h.len() != t.numel() as usize {
+        return Err(tensor_err(
+            t.name(),
+            format!(
+                "holds {} values, its dims {:?} need {}",
+                h.len(),
+                t.dims,
+                t.numel()
+            ),
+        ));
+    }
+    Ok(h)
+}
+
+/// float32 to IEEE half, round to nearest even.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let rest = m & ((1 << shift) - 1);
+        let mut v = m >> shift;
+        if rest > half || (rest == half && v & 1 == 1) {
+            v += 1;
+        }
+        return sign | v as u16;
+    }
+    let mut v = ((e as u32) << 10) | (man >> 13);
+    let rest = man & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && v & 1 == 1) {
+        v += 1;
+    }
+    sign | v as u16
+}
+
+/// Writes host data as an ONNX tensor of type `dtype` (default: the data's own type),
+/// converting values where the types differ (e.g. float16 tensors tract returned as float32).
+pub fn host_to_tensor(name: &str, h: &HostTensor, dtype: Option<DataType>) -> Result<TensorProto> {
+    let dt = dtype.unwrap_or_else(|| h.dtype());
+    let mut raw: Vec<u8> = Vec::with_capacity(h.len() * (dt.bits() as usize / 8).max(1));
+    macro_rules! put {
+        ($iter:expr) => {
+            for v in $iter {
+                raw.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+    }
+    match (&h.data, dt) {
+        (HostData::F32(v), DataType::FLOAT) => put!(v.iter()),
+        (HostData::F64(v), DataType::DOUBLE) => put!(v.iter()),
+        (HostData::I64(v), DataType::INT64) => put!(v.iter()),
+        (HostData::I32(v), DataType::INT32) => put!(v.iter()),
+        (HostData::I8(v), DataType::INT8) => put!(v.iter()),
+        (HostData::U8(v), DataType::UINT8) => put!(v.iter()),
+        (HostData::Bool(v), DataType::BOOL) => raw.extend(v.iter().map(|&b| b as u8)),
+        (HostData::I64(v), DataType::UINT64) => put!(v.iter().map(|&x| x as u64)),
+        (_, DataType::FLOAT) => put!(h.to_f64().iter().map(|&x| x as f32)),
+        (_, DataType::DOUBLE) => put!(h.to_f64().iter()),
+        (_, DataType::FLOAT16) => put!(h.to_f64().iter().map(|&x| f32_to_f16(x as f32))),
+        (_, DataType::BFLOAT16) => put!(
+            h.to_f64()
+                .iter()
+                .map(|&x| ((x as f32).to_bits() >> 16) as u16)
+        ),
+        (_, DataType::INT64) => put!(h.to_f64().iter().map(|&x| x as i64)),
+        (_, DataType::INT32) => put!(h.to_f64().iter().map(|&x| x as i32)),
+        (_, DataType::INT16) => put!(h.to_f64().iter().map(|&x| x as i16)),
+        (_, DataType::INT8) => put!(h.to_f64().iter().map(|&x| x as i8)),
+        (_, DataType::UINT64) => put!(h.to_f64().iter().map(|&x| x as u64)),
+        (_, DataType::UINT32) => put!(h.to_f64().iter().map(|&x| x as u32)),
+        (_, DataType::UINT16) => put!(h.to_f64().iter().map(|&x| x as u16)),
+        (_, DataType::UINT8) => put!(h.to_f64().iter().map(|&x| x as u8)),
+        (_, DataType::BOOL) => raw.extend(h.to_f64().iter().map(|&x| (x != 0.0) as u8)),
+        (_, other) => {
+            return Err(tensor_err(
+                name,
+                format!("cannot write data of type {other}"),
+            ));
+        }
+    }
+    Ok(TensorProto {
+        dims: h.shape.iter().map(|&d| d as i64).collect(),
+        data_type: Some(dt.0),
+        name: Some(name.to_string()),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    })
+}
+
+/// Converts host data to another element type: float<->float and int<->int (bool included).
+/// Returns `None` for float<->int conversions, which would change values.
+pub fn cast_host(h: &HostTensor, to: DataType) -> Option<HostTensor> {
+    if h.dtype() == to {
+        return Some(h.clone());
+    }
+    let from_float = matches!(h.data, HostData::F32(_) | HostData::F64(_));
+    let v = h.to_f64();
+    let data = match to {
+        DataType::FLOAT if from_float => HostData::F32(v.iter().map(|&x| x as f32).collect()),
+        DataType::DOUBLE if from_float => HostData::F64(v),
+        _ if from_float => return None,
+        DataType::INT64 => HostData::I64(match &h.data {
+            HostData::I64(x) => x.clone(),
+            _ => v.iter().map(|&x| x as i64).collect(),
+        }),
+        DataType::INT32 => HostData::I32(v.iter().map(|&x| x as i32).collect()),
+        DataType::INT8 => HostData::I8(v.iter().map(|&x| x as i8).collect()),
+        DataType::UINT8 => HostData::U8(v.iter().map(|&x| x as u8).collect()),
+        DataType::BOOL => HostData::Bool(v.iter().map(|&x| x != 0.0).collect()),
+        _ => return None,
+    };
+    Some(HostTensor {
+        shape: h.shape.clone(),
+        data,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npy
+
+const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+
+fn npy_err(origin: &Path, m: impl Into<String>) -> PareError {
+    PareError::NotOnnx {
+        path: origin.to_path_buf(),
+        message: format!("is not a readable .npy file: {}", m.into()),
+    }
+}
+
+/// Parses a `.npy` array (format versions 1-3; C or Fortran order; little or big endian).
+pub fn read_npy(bytes: &[u8], origin: &Path) -> Result<HostTensor> {
+    if !bytes.starts_with(NPY_MAGIC) || bytes.len() < 10 {
+        return Err(npy_err(origin, "no NUMPY magic"));
+    }
+    let major = bytes[6];
+    let (hlen, start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => {
+            return Err(npy_err(
+                origin,
+                format!("unsupported format version {major}"),
+            ));
+        }
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .ok_or_else(|| npy_err(origin, "truncated header"))?;
+    let header = String::from_utf8_lossy(header);
+    let field = |key: &str| -> Option<String> {
+        let k = header.find(&format!("'{key}'"))?;
+        let rest = header[k + key.len() + 2..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
+        if let Some(r) = rest.strip_prefix('(') {
+            return Some(r[..r.find(')')?].to_string());
+        }
+        if let Some(r) = rest.strip_prefix('\'') {
+            return Some(r[..r.find('\'')?].to_string());
+        }
+        Some(rest.split([',', '}']).next()?.trim().to_string())
+    };
+    let descr = field("descr").ok_or_else(|| npy_err(origin, "no 'descr' in header"))?;
+    let fortran = field("fortran_order").is_some_and(|v| v == "True");
+    let shape_s = field("shape").ok_or_else(|| npy_err(origin, "no 'shape' in header"))?;
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| npy_err(origin, format!("bad shape ({shape_s})")))?;
+    let n: usize = shape.iter().product();
+    let (order, kind) = descr.split_at(1);
+    let big = order == ">";
+    if !matches!(order, "<" | ">" | "|" | "=") {
+        return Err(npy_err(origin, format!("unsupported dtype '{descr}'")));
+    }
+    let width: usize = kind[1..]
+        .parse()
+        .map_err(|_| npy_err(origin, format!("unsupported dtype '{descr}'")))?;
+    let data = &bytes[start + hlen..];
+    if data.len() < n * width {
+        return Err(npy_err(
+            origin,
+            format!(
+                "holds {} data bytes, shape {shape:?} of {descr} needs {}",
+                data.len(),
+                n * width
+            ),
+        ));
+    }
+    let word = |i: usize| -> [u8; 8] {
+        let mut w = [0u8; 8];
+        let c = &data[i * width..(i + 1) * width];
+        if big {
+            for (k, b) in c.iter().rev().enumerate() {
+                w[k] = *b;
+            }
+        } else {
+            w[..width].copy_from_slice(c);
+        }
+        w
+    };
+    let data = match (&kind[..1], width) {
+        ("f", 4) => HostData::F32(
+            (0..n)
+                .map(|i| {
+                    let w = word(i);
+                    f32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                })
+                .collect(),
+        ),
+        ("f", 8) => HostData::F64((0..n).map(|i| f64::from_le_bytes(word(i))).collect()),
+        ("f", 2) => HostData::F32(
+            (0..n)
+                .map(|i| {
+                    let w = word(i);
+                    f16_to_f32(u16::from_le_bytes([w[0], w[1]]))
+                })
+                .collect(),
+        ),
+        ("i", 8) => HostData::I64((0..n).map(|i| i64::from_le_bytes(word(i))).collect()),
+        ("i", 4) => HostData::I32(
+            (0..n)
+                .map(|i| {
+                    let w = word(i);
+                    i32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                })
+                .collect(),
+        ),
+        ("i", 2) => HostData::I32(
+            (0..n)
+                .map(|i| {
+                    let w = word(i);
+                    i16::from_le_bytes([w[0], w[1]]) as i32
+                })
+                .collect(),
+        ),
+        ("i", 1) => HostData::I8((0..n).map(|i| word(i)[0] as i8).collect()),
+        ("u", 1) => HostData::U8((0..n).map(|i| word(i)[0]).collect()),
+        ("u", 2) => HostData::I32(
+            (0..n)
+                .map(|i| {
+                    let w = word(i);
+                    u16::from_le_bytes([w[0], w[1]]) as i32
+                })
+                .collect(),
+        ),
+        ("u", 4) => HostData::I64(
+            (0..n)
+                .map(|i| {
+                    let w = word(i);
+                    u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as i64
+                })
+                .collect(),
+        ),
+        ("u", 8) => HostData::I64((0..n).map(|i| u64::from_le_bytes(word(i)) as i64).collect()),
+        ("b", 1) => HostData::Bool((0..n).map(|i| word(i)[0] != 0).collect()),
+        _ => return Err(npy_err(origin, format!("unsupported dtype '{descr}'"))),
+    };
+    let mut h = HostTensor { shape, data };
+    if fortran && h.shape.len() > 1 {
+        h = fortran_to_c(&h);
+    }
+    Ok(h)
+}
+
+/// Reorders column-major data to row-major.
+fn fortran_to_c(h: &HostTensor) -> HostTensor {
+    let shape = &h.shape;
+    let n: usize = shape.iter().product();
+    // Fortran strides.
+    let mut fs = vec![1usize; shape.len()];
+    for k in 1..shape.len() {
+        fs[k] = fs[k - 1] * shape[k - 1];
+    }
+    let src_index = |mut c: usize| -> usize {
+        let mut off = 0;
+        for k in (0..shape.len()).rev() {
+            let i = c % shape[k];
+            c /= shape[k];
+            off += i * fs[k];
+        }
+        off
+    };
+    macro_rules! perm {
+        ($v:expr, $var:ident) => {
+            HostData::$var((0..n).map(|c| $v[src_index(c)]).collect())
+        };
+    }
+    let data = match &h.data {
+        HostData::F32(v) => perm!(v, F32),
+        HostData::F64(v) => perm!(v, F64),
+        HostData::I64(v) => perm!(v, I64),
+        HostData::I32(v) => perm!(v, I32),
+        HostData::I8(v) => perm!(v, I8),
+        HostData::U8(v) => perm!(v, U8),
+        HostData::Bool(v) => perm!(v, Bool),
+    };
+    HostTensor {
+        shape: shape.clone(),
+        data,
+    }
+}
+
+/// Encodes a `.npy` (format 1.0, little endian, C order).
+pub fn write_npy(h: &HostTensor) -> Vec<u8> {
+    let descr = match h.data {
+        HostData::F32(_) => "<f4",
+        HostData::F64(_) => "<f8",
+        HostData::I64(_) => "<i8",
+        HostData::I32(_) => "<i4",
+        HostData::I8(_) => "|i1",
+        HostData::U8(_) => "|u1",
+        HostData::Bool(_) => "|b1",
+    };
+    let shape = match h.shape.len() {
+        0 => "()".to_string(),
+        1 => format!("({},)", h.shape[0]),
+        _ => format!(
+            "({})",
+            h.shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let total = NPY_MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = NPY_MAGIC.to_vec();
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    let t = host_to_tensor("", h, None).expect("own type always encodes");
+    out.extend_from_slice(t.raw_data.as_deref().unwrap_or(&[]));
+    out
+}
+
+/// Reads one tensor file: `.npy`, or an ONNX TensorProto (`.pb`). Returns the name stored in
+/// a TensorProto, if any.
+pub fn read_tensor_file(path: &Path) -> Result<(Option<String>, HostTensor)> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            PareError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            PareError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    if bytes.starts_with(NPY_MAGIC) {
+        return Ok((None, read_npy(&bytes, path)?));
+    }
+    let t = TensorProto::decode(Bytes::from(bytes)).map_err(|e| PareError::NotOnnx {
+        path: path.to_path_buf(),
+        message: format!("is neither a .npy file nor an ONNX TensorProto: {e}"),
+    })?;
+    if t.data_type.is_none() {
+        return Err(PareError::NotOnnx {
+            path: path.to_path_buf(),
+            message: "decodes as protobuf but is not an ONNX TensorProto (no data_type)".into(),
+        });
+    }
+    let name = Some(t.name().to_string()).filter(|n| !n.is_empty());
+    let h = tensor_to_host(&t).map_err(|e| PareError::NotOnnx {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok((name, h))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input samples.
+
+/// Input data for the model's inputs: one or more samples.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    /// Per sample, one tensor per model input (in `Analysis::index.inputs` order).
+    pub sets: Vec<Vec<HostTensor>>,
+    /// Where they came from ("random, seed 0", file names), for reports.
+    pub source: String,
+    pub notes: Vec<String>,
+}
+
+fn fmt_dims(d: &[usize]) -> String {
+    format!(
+        "[{}]",
+        d.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Concrete input shapes and types: static or pinned dims; symbolic dims become 1 (first
+/// axis) or 64, with a note.
+pub fn default_specs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
+    let g = a.graph();
+    let mut notes = Vec::new();
+    let mut specs = Vec::new();
+    for name in &a.index.inputs {
+        let info = a.shapes.get(name).cloned().unwrap_or_default();
+        let decl = g
+            .input
+            .iter()
+            .find(|v| v.name() == name)
+            .map(super::vi_type);
+        let shape = info.shape.or_else(|| decl.as_ref().and_then(|d| d.2.clone())).ok_or_else(|| {
+            PareError::Usage(format!("input '{name}' has no declared shape; pin it with --input-shape or give --input-data"))
+        })?;
+        let dims: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(k, d)| match d {
+                Dim::Known(v) => (*v).max(0) as usize,
+                other => {
+                    let v = if k == 0 { 1 } else { 64 };
+                    notes.push(format!(
+                        "input '{name}' dim {k} ({other}) set to {v}; pin it with --input-shape"
+                    ));
+                    v
+                }
+            })
+            .collect();
+        let dtype = info
+            .dtype
+            .or_else(|| decl.and_then(|d| d.1))
+            .unwrap_or(DataType::FLOAT);
+        specs.push(InputSpec {
+            name: name.clone(),
+            dtype,
+            shape: dims,
+        });
+    }
+    Ok((specs, notes))
+}
+
+/// Checks a data tensor against a model input and converts its element type where that
+/// loses nothing that matters (float64 files for float32 inputs).
+fn conform(
+    a: &Analysis,
+    input: &str,
+    origin: &str,
+    h: HostTensor,
+    notes: &mut Vec<String>,
+) -> Result<HostTensor> {
+    let info = a.shapes.get(input);
+    let decl = a
+        .graph()
+        .input
+        .iter()
+        .find(|v| v.name() == input)
+        .map(super::vi_type);
+    let dtype = info
+        .and_then(|i| i.dtype)
+        .or_else(|| decl.as_ref().and_then(|d| d.1))
+        .unwrap_or(DataType::FLOAT);
+    let shape = info
+        .and_then(|i| i.shape.clone())
+        .or_else(|| decl.and_then(|d| d.2));
+    if let Some(s) = &shape {
+        let fits = s.len() == h.shape.len()
+            && s.iter()
+                .zip(&h.shape)
+                .all(|(d, &v)| d.known().is_none_or(|k| k == v as i64));
+        if !fits {
+            return Err(PareError::Usage(format!(
+                "{origin} holds a tensor of shape {} for input '{input}', but the model declares {}",
+                fmt_dims(&h.shape),
+                crate::model::shape::format_shape(Some(s))
+            )));
+        }
+    }
+    if h.dtype() == dtype {
+        return Ok(h);
+    }
+    match cast_host(&h, dtype) {
+        Some(c) => {
+            notes.push(format!(
+                "{origin}: converted {} to {dtype} for input '{input}'",
+                h.dtype()
+            ));
+            Ok(c)
+        }
+        None => Err(PareError::Usage(format!(
+            "{origin} holds {} data for input '{input}', which is {dtype}",
+            h.dtype()
+        ))),
+    }
+}
+
+/// Files of a test-data directory: `input_K.pb` in K order, else every `.pb`/`.npy` by name.
+fn dir_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|source| PareError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    let index = |p: &Path| -> Option<usize> {
+        p.file_name()?
+            .to_str()?
+            .strip_prefix("input_")?
+            .strip_suffix(".pb")
+            .and_then(|k| k.parse().ok())
+    };
+    if files.iter().any(|p| index(p).is_some()) {
+        files.retain(|p| index(p).is_some());
+        files.sort_by_key(|p| index(p));
+    } else {
+        files.retain(|p| p.extension().is_some_and(|e| e == "pb" || e == "npy"));
+        files.sort();
+    }
+    if files.is_empty() {
+        return Err(PareError::Usage(format!(
+            "{}: no input_K.pb, .pb or .npy files in this directory",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Input samples from `--input-data` specs (`PATH` or `NAME=PATH`; a directory is one sample
+/// in ONNX's test-data layout), or `count` seeded random samples when there are none.
+pub fn load_samples(
+    a: &Analysis,
+    input_data: &[String],
+    count: usize,
+    seed: u64,
+) -> Result<Samples> {
+    let inputs = &a.index.inputs;
+    let mut notes = Vec::new();
+    if input_data.is_empty() {
+        let (specs, n) = default_specs(a)?;
+        notes.extend(n);
+        let count = count.max(1);
+        let sets = (0..count)
+            .map(|k| {
+                let mut rng = Rng::new(seed + k as u64);
+                specs
+                    .iter()
+                    .map(|s| HostTensor::random(s.dtype, &s.shape, &mut rng))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let source = if count == 1 {
+            format!("random inputs, seed {seed}")
+        } else {
+            format!("random inputs, seeds {seed}..{}", seed + count as u64 - 1)
+        };
+        return Ok(Samples {
+            sets,
+            source,
+            notes,
+        });
+    }
+    // Named (NAME=PATH where NAME is an input) or positional specs.
+    let parsed: Vec<(Option<String>, PathBuf)> = input_data
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((n, p)) if inputs.iter().any(|i| i == n) => {
+                (Some(n.to_string()), PathBuf::from(p))
+            }
+            Some((n, p)) if !Path::new(s).exists() && !n.contains('/') => {
+                let near = super::closest(n, inputs.iter().map(String::as_str), 3);
+                (
+                    Some(format!("\u{0}{n}\u{0}{}", near.join("', '"))),
+                    PathBuf::from(p),
+                )
+            }
+            _ => (None, PathBuf::from(s)),
+        })
+        .collect();
+    if let Some((Some(bad), _)) = parsed
+        .iter()
+        .find(|(n, _)| n.as_ref().is_some_and(|n| n.starts_with('\u{0}')))
+    {
+        let parts: Vec<&str> = bad.split('\u{0}').collect();
+        return Err(PareError::Usage(format!(
+            "--input-data names '{}', which is not an input of the model (inputs: {}; closest: '{}')",
+            parts[1],
+            inputs.join(", "),
+            parts[2]
+        )));
+    }
+    let dirs: Vec<&PathBuf> = parsed
+        .iter()
+        .filter(|(_, p)| p.is_dir())
+        .map(|(_, p)| p)
+        .collect();
+    let mut sets = Vec::new();
+    if !dirs.is_empty() {
+        if dirs.len() != parsed.len() || parsed.iter().any(|(n, _)| n.is_some()) {
+            return Err(PareError::Usage(
+                "--input-data: give either directories (one sample each) or tensor files, not both"
+                    .into(),
+            ));
+        }
+        for d in &dirs {
+            let files = dir_files(d)?;
+            if files.len() != inputs.len() {
+                return Err(PareError::Usage(format!(
+                    "{}: {} tensor files for {} model inputs ({})",
+                    d.display(),
+                    files.len(),
+                    inputs.len(),
+                    inputs.join(", ")
+                )));
+            }
+            let mut set = Vec::new();
+            for (f, name) in files.iter().zip(inputs) {
+                let (_, h) = read_tensor_file(f)?;
+                set.push(conform(a, name, &f.display().to_string(), h, &mut notes)?);
+            }
+            sets.push(set);
+        }
+        let source = dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Ok(Samples {
+            sets,
+            source,
+            notes,
+        });
+    }
+    let mut slots: Vec<Option<HostTensor>> = vec![None; inputs.len()];
+    let mut positional = Vec::new();
+    for (name, path) in &parsed {
+        match name {
+            Some(n) => {
+                let k = inputs.iter().position(|i| i == n).expect("checked above");
+                if slots[k].is_some() {
+                    return Err(PareError::Usage(format!(
+                        "--input-data gives input '{n}' twice"
+                    )));
+                }
+                let (_, h) = read_tensor_file(path)?;
+                slots[k] = Some(conform(a, n, &path.display().to_string(), h, &mut notes)?);
+            }
+            None => positional.push(path),
+        }
+    }
+    for path in positional {
+        let Some(k) = slots.iter().position(Option::is_none) else {
+            return Err(PareError::Usage(format!(
+                "--input-data: {} is one file too many; the model has {} input(s): {}",
+                path.display(),
+                inputs.len(),
+                inputs.join(", ")
+            )));
+        };
+        let (_, h) = read_tensor_file(path)?;
+        slots[k] = Some(conform(
+            a,
+            &inputs[k],
+            &path.display().to_string(),
+            h,
+            &mut notes,
+        )?);
+    }
+    let missing: Vec<&str> = inputs
+        .iter()
+        .zip(&slots)
+        .filter(|(_, s)| s.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(PareError::Usage(format!(
+            "--input-data gives no data for input(s) {}",
+            missing.join(", ")
+        )));
+    }
+    sets.push(slots.into_iter().map(|s| s.expect("all filled")).collect());
+    if count > 1 {
+        notes.push("--samples is ignored with --input-data files (give several directories for several samples)".into());
+    }
+    let source = input_data.join(", ");
+    Ok(Samples {
+        sets,
+        source,
+        notes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running parts of a model with tract.
+
+/// `proto` reduced to the ancestors of `outputs` (its inputs: the graph inputs they need).
+pub fn prune_to(proto: &ModelProto, outputs: &[String]) -> Result<ModelProto> {
+    let g = proto
+        .graph()
+        .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
+    let ix = GraphIndex::build(g)?;
+    let mut keep: BTreeSet<usize> = BTreeSet::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut stack: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        if let Some(&p) = ix.producer.get(t)
+            && keep.insert(p)
+        {
+            stack.extend(ix.all_inputs(&g.node[p], p));
+        }
+    }
+    let mut m = proto.clone();
+    let mg = m.graph.as_mut().expect("checked");
+    mg.node = ix
+        .topo
+        .iter()
+        .filter(|i| keep.contains(i))
+        .map(|&i| g.node[i].clone())
+        .collect();
+    mg.input
+        .retain(|v| seen.contains(v.name()) && !ix.initializers.contains_key(v.name()));
+    mg.initializer.retain(|t| seen.contains(t.name()));
+    mg.sparse_initializer
+        .retain(|s| s.values.as_ref().is_some_and(|v| seen.contains(v.name())));
+    mg.value_info.clear();
+    mg.output = outputs
+        .iter()
+        .map(|o| ValueInfoProto {
+            name: Some(o.clone()),
+            ..Default::default()
+        })
+        .collect();
+    m.training_info.clear();
+    Ok(m)
+}
+
+/// Replaces each top-level `If` node whose condition is in `conds` (node position → value)
+/// by the nodes of the branch taken, wiring the branch outputs to the `If` outputs.
+pub fn inline_ifs(proto: &ModelProto, conds: &HashMap<usize, bool>) -> ModelProto {
+    let mut m = proto.clone();
+    let Some(g) = m.graph.as_mut() else { return m };
+    let old = std::mem::take(&mut g.node);
+    for (i, n) in old.into_iter().enumerate() {
+        let Some(&c) = conds.get(&i) else {
+            g.node.push(n);
+            continue;
+        };
+        let attr = if c { "then_branch" } else { "else_branch" };
+        let Some(branch) = n.attr(attr).and_then(|a| a.g.as_deref()).cloned() else {
+            g.node.push(n);
+            continue;
+        };
+        let prefix = format!("{}/{attr}", n.display_name());
+        for mut bn in branch.node {
+            bn.name = Some(format!("{prefix}/{}", bn.name()));
+            g.node.push(bn);
+        }
+        g.initializer.extend(branch.initializer);
+        g.sparse_initializer.extend(branch.sparse_initializer);
+        for (k, bo) in branch.output.iter().enumerate() {
+            let Some(out) = n.output.get(k).filter(|o| !o.is_empty()) else {
+                continue;
+            };
+            g.node.push(NodeProto {
+                name: Some(format!("{prefix}/output_{k}")),
+                op_type: Some("Identity".into()),
+                input: vec![bo.name().to_string()],
+                output: vec![out.clone()],
+                ..Default::default()
+            });
+        }
+    }
+    m
+}
+
+/// tract computes shape arithmetic in its own dimension type, which comes back as float32;
+/// this restores the ONNX type (`want`, from pare's inference) of such tensors.
+fn coerce_tract_output(h: HostTensor, want: DataType) -> HostTensor {
+    if !matches!(h.data, HostData::F32(_)) || want == DataType::FLOAT {
+        return h;
+    }
+    let v = h.to_f64();
+    let data = match want {
+        DataType::INT64 => HostData::I64(v.iter().map(|&x| x as i64).collect()),
+        DataType::INT32 => HostData::I32(v.iter().map(|&x| x as i32).collect()),
+        DataType::INT8 => HostData::I8(v.iter().map(|&x| x as i8).collect()),
+        DataType::UINT8 => HostData::U8(v.iter().map(|&x| x as u8).collect()),
+        DataType::BOOL => HostData::Bool(v.iter().map(|&x| x != 0.0).collect()),
+        DataType::DOUBLE => HostData::F64(v),
+        _ => return h,
+    };
+    HostTensor {
+        shape: h.shape,
+        data,
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let s = s.trim();
+    let s = s.strip_prefix("runtime: ").unwrap_or(s);
+    let mut t: String = s
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if t.chars().count() > 600 {
+        t = t.chars().take(600).collect::<String>() + "…";
+    }
+    t
+}
+
+/// Computes tensors of one model for one input sample, caching what it computed.
+pub struct Runner<'a> {
+    a: &'a Analysis,
+    cache: HashMap<String, HostTensor>,
+    /// What was done beyond a plain run (If specialisation), for reports.
+    pub log: Vec<String>,
+}
+
+impl<'a> Runner<'a> {
+    /// `inputs` in the model's input order (`a.index.inputs`).
+    pub fn new(a: &'a Analysis, inputs: &[HostTensor]) -> Self {
+        let cache = a
+            .index
+            .inputs
+            .iter()
+            .cloned()
+            .zip(inputs.iter().cloned())
+            .collect();
+        Self {
+            a,
+            cache,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.cache.get(name)
+    }
+
+    /// Computes `wanted` (any main-graph tensors) by running their ancestors with tract.
+    pub fn compute(&mut self, wanted: &[String]) -> Result<()> {
+        let mut todo: Vec<String> = Vec::new();
+        for t in wanted {
+            if self.cache.contains_key(t) || todo.contains(t) {
+                continue;
+            }
+            if let Some(&pos) = self.a.index.initializers.get(t) {
+                let init = self
+                    .a
+                    .graph()
+                    .initializer
+                    .get(pos)
+                    .ok_or_else(|| tensor_err(t, "is a sparse initializer"))?;
+                self.cache.insert(t.clone(), tensor_to_host(init)?);
+                continue;
+            }
+            if !self.a.index.producer.contains_key(t) {
+                return Err(tensor_err(t, "is not computed by the main graph"));
+            }
+            todo.push(t.clone());
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let proto = prune_to(&self.a.model.proto, &todo)?;
+        let outs = self.run_proto(&proto, &todo, 0)?;
+        for (t, h) in todo.into_iter().zip(outs) {
+            let h = match self.a.shapes.dtype(&t) {
+                Some(want) => coerce_tract_output(h, want),
+                None => h,
+            };
+            self.cache.insert(t, h);
+        }
+        Ok(())
+    }
+
+    fn run_plain(&self, proto: &ModelProto) -> Result<Vec<HostTensor>> {
+        let g = proto.graph().expect("pruned models have a graph");
+        let mut specs = Vec::new();
+        let mut feeds = Vec::new();
+        for v in &g.input {
+            let h = self
+                .cache
+                .get(v.name())
+                .ok_or_else(|| tensor_err(v.name(), "has no data"))?;
+            specs.push(InputSpec {
+                name: v.name().to_string(),
+                dtype: h.dtype(),
+                shape: h.shape.clone(),
+            });
+            feeds.push(h.clone());
+        }
+        let engine = TractEngine::new(proto, &specs)?;
+        engine.run(&feeds)
+    }
+
+    /// Runs `proto` (pruned to `outputs`); when tract refuses it and it has top-level `If`
+    /// nodes, inlines the branches their conditions take and tries again.
+    fn run_proto(
+        &mut self,
+        proto: &ModelProto,
+        outputs: &[String],
+        depth: usize,
+    ) -> Result<Vec<HostTensor>> {
+        let first = match self.run_plain(proto) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let g = proto.graph().expect("pruned models have a graph");
+        let ifs: Vec<usize> = (0..g.node.len())
+            .filter(|&i| g.node[i].op_type() == "If" && g.node[i].op_domain().is_empty())
+            .collect();
+        if ifs.is_empty() || depth > 8 {
+            return Err(PareError::Runtime(first_line(&first.to_string())));
+        }
+        let mut conds = HashMap::new();
+        for &i in &ifs {
+            let n = &g.node[i];
+            let cond = n.input.first().cloned().unwrap_or_default();
+            let known = self
+                .a
+                .shapes
+                .get(&cond)
+                .and_then(|t| t.int_values())
+                .filter(|v| v.len() == 1)
+                .map(|v| v[0] != 0);
+            let value = match known.or_else(|| {
+                self.cache
+                    .get(&cond)
+                    .map(|h| h.to_f64().first().is_some_and(|&x| x != 0.0))
+            }) {
+                Some(v) => v,
+                None => {
+                    let sub = prune_to(proto, std::slice::from_ref(&cond))?;
+                    let h = self.run_proto(&sub, std::slice::from_ref(&cond), depth + 1).map_err(|e| {
+                        PareError::Runtime(format!(
+                            "tract cannot run the model ({}), nor evaluate the condition '{cond}' of If '{}' to inline its branch: {}",
+                            first_line(&first.to_string()),
+                            n.display_name(),
+                            first_line(&e.to_string())
+                        ))
+                    })?;
+                    let v = h[0].to_f64().first().is_some_and(|&x| x != 0.0);
+                    self.cache.insert(cond.clone(), h[0].clone());
+                    v
+                }
+            };
+            self.log.push(format!(
+                "If '{}': condition '{cond}' is {value}, ran its {} inline (tract cannot run this If as a whole)",
+                n.display_name(),
+                if value { "then_branch" } else { "else_branch" }
+            ));
+            conds.insert(i, value);
+        }
+        let inlined = prune_to(&inline_ifs(proto, &conds), outputs)?;
+        self.run_proto(&inlined, outputs, depth + 1).map_err(|e| {
+            PareError::Runtime(format!(
+                "{} (after inlining the branches its If nodes take: {})",
+                first_line(&first.to_string()),
+                first_line(&e.to_string())
+            ))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Boundary data of a piece.
+
+/// Data for a piece's inputs and outputs, for one sample.
+#[derive(Clone, Debug, Default)]
+pub struct BoundaryData {
+    pub inputs: Vec<Option<HostTensor>>,
+    pub outputs: Vec<Option<HostTensor>>,
+    /// How it was computed, and anything that went wrong (with tract's reasons).
+    pub log: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+impl BoundaryData {
+    pub fn complete(&self) -> bool {
+        self.inputs.iter().chain(&self.outputs).all(Option::is_some)
+    }
+}
+
+/// Computes a piece's boundary tensors by running the source model (only the ancestors of
+/// those tensors) on one input sample. When tract cannot run that, computes the piece inputs
+/// alone and then runs the piece itself on them; what still fails is explained in
+/// `problems`.
+pub fn boundary_data(a: &Analysis, piece: &Piece, sample: &[HostTensor]) -> BoundaryData {
+    let mut runner = Runner::new(a, sample);
+    boundary_with(&mut runner, piece)
+}
+
+/// [`boundary_data`] with a runner that may already hold computed tensors (they are reused).
+pub fn boundary_with(runner: &mut Runner, piece: &Piece) -> BoundaryData {
+    let mut bd = boundary_f32(runner, piece);
+    if bd.complete() {
+        exact_outputs(piece, &mut bd);
+    }
+    bd
+}
+
+fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
+    let mut bd = BoundaryData::default();
+    let mut all = piece.inputs.clone();
+    all.extend(piece.outputs.iter().cloned());
+    let first = runner.compute(&all);
+    bd.log.append(&mut runner.log);
+    if first.is_ok() {
+        bd.inputs = piece
+            .inputs
+            .iter()
+            .map(|t| runner.get(t).cloned())
+            .collect();
+        bd.outputs = piece
+            .outputs
+            .iter()
+            .map(|t| runner.get(t).cloned())
+            .collect();
+        bd.log
+            .push("ran the source model with tract up to the piece's outputs".into());
+        return bd;
+    }
+    let first = first
+        .err()
+        .map(|e| first_line(&e.to_string()))
+        .unwrap_or_default();
+    if let Err(e) = runner.compute(&piece.inputs) {
+        bd.log.append(&mut runner.log);
+        bd.inputs = piece
+            .inputs
+            .iter()
+            .map(|t| runner.get(t).cloned())
+            .collect();
+        bd.outputs = vec![None; piece.outputs.len()];
+        bd.problems.push(format!(
+            "tract cannot compute the piece's inputs from the model's inputs: {}",
+            first_line(&e.to_string())
+        ));
+        return bd;
+    }
+    bd.log.append(&mut runner.log);
+    bd.inputs = piece
+        .inputs
+        .iter()
+        .map(|t| runner.get(t).cloned())
+        .collect();
+    bd.log
+        .push("ran the source model with tract up to the piece's inputs".into());
+    // The piece itself, on the computed inputs.
+    let feeds: Vec<HostTensor> = bd.inputs.iter().flatten().cloned().collect();
+    let piece_run =
+        crate::model::Analysis::new(piece.model.clone(), &Default::default()).and_then(|pa| {
+            let mut r = Runner::new(&pa, &feeds);
+            r.compute(&piece.outputs)?;
+            bd.log.append(&mut r.log);
+            Ok(piece
+                .outputs
+                .iter()
+                .map(|t| r.get(t).cloned())
+                .collect::<Vec<_>>())
+        });
+    match piece_run {
+        Ok(outs) => {
+            bd.outputs = outs;
+            bd.log.push(format!(
+                "ran the piece itself for its outputs (the source model as a whole failed: {first})"
+            ));
+        }
+        Err(e) => {
+            bd.outputs = vec![None; piece.outputs.len()];
+            bd.problems.push(format!(
+                "tract cannot run the piece itself, so its outputs were not computed: {}",
+                first_line(&e.to_string())
+            ));
+        }
+    }
+    bd
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact reference outputs.
+
+fn tensor_to_double(t: &mut TensorProto) {
+    if t.data_type() != DataType::FLOAT.0 {
+        return;
+    }
+    let Ok(h) = tensor_to_host(t) else { return };
+    let d = HostTensor {
+        shape: h.shape.clone(),
+        data: HostData::F64(h.to_f64()),
+    };
+    if let Ok(mut n) = host_to_tensor(t.name(), &d, Some(DataType::DOUBLE)) {
+        n.doc_string = t.doc_string.take();
+        *t = n;
+    }
+}
+
+fn graph_to_double(g: &mut crate::model::proto::GraphProto) {
+    use crate::model::proto::{TypeValue, attribute_type as at};
+    for t in &mut g.initializer {
+        tensor_to_double(t);
+    }
+    for s in &mut g.sparse_initializer {
+        if let Some(v) = s.values.as_mut() {
+            tensor_to_double(v);
+        }
+    }
+    for v in g
+        .input
+        .iter_mut()
+        .chain(g.output.iter_mut())
+        .chain(g.value_info.iter_mut())
+    {
+        if let Some(TypeValue::TensorType(tt)) = v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && tt.elem_type == Some(DataType::FLOAT.0)
+        {
+            tt.elem_type = Some(DataType::DOUBLE.0);
+        }
+    }
+    for n in &mut g.node {
+        for a in &mut n.attribute {
+            if let Some(t) = a.t.as_deref_mut() {
+                tensor_to_double(t);
+            }
+            for t in &mut a.tensors {
+                tensor_to_double(t);
+            }
+            if matches!(a.name(), "to" | "dtype") && a.i == Some(DataType::FLOAT.0 as i64) {
+                a.i = Some(DataType::DOUBLE.0 as i64);
+            }
+            if let Some(sub) = a.g.as_deref_mut() {
+                graph_to_double(sub);
+            }
+            for sub in &mut a.graphs {
+                graph_to_double(sub);
+            }
+        }
+        // Constant's float shorthands become double tensors.
+        if n.op_type() == "Constant" && n.op_domain().is_empty() {
+            let vals = n
+                .attr("value_float")
+                .and_then(|a| a.f)
+                .map(|f| (vec![], vec![f as f64]))
+                .or_else(|| {
+                    n.attr("value_floats").map(|a| {
+                        (
+                            vec![a.floats.len() as i64],
+                            a.floats.iter().map(|&f| f as f64).collect(),
+                        )
+                    })
+                });
+            if let Some((dims, v)) = vals {
+                let h = HostTensor {
+                    shape: dims.iter().map(|&d| d as usize).collect(),
+                    data: HostData::F64(v),
+                };
+                if let Ok(t) = host_to_tensor("", &h, Some(DataType::DOUBLE)) {
+                    n.attribute
+                        .retain(|a| !matches!(a.name(), "value_float" | "value_floats"));
+                    n.attribute.push(crate::model::proto::AttributeProto {
+                        name: Some("value".into()),
+                        r#type: Some(at::TENSOR),
+                        t: Some(Box::new(t)),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `model` with every float32 tensor, type and cast target turned into float64.
+pub fn to_double(model: &ModelProto) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        graph_to_double(g);
+    }
+    for f in &mut m.functions {
+        let mut g = crate::model::proto::GraphProto {
+            node: std::mem::take(&mut f.node),
+            ..Default::default()
+        };
+        graph_to_double(&mut g);
+        f.node = g.node;
+    }
+    m
+}
+
+/// Recomputes a piece's float outputs in float64 from its (float32) boundary inputs and
+/// rounds them: the stored reference is then the exact result for those inputs, which any
+/// correct float32 runtime reproduces to within its own rounding. tract's float32 kernels
+/// alone differ from onnxruntime's by several ulps on deep convolutions. Kept only when the
+/// float64 run succeeds and agrees with the float32 one (discrete outputs equal, float
+/// outputs close); otherwise the float32 results stay.
+fn exact_outputs(piece: &Piece, bd: &mut BoundaryData) {
+    let any_float = bd
+        .outputs
+        .iter()
+        .flatten()
+        .any(|h| matches!(h.data, HostData::F32(_)));
+    if !any_float {
+        return;
+    }
+    let feeds: Vec<HostTensor> = bd
+        .inputs
+        .iter()
+        .flatten()
+        .map(|h| match &h.data {
+            HostData::F32(_) => HostTensor {
+                shape: h.shape.clone(),
+                data: HostData::F64(h.to_f64()),
+            },
+            _ => h.clone(),
+        })
+        .collect();
+    let double = Model {
+        proto: to_double(&piece.model.proto),
+        path: None,
+        file_size: 0,
+        external_tensors: Vec::new(),
+    };
+    let Ok(pa) = Analysis::new(double, &Default::default()) else {
+        return;
+    };
+    let mut r = Runner::new(&pa, &feeds);
+    if r.compute(&piece.outputs).is_err() {
+        return;
+    }
+    let mut exact = Vec::new();
+    for (name, f32_out) in piece.outputs.iter().zip(&bd.outputs) {
+        let (Some(d), Some(f)) = (r.get(name), f32_out) else {
+            return;
+        };
+        if d.shape != f.shape {
+            return;
+        }
+        match (&d.data, &f.data) {
+            (HostData::F64(v), HostData::F32(w)) => {
+                let scale = w.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+                let close = v.iter().zip(w).all(|(&a, &b)| {
+                    (a - b as f64).abs() <= 1e-3 * (1.0 + scale) || (a.is_nan() && b.is_nan())
+                });
+                if !close {
+                    return;
+                }
+                exact.push(Some(HostTensor {
+                    shape: f.shape.clone(),
+                    data: HostData::F32(v.iter().map(|&x| x as f32).collect()),
+                }));
+            }
+            _ if d.to_f64() == f.to_f64() => exact.push(Some(f.clone())),
+            _ => return,
+        }
+    }
+    bd.outputs = exact;
+    bd.log.push("outputs computed in float64 from the boundary inputs and rounded to float32 (the exact reference)".into());
+}
+
+/// Corrects declared boundary types of a piece with the data computed for it: a dim pare's
+/// inference got wrong or did not know, a type it had to guess. Returns notes.
+pub fn refine_types(piece: &mut Piece, data: &BoundaryData) -> Vec<String> {
+    let mut notes = Vec::new();
+    let n_in = piece.inputs.len();
+    let guessed: HashSet<String> = piece
+        .notes
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("the type of '")
+                .and_then(|r| r.split('\'').next())
+                .map(String::from)
+        })
+        .collect();
+    let g = piece
+        .model
+        .proto
+        .graph
+        .as_mut()
+        .expect("pieces always have a graph");
+    let slots = g
+        .input
+        .iter_mut()
+        .take(n_in)
+        .zip(&data.inputs)
+        .chain(g.output.iter_mut().zip(&data.outputs));
+    for (vi, d) in slots {
+        let Some(d) = d else { continue };
+        let (name, dtype, shape) = super::vi_type(vi);
+        let mut new_dtype = dtype.unwrap_or(d.dtype());
+        if guessed.contains(&name) && d.dtype() != new_dtype {
+            new_dtype = d.dtype();
+            notes.push(format!("'{name}' is {new_dtype} in the data; declared so"));
+        }
+        let actual: Vec<Dim> = d.shape.iter().map(|&v| Dim::Known(v as i64)).collect();
+        let new_shape = match shape {
+            None => {
+                notes.push(format!(
+                    "'{name}': shape taken from the data ({})",
+                    fmt_dims(&d.shape)
+                ));
+                actual
+            }
+            Some(s) if s.len() != actual.len() => {
+                notes.push(format!(
+                    "'{name}': declared rank {} but the data has shape {}; declared from the data",
+                    s.len(),
+                    fmt_dims(&d.shape)
+                ));
+                actual
+            }
+            Some(s) => {
+                let mut out = Vec::with_capacity(s.len());
+                for (k, (dim, &v)) in s.iter().zip(&d.shape).enumerate() {
+                    match dim {
+                        Dim::Known(x) if *x != v as i64 => {
+                            notes.push(format!(
+                                "'{name}' dim {k}: inferred {x} but the data has {v}; declared {v}"
+                            ));
+                            out.push(Dim::Known(v as i64));
+                        }
+                        Dim::Unknown => out.push(Dim::Known(v as i64)),
+                        other => out.push(other.clone()),
+                    }
+                }
+                out
+            }
+        };
+        let keep_meta = (vi.doc_string.clone(), vi.metadata_props.clone());
+        *vi = super::make_value_info(&name, new_dtype, Some(&new_shape));
+        vi.doc_string = keep_meta.0;
+        vi.metadata_props = keep_meta.1;
+    }
+    notes
+}
+
+/// Boundary tensors of a piece declared without a shape (pare's inference does not know their
+/// rank: a custom op, a local function, an `If` whose branches differ). ONNX's checker requires
+/// a shape on graph inputs and outputs, so these get one: from a tract run on a random sample
+/// when tract can compute them, else the shape of the producer's first input (a guess, with a
+/// note).
+pub fn complete_shapes(a: &Analysis, piece: &mut Piece) {
+    let missing = |p: &Piece| -> Vec<String> {
+        let g = p.graph();
+        g.input
+            .iter()
+            .take(p.inputs.len())
+            .chain(g.output.iter())
+            .filter(|v| super::vi_type(v).2.is_none())
+            .map(|v| v.name().to_string())
+            .collect()
+    };
+    let m = missing(piece);
+    if m.is_empty() {
+        return;
+    }
+    if let Ok(samples) = load_samples(a, &[], 1, 0) {
+        let mut bd = boundary_data(a, piece, &samples.sets[0]);
+        for (name, slot) in piece
+            .inputs
+            .iter()
+            .zip(bd.inputs.iter_mut())
+            .chain(piece.outputs.iter().zip(bd.outputs.iter_mut()))
+        {
+            if !m.contains(name) {
+                *slot = None;
+            }
+        }
+        refine_types(piece, &bd);
+        let got: Vec<&String> = m.iter().filter(|n| !missing(piece).contains(n)).collect();
+        if !got.is_empty() {
+            piece.notes.push(format!(
+                "pare's shape inference does not know the shape of {}; declared as computed by tract on random inputs",
+                got.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let still = missing(piece);
+    if still.is_empty() {
+        return;
+    }
+    let g = a.graph();
+    let n_in = piece.inputs.len();
+    let pg = piece
+        .model
+        .proto
+        .graph
+        .as_mut()
+        .expect("pieces have a graph");
+    for vi in pg.input.iter_mut().take(n_in).chain(pg.output.iter_mut()) {
+        let (name, dtype, shape) = super::vi_type(vi);
+        if shape.is_some() {
+            continue;
+        }
+        let guess = a
+            .index
+            .producer
+            .get(&name)
+            .and_then(|&p| g.node[p].input.iter().find(|i| !i.is_empty()))
+            .and_then(|i| {
+                a.shapes
+                    .shape(i)
+                    .map(|s| s.iter().map(|_| Dim::Unknown).collect::<Vec<_>>())
+            });
+        if let Some(s) = guess {
+            let meta = (vi.doc_string.clone(), vi.metadata_props.clone());
+            *vi = super::make_value_info(&name, dtype.unwrap_or(DataType::FLOAT), Some(&s));
+            vi.doc_string = meta.0;
+            vi.metadata_props = meta.1;
+            piece.notes.push(format!(
+                "the rank of '{name}' is unknown to pare's shape inference and tract could not compute it; declared with the rank of its producer's input ({}), dims unknown",
+                s.len()
+            ));
+        } else {
+            piece.notes.push(format!("the shape of '{name}' is unknown: ONNX's checker requires one on graph inputs and outputs"));
+        }
+    }
+}
+
+/// Writes one sample in ONNX's test-data layout: `dir/input_K.pb`, `dir/output_K.pb`, after
+/// removing stale `input_*.pb`/`output_*.pb` files from an earlier run. Each tensor is written
+/// with its name and the type the piece declares.
+pub fn write_test_data(dir: &Path, piece: &Piece, data: &BoundaryData) -> Result<(usize, usize)> {
+    std::fs::create_dir_all(dir).map_err(|source| PareError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if (n.starts_with("input_") || n.starts_with("output_")) && n.ends_with(".pb") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let declared: HashMap<String, Option<DataType>> = piece
+        .graph()
+        .input
+        .iter()
+        .chain(piece.graph().output.iter())
+        .map(|v| {
+            let t = super::vi_type(v);
+            (t.0, t.1)
+        })
+        .collect();
+    let mut counts = (0, 0);
+    for (k, (name, d)) in piece.inputs.iter().zip(&data.inputs).enumerate() {
+        if let Some(h) = d {
+            let t = host_to_tensor(name, h, declared.get(name).copied().flatten())?;
+            crate::model::io::write_atomic(&dir.join(format!("input_{k}.pb")), &t.encode_to_vec())?;
+            counts.0 += 1;
+        }
+    }
+    for (k, (name, d)) in piece.outputs.iter().zip(&data.outputs).enumerate() {
+        if let Some(h) = d {
+            let t = host_to_tensor(name, h, declared.get(name).copied().flatten())?;
+            crate::model::io::write_atomic(
+                &dir.join(format!("output_{k}.pb")),
+                &t.encode_to_vec(),
+            )?;
+            counts.1 += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// `test_data_set_K` next to `out`.
+pub fn test_data_dir(out: &Path, k: usize) -> PathBuf {
+    out.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(format!("test_data_set_{k}"))
+}
+
+/// Everything `--with-data` does for a piece: computes its boundary for every sample, refines
+/// its declared types from the first complete sample, and returns the data per sample.
+pub fn piece_data(
+    a: &Analysis,
+    piece: &mut Piece,
+    samples: &Samples,
+    progress: &dyn crate::jobs::Progress,
+) -> Result<Vec<BoundaryData>> {
+    progress.phase("computing boundary data", Some(samples.sets.len() as u64));
+    let mut out = Vec::new();
+    for (k, s) in samples.sets.iter().enumerate() {
+        progress.check_cancel()?;
+        let bd = boundary_data(a, piece, s);
+        progress.step(k as u64 + 1, &format!("sample {k}"));
+        out.push(bd);
+    }
+    if let Some(bd) = out.iter().find(|b| b.complete()).or_else(|| out.first()) {
+        let notes = refine_types(piece, bd);
+        piece.notes.extend(notes);
+    }
+    Ok(out)
+}

@@ -1,0 +1,328 @@
+//! The inference walk: seeds graph inputs, initializers and Constant nodes, then visits nodes
+//! in topological order and applies each op's rule.
+//!
+//! Everything lives in one flat name → info map shared by the main graph and its nested
+//! graphs: ONNX names are unique across scopes, so a body reading an outer tensor simply finds
+//! it. Rules see only borrowed infos and return fresh ones; nothing is cloned per node except
+//! the (small) output infos, which keeps a 10,000-node graph in the millisecond range.
+
+use std::collections::HashMap;
+
+use super::ctx::OpCtx;
+use super::sym::SymTable;
+use super::tensor_ops::tensor_value;
+use super::{
+    Dim, InputPins, ShapeDiagnostic, TensorInfo, Value, broadcast, conv, linalg, nn, reduce,
+    tensor_ops,
+};
+use crate::model::graph::GraphIndex;
+use crate::model::proto::{Dimension, GraphProto, NodeProto, ValueInfoProto, attribute_type};
+use crate::model::tensor::DataType;
+
+/// A shape rule: infos of a node's outputs from its inputs and attributes.
+pub type Rule = fn(&mut OpCtx) -> Vec<TensorInfo>;
+
+/// The rule for a default-domain op, `None` when pare has none.
+pub fn rule_for(op: &str) -> Option<Rule> {
+    use broadcast as b;
+    if broadcast::UNARY.contains(&op) {
+        return Some(b::unary);
+    }
+    if broadcast::BINARY.contains(&op) || broadcast::VARIADIC.contains(&op) {
+        return Some(|cx| b::nary(cx, false));
+    }
+    if broadcast::COMPARE.contains(&op) {
+        return Some(|cx| b::nary(cx, true));
+    }
+    Some(match op {
+        "Constant" => constant,
+        "Not" => b::not,
+        "Where" => b::where_,
+        "Clip" => b::clip,
+        "Cast" | "CastLike" => b::cast,
+        "PRelu" => b::prelu,
+        "Dropout" => b::dropout,
+        "IsNaN" | "IsInf" => b::is_special,
+        "Conv" | "ConvInteger" | "QLinearConv" => conv::conv,
+        "ConvTranspose" => conv::conv_transpose,
+        "MaxPool" | "AveragePool" | "LpPool" => conv::pool,
+        "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => conv::global_pool,
+        "Gemm" => linalg::gemm,
+        "MatMul" | "MatMulInteger" | "QLinearMatMul" => linalg::matmul,
+        "Einsum" => linalg::einsum,
+        "Reshape" => tensor_ops::reshape,
+        "Flatten" => tensor_ops::flatten,
+        "Transpose" => tensor_ops::transpose,
+        "Squeeze" => tensor_ops::squeeze,
+        "Unsqueeze" => tensor_ops::unsqueeze,
+        "Concat" => tensor_ops::concat,
+        "Split" => tensor_ops::split,
+        "Slice" => tensor_ops::slice,
+        "Gather" => tensor_ops::gather,
+        "GatherElements" => tensor_ops::gather_elements,
+        "GatherND" => tensor_ops::gather_nd,
+        "Pad" => tensor_ops::pad,
+        "Shape" => tensor_ops::shape,
+        "Size" => tensor_ops::size,
+        "ConstantOfShape" => tensor_ops::constant_of_shape,
+        "Range" => tensor_ops::range,
+        "Expand" => tensor_ops::expand,
+        "Tile" => tensor_ops::tile,
+        "DepthToSpace" | "SpaceToDepth" => tensor_ops::depth_space,
+        "OneHot" => tensor_ops::one_hot,
+        "NonZero" => tensor_ops::nonzero,
+        "Compress" => tensor_ops::compress,
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+        | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => reduce::reduce,
+        "ArgMax" | "ArgMin" => reduce::arg,
+        "TopK" => reduce::topk,
+        "BatchNormalization" => nn::batch_norm,
+        "LayerNormalization" => nn::layer_norm,
+        "Resize" | "Upsample" => nn::resize,
+        "QuantizeLinear" => nn::quantize,
+        "DequantizeLinear" => nn::dequantize,
+        "DynamicQuantizeLinear" => nn::dynamic_quantize,
+        "NonMaxSuppression" => nn::nms,
+        "RoiAlign" | "MaxRoiPool" => nn::roi,
+        "GridSample" => nn::grid_sample,
+        "EyeLike" | "RandomNormalLike" | "RandomUniformLike" | "Bernoulli" => nn::like,
+        "RandomNormal" | "RandomUniform" => nn::random,
+        "Optional" | "OptionalGetElement" => nn::passthrough,
+        _ => return None,
+    })
+}
+
+/// `Constant`: from `value` or one of the typed `value_*` attributes.
+pub fn constant(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    let node = cx.node;
+    if let Some(t) = node.attr_t("value") {
+        let shape = t.dims.iter().map(|&d| Dim::Known(d)).collect();
+        let info = TensorInfo::new(Some(DataType(t.data_type())), Some(shape));
+        return vec![super::eval::with_value(info, tensor_value(t))];
+    }
+    let known = |n: usize| Some(vec![Dim::Known(n as i64)]);
+    for a in &node.attribute {
+        let info = match a.name() {
+            "value_float" => TensorInfo::new(Some(DataType::FLOAT), Some(vec![]))
+                .with_value(Value::Float(vec![f64::from(a.f.unwrap_or(0.0))])),
+            "value_floats" => TensorInfo::new(Some(DataType::FLOAT), known(a.floats.len()))
+                .with_value(Value::Float(
+                    a.floats.iter().map(|&f| f64::from(f)).collect(),
+                )),
+            "value_int" => TensorInfo::new(Some(DataType::INT64), Some(vec![]))
+                .with_value(Value::Int(vec![Dim::Known(a.i.unwrap_or(0))])),
+            "value_ints" => TensorInfo::new(Some(DataType::INT64), known(a.ints.len()))
+                .with_value(Value::Int(a.ints.iter().map(|&i| Dim::Known(i)).collect())),
+            "value_string" => TensorInfo::new(Some(DataType::STRING), Some(vec![])),
+            "value_strings" => TensorInfo::new(Some(DataType::STRING), known(a.strings.len())),
+            "sparse_value" => match &a.sparse_tensor {
+                Some(s) => TensorInfo::new(
+                    s.values.as_ref().map(|v| DataType(v.data_type())),
+                    Some(s.dims.iter().map(|&d| Dim::Known(d)).collect()),
+                ),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let info = if info
+            .value
+            .as_ref()
+            .is_some_and(|v| v.len() > super::eval::MAX_VALUE_ELEMS)
+        {
+            TensorInfo {
+                value: None,
+                ..info
+            }
+        } else {
+            info
+        };
+        return vec![info];
+    }
+    cx.note("Constant has no value attribute");
+    vec![TensorInfo::default()]
+}
+
+/// Declared info of a value-info (graph input or output).
+pub fn declared_info(vi: &ValueInfoProto) -> TensorInfo {
+    let Some(tt) = vi.tensor_type() else {
+        return TensorInfo::default();
+    };
+    let dtype = tt.elem_type.filter(|&t| t != 0).map(DataType);
+    let shape = tt.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(Dimension::DimValue(v)) if *v >= 0 => Dim::Known(*v),
+                Some(Dimension::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                _ => Dim::Unknown,
+            })
+            .collect()
+    });
+    TensorInfo::new(dtype, shape)
+}
+
+/// State of one inference run.
+pub struct Infer {
+    pub tensors: HashMap<String, TensorInfo>,
+    pub diags: Vec<ShapeDiagnostic>,
+    pub syms: SymTable,
+    /// Default-domain opset of the model.
+    pub opset: i64,
+}
+
+impl Infer {
+    pub fn new(opset: i64) -> Self {
+        Self {
+            tensors: HashMap::new(),
+            diags: Vec::new(),
+            syms: SymTable::default(),
+            opset,
+        }
+    }
+
+    pub fn diag(&mut self, node: &NodeProto, message: impl Into<String>) {
+        self.diags.push(ShapeDiagnostic {
+            node: node.display_name(),
+            op_type: node.op_type().to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Infers a whole graph. Inputs already in the map (a Loop body's, set by the caller) are
+    /// kept; the others come from their declarations, replaced by pins where given.
+    pub fn run_graph(&mut self, graph: &GraphProto, index: &GraphIndex, pins: Option<&InputPins>) {
+        self.seed(graph, index, pins);
+        for &id in &index.topo {
+            if let Some(node) = graph.node.get(id) {
+                self.node(graph, index, id, node);
+            }
+        }
+    }
+
+    fn seed(&mut self, graph: &GraphProto, index: &GraphIndex, pins: Option<&InputPins>) {
+        self.tensors
+            .reserve(graph.initializer.len() + graph.input.len() + graph.node.len() * 2);
+        for t in &graph.initializer {
+            let shape = t.dims.iter().map(|&d| Dim::Known(d)).collect();
+            let info = TensorInfo::new(Some(DataType(t.data_type())), Some(shape));
+            let info = super::eval::with_value(info, tensor_value(t));
+            self.tensors.insert(t.name().to_string(), info);
+        }
+        for s in &graph.sparse_initializer {
+            if let Some(v) = &s.values {
+                let shape = s.dims.iter().map(|&d| Dim::Known(d)).collect();
+                self.tensors.insert(
+                    v.name().to_string(),
+                    TensorInfo::new(Some(DataType(v.data_type())), Some(shape)),
+                );
+            }
+        }
+        for vi in &graph.input {
+            let name = vi.name();
+            if index.initializers.contains_key(name) || self.tensors.contains_key(name) {
+                continue;
+            }
+            let mut info = declared_info(vi);
+            if let Some(p) = pins.and_then(|p| p.get(name)) {
+                if let Some(s) = &info.shape
+                    && s.len() != p.len()
+                {
+                    self.diags.push(ShapeDiagnostic {
+                        node: name.to_string(),
+                        op_type: "input".into(),
+                        message: format!(
+                            "pinned shape {p:?} has rank {} but the model declares rank {} ({})",
+                            p.len(),
+                            s.len(),
+                            super::format_shape(Some(s))
+                        ),
+                    });
+                }
+                info.shape = Some(p.iter().map(|&d| Dim::Known(d)).collect());
+            }
+            self.tensors.insert(name.to_string(), info);
+        }
+    }
+
+    fn set_unknown_outputs(&mut self, node: &NodeProto) {
+        for o in node.output.iter().filter(|o| !o.is_empty()) {
+            self.tensors.insert(o.clone(), TensorInfo::default());
+        }
+    }
+
+    fn node(&mut self, graph: &GraphProto, index: &GraphIndex, id: usize, node: &NodeProto) {
+        let op = node.op_type();
+        let domain = node.op_domain();
+        if !domain.is_empty() {
+            self.set_unknown_outputs(node);
+            self.diag(
+                node,
+                format!("no shape rule for op {domain}.{op}; outputs unknown"),
+            );
+            return;
+        }
+        match op {
+            "If" => return super::control::infer_if(self, graph, index, id, node),
+            "Loop" => return super::control::infer_loop(self, index, id, node),
+            "Scan" => return super::control::infer_scan(self, index, id, node),
+            _ => {}
+        }
+        let Some(rule) = rule_for(op) else {
+            self.set_unknown_outputs(node);
+            self.diag(node, format!("no shape rule for op {op}; outputs unknown"));
+            return;
+        };
+        let ins: Vec<Option<&TensorInfo>> = node
+            .input
+            .iter()
+            .map(|n| {
+                if n.is_empty() {
+                    None
+                } else {
+                    self.tensors.get(n)
+                }
+            })
+            .collect();
+        let mut cx = OpCtx {
+            node,
+            op,
+            ins,
+            opset: self.opset,
+            syms: &mut self.syms,
+            notes: Vec::new(),
+        };
+        let outs = rule(&mut cx);
+        let notes = std::mem::take(&mut cx.notes);
+        drop(cx);
+        for m in notes {
+            self.diag(node, m);
+        }
+        let mut outs = outs.into_iter();
+        for o in &node.output {
+            let info = outs.next().unwrap_or_default();
+            if !o.is_empty() {
+                self.tensors.insert(o.clone(), info);
+            }
+        }
+    }
+}
+
+/// Reads a graph attribute of a node.
+pub fn graph_attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a GraphProto> {
+    let a = node.attr(name)?;
+    if a.kind() != attribute_type::GRAPH && a.g.is_none() {
+        return None;
+    }
+    a.g.as_deref()
+}
+
+impl Infer {
+    /// Diagnostics with exact repeats removed (a rule may note the same thing twice).
+    pub fn diagnostics_dedup(&mut self) -> Vec<ShapeDiagnostic> {
+        let mut seen = std::collections::HashSet::new();
+        std::mem::take(&mut self.diags)
+            .into_iter()
+            .filter(|d| seen.insert((d.node.clone(), d.message.clone())))
+            .collect()
+    }
+}

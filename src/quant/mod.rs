@@ -1,0 +1,537 @@
+//! INT8 post-training quantization to QDQ ONNX, with streaming calibration and per-layer
+//! diagnostics.
+//!
+//! The flow ([`quantize`]):
+//! 1. **Inputs** ([`data`]): calibration samples are found and every one is checked against
+//!    the model's declared inputs before anything runs (seed Q8); dynamic inputs may take
+//!    several shapes, which are reported with what TensorRT needs to serve them (seed Q11).
+//! 2. **Placement** ([`placement`]): TensorRT's Q/DQ rules as ModelOpt encodes them.
+//! 3. **Calibration** ([`calibrate`]): the float model runs on tract over the samples, two at a
+//!    time; each observed tensor is folded into running min/max and histograms and dropped.
+//! 4. **Ranges** ([`calibrators`]): minmax, percentile, entropy (TensorRT KL) or mse.
+//! 5. **Q/DQ** ([`qdq`]): symmetric INT8 with zero point 0 and per-channel weights for
+//!    TensorRT (`Format::Trt`), or UINT8 asymmetric activations for onnxruntime
+//!    (`Format::Ort`).
+//! 6. **Diagnostics** ([`diag`]): per-layer SQNR (isolated and cumulative), output SQNR and
+//!    max abs error on the same inputs, ranked worst first; `target_sqnr` returns the worst
+//!    layers to float one at a time until the output reaches the target.
+//!
+//! Progress goes through [`Progress`]: phases and steps for the bar, and
+//! `JobEvent::Layer { node, value, label }` per layer as values fill in — label `"estimate"`
+//! during calibration (SQNR of the layer's quantized input, from the statistics so far),
+//! `"sqnr_db"` during diagnostics (isolated SQNR, refined with every sample), `"fallback"`
+//! when `--target-sqnr` returns a layer to float (value: output SQNR after that step).
+
+pub mod calibrate;
+pub mod calibrators;
+pub mod data;
+pub mod diag;
+pub mod histogram;
+pub mod placement;
+pub mod qdq;
+pub mod qparams;
+pub mod run;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use calibrators::{CalibConfig, Method};
+pub use data::{CalibSource, Layout, Preprocess};
+pub use qparams::{QParams, QType, WeightMethod};
+
+use crate::error::{PareError, Result};
+use crate::jobs::{JobEvent, Progress};
+use crate::model::Analysis;
+use crate::model::proto::{ModelProto, StringStringEntryProto};
+use crate::tags::Tags;
+
+/// Target runtime of the QDQ model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// TensorRT explicit quantization: symmetric INT8, zero point 0 everywhere.
+    #[default]
+    Trt,
+    /// onnxruntime: UINT8 asymmetric activations, INT8 symmetric per-channel weights.
+    Ort,
+}
+
+/// Everything `quantize` needs besides the model.
+#[derive(Clone, Debug)]
+pub struct QuantOptions {
+    pub source: CalibSource,
+    pub preprocess: Preprocess,
+    /// Most calibration samples to use.
+    pub samples: usize,
+    /// Samples (the first ones of the set) the diagnostics run on.
+    pub eval_samples: usize,
+    pub format: Format,
+    pub calib: CalibConfig,
+    pub two_pass: bool,
+    pub weight_method: WeightMethod,
+    pub target_sqnr: Option<f64>,
+    pub tags: Tags,
+    pub exclude: Vec<String>,
+    pub quantize_small: bool,
+    pub threads: usize,
+    /// Skip the per-layer diagnostics (output SQNR is still measured).
+    pub no_layer_diagnostics: bool,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions {
+            source: CalibSource::Random { seed: 0 },
+            preprocess: Preprocess::default(),
+            samples: 32,
+            eval_samples: 8,
+            format: Format::Trt,
+            calib: CalibConfig::default(),
+            two_pass: false,
+            weight_method: WeightMethod::default(),
+            target_sqnr: None,
+            tags: Tags::default(),
+            exclude: Vec::new(),
+            quantize_small: false,
+            threads: 2,
+            no_layer_diagnostics: false,
+        }
+    }
+}
+
+/// One `--target-sqnr` step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FallbackStep {
+    pub node: String,
+    /// Isolated SQNR that made it the worst layer.
+    pub layer_sqnr_db: Option<f64>,
+    /// Output SQNR with this layer (and the ones before) in float.
+    pub output_sqnr_db: Option<f64>,
+}
+
+/// A calibrated tensor's range, for the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorRange {
+    pub tensor: String,
+    pub min: f32,
+    pub max: f32,
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// The report of a quantization run (`--json` prints it).
+#[derive(Clone, Debug, Serialize)]
+pub struct QuantReport {
+    /// Output path, filled in by the caller once written.
+    pub output: Option<String>,
+    pub model: String,
+    pub format: Format,
+    pub method: Method,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    pub two_pass: bool,
+    pub weight_method: WeightMethod,
+    pub calibration_source: String,
+    pub samples: usize,
+    pub eval_samples: usize,
+    pub input_shapes: Vec<data::ShapeCount>,
+    pub calibration_seconds: f64,
+    pub diagnostics_seconds: f64,
+    pub total_seconds: f64,
+    /// Bytes the calibrator kept (independent of the number of samples).
+    pub calibration_state_bytes: usize,
+    /// Most samples held in memory at once.
+    pub peak_samples_in_memory: usize,
+    pub output_sqnr_db: Option<f64>,
+    pub max_abs_err: f64,
+    pub outputs: Vec<diag::OutputDiag>,
+    pub quantized_layers: usize,
+    pub float_layers: usize,
+    /// Every candidate layer, worst isolated SQNR first (float layers after quantized ones).
+    pub layers: Vec<diag::LayerDiag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_sqnr_db: Option<f64>,
+    pub target_reached: Option<bool>,
+    pub fallback: Vec<FallbackStep>,
+    pub ranges: Vec<TensorRange>,
+    pub notes: Vec<String>,
+}
+
+/// A quantized model and its report.
+pub struct Quantized {
+    pub model: ModelProto,
+    pub report: QuantReport,
+}
+
+/// Quantizes the analysed model.
+pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> Result<Quantized> {
+    let start = Instant::now();
+    let model = &a.model.proto;
+    let opset = model.opset("").unwrap_or(0);
+    if opset < 10 {
+        return Err(PareError::Usage(format!(
+            "the model uses opset {opset}; QuantizeLinear/DequantizeLinear need opset 10+ (13+ for per-channel weights)"
+        )));
+    }
+    let names: Vec<&str> = a.graph().node.iter().map(|n| n.name()).collect();
+    opts.tags.check_against(&names)?;
+    for p in &opts.exclude {
+        let hits = a
+            .graph()
+            .node
+            .iter()
+            .any(|n| n.op_type() == p || crate::tags::glob_match(p, &n.display_name()));
+        if !hits {
+            return Err(PareError::Usage(format!(
+                "--exclude '{p}' matches no op type or node (closest: {})",
+                crate::tags::closest(p, &names, 3).join(", ")
+            )));
+        }
+    }
+    progress.phase("checking inputs", None);
+    let decls = data::input_decls(a.graph(), &a.pins)?;
+    let set = data::SampleSet::open(decls, &opts.source, opts.samples, opts.preprocess.clone())?;
+    let mut notes = set.notes.clone();
+    notes.extend(set.dynamic_notes());
+    progress.log(&format!(
+        "{} calibration samples from {}",
+        set.len(),
+        set.source
+    ));
+
+    let mut plan = placement::plan(
+        a,
+        &placement::PlacementOptions {
+            tags: opts.tags.clone(),
+            exclude: opts.exclude.clone(),
+            quantize_small: opts.quantize_small,
+        },
+    );
+    notes.extend(plan.notes.clone());
+    if plan.candidates.is_empty() {
+        return Err(PareError::Usage(
+            "nothing to quantize: the model has no Conv, ConvTranspose, Gemm, MatMul, residual Add or pooling on float tensors".into(),
+        ));
+    }
+
+    let copts = calibrate::CalibrateOptions {
+        config: opts.calib,
+        two_pass: opts.two_pass,
+        threads: opts.threads.max(1),
+        symmetric: opts.format == Format::Trt,
+    };
+    let cal = calibrate::calibrate(model, &plan, &set, &copts, progress)?;
+    progress.log(&format!(
+        "calibrated {} tensors on {} samples in {:.1} s",
+        cal.stats.len(),
+        cal.samples,
+        cal.seconds
+    ));
+    for (t, s) in &cal.stats {
+        if s.nans > 0 {
+            notes.push(format!(
+                "tensor '{t}' had {} NaN values during calibration",
+                s.nans
+            ));
+        }
+    }
+    progress.phase("quantizing weights", None);
+    let weights = qdq::quantize_weights(a.graph(), &plan, opts.weight_method)?;
+    let eval: Vec<usize> = (0..set.len().min(opts.eval_samples.max(1))).collect();
+    progress.phase("diagnosing", Some(eval.len() as u64));
+    let diag_start = Instant::now();
+    let per_layer = !opts.no_layer_diagnostics;
+    let mut diagnosis = diag::diagnose(
+        model,
+        &a.index,
+        &plan,
+        &cal.params,
+        &weights,
+        &set,
+        &eval,
+        copts.threads,
+        per_layer,
+        progress,
+    )?;
+    for n in &diagnosis.notes {
+        if !notes.contains(n) {
+            notes.push(n.clone());
+        }
+    }
+    let mut fallback = Vec::new();
+    let mut reached = None;
+    if let Some(target) = opts.target_sqnr {
+        let mut order: Vec<(usize, Option<f64>)> = plan
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.quantized)
+            .map(|(i, _)| (i, diagnosis.layers[i].sqnr_db))
+            .collect();
+        order.sort_by(|x, y| {
+            x.1.unwrap_or(f64::INFINITY)
+                .total_cmp(&y.1.unwrap_or(f64::INFINITY))
+        });
+        let mut current = diagnosis.output_sqnr_db;
+        progress.phase("fallback", Some(order.len() as u64));
+        let mut steps = 0u64;
+        for (ci, layer_db) in order {
+            if current.is_none_or(|c| c >= target) {
+                break;
+            }
+            progress.check_cancel()?;
+            if !plan.candidates[ci].quantized {
+                continue; // a residual Add that fell with its convolution
+            }
+            plan.candidates[ci].quantized = false;
+            plan.candidates[ci].reason = Some(format!(
+                "returned to float to reach --target-sqnr {target} dB"
+            ));
+            plan.finalize();
+            let d = diag::diagnose(
+                model,
+                &a.index,
+                &plan,
+                &cal.params,
+                &weights,
+                &set,
+                &eval,
+                copts.threads,
+                false,
+                &crate::jobs::NoProgress,
+            )?;
+            current = d.output_sqnr_db;
+            steps += 1;
+            progress.step(steps, &plan.candidates[ci].name);
+            progress.event(JobEvent::Layer {
+                node: plan.candidates[ci].name.clone(),
+                value: current.unwrap_or(f64::NAN),
+                label: "fallback".into(),
+            });
+            fallback.push(FallbackStep {
+                node: plan.candidates[ci].name.clone(),
+                layer_sqnr_db: layer_db,
+                output_sqnr_db: current,
+            });
+        }
+        reached = Some(current.is_none_or(|c| c >= target));
+        if !fallback.is_empty() {
+            progress.phase("diagnosing", Some(eval.len() as u64));
+            let before = diagnosis.layers.clone();
+            diagnosis = diag::diagnose(
+                model,
+                &a.index,
+                &plan,
+                &cal.params,
+                &weights,
+                &set,
+                &eval,
+                copts.threads,
+                per_layer,
+                progress,
+            )?;
+            // Isolated SQNR does not depend on the other layers: keep the first measurement for
+            // layers the final run no longer shadows.
+            for (l, b) in diagnosis.layers.iter_mut().zip(before) {
+                if l.sqnr_db.is_none() {
+                    l.sqnr_db = b.sqnr_db;
+                }
+            }
+        }
+    }
+    let diagnostics_seconds = diag_start.elapsed().as_secs_f64();
+    if let Some(n) = discrete_note(a, &plan, &diagnosis) {
+        notes.push(n);
+    }
+
+    progress.phase("writing Q/DQ", None);
+    let mut out = model.clone();
+    let layers: Vec<usize> = (0..plan.candidates.len())
+        .filter(|&i| plan.candidates[i].quantized)
+        .collect();
+    {
+        let g = out
+            .graph
+            .as_mut()
+            .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
+        qdq::insert(
+            g,
+            &a.index,
+            &plan,
+            &layers,
+            &qdq::Insert {
+                act_params: &cal.params,
+                weights: &weights,
+                per_channel: plan.per_channel,
+                suffix: "",
+            },
+        )?;
+    }
+    out.metadata_props
+        .retain(|p| p.key.as_deref() != Some("pare.quantize"));
+    out.metadata_props.push(StringStringEntryProto::new(
+        "pare.quantize",
+        format!(
+            "format={} method={} samples={} weights={} per_channel={}",
+            match opts.format {
+                Format::Trt => "trt",
+                Format::Ort => "ort",
+            },
+            opts.calib.method.name(),
+            set.len(),
+            match opts.weight_method {
+                WeightMethod::Minmax => "minmax",
+                WeightMethod::Mse => "mse",
+            },
+            plan.per_channel
+        ),
+    ));
+
+    // Ranking: quantized layers worst first, then float layers worst first.
+    let mut layers = diagnosis.layers.clone();
+    layers.sort_by(|x, y| {
+        y.quantized.cmp(&x.quantized).then(
+            x.sqnr_db
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&y.sqnr_db.unwrap_or(f64::INFINITY)),
+        )
+    });
+    let mut ranges: Vec<TensorRange> = cal
+        .stats
+        .iter()
+        .filter_map(|(t, s)| {
+            let q = cal.params.get(t)?;
+            Some(TensorRange {
+                tensor: t.clone(),
+                min: s.min,
+                max: s.max,
+                scale: q.scale,
+                zero_point: q.zero_point,
+            })
+        })
+        .collect();
+    ranges.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+    let quantized_layers = plan.quantized_count();
+    let report = QuantReport {
+        output: None,
+        model: a
+            .model
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<memory>".into()),
+        format: opts.format,
+        method: opts.calib.method,
+        percentile: (opts.calib.method == Method::Percentile).then_some(opts.calib.percentile),
+        two_pass: opts.two_pass,
+        weight_method: opts.weight_method,
+        calibration_source: set.source.clone(),
+        samples: set.len(),
+        eval_samples: eval.len(),
+        input_shapes: set.shape_counts(),
+        calibration_seconds: cal.seconds,
+        diagnostics_seconds,
+        total_seconds: start.elapsed().as_secs_f64(),
+        calibration_state_bytes: cal.state_bytes,
+        peak_samples_in_memory: set.peak_live(),
+        output_sqnr_db: diagnosis.output_sqnr_db,
+        max_abs_err: diagnosis.max_abs_err,
+        outputs: diagnosis.outputs.clone(),
+        quantized_layers,
+        float_layers: plan.candidates.len() - quantized_layers,
+        layers,
+        target_sqnr_db: opts.target_sqnr,
+        target_reached: reached,
+        fallback,
+        ranges,
+        notes,
+    };
+    Ok(Quantized { model: out, report })
+}
+
+/// Quantizes and writes the QDQ model to `out` (what the CLI and the TUI's job do); the
+/// report's `output` names the file.
+pub fn quantize_to_file(
+    a: &Analysis,
+    opts: &QuantOptions,
+    out: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<QuantReport> {
+    let q = quantize(a, opts, progress)?;
+    let mut m = a.model.clone();
+    m.proto = q.model;
+    crate::model::io::save_model(&m, out, &crate::model::io::SaveOptions::default())?;
+    let mut report = q.report;
+    report.output = Some(out.display().to_string());
+    progress.event(JobEvent::Finished {
+        summary: format!(
+            "{} layers quantized, output SQNR {}, wrote {}",
+            report.quantized_layers,
+            report
+                .output_sqnr_db
+                .map_or("-".to_string(), |v| format!("{v:.1} dB")),
+            out.display()
+        ),
+    });
+    Ok(report)
+}
+
+/// Ops whose output jumps when their input moves a little: selections and comparisons.
+const DISCRETE: [&str; 14] = [
+    "ArgMax",
+    "ArgMin",
+    "TopK",
+    "NonZero",
+    "Equal",
+    "Greater",
+    "Less",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "Round",
+    "Floor",
+    "Ceil",
+    "Sign",
+    "NonMaxSuppression",
+];
+
+/// When the output loses far more than any quantized layer, the loss happens after them:
+/// name the value-dependent ops downstream that amplify small differences (seed Q9).
+fn discrete_note(a: &Analysis, plan: &placement::Plan, d: &diag::Diagnosis) -> Option<String> {
+    let out = d.output_sqnr_db?;
+    let worst = d
+        .layers
+        .iter()
+        .filter(|l| l.quantized)
+        .filter_map(|l| l.cumulative_sqnr_db)
+        .reduce(f64::min)?;
+    if out >= worst - 10.0 {
+        return None;
+    }
+    let starts: Vec<usize> = plan
+        .candidates
+        .iter()
+        .filter(|c| c.quantized)
+        .map(|c| c.node)
+        .collect();
+    let g = a.graph();
+    let mut ops: Vec<String> = a
+        .index
+        .reachable(&starts, true)
+        .into_iter()
+        .filter(|&n| DISCRETE.contains(&g.node[n].op_type()))
+        .map(|n| format!("{} ({})", g.node[n].display_name(), g.node[n].op_type()))
+        .collect();
+    ops.sort();
+    if ops.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the output SQNR ({out:.1} dB) is far below every quantized layer's ({worst:.1} dB and up): the loss happens after them, in value-dependent ops that turn small differences into different selections: {}. Keep the layers feeding them float (--exclude) or quantize only the part before them (pare split)",
+        ops.join(", ")
+    ))
+}
+
+/// Parameters keyed by tensor, for callers that build their own Q/DQ (benchmarks, tests).
+pub type ParamMap = HashMap<String, QParams>;
