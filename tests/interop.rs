@@ -141,15 +141,15 @@ fn pruned_models_pass_the_onnx_checker_and_run_in_onnxruntime() {
             pare::model::Analysis::open(&orig, &pare::model::InputPins::new()).expect("analysis");
         let mut pins = pare::model::InputPins::new();
         for i in &a0.index.inputs {
-            if let Some(s) = a0.shapes.shape(i) {
-                if s.iter().any(|d| d.known().is_none()) {
-                    let dims = s
-                        .iter()
-                        .enumerate()
-                        .map(|(k, d)| d.known().unwrap_or(if k == 0 { 1 } else { 64 }))
-                        .collect();
-                    pins.insert(i.clone(), dims);
-                }
+            if let Some(s) = a0.shapes.shape(i)
+                && s.iter().any(|d| d.known().is_none())
+            {
+                let dims = s
+                    .iter()
+                    .enumerate()
+                    .map(|(k, d)| d.known().unwrap_or(if k == 0 { 1 } else { 64 }))
+                    .collect();
+                pins.insert(i.clone(), dims);
             }
         }
         let a = pare::model::Analysis::open(&orig, &pins).expect("pinned analysis");

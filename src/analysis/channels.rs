@@ -537,11 +537,10 @@ impl<'a> Builder<'a> {
                 if let Some(Value::Float(v)) = scales
                     .and_then(|s| self.a.shapes.get(s))
                     .and_then(|i| i.value.as_ref())
+                    && v.get(layout.axis).is_some_and(|s| (*s - 1.0).abs() > 1e-9)
                 {
-                    if v.get(layout.axis).is_some_and(|s| (*s - 1.0).abs() > 1e-9) {
-                        self.barrier(node, "resizes the channel axis");
-                        return;
-                    }
+                    self.barrier(node, "resizes the channel axis");
+                    return;
                 }
                 if let Some(sizes) = node.input.get(3).filter(|s| !s.is_empty()) {
                     let sizes = sizes.clone();
@@ -1388,10 +1387,10 @@ impl<'a> Builder<'a> {
         // Group ids in order of first space (topological order of producers).
         let mut group_of_root: BTreeMap<Atom, usize> = BTreeMap::new();
         let mut space_group = vec![0usize; self.spaces.len()];
-        for s in 0..self.spaces.len() {
+        for (s, slot) in space_group.iter_mut().enumerate() {
             let r = sdsu.find(s as Atom);
             let next = group_of_root.len();
-            space_group[s] = *group_of_root.entry(r).or_insert(next);
+            *slot = *group_of_root.entry(r).or_insert(next);
         }
         let mut groups: Vec<ChannelGroup> = (0..group_of_root.len())
             .map(|id| ChannelGroup {

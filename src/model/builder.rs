@@ -242,6 +242,7 @@ impl GraphBuilder {
     }
 
     /// Conv with seeded weights and bias; `k` square kernel, symmetric `pad`.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &mut self,
         x: &str,

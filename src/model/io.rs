@@ -304,7 +304,7 @@ fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result
             Some(l) => l,
             None => data.len().saturating_sub(offset),
         };
-        let end = offset.checked_add(length).unwrap_or(usize::MAX);
+        let end = offset.saturating_add(length);
         if end > data.len() {
             return Err(err(format!(
                 "is too short: tensor needs bytes {offset}..{end}, file has {}",
@@ -324,13 +324,13 @@ fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result
 /// Writes `model` to `path` atomically (temp file + rename). Refuses to overwrite the file the
 /// model was loaded from, because its tensors may still be mapped from it.
 pub fn save_model(model: &Model, path: &Path, opts: &SaveOptions) -> Result<()> {
-    if let Some(src) = &model.path {
-        if same_file(src, path) {
-            return Err(PareError::Usage(format!(
-                "refusing to overwrite the input model {}: choose another output path",
-                path.display()
-            )));
-        }
+    if let Some(src) = &model.path
+        && same_file(src, path)
+    {
+        return Err(PareError::Usage(format!(
+            "refusing to overwrite the input model {}: choose another output path",
+            path.display()
+        )));
     }
     let mut proto = model.proto.clone();
     let inline_size = proto.encoded_len();

@@ -35,10 +35,10 @@ pub fn graph_params(g: &GraphProto) -> u64 {
         .map(TensorProto::numel)
         .sum();
     for node in &g.node {
-        if node.op_type() == "Constant" {
-            if let Some(t) = node.attr_t("value").filter(|t| is_float(t)) {
-                n += t.numel();
-            }
+        if node.op_type() == "Constant"
+            && let Some(t) = node.attr_t("value").filter(|t| is_float(t))
+        {
+            n += t.numel();
         }
         for (_, sub) in node.subgraphs() {
             n += graph_params(sub);

@@ -26,14 +26,17 @@ pub enum Criterion {
     Random,
 }
 
+/// A weight tensor read as f32: its dims and values.
+type DimsAndValues = (Vec<i64>, Vec<f32>);
+
 /// Cache of member tensors read as f32.
 #[derive(Default)]
 pub struct WeightCache {
-    cache: HashMap<String, Option<(Vec<i64>, Vec<f32>)>>,
+    cache: HashMap<String, Option<DimsAndValues>>,
 }
 
 impl WeightCache {
-    fn get(&mut self, a: &Analysis, t: &str) -> Option<&(Vec<i64>, Vec<f32>)> {
+    fn get(&mut self, a: &Analysis, t: &str) -> Option<&DimsAndValues> {
         self.cache
             .entry(t.to_string())
             .or_insert_with(|| member_values(a, t))

@@ -105,12 +105,11 @@ pub fn rounded_keep(total: usize, ratio: f64, round_to: usize, min_channels: usi
     k.min(total)
 }
 
+/// Per group: extra lock reasons, and a ratio override.
+type TagEffects = (Vec<Vec<String>>, Vec<Option<f64>>);
+
 /// Applies tags: returns extra lock reasons per group and per-group ratio overrides.
-fn tag_effects(
-    a: &Analysis,
-    ca: &ChannelAnalysis,
-    tags: &Tags,
-) -> Result<(Vec<Vec<String>>, Vec<Option<f64>>)> {
+fn tag_effects(a: &Analysis, ca: &ChannelAnalysis, tags: &Tags) -> Result<TagEffects> {
     let g = a.graph();
     let names: Vec<&str> = g.node.iter().map(|n| n.name()).collect();
     tags.check_against(&names)?;

@@ -202,14 +202,11 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
         let out = node.output.first().cloned().unwrap_or_default();
         if node.op_type() == "Constant"
             && (slices.contains_key(&out) || tensor_counts.contains_key(&out))
+            && let Some(attr) = node.attribute.iter_mut().find(|x| x.name() == "value")
+            && let Some(t) = attr.t.as_deref()
+            && let Some(nt) = rewrite(t, &out)?
         {
-            if let Some(attr) = node.attribute.iter_mut().find(|x| x.name() == "value") {
-                if let Some(t) = attr.t.as_deref() {
-                    if let Some(nt) = rewrite(t, &out)? {
-                        attr.t = Some(Box::new(nt));
-                    }
-                }
-            }
+            attr.t = Some(Box::new(nt));
         }
         let name = node.display_name();
         for attr in &mut node.attribute {
