@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pare::tui::View;
 use pare::tui::jobs::JobStatus;
+use pare::tui::session::Severity;
 use tui_support::*;
 
 const W: u16 = 110;
@@ -36,6 +37,12 @@ fn newcomer_walk_on_the_stereo_model() {
             screen.replace(dir.path().to_str().unwrap(), "/tmp/walk")
         );
     };
+    // Work on a copy: the app writes fixed/extracted/pruned files next to the model.
+    let path = {
+        let copy = dir.path().join("pat_a_stereo.onnx");
+        std::fs::copy(&path, &copy).unwrap();
+        copy
+    };
     let mut app = app_for(Some(&path), None);
     cap("1. open", render(&mut app, W, H));
 
@@ -50,7 +57,44 @@ fn newcomer_walk_on_the_stereo_model() {
         render(&mut app, W, H),
     );
     press(&mut app, "3");
-    cap("3. diagnostics for tensorrt-7.1", render(&mut app, W, H));
+    let if_id = sel;
+    let (pos, rule) = {
+        let s = app.session.as_ref().unwrap();
+        assert!(s.lint_status.contains("tensorrt-7.1"), "{}", s.lint_status);
+        let pos = s
+            .diagnostics
+            .iter()
+            .position(|d| d.node == Some(if_id) && d.severity == Severity::Error)
+            .expect("lint reports the If as an error for TensorRT 7.1");
+        let d = &s.diagnostics[pos];
+        assert!(d.fixable, "{d:?}");
+        assert!(d.why.as_deref().unwrap_or("").contains("squeeze"), "{d:?}");
+        (pos, d.rule.clone())
+    };
+    app.diags.cursor = pos;
+    cap(
+        "3. diagnostics for tensorrt-7.1: the If, why, and the fix",
+        render(&mut app, W, H),
+    );
+    // 3b. Apply the automatic fix: verified against the original, then written.
+    press(&mut app, "a");
+    app.settle(Duration::from_secs(300));
+    let j = app.jobs.last().unwrap();
+    assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
+    let fixed = dir.path().join("pat_a_stereo_fixed.onnx");
+    let fixed_model = pare::model::load_model(&fixed).expect("fixed model loads");
+    assert!(
+        fixed_model
+            .proto
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .all(|n| n.op_type() != "If"),
+        "fix {rule} removed the If"
+    );
+    cap("3b. fix job: verified and written", render(&mut app, W, H));
     press(&mut app, "1");
 
     // 4. Tag two convs skip and see which groups that locks.
@@ -125,9 +169,27 @@ fn newcomer_walk_on_the_stereo_model() {
     ));
     cap("6b. prune job finished", render(&mut app, W, H));
 
-    // 7. Quantize: the dialog is there; the engine is not wired in this build yet.
-    press(&mut app, "1 Q");
+    // 7. Quantize with 4 random calibration samples and watch the per-layer SQNR.
+    press(&mut app, "1 Q tab tab left left left tab tab tab ctrl-u");
+    let quant = dir.path().join("stereo_int8.onnx");
+    type_text(&mut app, &quant.display().to_string());
     cap("7. quantize dialog", render(&mut app, W, H));
+    press(&mut app, "enter");
+    assert_eq!(app.view, View::Jobs);
+    app.settle(Duration::from_secs(300));
+    let j = app.jobs.last().unwrap();
+    assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
+    assert!(quant.exists());
+    let measured: Vec<_> = j.layers.iter().filter(|l| l.label == "sqnr_db").collect();
+    assert!(
+        measured.len() >= 10
+            && measured
+                .iter()
+                .all(|l| l.value.is_finite() && l.value > 10.0),
+        "per-layer SQNR arrives for the quantized convs: {:?}",
+        j.layers
+    );
+    cap("7b. quantize job: per-layer SQNR", render(&mut app, W, H));
 
     if let Some(f) = std::env::var_os("PARE_WALKTHROUGH") {
         std::fs::write(f, doc).unwrap();

@@ -231,7 +231,8 @@ pub struct QuantizeDialog {
     pub images: TextInput,
     pub samples: usize,
     pub method: usize,
-    pub per_channel: bool,
+    /// QDQ flavour: false = TensorRT (symmetric INT8), true = onnxruntime (UINT8 activations).
+    pub ort_format: bool,
     pub output: TextInput,
 }
 
@@ -245,7 +246,7 @@ impl QuantizeDialog {
             images: TextInput::new("images/"),
             samples: 32,
             method: 0,
-            per_channel: true,
+            ort_format: false,
             output: TextInput::new(&output.display().to_string()),
         }
     }
@@ -280,7 +281,7 @@ impl QuantizeDialog {
                                 .rem_euclid(QUANT_METHODS.len() as i32)
                                 as usize
                         }
-                        4 => self.per_channel = !self.per_channel,
+                        4 => self.ort_format = !self.ort_format,
                         _ => {}
                     }
                 }
@@ -298,7 +299,7 @@ impl QuantizeDialog {
             },
             samples: self.samples,
             method: QUANT_METHODS[self.method].to_string(),
-            per_channel: self.per_channel,
+            ort_format: self.ort_format,
             output: PathBuf::from(&self.output.text),
         }
     }

@@ -14,38 +14,127 @@ use super::session::Diagnostic;
 pub const TARGETS: &[&str] = &["tensorrt-7.1", "tensorrt-8.6", "tensorrt-10.1"];
 pub const DEFAULT_TARGET: &str = "tensorrt-7.1";
 
-pub const LINT_MISSING: &str = "lint: not available yet in this build (src/lint has not landed)";
 pub const EXTRACT_MISSING: &str =
     "extract: not available yet in this build (src/extract has not landed)";
 pub const QUANT_MISSING: &str =
     "quantize: not available yet in this build (src/quant has not landed)";
+pub const LINT_MISSING: &str = "lint: not available yet in this build (src/lint has not landed)";
 
 /// Whether each engine is wired in.
 pub fn lint_available() -> bool {
-    false
+    true
 }
 pub fn extract_available() -> bool {
     true
 }
 pub fn quant_available() -> bool {
-    false
+    true
 }
 
-/// Lint findings for `target`, as TUI diagnostics.
-pub fn lint(_a: &Analysis, _target: &str) -> Result<Vec<Diagnostic>, String> {
-    Err(LINT_MISSING.to_string())
+fn parse_target(target: &str) -> Result<crate::lint::Target, String> {
+    crate::lint::Target::parse(target)
 }
 
-/// Applies the automatic fix of diagnostic `rule` at `node`, writing `out`.
+/// Lint findings for `target`, as TUI diagnostics: the rule's explanation is the "why", the
+/// automatic fix (or the source-side snippet) the "fix".
+pub fn lint(a: &Analysis, target: &str) -> Result<Vec<Diagnostic>, String> {
+    use super::session::Severity as S;
+    use crate::lint::{LintOptions, Severity as L};
+    let opts = LintOptions {
+        target: parse_target(target)?,
+        ..LintOptions::default()
+    };
+    let report = crate::lint::lint(a, &opts);
+    let g = a.graph();
+    let by_name: std::collections::HashMap<String, usize> = g
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.display_name(), i))
+        .collect();
+    Ok(report
+        .diagnostics
+        .into_iter()
+        .map(|d| {
+            let node = d.nodes.iter().find_map(|n| by_name.get(n).copied());
+            let mut message = d.message.clone();
+            if let Some(case) = &d.seed_case {
+                message.push_str(&format!(" [seed {case}]"));
+            }
+            let mut fix = String::new();
+            if let Some(f) = &d.fix {
+                fix.push_str(&format!(
+                    "automatic: `pare fix --rule {f}` (verified against the original on random inputs before it is written)"
+                ));
+            }
+            if !d.fix_snippet.is_empty() {
+                if !fix.is_empty() {
+                    fix.push('\n');
+                }
+                fix.push_str(&d.fix_snippet);
+            }
+            Diagnostic {
+                severity: match d.severity {
+                    L::Error => S::Error,
+                    L::Warning => S::Warning,
+                    L::Info => S::Info,
+                },
+                rule: d.rule.clone(),
+                node,
+                message: format!("{}: {message}", d.title),
+                why: (!d.explanation.is_empty()).then(|| d.explanation.clone()),
+                fix: (!fix.is_empty()).then_some(fix),
+                fixable: d.fixable,
+            }
+        })
+        .collect())
+}
+
+/// Applies the automatic fix of lint rule `rule` (found at `node`), verifies the fixed model
+/// against the original on random inputs, and writes it to `out` only when they agree.
 pub fn apply_fix(
-    _a: &Analysis,
-    _target: &str,
-    _rule: &str,
-    _node: &str,
-    _out: &Path,
-    _p: &dyn Progress,
+    a: &Analysis,
+    target: &str,
+    rule: &str,
+    node: &str,
+    out: &Path,
+    p: &dyn Progress,
 ) -> Result<(Vec<String>, Vec<PathBuf>), String> {
-    Err(LINT_MISSING.to_string())
+    use crate::lint::fix::{FixOptions, fix_model, write_fixed};
+    let err = |e: crate::PareError| e.to_string();
+    let opts = FixOptions {
+        only: vec![rule.to_string()],
+        target: Some(parse_target(target)?),
+        ..FixOptions::default()
+    };
+    let mut outcome = fix_model(a, &opts, p).map_err(err)?;
+    if !outcome.changed() {
+        return Err(format!(
+            "fix for {rule} at {node} changed nothing (pin the input shapes with --input-shape if they are symbolic)"
+        ));
+    }
+    let input = a.model.path.clone().unwrap_or_default();
+    write_fixed(&mut outcome, &input, out, false).map_err(err)?;
+    let mut summary = vec![format!(
+        "{} → {} nodes",
+        outcome.nodes_before, outcome.nodes_after
+    )];
+    for act in &outcome.actions {
+        summary.push(format!("{}: {}", act.fix, act.description));
+    }
+    let v = &outcome.verification;
+    summary.push(format!(
+        "verified: {} (max abs diff {}, tolerance {:e}, reference {})",
+        v.status,
+        v.max_abs_diff
+            .map_or("-".to_string(), |d| format!("{d:.2e}")),
+        v.tolerance,
+        v.reference
+    ));
+    summary.extend(v.notes.iter().map(|n| format!("note: {n}")));
+    summary.push(format!("wrote {}", out.display()));
+    p.log(&format!("fixed {rule}, wrote {}", out.display()));
+    Ok((summary, vec![out.to_path_buf()]))
 }
 
 /// What an extraction is asked to do.
@@ -161,19 +250,82 @@ pub struct QuantRequest {
     pub calibration: Calibration,
     pub samples: usize,
     pub method: String,
-    pub per_channel: bool,
+    /// onnxruntime QDQ flavour (UINT8 activations) instead of TensorRT's symmetric INT8.
+    pub ort_format: bool,
     pub output: PathBuf,
 }
 
-pub const QUANT_METHODS: &[&str] = &["minmax", "percentile", "entropy"];
+pub const QUANT_METHODS: &[&str] = &["mse", "entropy", "percentile", "minmax"];
 
-/// Quantizes; per-layer SQNR arrives as `JobEvent::Layer` events.
+/// Quantizes with `crate::quant` and writes the QDQ model; per-layer SQNR arrives as
+/// `JobEvent::Layer` events while it runs. Returns the report's headline lines.
 pub fn quantize(
-    _a: &Analysis,
-    _req: &QuantRequest,
-    _p: &dyn Progress,
+    a: &Analysis,
+    req: &QuantRequest,
+    p: &dyn Progress,
 ) -> Result<(Vec<String>, Vec<PathBuf>), String> {
-    Err(QUANT_MISSING.to_string())
+    use crate::quant::{CalibConfig, CalibSource, Format, Method, QuantOptions};
+    let method = match req.method.as_str() {
+        "minmax" => Method::Minmax,
+        "percentile" => Method::Percentile,
+        "entropy" => Method::Entropy,
+        "mse" => Method::Mse,
+        m => return Err(format!("unknown calibration method '{m}'")),
+    };
+    let opts = QuantOptions {
+        source: match &req.calibration {
+            Calibration::Random => CalibSource::Random { seed: 0 },
+            Calibration::Images(dir) => CalibSource::Path(dir.clone()),
+        },
+        samples: req.samples.max(1),
+        format: if req.ort_format {
+            Format::Ort
+        } else {
+            Format::Trt
+        },
+        calib: CalibConfig {
+            method,
+            ..CalibConfig::default()
+        },
+        ..QuantOptions::default()
+    };
+    let r = crate::quant::quantize_to_file(a, &opts, &req.output, p).map_err(|e| e.to_string())?;
+    let db = |v: Option<f64>| match v {
+        Some(v) if v >= 300.0 => "exact".to_string(),
+        Some(v) => format!("{v:.1} dB"),
+        None => "-".to_string(),
+    };
+    let mut summary = vec![
+        match r.output_sqnr_db {
+            Some(_) => format!(
+                "{} layers quantized, {} float; output SQNR {}, max abs err {:.3e}",
+                r.quantized_layers,
+                r.float_layers,
+                db(r.output_sqnr_db),
+                r.max_abs_err
+            ),
+            None => format!(
+                "{} layers quantized, {} float; output SQNR not measured (see note)",
+                r.quantized_layers, r.float_layers
+            ),
+        },
+        format!(
+            "calibration: {} samples from {} ({:.1} s)",
+            r.samples, r.calibration_source, r.calibration_seconds
+        ),
+    ];
+    let mut worst: Vec<_> = r.layers.iter().filter(|l| l.sqnr_db.is_some()).collect();
+    worst.sort_by(|x, y| {
+        x.sqnr_db
+            .partial_cmp(&y.sqnr_db)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for l in worst.iter().take(5) {
+        summary.push(format!("worst layer {} {}", l.node, db(l.sqnr_db)));
+    }
+    summary.extend(r.notes.iter().map(|n| format!("note: {n}")));
+    summary.push(format!("wrote {}", req.output.display()));
+    Ok((summary, vec![req.output.clone()]))
 }
 
 pub fn quantize_command(model: &str, req: &QuantRequest) -> String {
@@ -182,10 +334,10 @@ pub fn quantize_command(model: &str, req: &QuantRequest) -> String {
         Calibration::Images(p) => p.display().to_string(),
     };
     format!(
-        "pare quantize {model} --calibration {calib} --samples {} --method {}{} -o {}",
+        "pare quantize {model} --calib {calib} --samples {} --method {}{} -o {}",
         req.samples,
         req.method,
-        if req.per_channel { "" } else { " --per-tensor" },
+        if req.ort_format { " --format ort" } else { "" },
         req.output.display()
     )
 }

@@ -1222,13 +1222,18 @@ fn draw_overlay(app: &mut App, f: &mut Frame, body: Rect) {
                     "method",
                     engines::QUANT_METHODS[d.method].to_string(),
                     d.field == 3,
-                    "minmax percentile entropy",
+                    "mse entropy percentile minmax",
                 ),
                 field_line(
-                    "per-channel",
-                    if d.per_channel { "yes" } else { "no" }.into(),
+                    "format",
+                    if d.ort_format {
+                        "ort (UINT8 activations)"
+                    } else {
+                        "trt (symmetric INT8)"
+                    }
+                    .into(),
                     d.field == 4,
-                    "weights",
+                    "←/→ switch",
                 ),
                 field_line(
                     "output",
