@@ -452,11 +452,17 @@ mod tests {
             km.resolve(&[Ctx::List], &[g, g]),
             Resolve::Action(Action::Top)
         );
+        // Terminals cannot tell ctrl-shift-d from ctrl-d: both fold to ctrl-d.
         let cd = Key::new(
             KeyCode::Char('D'),
             KeyModifiers::CONTROL | KeyModifiers::SHIFT,
         );
-        assert_eq!(km.resolve(&[Ctx::List], &[cd]), Resolve::None);
+        assert_eq!(
+            km.resolve(&[Ctx::List], &[cd]),
+            Resolve::Action(Action::HalfDown)
+        );
+        let ad = Key::new(KeyCode::Char('d'), KeyModifiers::ALT);
+        assert_eq!(km.resolve(&[Ctx::List], &[ad]), Resolve::None);
         let cd = Key::new(KeyCode::Char('d'), KeyModifiers::CONTROL);
         assert_eq!(
             km.resolve(&[Ctx::List], &[cd]),
