@@ -179,6 +179,79 @@ pub fn with_outputs(model: &ModelProto, outputs: &[String]) -> ModelProto {
     m
 }
 
+#[cfg(feature = "ort")]
+pub mod ort;
+
+/// The engine that runs a model where speed matters (calibration). tract is always there;
+/// onnxruntime only in builds with the `ort` feature and where its library loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Tract,
+    Ort,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tract => "tract",
+            Backend::Ort => "onnxruntime",
+        }
+    }
+}
+
+/// What the user asked for (`--engine`, or `PARE_ENGINE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// onnxruntime when this build has it and its library loads, else tract.
+    #[default]
+    Auto,
+    Tract,
+    /// onnxruntime; an error when it is not available.
+    Ort,
+}
+
+impl EngineChoice {
+    /// `PARE_ENGINE=tract|ort|auto`, else `Auto`.
+    pub fn from_env() -> Self {
+        match std::env::var("PARE_ENGINE").as_deref() {
+            Ok("tract") => EngineChoice::Tract,
+            Ok("ort") | Ok("onnxruntime") => EngineChoice::Ort,
+            _ => EngineChoice::Auto,
+        }
+    }
+
+    /// The backend to use, or why the requested one cannot be.
+    pub fn resolve(self) -> Result<Backend> {
+        match self {
+            EngineChoice::Tract => Ok(Backend::Tract),
+            EngineChoice::Auto => Ok(if ort_available().is_ok() {
+                Backend::Ort
+            } else {
+                Backend::Tract
+            }),
+            EngineChoice::Ort => match ort_available() {
+                Ok(()) => Ok(Backend::Ort),
+                Err(why) => Err(PareError::Usage(format!("--engine ort: {why}"))),
+            },
+        }
+    }
+}
+
+/// Whether onnxruntime can run here (`Err`: why not).
+pub fn ort_available() -> std::result::Result<(), String> {
+    #[cfg(feature = "ort")]
+    {
+        ort::available()
+    }
+    #[cfg(not(feature = "ort"))]
+    {
+        Err(
+            "this pare was built without the `ort` feature (cargo build --release --features ort)"
+                .into(),
+        )
+    }
+}
+
 /// tract-backed engine.
 pub struct TractEngine {
     plan: Arc<tract_onnx::prelude::TypedRunnableModel>,

@@ -18,7 +18,9 @@ use pare::quant::histogram::{Hist, HistMode, TensorStats};
 use pare::quant::qparams::{self, QParams, QType, WeightMethod};
 use pare::quant::{Format, QuantOptions, quantize};
 use pare::rng::Rng;
-use pare::runtime::{Engine, HostTensor, InputSpec, TractEngine, sqnr_db, with_outputs};
+use pare::runtime::{
+    Engine, EngineChoice, HostTensor, InputSpec, TractEngine, sqnr_db, with_outputs,
+};
 use pare::tags::Tags;
 
 fn analysis(m: ModelProto) -> Analysis {
@@ -30,6 +32,7 @@ fn opts() -> QuantOptions {
         samples: 8,
         eval_samples: 4,
         quantize_small: true,
+        engine: EngineChoice::Tract,
         ..Default::default()
     }
 }
@@ -1107,6 +1110,94 @@ fn threads_do_not_change_the_result_and_events_arrive_live() {
     let live = layer_at("sqnr_db").expect("per-layer SQNR while diagnosing");
     assert!(live > diag);
     assert!(ev.iter().any(|e| matches!(e, JobEvent::Progress { .. })));
+}
+
+// ---- engines ----
+
+#[test]
+fn tract_is_the_engine_without_onnxruntime_and_ort_on_request_fails_clearly() {
+    let a = analysis(common::psp());
+    let q = quantize(&a, &opts(), &NoProgress).expect("tract");
+    assert_eq!(q.report.calibration_engine, "tract");
+    if pare::runtime::ort_available().is_ok() {
+        return; // built with `ort` and the library is here: covered below
+    }
+    let auto = quantize(
+        &a,
+        &QuantOptions {
+            engine: EngineChoice::Auto,
+            ..opts()
+        },
+        &NoProgress,
+    )
+    .expect("auto falls back to tract");
+    assert_eq!(auto.report.calibration_engine, "tract");
+    let err = quantize(
+        &a,
+        &QuantOptions {
+            engine: EngineChoice::Ort,
+            ..opts()
+        },
+        &NoProgress,
+    )
+    .err()
+    .expect("--engine ort without onnxruntime is an error");
+    let msg = err.to_string();
+    assert!(msg.contains("--engine ort"), "{msg}");
+    assert!(matches!(err, pare::PareError::Usage(_)), "{err:?}");
+}
+
+/// With `--features ort` and a loadable libonnxruntime: calibration on onnxruntime finds the
+/// same ranges as on tract (float rounding apart) and gives the same quantized model.
+#[cfg(feature = "ort")]
+#[test]
+fn onnxruntime_calibration_matches_tract() {
+    if let Err(why) = pare::runtime::ort_available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    for (name, m) in [
+        ("psp", common::psp()),
+        ("resnet", common::resnet_like()),
+        ("aspp", common::aspp()),
+    ] {
+        let a = analysis(m);
+        let t = quantize(&a, &opts(), &NoProgress).expect("tract");
+        let o = quantize(
+            &a,
+            &QuantOptions {
+                engine: EngineChoice::Ort,
+                ..opts()
+            },
+            &NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("{name}: onnxruntime: {e}"));
+        assert_eq!(o.report.calibration_engine, "onnxruntime");
+        assert_eq!(t.report.ranges.len(), o.report.ranges.len(), "{name}");
+        for (x, y) in t.report.ranges.iter().zip(&o.report.ranges) {
+            assert_eq!(x.tensor, y.tensor);
+            let tol = 1e-4 * x.max.abs().max(x.min.abs()).max(1.0);
+            assert!(
+                (x.min - y.min).abs() <= tol && (x.max - y.max).abs() <= tol,
+                "{name} {}: tract [{}, {}] vs onnxruntime [{}, {}]",
+                x.tensor,
+                x.min,
+                x.max,
+                y.min,
+                y.max
+            );
+            assert!(
+                (x.scale - y.scale).abs() <= 1e-3 * x.scale.abs(),
+                "{name} {}",
+                x.tensor
+            );
+        }
+        let (ts, os) = (t.report.output_sqnr_db, o.report.output_sqnr_db);
+        assert!(
+            matches!((ts, os), (Some(a), Some(b)) if (a - b).abs() < 0.5),
+            "{name}: {ts:?} vs {os:?}"
+        );
+    }
 }
 
 // ---- end to end ----

@@ -91,6 +91,11 @@ pub struct QuantizeArgs {
     /// Worker threads (samples run in parallel).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Engine for the calibration runs: onnxruntime is several times faster on some models
+    /// and needs a build with `--features ort` plus `pip install onnxruntime` (or
+    /// PARE_ORT_LIB); auto uses it when available, else tract. Default: $PARE_ENGINE, else auto.
+    #[arg(long, value_enum)]
+    pub engine: Option<pare::runtime::EngineChoice>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -164,6 +169,9 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
         quantize_small: a.quantize_small,
         threads: a.threads.max(1),
         no_layer_diagnostics: a.no_layer_diagnostics,
+        engine: a
+            .engine
+            .unwrap_or_else(pare::runtime::EngineChoice::from_env),
     };
     let quiet = a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = CliProgress::new(quiet);

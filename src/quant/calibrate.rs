@@ -27,6 +27,8 @@ pub struct CalibrateOptions {
     pub threads: usize,
     /// Symmetric INT8 (TensorRT) or asymmetric UINT8 activations (onnxruntime).
     pub symmetric: bool,
+    /// Engine that runs the float model over the samples.
+    pub backend: crate::runtime::Backend,
 }
 
 /// What calibration found.
@@ -78,7 +80,8 @@ pub fn calibrate(
         .filter(|t| !graph_inputs.contains(t.as_str()))
         .cloned()
         .collect();
-    let engines = Engines::watching(model.clone(), exposed.clone(), "calibration");
+    let engines = Engines::watching(model.clone(), exposed.clone(), "calibration")
+        .on(opts.backend, opts.threads);
     let slot: HashMap<&str, usize> = tensors
         .iter()
         .enumerate()

@@ -430,6 +430,7 @@ pub fn diagnose(
     set: &SampleSet,
     indices: &[usize],
     threads: usize,
+    backend: crate::runtime::Backend,
     per_layer: bool,
     progress: &dyn Progress,
 ) -> Result<Diagnosis> {
@@ -449,7 +450,7 @@ pub fn diagnose(
         })
         .collect();
     let mut dm = build(model, index, plan, params, weights, per_layer, None)?;
-    let mut prepared = Runner::new(&dm.model, &specs);
+    let mut prepared = Runner::prepare(&dm.model, &specs, backend, threads);
     let mut per_layer = per_layer;
     if let Err(e) = &prepared {
         // Part of the model is beyond tract (a data-dependent If, an unknown op): diagnose
@@ -491,7 +492,11 @@ pub fn diagnose(
         slots,
         outputs: diag_outputs,
     } = dm;
-    let engines = Engines::new(diag_model, "diagnostics");
+    let used = match &prepared {
+        Ok(r) if r.backend() == "onnxruntime" => backend,
+        _ => crate::runtime::Backend::Tract,
+    };
+    let engines = Engines::new(diag_model, "diagnostics").on(used, threads);
     match prepared {
         Ok(e) => engines.insert(set.shapes[first].clone(), e),
         Err(e) => {

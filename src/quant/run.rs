@@ -32,9 +32,19 @@ use crate::runtime::{HostData, HostTensor, InputSpec, with_outputs};
 /// frees it as soon as its consumers are done, so a worker holds a few live activations, not
 /// all of them.
 pub struct Runner {
-    plan: Arc<TypedRunnableModel>,
-    /// `(node, slot)` of the optimized model → index of the watched tensor.
-    watch: HashMap<(usize, usize), usize>,
+    kind: RunnerKind,
+}
+
+enum RunnerKind {
+    Tract {
+        plan: Arc<TypedRunnableModel>,
+        /// `(node, slot)` of the optimized model → index of the watched tensor.
+        watch: HashMap<(usize, usize), usize>,
+    },
+    /// onnxruntime (feature `ort`): watched tensors are plain outputs, handed over in order
+    /// once the run is done.
+    #[cfg(feature = "ort")]
+    Ort(crate::runtime::ort::OrtRunner),
 }
 
 fn terr(e: impl std::fmt::Display) -> PareError {
@@ -93,8 +103,10 @@ impl Runner {
             .into_runnable_with_options(&o)
             .map_err(|e| terr(format!("{e:#}")))?;
         Ok(Runner {
-            plan,
-            watch: HashMap::new(),
+            kind: RunnerKind::Tract {
+                plan,
+                watch: HashMap::new(),
+            },
         })
     }
 
@@ -127,7 +139,60 @@ impl Runner {
             .map(|(k, o)| ((o.node, o.slot), k))
             .collect();
         let plan = typed.into_runnable().map_err(|e| terr(format!("{e:#}")))?;
-        Ok(Runner { plan, watch })
+        Ok(Runner {
+            kind: RunnerKind::Tract { plan, watch },
+        })
+    }
+
+    /// Watching on onnxruntime: every watched tensor is a model output; `sessions` sessions
+    /// serve that many worker threads.
+    #[cfg(feature = "ort")]
+    pub fn ort_watching(model: &ModelProto, tensors: &[String], sessions: usize) -> Result<Self> {
+        let r = crate::runtime::ort::OrtRunner::new(&with_outputs(model, tensors), sessions, 1)?;
+        if r.output_names() != tensors {
+            return Err(PareError::Runtime(
+                "onnxruntime reordered the watched outputs".into(),
+            ));
+        }
+        Ok(Runner {
+            kind: RunnerKind::Ort(r),
+        })
+    }
+
+    /// The model's outputs on onnxruntime: one session with `threads` intra-op threads
+    /// (these models are large, their outputs small: one sample's intermediates at a time).
+    #[cfg(feature = "ort")]
+    pub fn ort_new(model: &ModelProto, threads: usize) -> Result<Self> {
+        Ok(Runner {
+            kind: RunnerKind::Ort(crate::runtime::ort::OrtRunner::new(model, 1, threads)?),
+        })
+    }
+
+    /// Prepares the model's outputs on `backend`; onnxruntime falls back to tract when it
+    /// cannot take the model.
+    pub fn prepare(
+        model: &ModelProto,
+        inputs: &[InputSpec],
+        backend: crate::runtime::Backend,
+        sessions: usize,
+    ) -> Result<Self> {
+        #[cfg(feature = "ort")]
+        if backend == crate::runtime::Backend::Ort
+            && let Ok(r) = Runner::ort_new(model, sessions)
+        {
+            return Ok(r);
+        }
+        let _ = (backend, sessions);
+        Runner::new(model, inputs)
+    }
+
+    /// Which engine runs this plan.
+    pub fn backend(&self) -> &'static str {
+        match &self.kind {
+            RunnerKind::Tract { .. } => "tract",
+            #[cfg(feature = "ort")]
+            RunnerKind::Ort(_) => "onnxruntime",
+        }
     }
 
     /// Runs the model. Watching: `f(k, values)` sees watched tensor `k` once, when computed.
@@ -137,6 +202,11 @@ impl Runner {
         inputs: &[HostTensor],
         f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
+        let (plan, watch) = match &self.kind {
+            RunnerKind::Tract { plan, watch } => (plan, watch),
+            #[cfg(feature = "ort")]
+            RunnerKind::Ort(r) => return r.run(inputs, f),
+        };
         let tv: TVec<TValue> = inputs
             .iter()
             .map(|t| to_tract(t).map(TValue::from))
@@ -146,21 +216,21 @@ impl Runner {
             let view = c.try_as_plain_ram().map_err(terr)?;
             f(k, view.as_slice::<f32>().map_err(terr)?)
         };
-        if self.watch.is_empty() {
-            let outs = self.plan.run(tv).map_err(|e| terr(format!("{e:#}")))?;
+        if watch.is_empty() {
+            let outs = plan.run(tv).map_err(|e| terr(format!("{e:#}")))?;
             for (k, v) in outs.into_iter().enumerate() {
                 see(k, &v)?;
             }
             return Ok(());
         }
-        let mut state = SimpleState::new(&self.plan).map_err(terr)?;
+        let mut state = SimpleState::new(plan).map_err(terr)?;
         let mut failure: Option<PareError> = None;
         let r = state.run_plan_with_eval(
             tv,
             |ctx, st, node, ins| -> std::result::Result<TVec<TValue>, TractError> {
                 let outs = tract_onnx::tract_core::plan::eval(ctx, st, node, ins)?;
                 for (slot, v) in outs.iter().enumerate() {
-                    if let Some(&k) = self.watch.get(&(node.id, slot))
+                    if let Some(&k) = watch.get(&(node.id, slot))
                         && let Err(e) = see(k, v)
                     {
                         failure = Some(e);
@@ -199,6 +269,10 @@ pub struct Engines {
     engines: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
     /// What the engines are for, in errors ("calibration model", …).
     what: String,
+    /// Engine for watching plans (calibration); tract unless onnxruntime was chosen.
+    backend: crate::runtime::Backend,
+    /// Worker threads the plans serve (onnxruntime: one session each).
+    threads: usize,
 }
 
 impl Engines {
@@ -208,6 +282,8 @@ impl Engines {
             watch: Vec::new(),
             engines: Mutex::new(HashMap::new()),
             what: what.to_string(),
+            backend: crate::runtime::Backend::Tract,
+            threads: 1,
         }
     }
 
@@ -218,7 +294,21 @@ impl Engines {
             watch: tensors,
             engines: Mutex::new(HashMap::new()),
             what: what.to_string(),
+            backend: crate::runtime::Backend::Tract,
+            threads: 1,
         }
+    }
+
+    /// Runs the watching plans on `backend` for `threads` workers.
+    pub fn on(mut self, backend: crate::runtime::Backend, threads: usize) -> Self {
+        self.backend = backend;
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The engine the plans run on.
+    pub fn backend(&self) -> crate::runtime::Backend {
+        self.backend
     }
 
     /// Adds an engine prepared elsewhere for `shapes`.
@@ -248,15 +338,21 @@ impl Engines {
                 shape: s.clone(),
             })
             .collect();
-        let e = if self.watch.is_empty() {
-            Runner::new(&self.model, &specs)
-        } else {
-            Runner::watching(&self.model, &self.watch, &specs)
+        let e = match self.backend {
+            #[cfg(feature = "ort")]
+            crate::runtime::Backend::Ort if !self.watch.is_empty() => {
+                Runner::ort_watching(&self.model, &self.watch, self.threads)
+            }
+            _ if self.watch.is_empty() => {
+                Runner::prepare(&self.model, &specs, self.backend, self.threads)
+            }
+            _ => Runner::watching(&self.model, &self.watch, &specs),
         };
         let e = e.map_err(|e| {
             PareError::Runtime(format!(
-                "{}: tract cannot prepare the model for inputs {}: {e}",
+                "{}: {} cannot prepare the model for inputs {}: {e}",
                 self.what,
+                self.backend.name(),
                 specs
                     .iter()
                     .map(|s| format!("{}{:?}", s.name, s.shape))

@@ -1,0 +1,242 @@
+//! onnxruntime as an optional engine (cargo feature `ort`).
+//!
+//! tract runs some vision models several times slower than onnxruntime (DeepLabV3-MobileNetV3
+//! about 6x), and calibration runs the float model once per sample, so where that time matters
+//! pare can use onnxruntime instead. It is never linked: the shared library is loaded at run
+//! time from the `libonnxruntime.so.*` that `pip install onnxruntime` ships in
+//! `onnxruntime/capi/` (or the file `PARE_ORT_LIB` names). Without it, or without the feature,
+//! everything runs on tract as before.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, TensorRef};
+
+use super::{HostData, HostTensor};
+use crate::error::{PareError, Result};
+use crate::model::proto::ModelProto;
+
+fn oerr(e: impl std::fmt::Display) -> PareError {
+    PareError::Runtime(format!("onnxruntime: {e}"))
+}
+
+/// Candidate shared libraries: `PARE_ORT_LIB`, then the `onnxruntime` package of a virtual
+/// environment (`$VIRTUAL_ENV`, `./.venv`), then whatever `python3 -c "import onnxruntime"`
+/// finds.
+fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for var in ["PARE_ORT_LIB", "ORT_DYLIB_PATH"] {
+        if let Some(p) = std::env::var_os(var) {
+            out.push(PathBuf::from(p));
+        }
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+        roots.push(PathBuf::from(v));
+    }
+    roots.push(PathBuf::from(".venv"));
+    for root in roots {
+        let Ok(libs) = std::fs::read_dir(root.join("lib")) else {
+            continue;
+        };
+        for py in libs.flatten() {
+            let capi = py.path().join("site-packages/onnxruntime/capi");
+            out.extend(libs_in(&capi));
+        }
+    }
+    let pythons = [
+        std::env::var_os("PARE_PYTHON").map(PathBuf::from),
+        Some(PathBuf::from("python3")),
+    ];
+    for py in pythons.into_iter().flatten() {
+        let o = std::process::Command::new(&py)
+            .args([
+                "-c",
+                "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output();
+        if let Ok(o) = o
+            && o.status.success()
+        {
+            let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            out.extend(libs_in(&Path::new(&dir).join("capi")));
+        }
+    }
+    out
+}
+
+fn libs_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    v.sort();
+    v.reverse();
+    v
+}
+
+/// The process-wide onnxruntime environment, loaded once; `Err` says why it is unavailable.
+fn environment() -> std::result::Result<&'static Environment, String> {
+    static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let libs = candidates();
+        let Some(lib) = libs.iter().find(|p| p.is_file()) else {
+            return Err("no libonnxruntime.so found (pip install onnxruntime, or set PARE_ORT_LIB to the library)".into());
+        };
+        let builder = ort::init_from(lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        builder
+            .with_name("pare")
+            .build()
+            .map_err(|e| format!("{}: {e}", lib.display()))
+    })
+    .as_ref()
+    .map_err(|e| e.clone())
+}
+
+/// Whether onnxruntime can be used in this process (`Err`: why not).
+pub fn available() -> std::result::Result<(), String> {
+    environment().map(|_| ())
+}
+
+/// A model prepared in onnxruntime: a few sessions (one per worker thread, one intra-op
+/// thread each) that return `outputs` as f32 slices.
+pub struct OrtRunner {
+    sessions: Vec<Mutex<Session>>,
+    outputs: Vec<String>,
+}
+
+impl OrtRunner {
+    /// Prepares `model` (its graph outputs are what [`OrtRunner::run`] hands over) in
+    /// `sessions` sessions of `intra` threads each. Several single-threaded sessions let
+    /// workers fold one sample's activations while another sample runs; one session holds
+    /// one sample's intermediates at a time (less memory on large graphs).
+    pub fn new(model: &ModelProto, sessions: usize, intra: usize) -> Result<Self> {
+        let env = environment().map_err(oerr)?;
+        let mut m = model.clone();
+        if let Some(g) = m.graph.as_mut() {
+            // Stale intermediate types can contradict edited graphs; onnxruntime infers them.
+            g.value_info.clear();
+        }
+        let bytes = crate::model::io::encode_model(&m);
+        drop(m);
+        let mut all = Vec::new();
+        for _ in 0..sessions.max(1) {
+            let s = Session::builder(env)
+                .map_err(oerr)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(oerr)?
+                .with_intra_threads(intra.max(1))
+                .map_err(oerr)?
+                // The pattern pre-plans one block for all intermediates: more peak memory.
+                .with_memory_pattern(false)
+                .map_err(oerr)?
+                // Prepacked copies of the weights, per session: memory for little speed here.
+                .with_prepacking(false)
+                .map_err(oerr)?
+                .commit_from_memory(&bytes)
+                .map_err(oerr)?;
+            all.push(Mutex::new(s));
+        }
+        let outputs = all[0]
+            .lock()
+            .map_err(|_| oerr("session poisoned"))?
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(OrtRunner {
+            sessions: all,
+            outputs,
+        })
+    }
+
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Runs on `inputs` (model input order); `f(k, values)` sees output `k` as f32.
+    pub fn run(
+        &self,
+        inputs: &[HostTensor],
+        f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        // A free session if there is one, else wait for the first.
+        let mut guard = None;
+        for s in &self.sessions {
+            if let Ok(g) = s.try_lock() {
+                guard = Some(g);
+                break;
+            }
+        }
+        let mut session = match guard {
+            Some(g) => g,
+            None => self.sessions[0]
+                .lock()
+                .map_err(|_| oerr("session poisoned"))?,
+        };
+        let values: Vec<ort::session::SessionInputValue<'_>> =
+            inputs.iter().map(to_value).collect::<Result<_>>()?;
+        let outs = session.run(values.as_slice()).map_err(oerr)?;
+        for k in 0..self.outputs.len() {
+            let v: &DynValue = &outs[k];
+            if let Ok((_, data)) = v.try_extract_tensor::<f32>() {
+                f(k, data)?;
+            } else if let Ok((_, data)) = v.try_extract_tensor::<f64>() {
+                let c: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+                f(k, &c)?;
+            } else if let Ok((_, data)) = v.try_extract_tensor::<i64>() {
+                let c: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+                f(k, &c)?;
+            } else if let Ok((_, data)) = v.try_extract_tensor::<i32>() {
+                let c: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+                f(k, &c)?;
+            } else {
+                return Err(oerr(format!(
+                    "output '{}' is not a numeric tensor pare can read",
+                    self.outputs[k]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_value(t: &HostTensor) -> Result<ort::session::SessionInputValue<'_>> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    let v: ort::session::SessionInputValue<'_> = match &t.data {
+        HostData::F32(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+        HostData::F64(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+        HostData::I64(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+        HostData::I32(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+        HostData::I8(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+        HostData::U8(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+        HostData::Bool(v) => TensorRef::from_array_view((shape, &v[..]))
+            .map_err(oerr)?
+            .into(),
+    };
+    Ok(v)
+}
