@@ -19,6 +19,7 @@ use super::Piece;
 use crate::error::{PareError, Result};
 use crate::model::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use crate::model::shape::Dim;
+pub use crate::model::tensor::f32_to_f16;
 use crate::model::tensor::{self, DataType, f16_to_f32};
 use crate::model::{Analysis, GraphIndex, Model};
 use crate::rng::Rng;
@@ -95,41 +96,6 @@ pub fn tensor_to_host(t: &TensorProto) -> Result<HostTensor> {
         ));
     }
     Ok(h)
-}
-
-/// float32 to IEEE half, round to nearest even.
-pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let rest = m & ((1 << shift) - 1);
-        let mut v = m >> shift;
-        if rest > half || (rest == half && v & 1 == 1) {
-            v += 1;
-        }
-        return sign | v as u16;
-    }
-    let mut v = ((e as u32) << 10) | (man >> 13);
-    let rest = man & 0x1fff;
-    if rest > 0x1000 || (rest == 0x1000 && v & 1 == 1) {
-        v += 1;
-    }
-    sign | v as u16
 }
 
 /// Writes host data as an ONNX tensor of type `dtype` (default: the data's own type),

@@ -9,6 +9,7 @@ use crate::error::{PareError, Result};
 use crate::model::DataType;
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::model::shape::Value;
+pub use crate::model::tensor::f32_to_f16;
 use crate::model::tensor::{to_f32, to_i64};
 use crate::runtime::{HostData, HostTensor};
 
@@ -78,41 +79,6 @@ fn raw(name: &str, dtype: DataType, dims: &[i64], data: Vec<u8>) -> TensorProto 
         raw_data: Some(Bytes::from(data)),
         ..Default::default()
     }
-}
-
-/// IEEE half from f32, round to nearest even.
-pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let rest = m & ((1 << shift) - 1);
-        let mut r = m >> shift;
-        if rest > half || (rest == half && r & 1 == 1) {
-            r += 1;
-        }
-        return sign | r as u16;
-    }
-    let mut r = ((e as u32) << 10) | (man >> 13);
-    let rest = man & 0x1fff;
-    if rest > 0x1000 || (rest == 0x1000 && r & 1 == 1) {
-        r += 1;
-    }
-    sign | r as u16
 }
 
 /// A tensor of `dtype` and `dims` holding `values` (converted), or `None` for types pare
