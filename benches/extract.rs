@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pare::extract::{Selector, extract_selection};
-use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::io::{self, SaveOptions, save_model};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
@@ -19,55 +18,7 @@ use pare::model::{Analysis, InputPins};
 /// Wide ResNet-50-2 layout (bottleneck width doubled), BatchNorm unfused, and a 2048x4000
 /// classifier: about 77M parameters, ~310 MB.
 fn wide_resnet() -> ModelProto {
-    let mut b = GraphBuilder::new("wide_resnet50_2").with_seed(502);
-    b.input("input", &[D::N(1), D::N(3), D::N(224), D::N(224)]);
-    b.scope = "/conv1".into();
-    let x = b.conv_nd("input", 3, 64, &[7, 7], 2, 3, 1, false);
-    let x = b.batchnorm(&x, 64);
-    let x = b.relu(&x);
-    let mut x = b.op(
-        "MaxPool",
-        &[&x],
-        vec![
-            attr_ints("kernel_shape", &[3, 3]),
-            attr_ints("strides", &[2, 2]),
-            attr_ints("pads", &[1, 1, 1, 1]),
-        ],
-    );
-    let mut cin = 64;
-    for (stage, (&blocks, &planes)) in [3, 4, 6, 3].iter().zip(&[64i64, 128, 256, 512]).enumerate()
-    {
-        for blk in 0..blocks {
-            b.scope = format!("/layer{}/{blk}", stage + 1);
-            let stride = if blk == 0 && stage > 0 { 2 } else { 1 };
-            let width = planes * 2;
-            let cout = planes * 4;
-            let y = b.conv_nd(&x, cin, width, &[1, 1], 1, 0, 1, false);
-            let y = b.batchnorm(&y, width);
-            let y = b.relu(&y);
-            let y = b.conv_nd(&y, width, width, &[3, 3], stride, 1, 1, false);
-            let y = b.batchnorm(&y, width);
-            let y = b.relu(&y);
-            let y = b.conv_nd(&y, width, cout, &[1, 1], 1, 0, 1, false);
-            let y = b.batchnorm(&y, cout);
-            let s = if blk == 0 {
-                let s = b.conv_nd(&x, cin, cout, &[1, 1], stride, 0, 1, false);
-                b.batchnorm(&s, cout)
-            } else {
-                x.clone()
-            };
-            let s = b.add(&y, &s);
-            x = b.relu(&s);
-            cin = cout;
-        }
-    }
-    b.scope = "/head".into();
-    let x = b.op("GlobalAveragePool", &[&x], vec![]);
-    let x = b.op("Flatten", &[&x], vec![attr_i("axis", 1)]);
-    let x = b.gemm(&x, 2048, 4000);
-    b.node_named("/head/output", "Identity", &[&x], &["logits"], vec![]);
-    b.output("logits", &[D::N(1), D::N(4000)]);
-    b.model()
+    pare::model::builder::zoo::resnet50_family("wide_resnet50_2", 502, 2, 4000)
 }
 
 fn bench_file() -> PathBuf {

@@ -421,7 +421,13 @@ pub mod zoo {
     /// A ResNet-50-shaped classifier (bottleneck stages 3-4-6-3, ~25.5M params, ~100 MB),
     /// with BatchNorm kept unfused as training exports have it.
     pub fn resnet50() -> ModelProto {
-        let mut b = GraphBuilder::new("resnet50").with_seed(50);
+        resnet50_family("resnet50", 50, 1, 1000)
+    }
+
+    /// The ResNet-50 layout with the bottleneck width multiplied by `width_mult` (2: Wide
+    /// ResNet-50-2) and `classes` outputs.
+    pub fn resnet50_family(name: &str, seed: u64, width_mult: i64, classes: i64) -> ModelProto {
+        let mut b = GraphBuilder::new(name).with_seed(seed);
         b.input("input", &[D::N(1), D::N(3), D::N(224), D::N(224)]);
         b.scope = "/conv1".into();
         let x = b.conv_nd("input", 3, 64, &[7, 7], 2, 3, 1, false);
@@ -444,6 +450,7 @@ pub mod zoo {
                 b.scope = format!("/layer{}/{blk}", stage + 1);
                 let stride = if blk == 0 && stage > 0 { 2 } else { 1 };
                 let cout = width * 4;
+                let width = width * width_mult;
                 let y = b.conv_nd(&x, cin, width, &[1, 1], 1, 0, 1, false);
                 let y = b.batchnorm(&y, width);
                 let y = b.relu(&y);
@@ -466,9 +473,9 @@ pub mod zoo {
         b.scope = "/head".into();
         let x = b.op("GlobalAveragePool", &[&x], vec![]);
         let x = b.op("Flatten", &[&x], vec![attr_i("axis", 1)]);
-        let x = b.gemm(&x, 2048, 1000);
+        let x = b.gemm(&x, 2048, classes);
         b.node_named("/head/output", "Identity", &[&x], &["logits"], vec![]);
-        b.output("logits", &[D::N(1), D::N(1000)]);
+        b.output("logits", &[D::N(1), D::N(classes)]);
         b.model()
     }
 
