@@ -9,28 +9,8 @@ use std::process::Command;
 
 use pare::model::io::{SaveOptions, load_model, save_model};
 
-/// The Python to use, or `None` (with a note) when none is set up outside CI.
-pub fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("PARE_PYTHON").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c)
-            .args(["-c", "import onnx, onnxruntime, numpy"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but no Python with onnx/onnxruntime/numpy was found (set PARE_PYTHON)"
-    );
-    eprintln!("interop: no Python with onnx/onnxruntime found; run .ci/run or set PARE_PYTHON");
-    None
+fn python() -> Option<PathBuf> {
+    common::python("interop")
 }
 
 fn committed_models() -> Vec<PathBuf> {

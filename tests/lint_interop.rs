@@ -5,6 +5,7 @@
 //! under CI when missing. Set `PARE_DEV_MODELS` to a directory holding the dev corpus
 //! (pat_a_stereo.onnx, …) to include it.
 
+mod common;
 mod lint_support;
 
 use std::path::{Path, PathBuf};
@@ -20,28 +21,7 @@ use pare::model::{Analysis, InputPins};
 use pare::runtime::{Engine, HostData, HostTensor, TractEngine};
 
 fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("PARE_PYTHON").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c)
-            .args(["-c", "import onnx, onnxruntime, numpy"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but no Python with onnx/onnxruntime/numpy was found (set PARE_PYTHON)"
-    );
-    eprintln!(
-        "lint interop: no Python with onnx/onnxruntime found; run .ci/run or set PARE_PYTHON"
-    );
-    None
+    common::python("lint interop")
 }
 
 fn raw(path: &Path, t: &HostTensor) {

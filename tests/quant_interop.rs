@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use pare::jobs::NoProgress;
@@ -16,28 +16,7 @@ use pare::quant::data::{self, CalibSource, Preprocess};
 use pare::quant::{Format, QuantOptions, quantize};
 
 fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("PARE_PYTHON").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c)
-            .args(["-c", "import onnx, onnxruntime, numpy"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but no Python with onnx/onnxruntime/numpy was found (set PARE_PYTHON)"
-    );
-    eprintln!(
-        "quant interop: no Python with onnx/onnxruntime found; run .ci/run or set PARE_PYTHON"
-    );
-    None
+    common::python("quant interop")
 }
 
 /// argv: FLOAT QUANT FORMAT CLAIMED_DB NPY... (one .npy per input per sample, in order,
