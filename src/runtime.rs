@@ -184,8 +184,9 @@ pub mod ort;
 
 /// The engine that runs a model where speed matters (calibration). tract is always there;
 /// onnxruntime only in builds with the `ort` feature and where its library loads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Backend {
+    #[default]
     Tract,
     Ort,
 }
@@ -220,6 +221,14 @@ impl EngineChoice {
         }
     }
 
+    /// `PARE_ENGINE` when set, else `default`.
+    pub fn from_env_or(default: Self) -> Self {
+        match std::env::var("PARE_ENGINE") {
+            Ok(_) => Self::from_env(),
+            Err(_) => default,
+        }
+    }
+
     /// The backend to use, or why the requested one cannot be.
     pub fn resolve(self) -> Result<Backend> {
         match self {
@@ -249,6 +258,27 @@ pub fn ort_available() -> std::result::Result<(), String> {
             "this pare was built without the `ort` feature (cargo build --release --features ort)"
                 .into(),
         )
+    }
+}
+
+/// Prepares `model` on `backend` for the given inputs (onnxruntime with all cores; it takes
+/// the shapes from the inputs it is given).
+pub fn prepare(
+    backend: Backend,
+    model: &ModelProto,
+    inputs: &[InputSpec],
+) -> Result<Box<dyn Engine>> {
+    match backend {
+        Backend::Tract => Ok(Box::new(TractEngine::new(model, inputs)?)),
+        #[cfg(feature = "ort")]
+        Backend::Ort => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Ok(Box::new(ort::OrtEngine::new(model, threads)?))
+        }
+        #[cfg(not(feature = "ort"))]
+        Backend::Ort => Err(PareError::Runtime(
+            ort_available().err().unwrap_or_default(),
+        )),
     }
 }
 

@@ -1051,3 +1051,65 @@ fn every_piece_of_a_model_with_unknown_types_still_gets_typed_boundaries() {
         p.notes
     );
 }
+
+/// With `--engine ort` the stored outputs are what onnxruntime gives on the source model: the
+/// piece run alone in onnxruntime reproduces them (bit for bit unless onnxruntime fuses or
+/// re-lays-out differently at the cut), and they agree with tract's float64 reference to
+/// float32 rounding.
+#[cfg(feature = "ort")]
+#[test]
+fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
+    use pare::extract::data::boundary_with;
+    use pare::runtime::{Backend, InputSpec, prepare};
+    if let Err(why) = pare::runtime::ort_available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    for (name, m) in runnable_fixtures() {
+        let a = analysis(m);
+        for (from, to) in random_ranges(&a, 6, 7) {
+            let what = format!("{name} {from}..{to}");
+            let sel = Selector::Range { from, to };
+            let (_, piece) = extract_selection(&a, &sel).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let s = sample(&a, 5);
+            let mut r = Runner::new(&a, &s).with_backend(Backend::Ort);
+            let bd = boundary_with(&mut r, &piece);
+            assert!(bd.complete(), "{what}: {:?}", bd.problems);
+            let reference = boundary_data(&a, &piece, &s);
+            let feeds: Vec<HostTensor> = bd.inputs.iter().flatten().cloned().collect();
+            let specs: Vec<InputSpec> = piece
+                .inputs
+                .iter()
+                .zip(&feeds)
+                .map(|(n, h)| InputSpec {
+                    name: n.clone(),
+                    dtype: h.dtype(),
+                    shape: h.shape.clone(),
+                })
+                .collect();
+            let engine = prepare(Backend::Ort, &piece.model.proto, &specs)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(engine.backend(), "onnxruntime");
+            let got = engine.run(&feeds).unwrap_or_else(|e| panic!("{what}: {e}"));
+            for ((o, stored), exact) in piece
+                .outputs
+                .iter()
+                .zip(&bd.outputs)
+                .zip(&reference.outputs)
+            {
+                let stored = stored.as_ref().expect("complete");
+                let k = engine
+                    .output_names()
+                    .iter()
+                    .position(|n| n == o)
+                    .expect("output");
+                let exact = exact.as_ref().expect("complete");
+                let scale = exact.to_f64().iter().fold(1f64, |m, x| m.max(x.abs()));
+                let own = max_abs_diff(&got[k], stored).expect("same shape");
+                assert!(own <= 1e-5 * scale, "{what}: {o}: piece vs stored {own}");
+                let d = max_abs_diff(stored, exact).expect("same shape");
+                assert!(d <= 1e-5 * scale, "{what}: {o}: onnxruntime vs float64 {d}");
+            }
+        }
+    }
+}

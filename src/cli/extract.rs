@@ -30,6 +30,12 @@ pub struct DataArgs {
     /// Seed of the random inputs (sample K uses SEED+K).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Engine that computes the boundary data. tract (default) stores float64-exact reference
+    /// outputs; ort stores what onnxruntime gives on the source model, which a piece run in
+    /// onnxruntime reproduces up to its own kernel choices at the cut (needs a build with
+    /// `--features ort`; env PARE_ENGINE).
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<pare::runtime::EngineChoice>,
 }
 
 #[derive(Args, Debug)]
@@ -57,8 +63,8 @@ pub struct ExtractArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub model_args: ModelArgs,
-    /// Compute the piece's inputs and outputs by running the model with tract, and write them
-    /// next to OUT as test_data_set_K/input_I.pb, output_I.pb.
+    /// Compute the piece's inputs and outputs by running the model (tract, or --engine), and
+    /// write them next to OUT as test_data_set_K/input_I.pb, output_I.pb.
     #[arg(long = "with-data")]
     pub with_data: bool,
     #[command(flatten)]
@@ -222,7 +228,15 @@ fn load_samples(a: &Analysis, d: &DataArgs) -> anyhow::Result<Samples> {
     if d.samples == 0 {
         return Err(anyhow!("--samples must be at least 1"));
     }
-    Ok(data::load_samples(a, &d.input_data, d.samples, d.seed)?)
+    let engine = d
+        .engine
+        .unwrap_or_else(|| {
+            pare::runtime::EngineChoice::from_env_or(pare::runtime::EngineChoice::Tract)
+        })
+        .resolve()?;
+    let mut s = data::load_samples(a, &d.input_data, d.samples, d.seed)?;
+    s.engine = engine;
+    Ok(s)
 }
 
 /// Writes each sample's boundary data next to `out`; returns JSON per set and problems.

@@ -23,7 +23,7 @@ pub use crate::model::tensor::f32_to_f16;
 use crate::model::tensor::{self, DataType, f16_to_f32};
 use crate::model::{Analysis, GraphIndex, Model};
 use crate::rng::Rng;
-use crate::runtime::{Engine, HostData, HostTensor, InputSpec, TractEngine};
+use crate::runtime::{Backend, HostData, HostTensor, InputSpec};
 
 // ---------------------------------------------------------------------------------------------
 // TensorProto <-> HostTensor.
@@ -456,6 +456,9 @@ pub struct Samples {
     /// Where they came from ("random, seed 0", file names), for reports.
     pub source: String,
     pub notes: Vec<String>,
+    /// The engine that computes tensors from them: tract (with float64 reference outputs)
+    /// unless the user chose onnxruntime.
+    pub engine: Backend,
 }
 
 fn fmt_dims(d: &[usize]) -> String {
@@ -630,6 +633,7 @@ pub fn load_samples(
             sets,
             source,
             notes,
+            engine: Backend::Tract,
         });
     }
     // Named (NAME=PATH where NAME is an input) or positional specs.
@@ -701,6 +705,7 @@ pub fn load_samples(
             sets,
             source,
             notes,
+            engine: Backend::Tract,
         });
     }
     let mut slots: Vec<Option<HostTensor>> = vec![None; inputs.len()];
@@ -759,6 +764,7 @@ pub fn load_samples(
         sets,
         source,
         notes,
+        engine: Backend::Tract,
     })
 }
 
@@ -889,6 +895,7 @@ fn first_line(s: &str) -> String {
 pub struct Runner<'a> {
     a: &'a Analysis,
     cache: HashMap<String, HostTensor>,
+    backend: Backend,
     /// What was done beyond a plain run (If specialisation), for reports.
     pub log: Vec<String>,
 }
@@ -906,8 +913,20 @@ impl<'a> Runner<'a> {
         Self {
             a,
             cache,
+            backend: Backend::Tract,
             log: Vec::new(),
         }
+    }
+
+    /// Runs on `backend` instead of tract (falling back to tract, with a log line, where
+    /// onnxruntime refuses a model).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn get(&self, name: &str) -> Option<&HostTensor> {
@@ -951,7 +970,7 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn run_plain(&self, proto: &ModelProto) -> Result<Vec<HostTensor>> {
+    fn run_plain(&mut self, proto: &ModelProto) -> Result<Vec<HostTensor>> {
         let g = proto.graph().expect("pruned models have a graph");
         let mut specs = Vec::new();
         let mut feeds = Vec::new();
@@ -967,8 +986,19 @@ impl<'a> Runner<'a> {
             });
             feeds.push(h.clone());
         }
-        let engine = TractEngine::new(proto, &specs)?;
-        engine.run(&feeds)
+        if self.backend != Backend::Tract {
+            let ran =
+                crate::runtime::prepare(self.backend, proto, &specs).and_then(|e| e.run(&feeds));
+            match ran {
+                Ok(v) => return Ok(v),
+                Err(e) => self.log.push(format!(
+                    "{} could not run it ({}); used tract",
+                    self.backend.name(),
+                    first_line(&e.to_string())
+                )),
+            }
+        }
+        crate::runtime::prepare(Backend::Tract, proto, &specs)?.run(&feeds)
     }
 
     /// Runs `proto` (pruned to `outputs`); when tract refuses it and it has top-level `If`
@@ -1071,7 +1101,7 @@ pub fn boundary_data(a: &Analysis, piece: &Piece, sample: &[HostTensor]) -> Boun
 /// [`boundary_data`] with a runner that may already hold computed tensors (they are reused).
 pub fn boundary_with(runner: &mut Runner, piece: &Piece) -> BoundaryData {
     let mut bd = boundary_f32(runner, piece);
-    if bd.complete() {
+    if bd.complete() && runner.backend() == Backend::Tract {
         exact_outputs(piece, &mut bd);
     }
     bd
@@ -1094,8 +1124,10 @@ fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
             .iter()
             .map(|t| runner.get(t).cloned())
             .collect();
-        bd.log
-            .push("ran the source model with tract up to the piece's outputs".into());
+        bd.log.push(format!(
+            "ran the source model with {} up to the piece's outputs",
+            runner.backend().name()
+        ));
         return bd;
     }
     let first = first
@@ -1122,13 +1154,16 @@ fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
         .iter()
         .map(|t| runner.get(t).cloned())
         .collect();
-    bd.log
-        .push("ran the source model with tract up to the piece's inputs".into());
+    bd.log.push(format!(
+        "ran the source model with {} up to the piece's inputs",
+        runner.backend().name()
+    ));
     // The piece itself, on the computed inputs.
     let feeds: Vec<HostTensor> = bd.inputs.iter().flatten().cloned().collect();
+    let backend = runner.backend();
     let piece_run =
         crate::model::Analysis::new(piece.model.clone(), &Default::default()).and_then(|pa| {
-            let mut r = Runner::new(&pa, &feeds);
+            let mut r = Runner::new(&pa, &feeds).with_backend(backend);
             r.compute(&piece.outputs)?;
             bd.log.append(&mut r.log);
             Ok(piece
@@ -1560,7 +1595,8 @@ pub fn piece_data(
     let mut out = Vec::new();
     for (k, s) in samples.sets.iter().enumerate() {
         progress.check_cancel()?;
-        let bd = boundary_data(a, piece, s);
+        let mut runner = Runner::new(a, s).with_backend(samples.engine);
+        let bd = boundary_with(&mut runner, piece);
         progress.step(k as u64 + 1, &format!("sample {k}"));
         out.push(bd);
     }

@@ -454,7 +454,12 @@ pub fn reduce(
     let runners: Vec<Runner> = opts
         .samples
         .as_ref()
-        .map(|s| s.sets.iter().map(|set| Runner::new(a, set)).collect())
+        .map(|s| {
+            s.sets
+                .iter()
+                .map(|set| Runner::new(a, set).with_backend(s.engine))
+                .collect()
+        })
         .unwrap_or_default();
     let mut t = Tester {
         a,

@@ -15,7 +15,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorRef};
 
-use super::{HostData, HostTensor};
+use super::{Engine, HostData, HostTensor};
 use crate::error::{PareError, Result};
 use crate::model::proto::ModelProto;
 
@@ -123,39 +123,12 @@ impl OrtRunner {
     /// workers fold one sample's activations while another sample runs; one session holds
     /// one sample's intermediates at a time (less memory on large graphs).
     pub fn new(model: &ModelProto, sessions: usize, intra: usize) -> Result<Self> {
-        let env = environment().map_err(oerr)?;
-        let mut m = model.clone();
-        if let Some(g) = m.graph.as_mut() {
-            // Stale intermediate types can contradict edited graphs; onnxruntime infers them.
-            g.value_info.clear();
-        }
-        let bytes = crate::model::io::encode_model(&m);
-        drop(m);
+        let bytes = session_bytes(model);
         let mut all = Vec::new();
         for _ in 0..sessions.max(1) {
-            let s = Session::builder(env)
-                .map_err(oerr)?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .map_err(oerr)?
-                .with_intra_threads(intra.max(1))
-                .map_err(oerr)?
-                // The pattern pre-plans one block for all intermediates: more peak memory.
-                .with_memory_pattern(false)
-                .map_err(oerr)?
-                // Prepacked copies of the weights, per session: memory for little speed here.
-                .with_prepacking(false)
-                .map_err(oerr)?
-                .commit_from_memory(&bytes)
-                .map_err(oerr)?;
-            all.push(Mutex::new(s));
+            all.push(Mutex::new(session(&bytes, intra)?));
         }
-        let outputs = all[0]
-            .lock()
-            .map_err(|_| oerr("session poisoned"))?
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
+        let outputs = output_names(&*all[0].lock().map_err(|_| oerr("session poisoned"))?);
         Ok(OrtRunner {
             sessions: all,
             outputs,
@@ -211,6 +184,108 @@ impl OrtRunner {
         }
         Ok(())
     }
+}
+
+/// The model as onnxruntime gets it: without stored intermediate types, which can contradict
+/// edited graphs (onnxruntime infers them).
+fn session_bytes(model: &ModelProto) -> Vec<u8> {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        g.value_info.clear();
+    }
+    crate::model::io::encode_model(&m)
+}
+
+fn session(bytes: &[u8], intra: usize) -> Result<Session> {
+    let env = environment().map_err(oerr)?;
+    Session::builder(env)
+        .map_err(oerr)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(oerr)?
+        .with_intra_threads(intra.max(1))
+        .map_err(oerr)?
+        // The pattern pre-plans one block for all intermediates: more peak memory.
+        .with_memory_pattern(false)
+        .map_err(oerr)?
+        // Prepacked copies of the weights, per session: memory for little speed here.
+        .with_prepacking(false)
+        .map_err(oerr)?
+        .commit_from_memory(bytes)
+        .map_err(oerr)
+}
+
+fn output_names(s: &Session) -> Vec<String> {
+    s.outputs().iter().map(|o| o.name().to_string()).collect()
+}
+
+/// onnxruntime behind the [`Engine`] interface: every output with its own type and shape.
+/// Boundary data computed this way is what onnxruntime itself gives on the source model, so a
+/// piece checked in onnxruntime differs only where onnxruntime fuses or re-lays-out the cut
+/// differently (tract's float32 kernels sum in another order everywhere).
+pub struct OrtEngine {
+    session: Mutex<Session>,
+    outputs: Vec<String>,
+}
+
+impl OrtEngine {
+    pub fn new(model: &ModelProto, intra: usize) -> Result<Self> {
+        let s = session(&session_bytes(model), intra)?;
+        let outputs = output_names(&s);
+        Ok(Self {
+            session: Mutex::new(s),
+            outputs,
+        })
+    }
+}
+
+impl Engine for OrtEngine {
+    fn backend(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
+        let mut session = self.session.lock().map_err(|_| oerr("session poisoned"))?;
+        let values: Vec<ort::session::SessionInputValue<'_>> =
+            inputs.iter().map(to_value).collect::<Result<_>>()?;
+        let outs = session.run(values.as_slice()).map_err(oerr)?;
+        let mut res = Vec::with_capacity(self.outputs.len());
+        for (k, name) in self.outputs.iter().enumerate() {
+            res.push(to_host(&outs[k]).ok_or_else(|| {
+                oerr(format!(
+                    "output '{name}' is not a tensor type pare can read"
+                ))
+            })?);
+        }
+        Ok(res)
+    }
+}
+
+fn to_host(v: &DynValue) -> Option<HostTensor> {
+    fn dims(s: &ort::value::Shape) -> Vec<usize> {
+        s.iter().map(|&d| d.max(0) as usize).collect()
+    }
+    macro_rules! try_as {
+        ($t:ty, $variant:ident) => {
+            if let Ok((s, d)) = v.try_extract_tensor::<$t>() {
+                return Some(HostTensor {
+                    shape: dims(s),
+                    data: HostData::$variant(d.to_vec()),
+                });
+            }
+        };
+    }
+    try_as!(f32, F32);
+    try_as!(f64, F64);
+    try_as!(i64, I64);
+    try_as!(i32, I32);
+    try_as!(i8, I8);
+    try_as!(u8, U8);
+    try_as!(bool, Bool);
+    None
 }
 
 fn to_value(t: &HostTensor) -> Result<ort::session::SessionInputValue<'_>> {
