@@ -918,7 +918,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Runs on `backend` instead of tract (falling back to tract, with a log line, where
+    /// Runs on `backend` instead of tract (switching to tract for good, with a log line, once
     /// onnxruntime refuses a model).
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
@@ -991,11 +991,16 @@ impl<'a> Runner<'a> {
                 crate::runtime::prepare(self.backend, proto, &specs).and_then(|e| e.run(&feeds));
             match ran {
                 Ok(v) => return Ok(v),
-                Err(e) => self.log.push(format!(
-                    "{} could not run it ({}); used tract",
-                    self.backend.name(),
-                    first_line(&e.to_string())
-                )),
+                Err(e) => {
+                    // Once refused, tract from here on: retrying the same graph family in
+                    // onnxruntime would only fail again, slowly.
+                    self.log.push(format!(
+                        "{} could not run it ({}); used tract",
+                        self.backend.name(),
+                        first_line(&e.to_string())
+                    ));
+                    self.backend = Backend::Tract;
+                }
             }
         }
         crate::runtime::prepare(Backend::Tract, proto, &specs)?.run(&feeds)

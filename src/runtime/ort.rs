@@ -139,26 +139,25 @@ impl OrtRunner {
         &self.outputs
     }
 
+    /// A free session if there is one, else the first once it is free.
+    fn free_session(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+        for s in &self.sessions {
+            if let Ok(g) = s.try_lock() {
+                return Ok(g);
+            }
+        }
+        self.sessions[0]
+            .lock()
+            .map_err(|_| oerr("session poisoned"))
+    }
+
     /// Runs on `inputs` (model input order); `f(k, values)` sees output `k` as f32.
     pub fn run(
         &self,
         inputs: &[HostTensor],
         f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
-        // A free session if there is one, else wait for the first.
-        let mut guard = None;
-        for s in &self.sessions {
-            if let Ok(g) = s.try_lock() {
-                guard = Some(g);
-                break;
-            }
-        }
-        let mut session = match guard {
-            Some(g) => g,
-            None => self.sessions[0]
-                .lock()
-                .map_err(|_| oerr("session poisoned"))?,
-        };
+        let mut session = self.free_session()?;
         let values: Vec<ort::session::SessionInputValue<'_>> =
             inputs.iter().map(to_value).collect::<Result<_>>()?;
         let outs = session.run(values.as_slice()).map_err(oerr)?;
@@ -222,19 +221,11 @@ fn output_names(s: &Session) -> Vec<String> {
 /// Boundary data computed this way is what onnxruntime itself gives on the source model, so a
 /// piece checked in onnxruntime differs only where onnxruntime fuses or re-lays-out the cut
 /// differently (tract's float32 kernels sum in another order everywhere).
-pub struct OrtEngine {
-    session: Mutex<Session>,
-    outputs: Vec<String>,
-}
+pub struct OrtEngine(OrtRunner);
 
 impl OrtEngine {
     pub fn new(model: &ModelProto, intra: usize) -> Result<Self> {
-        let s = session(&session_bytes(model), intra)?;
-        let outputs = output_names(&s);
-        Ok(Self {
-            session: Mutex::new(s),
-            outputs,
-        })
+        Ok(Self(OrtRunner::new(model, 1, intra)?))
     }
 }
 
@@ -244,16 +235,16 @@ impl Engine for OrtEngine {
     }
 
     fn output_names(&self) -> &[String] {
-        &self.outputs
+        &self.0.outputs
     }
 
     fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
-        let mut session = self.session.lock().map_err(|_| oerr("session poisoned"))?;
+        let mut session = self.0.free_session()?;
         let values: Vec<ort::session::SessionInputValue<'_>> =
             inputs.iter().map(to_value).collect::<Result<_>>()?;
         let outs = session.run(values.as_slice()).map_err(oerr)?;
-        let mut res = Vec::with_capacity(self.outputs.len());
-        for (k, name) in self.outputs.iter().enumerate() {
+        let mut res = Vec::with_capacity(self.0.outputs.len());
+        for (k, name) in self.0.outputs.iter().enumerate() {
             res.push(to_host(&outs[k]).ok_or_else(|| {
                 oerr(format!(
                     "output '{name}' is not a tensor type pare can read"
