@@ -1053,9 +1053,8 @@ fn every_piece_of_a_model_with_unknown_types_still_gets_typed_boundaries() {
 }
 
 /// With `--engine ort` the stored outputs are what onnxruntime gives on the source model: the
-/// piece run alone in onnxruntime reproduces them (bit for bit unless onnxruntime fuses or
-/// re-lays-out differently at the cut), and they agree with tract's float64 reference to
-/// float32 rounding.
+/// piece run alone in onnxruntime reproduces them, and they agree with tract's float64
+/// reference to float32 rounding.
 #[cfg(feature = "ort")]
 #[test]
 fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
@@ -1112,4 +1111,91 @@ fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
             }
         }
     }
+}
+
+/// Basic residual blocks with folded batch norms (the shape of an exported ResNet-18), wide
+/// enough for onnxruntime's blocked (NCHWc) convolutions, which fold a residual `Add` into
+/// the `Conv` before it when the skip tensor is in that layout too.
+#[cfg(feature = "ort")]
+fn folded_basic_blocks() -> ModelProto {
+    use pare::model::builder::{D, GraphBuilder};
+    let mut b = GraphBuilder::new("basic_blocks").with_seed(18);
+    b.input("input", &[D::N(1), D::N(3), D::N(32), D::N(32)]);
+    b.scope = "/stem".into();
+    let x = b.conv("input", 3, 32, 3, 1, 1, 1);
+    let mut x = b.relu(&x);
+    for blk in 0..4 {
+        b.scope = format!("/layer/{blk}");
+        let y = b.conv(&x, 32, 32, 3, 1, 1, 1);
+        let y = b.relu(&y);
+        let y = b.conv(&y, 32, 32, 3, 1, 1, 1);
+        let s = b.add(&y, &x);
+        x = b.relu(&s);
+    }
+    b.node_named("/head/output", "Identity", &[&x], &["features"], vec![]);
+    b.output("features", &[D::N(1), D::N(32), D::N(32), D::N(32)]);
+    b.model()
+}
+
+/// A piece that starts inside a residual block: its skip input is a graph input, so
+/// onnxruntime cannot fold that block's `Add` into the `Conv` as it does in the whole model.
+/// The `--engine ort` reference is computed with that cut visible to the optimizer, so the
+/// piece run alone reproduces it bit for bit.
+#[cfg(feature = "ort")]
+#[test]
+fn onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets() {
+    use pare::extract::data::boundary_with;
+    use pare::runtime::{Backend, InputSpec, prepare};
+    if let Err(why) = pare::runtime::ort_available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let a = analysis(folded_basic_blocks());
+    let conv = |k: usize| {
+        a.graph()
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "Conv")
+            .nth(k)
+            .expect("conv")
+            .name()
+            .to_string()
+    };
+    let sel = Selector::Range {
+        from: conv(2),
+        to: "/head/output".into(),
+    };
+    let (_, piece) = extract_selection(&a, &sel).expect("extract");
+    assert_eq!(piece.inputs.len(), 2, "{:?}", piece.inputs);
+    let mut worst = 0f64;
+    for seed in 0..4 {
+        let s = sample(&a, seed);
+        let mut r = Runner::new(&a, &s).with_backend(Backend::Ort);
+        let bd = boundary_with(&mut r, &piece);
+        assert!(bd.complete(), "{:?}", bd.problems);
+        assert_eq!(r.backend(), Backend::Ort, "{:?}", bd.log);
+        let feeds: Vec<HostTensor> = bd.inputs.iter().flatten().cloned().collect();
+        let specs: Vec<InputSpec> = piece
+            .inputs
+            .iter()
+            .zip(&feeds)
+            .map(|(n, h)| InputSpec {
+                name: n.clone(),
+                dtype: h.dtype(),
+                shape: h.shape.clone(),
+            })
+            .collect();
+        let engine = prepare(Backend::Ort, &piece.model.proto, &specs).expect("session");
+        let got = engine.run(&feeds).expect("run");
+        let stored = bd.outputs[0].as_ref().expect("complete");
+        worst = worst.max(max_abs_diff(&got[0], stored).expect("same shape"));
+        // The stored inputs are the whole model's own tensors, not recomputed at the cut.
+        let mut whole = Runner::new(&a, &s).with_backend(Backend::Ort);
+        whole.compute(&piece.inputs).expect("whole model");
+        for (t, h) in piece.inputs.iter().zip(&bd.inputs) {
+            let d = max_abs_diff(whole.get(t).expect("computed"), h.as_ref().expect("input"));
+            assert_eq!(d, Some(0.0), "{t}");
+        }
+    }
+    assert_eq!(worst, 0.0, "piece in onnxruntime vs stored outputs");
 }

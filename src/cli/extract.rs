@@ -31,9 +31,9 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Engine that computes the boundary data. tract (default) stores float64-exact reference
-    /// outputs; ort stores what onnxruntime gives on the source model, which a piece run in
-    /// onnxruntime reproduces up to its own kernel choices at the cut (needs a build with
-    /// `--features ort`; env PARE_ENGINE).
+    /// outputs; ort stores what onnxruntime gives on the source model, run with the cut opaque
+    /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs a build
+    /// with `--features ort`; env PARE_ENGINE).
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<pare::runtime::EngineChoice>,
 }

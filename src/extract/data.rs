@@ -935,9 +935,34 @@ impl<'a> Runner<'a> {
 
     /// Computes `wanted` (any main-graph tensors) by running their ancestors with tract.
     pub fn compute(&mut self, wanted: &[String]) -> Result<()> {
+        self.compute_in(None, wanted)
+    }
+
+    /// [`Runner::compute`] for a piece's boundary: `cut` (the piece inputs) as the piece's own
+    /// nodes (`members`, top-level positions) see them. A graph optimizer fuses across any
+    /// tensor it can (onnxruntime folds a residual `Add` into the `Conv` before it when both
+    /// sides are in its blocked layout), so the same nodes round differently in the whole model
+    /// than in the piece, where that tensor is a graph input. Each cut tensor reaches the
+    /// piece's nodes through `Add(T, 0)` with the zero fed at run time: exact, and opaque to
+    /// fusion, so the source model is run end to end with the fusions the piece gets.
+    pub fn compute_at_cut(
+        &mut self,
+        wanted: &[String],
+        cut: &[String],
+        members: &[usize],
+    ) -> Result<()> {
+        self.compute_in(Some((cut, members)), wanted)
+    }
+
+    fn compute_in(&mut self, cut: Option<(&[String], &[usize])>, wanted: &[String]) -> Result<()> {
         let mut todo: Vec<String> = Vec::new();
         for t in wanted {
-            if self.cache.contains_key(t) || todo.contains(t) {
+            // At a cut, tensors already at hand are computed again in the same run, so inputs
+            // and outputs come from one consistent graph.
+            let again = cut.is_some()
+                && self.backend != Backend::Tract
+                && self.a.index.producer.contains_key(t);
+            if (self.cache.contains_key(t) && !again) || todo.contains(t) {
                 continue;
             }
             if let Some(&pos) = self.a.index.initializers.get(t) {
@@ -958,7 +983,14 @@ impl<'a> Runner<'a> {
         if todo.is_empty() {
             return Ok(());
         }
-        let proto = prune_to(&self.a.model.proto, &todo)?;
+        let proto = match cut {
+            Some((cut, members)) if self.backend != Backend::Tract => {
+                let (source, zeros) = self.with_cut(cut, members);
+                self.cache.extend(zeros);
+                prune_to(&source, &todo)?
+            }
+            _ => prune_to(&self.a.model.proto, &todo)?,
+        };
         let outs = self.run_proto(&proto, &todo, 0)?;
         for (t, h) in todo.into_iter().zip(outs) {
             let h = match self.a.shapes.dtype(&t) {
@@ -968,6 +1000,63 @@ impl<'a> Runner<'a> {
             self.cache.insert(t, h);
         }
         Ok(())
+    }
+
+    /// The source model with each float tensor of `cut` reaching the nodes at `members`
+    /// through `Add(T, zero)`, and the zero inputs to feed.
+    fn with_cut(
+        &self,
+        cut: &[String],
+        members: &[usize],
+    ) -> (ModelProto, Vec<(String, HostTensor)>) {
+        let mut m = self.a.model.proto.clone();
+        let mut zeros: Vec<(String, HostTensor)> = Vec::new();
+        let Some(g) = m.graph.as_mut() else {
+            return (m, zeros);
+        };
+        for t in cut {
+            if !self.a.index.producer.contains_key(t) {
+                continue;
+            }
+            let (zero_name, zero) = match self.a.shapes.dtype(t) {
+                Some(DataType::FLOAT) => ("pare::cut_zero_f32", HostTensor::f32(vec![], vec![0.0])),
+                Some(DataType::DOUBLE) => (
+                    "pare::cut_zero_f64",
+                    HostTensor {
+                        shape: vec![],
+                        data: HostData::F64(vec![0.0]),
+                    },
+                ),
+                _ => continue,
+            };
+            let cut_name = format!("{t}::pare_cut");
+            let mut used = false;
+            for &p in members {
+                if let Some(n) = g.node.get_mut(p) {
+                    for i in n.input.iter_mut().filter(|i| *i == t) {
+                        *i = cut_name.clone();
+                        used = true;
+                    }
+                }
+            }
+            if !used {
+                continue;
+            }
+            if !zeros.iter().any(|(z, _)| z == zero_name) {
+                let dtype = zero.dtype();
+                g.input
+                    .push(super::make_value_info(zero_name, dtype, Some(&[])));
+                zeros.push((zero_name.to_string(), zero));
+            }
+            g.node.push(NodeProto {
+                name: Some(format!("{t}::pare_cut")),
+                op_type: Some("Add".into()),
+                input: vec![t.clone(), zero_name.to_string()],
+                output: vec![cut_name],
+                ..Default::default()
+            });
+        }
+        (m, zeros)
     }
 
     fn run_plain(&mut self, proto: &ModelProto) -> Result<Vec<HostTensor>> {
@@ -1116,7 +1205,7 @@ fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
     let mut bd = BoundaryData::default();
     let mut all = piece.inputs.clone();
     all.extend(piece.outputs.iter().cloned());
-    let first = runner.compute(&all);
+    let first = runner.compute_at_cut(&all, &piece.inputs, &piece.nodes);
     bd.log.append(&mut runner.log);
     if first.is_ok() {
         bd.inputs = piece
@@ -1130,8 +1219,13 @@ fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
             .map(|t| runner.get(t).cloned())
             .collect();
         bd.log.push(format!(
-            "ran the source model with {} up to the piece's outputs",
-            runner.backend().name()
+            "ran the source model with {} up to the piece's outputs{}",
+            runner.backend().name(),
+            if runner.backend() == Backend::Tract {
+                ""
+            } else {
+                ", the cut opaque to its fusions"
+            }
         ));
         return bd;
     }

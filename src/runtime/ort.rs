@@ -218,9 +218,9 @@ fn output_names(s: &Session) -> Vec<String> {
 }
 
 /// onnxruntime behind the [`Engine`] interface: every output with its own type and shape.
-/// Boundary data computed this way is what onnxruntime itself gives on the source model, so a
-/// piece checked in onnxruntime differs only where onnxruntime fuses or re-lays-out the cut
-/// differently (tract's float32 kernels sum in another order everywhere).
+/// Boundary data computed this way is what onnxruntime itself gives on the source model (run
+/// with the cut opaque to its fusions, see `Runner::compute_at_cut`), so a piece checked in
+/// onnxruntime reproduces it (tract's float32 kernels sum in another order everywhere).
 pub struct OrtEngine(OrtRunner);
 
 impl OrtEngine {
