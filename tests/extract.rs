@@ -1099,9 +1099,10 @@ fn piece_in_onnxruntime(
 fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
     use pare::extract::data::boundary_with;
     use pare::runtime::Backend;
-    if let Err(why) = pare::runtime::ort_available() {
-        eprintln!("skipped: {why}");
-        return;
+    if !common::with_onnxruntime(
+        "onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime",
+    ) {
+        return; // ran in a child process that loads the library
     }
     for (name, m) in runnable_fixtures() {
         let a = analysis(m);
@@ -1132,6 +1133,9 @@ fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
             }
         }
     }
+    common::ran_against_onnxruntime(
+        "onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime",
+    );
 }
 
 /// Basic residual blocks with folded batch norms (the shape of an exported ResNet-18), wide
@@ -1167,9 +1171,10 @@ fn folded_basic_blocks() -> ModelProto {
 fn onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets() {
     use pare::extract::data::boundary_with;
     use pare::runtime::Backend;
-    if let Err(why) = pare::runtime::ort_available() {
-        eprintln!("skipped: {why}");
-        return;
+    if !common::with_onnxruntime(
+        "onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets",
+    ) {
+        return; // ran in a child process that loads the library
     }
     let a = analysis(folded_basic_blocks());
     let conv = |k: usize| {
@@ -1207,4 +1212,7 @@ fn onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets() {
         }
     }
     assert_eq!(worst, 0.0, "piece in onnxruntime vs stored outputs");
+    common::ran_against_onnxruntime(
+        "onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets",
+    );
 }

@@ -2,7 +2,7 @@
 //! `onnx.checker.check_model(full_check=True)`, run in onnxruntime and reproduce the stored
 //! boundary outputs; `pare split` halves compose to the original in onnxruntime; `pare reduce`
 //! works with a Python check. Needs a Python with onnx, onnxruntime and numpy
-//! (`PARE_PYTHON` or `.venv/bin/python`); under CI a missing Python fails.
+//! (`common::python` finds or creates it); without one the tests fail, never skip.
 
 mod common;
 
@@ -14,7 +14,7 @@ use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::rng::Rng;
 
-fn python() -> Option<PathBuf> {
+fn python() -> PathBuf {
     common::python("extract interop")
 }
 
@@ -89,7 +89,7 @@ fn selections(m: &ModelProto, seed: u64) -> Vec<Vec<String>> {
 
 #[test]
 fn every_node_and_random_ranges_pass_onnx_checker_and_onnxruntime_with_their_data() {
-    let Some(py) = python() else { return };
+    let py = python();
     let dir = common::tempdir();
     let mut dirs = Vec::new();
     for (name, m) in fixtures() {
@@ -110,11 +110,14 @@ fn every_node_and_random_ranges_pass_onnx_checker_and_onnxruntime_with_their_dat
     let mut args = vec!["pieces".to_string(), "1e-5".to_string()];
     args.extend(dirs);
     run_script(&py, &args);
+    common::ran_against_onnxruntime(
+        "every_node_and_random_ranges_pass_onnx_checker_and_onnxruntime_with_their_data",
+    );
 }
 
 #[test]
 fn loop_and_local_function_pieces_pass_onnx_checker_and_run_in_onnxruntime() {
-    let Some(py) = python() else { return };
+    let py = python();
     let dir = common::tempdir();
     let mut files = Vec::new();
     for (name, m) in [
@@ -135,11 +138,14 @@ fn loop_and_local_function_pieces_pass_onnx_checker_and_run_in_onnxruntime() {
     let mut args = vec!["run".to_string()];
     args.extend(files);
     run_script(&py, &args);
+    common::ran_against_onnxruntime(
+        "loop_and_local_function_pieces_pass_onnx_checker_and_run_in_onnxruntime",
+    );
 }
 
 #[test]
 fn split_halves_compose_to_the_original_in_onnxruntime() {
-    let Some(py) = python() else { return };
+    let py = python();
     let dir = common::tempdir();
     let mut args = vec!["split".to_string(), "1e-5".to_string()];
     for (name, m) in fixtures() {
@@ -168,11 +174,12 @@ fn split_halves_compose_to_the_original_in_onnxruntime() {
         }
     }
     run_script(&py, &args);
+    common::ran_against_onnxruntime("split_halves_compose_to_the_original_in_onnxruntime");
 }
 
 #[test]
 fn reduce_with_a_python_check_keeps_the_if() {
-    let Some(py) = python() else { return };
+    let py = python();
     let dir = common::tempdir();
     let model = common::write(dir.path(), "stereo.onnx", &common::stereo_if());
     let out = dir.path().join("min.onnx");
@@ -198,4 +205,5 @@ fn reduce_with_a_python_check_keeps_the_if() {
         g.node.len()
     );
     run_script(&py, &["run".to_string(), s(&out)]);
+    common::ran_against_onnxruntime("reduce_with_a_python_check_keeps_the_if");
 }

@@ -1,8 +1,8 @@
 //! Interop: models written by `pare fix` pass the Python `onnx` checker, run in onnxruntime
 //! with the original's outputs, and tract's outputs on the fixed model equal onnxruntime's on
 //! the original (the acceptance test of the If fold: tract refuses the original). Needs a
-//! Python with onnx, onnxruntime and numpy (`PARE_PYTHON`, else `.venv/bin/python`); fails
-//! under CI when missing. Set `PARE_DEV_MODELS` to a directory holding the dev corpus
+//! Python with onnx, onnxruntime and numpy (`common::python` finds or creates it); fails
+//! without one. Set `PARE_DEV_MODELS` to a directory holding the dev corpus
 //! (pat_a_stereo.onnx, …) to include it.
 
 mod common;
@@ -20,7 +20,7 @@ use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::runtime::{Engine, HostData, HostTensor, TractEngine};
 
-fn python() -> Option<PathBuf> {
+fn python() -> PathBuf {
     common::python("lint interop")
 }
 
@@ -96,7 +96,7 @@ fn case(
 
 #[test]
 fn fixed_models_pass_the_checker_and_match_onnxruntime() {
-    let Some(py) = python() else { return };
+    let py = python();
     let dir = tempdir();
     let d = dir.path();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
@@ -221,4 +221,5 @@ fn fixed_models_pass_the_checker_and_match_onnxruntime() {
         text.contains(&format!("{} passed, 0 failed", entries.len())),
         "{text}"
     );
+    common::ran_against_onnxruntime("fixed_models_pass_the_checker_and_match_onnxruntime");
 }

@@ -1152,9 +1152,8 @@ fn tract_is_the_engine_without_onnxruntime_and_ort_on_request_fails_clearly() {
 #[cfg(feature = "ort")]
 #[test]
 fn onnxruntime_calibration_matches_tract() {
-    if let Err(why) = pare::runtime::ort_available() {
-        eprintln!("skipped: {why}");
-        return;
+    if !common::with_onnxruntime("onnxruntime_calibration_matches_tract") {
+        return; // ran in a child process that loads the library
     }
     for (name, m) in [
         ("psp", common::psp()),
@@ -1198,6 +1197,7 @@ fn onnxruntime_calibration_matches_tract() {
             "{name}: {ts:?} vs {os:?}"
         );
     }
+    common::ran_against_onnxruntime("onnxruntime_calibration_matches_tract");
 }
 
 // ---- end to end ----

@@ -1,8 +1,8 @@
 //! Quantized models against the reference tools: every QDQ model pare writes passes
 //! `onnx.checker` (full check), runs in onnxruntime, and onnxruntime measures the same output
 //! SQNR pare's report claims (on the same inputs). TensorRT-format models carry only int8 zero
-//! points of 0. Needs a Python with onnx, onnxruntime and numpy (`PARE_PYTHON`, else
-//! `.venv/bin/python`); under CI a missing Python fails.
+//! points of 0. Needs a Python with onnx, onnxruntime and numpy (`common::python` finds or
+//! creates it); fails without one.
 
 mod common;
 
@@ -15,7 +15,7 @@ use pare::model::{Analysis, InputPins};
 use pare::quant::data::{self, CalibSource, Preprocess};
 use pare::quant::{Format, QuantOptions, quantize};
 
-fn python() -> Option<PathBuf> {
+fn python() -> PathBuf {
     common::python("quant interop")
 }
 
@@ -55,7 +55,7 @@ print("ok")
 
 #[test]
 fn quantized_models_pass_the_onnx_checker_and_match_in_onnxruntime() {
-    let Some(py) = python() else { return };
+    let py = python();
     let dir = common::tempdir();
     let mut pins = InputPins::new();
     pins.insert("image".to_string(), vec![1, 3, 24, 32]);
@@ -127,4 +127,7 @@ fn quantized_models_pass_the_onnx_checker_and_match_in_onnxruntime() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+    common::ran_against_onnxruntime(
+        "quantized_models_pass_the_onnx_checker_and_match_in_onnxruntime",
+    );
 }

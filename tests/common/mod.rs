@@ -4,35 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+mod python;
+pub use python::{ort_lib, python, ran_against_onnxruntime, test_venv, with_onnxruntime};
+
 use pare::model::Model;
 use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata};
 use pare::model::proto::ModelProto;
-
-/// The Python with onnx, onnxruntime and numpy the interop suites run: `PARE_PYTHON`, else the
-/// repository's `.venv/bin/python` (`.ci/run` creates it). `None` (with a note naming `suite`)
-/// outside CI; under CI a missing Python fails the test.
-pub fn python(suite: &str) -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("PARE_PYTHON").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = std::process::Command::new(&c)
-            .args(["-c", "import onnx, onnxruntime, numpy"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but no Python with onnx/onnxruntime/numpy was found (set PARE_PYTHON)"
-    );
-    eprintln!("{suite}: no Python with onnx/onnxruntime found; run .ci/run or set PARE_PYTHON");
-    None
-}
 
 /// A fresh temporary directory that lives as long as the returned guard.
 pub fn tempdir() -> tempfile::TempDir {
