@@ -50,6 +50,62 @@ pub enum PareError {
         #[source]
         source: std::io::Error,
     },
+    /// The output path is the model being read: writing would destroy the input (whose
+    /// tensors may still be mapped from it). Front ends offer another name.
+    #[error("refusing to overwrite the input model {}: choose another output path", .path.display())]
+    OutputIsInput { path: PathBuf },
+    /// Names the user gave (tensors, nodes, tag patterns) that match nothing in the model,
+    /// each with the closest names it has, so a front end can offer them.
+    #[error("{what}: {}", join(.names))]
+    UnknownNames {
+        /// What was looked up, e.g. "tags name no layer of the model".
+        what: String,
+        names: Vec<UnknownName>,
+    },
+    /// An engine asked for by name cannot be used in this build or on this machine; front
+    /// ends fall back or say how to provide it.
+    #[error("{engine} is not available: {reason}")]
+    EngineUnavailable { engine: String, reason: String },
+    /// Sample data (images, .npy, .pb tensors, random specs) that cannot feed the model.
+    #[error("{origin}: {message}")]
+    BadSample { origin: String, message: String },
+    /// A tags file that cannot be used as it is.
+    #[error("{}: {message}", .path.display())]
+    BadTags { path: PathBuf, message: String },
+    /// A cut that cannot give two valid pieces (at a weight, a model input, a constant, or
+    /// leaving one side empty).
+    #[error("cannot cut at {at}: {reason}")]
+    BadCut { at: String, reason: String },
+    /// The user's check command (`pare reduce --check`) cannot be used: it does not run, or it
+    /// does not fail on the whole model.
+    #[error("{0}")]
+    Check(String),
+}
+
+/// One name that matches nothing, with the closest names the model has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnknownName {
+    pub name: String,
+    pub closest: Vec<String>,
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "'{}'", self.name)?;
+        if !self.closest.is_empty() {
+            let quoted: Vec<String> = self.closest.iter().map(|c| format!("'{c}'")).collect();
+            write!(f, " (closest: {})", quoted.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+fn join(names: &[UnknownName]) -> String {
+    names
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub type Result<T, E = PareError> = std::result::Result<T, E>;

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PareError, Result};
+use crate::error::{PareError, Result, UnknownName};
 
 /// Tags as stored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,19 +46,16 @@ impl Tags {
                 source,
             },
         })?;
-        let tags: Tags = toml::from_str(&text).map_err(|e| {
-            PareError::Usage(format!(
-                "{}: not a valid tags file: {}",
-                path.display(),
-                e.message()
-            ))
+        let tags: Tags = toml::from_str(&text).map_err(|e| PareError::BadTags {
+            path: path.to_path_buf(),
+            message: format!("not a valid tags file: {}", e.message()),
         })?;
         for (p, r) in &tags.ratio {
             if !(0.0..1.0).contains(r) {
-                return Err(PareError::Usage(format!(
-                    "{}: ratio for '{p}' is {r}; it must be in [0, 1)",
-                    path.display()
-                )));
+                return Err(PareError::BadTags {
+                    path: path.to_path_buf(),
+                    message: format!("ratio for '{p}' is {r}; it must be in [0, 1)"),
+                });
             }
         }
         Ok(tags)
@@ -109,22 +106,22 @@ impl Tags {
 
     /// Errors for every pattern that matches no node, naming the closest node names.
     pub fn check_against(&self, nodes: &[&str]) -> Result<()> {
-        let mut problems = Vec::new();
+        let mut names = Vec::new();
         for p in self.skip.iter().chain(&self.lock).chain(self.ratio.keys()) {
             if !nodes.iter().any(|n| glob_match(p, n)) {
-                problems.push(format!(
-                    "'{p}' (closest: {})",
-                    closest(p, nodes, 3).join(", ")
-                ));
+                names.push(UnknownName {
+                    name: p.clone(),
+                    closest: nearest(p, nodes, 3),
+                });
             }
         }
-        if problems.is_empty() {
+        if names.is_empty() {
             Ok(())
         } else {
-            Err(PareError::Usage(format!(
-                "tags name no layer of the model: {}",
-                problems.join("; ")
-            )))
+            Err(PareError::UnknownNames {
+                what: "tags name no layer of the model".into(),
+                names,
+            })
         }
     }
 }
@@ -173,17 +170,22 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The `n` names closest to `query` by edit distance.
+/// The `n` names closest to `query` by edit distance, quoted for a message.
 pub fn closest(query: &str, names: &[&str], n: usize) -> Vec<String> {
+    nearest(query, names, n)
+        .into_iter()
+        .map(|s| format!("'{s}'"))
+        .collect()
+}
+
+/// The `n` names closest to `query` by edit distance.
+pub fn nearest(query: &str, names: &[&str], n: usize) -> Vec<String> {
     let mut v: Vec<(usize, &str)> = names
         .iter()
         .map(|s| (edit_distance(query, s), *s))
         .collect();
     v.sort();
-    v.into_iter()
-        .take(n)
-        .map(|(_, s)| format!("'{s}'"))
-        .collect()
+    v.into_iter().take(n).map(|(_, s)| s.to_string()).collect()
 }
 
 #[cfg(test)]
@@ -210,10 +212,34 @@ mod tests {
             skip: vec!["/layer1/conv3".into()],
             ..Default::default()
         };
-        let e = t.check_against(&names).expect_err("no match").to_string();
+        let err = t.check_against(&names).expect_err("no match");
+        let e = err.to_string();
         assert!(
-            e.contains("/layer1/conv3") && e.contains("/layer1/conv1"),
+            e.contains("'/layer1/conv3' (closest: '/layer1/conv1'"),
             "{e}"
         );
+        // Front ends get the names, not just a message.
+        let PareError::UnknownNames { names: unknown, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(unknown[0].name, "/layer1/conv3");
+        assert_eq!(unknown[0].closest[0], "/layer1/conv1");
+    }
+
+    #[test]
+    fn bad_tags_files_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("pare-tags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "skip = 3").expect("write");
+        let err = Tags::load(&bad).expect_err("not a tags file");
+        assert!(
+            matches!(&err, PareError::BadTags { path, .. } if path == &bad),
+            "{err:?}"
+        );
+        std::fs::write(&bad, "[ratio]\n\"/a\" = 1.5").expect("write");
+        let err = Tags::load(&bad).expect_err("ratio out of range");
+        assert!(err.to_string().contains("must be in [0, 1)"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -420,7 +420,7 @@ impl Tester<'_> {
             self.last_output.insert(set.to_vec(), o.output_tail);
         }
         if let Verdict::Error(e) = &o.verdict {
-            return Err(PareError::Usage(e.clone()));
+            return Err(PareError::Check(e.clone()));
         }
         Ok(fails)
     }
@@ -482,9 +482,51 @@ pub fn reduce(
         .copied()
         .filter(|&i| !consts[i])
         .collect();
-    // The first try: the original file as the user gave it; with input samples, the whole
-    // model rebuilt like every candidate, so that it has its test data next to it too.
-    let (o, what) = match (&a.model.path, &opts.samples) {
+    let o = first_try(&mut t, &universe)?;
+    t.cache.insert(universe.clone(), true);
+    t.last_output
+        .insert(universe.clone(), o.output_tail.clone());
+    let (c, finished) = ddmin(&mut t, universe)?;
+    let stop_reason = (!finished).then(|| format!(
+        "stopped after {} tries (--max-tries); the result is the smallest failing candidate so far, not necessarily minimal",
+        t.tries.len()
+    ));
+    let nodes: BTreeSet<usize> = c.iter().copied().collect();
+    let mut piece = piece_from_nodes(a, &consts, &nodes)?;
+    let mut data = Vec::new();
+    let mut runners = std::mem::take(&mut t.runners);
+    for r in &mut runners {
+        data.push(boundary_with(r, &piece));
+    }
+    if let Some(bd) = data.iter().find(|b| b.complete()) {
+        let notes = super::data::refine_types(&mut piece, bd);
+        piece.notes.extend(notes);
+    }
+    let final_output = t.last_output.get(&c).cloned().unwrap_or_default();
+    progress.event(crate::jobs::JobEvent::Finished {
+        summary: format!(
+            "{} nodes ({}) after {} tries",
+            piece.nodes.len(),
+            piece.op_summary(),
+            t.tries.len()
+        ),
+    });
+    Ok(Reduced {
+        piece,
+        tries: t.tries,
+        minimal: finished,
+        stop_reason,
+        data,
+        final_output,
+    })
+}
+
+/// The first try: the original file as the user gave it; with input samples, the whole
+/// model rebuilt like every candidate, so that it has its test data next to it too. Its
+/// outcome, which must be a failure.
+fn first_try(t: &mut Tester, universe: &[usize]) -> Result<Outcome> {
+    let (a, oracle) = (t.a, t.oracle);
+    let (o, what) = match (&a.model.path, &t.opts.samples) {
         (Some(original), None) => {
             let o = oracle.check(original);
             t.record(
@@ -497,7 +539,7 @@ pub fn reduce(
             (o, "the original model")
         }
         _ => {
-            t.test(&universe, "whole model")?;
+            t.test(universe, "whole model")?;
             (
                 t.last.clone().expect("tested"),
                 "the whole model (rebuilt with its test data)",
@@ -505,35 +547,33 @@ pub fn reduce(
         }
     };
     match &o.verdict {
-        Verdict::Fails => {}
-        Verdict::Error(e) => return Err(PareError::Usage(e.clone())),
-        v => {
-            return Err(PareError::Usage(format!(
-                "the check does not fail on {what} ({}{}), so there is nothing to reduce: {}{}",
-                match v {
-                    Verdict::TimedOut => "it timed out".to_string(),
-                    _ => "it passed".to_string(),
-                },
-                o.code.map(|c| format!(", exit {c}")).unwrap_or_default(),
-                oracle.describe(),
-                if o.output_tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; its output ends: {}",
-                        tail_chars(&o.output_tail.replace('\n', " "), 200)
-                    )
-                }
-            )));
-        }
+        Verdict::Fails => Ok(o),
+        Verdict::Error(e) => Err(PareError::Check(e.clone())),
+        v => Err(PareError::Check(format!(
+            "the check does not fail on {what} ({}{}), so there is nothing to reduce: {}{}",
+            match v {
+                Verdict::TimedOut => "it timed out".to_string(),
+                _ => "it passed".to_string(),
+            },
+            o.code.map(|c| format!(", exit {c}")).unwrap_or_default(),
+            oracle.describe(),
+            if o.output_tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; its output ends: {}",
+                    tail_chars(&o.output_tail.replace('\n', " "), 200)
+                )
+            }
+        ))),
     }
-    t.cache.insert(universe.clone(), true);
-    t.last_output
-        .insert(universe.clone(), o.output_tail.clone());
-    // ddmin.
+}
+
+/// Delta debugging (ddmin) from `universe`, within the try budget: the smallest failing set of
+/// nodes found, and whether it is 1-minimal (false when the budget ran out first).
+fn ddmin(t: &mut Tester, universe: Vec<usize>) -> Result<(Vec<usize>, bool)> {
     let mut c = universe;
     let mut n = 2usize;
-    let mut stop_reason = None;
     let mut finished = false;
     'outer: while c.len() >= 2 {
         let parts = chunks(&c, n);
@@ -569,40 +609,7 @@ pub fn reduce(
     if c.len() < 2 {
         finished = true;
     }
-    if !finished {
-        stop_reason = Some(format!(
-            "stopped after {} tries (--max-tries); the result is the smallest failing candidate so far, not necessarily minimal",
-            t.tries.len()
-        ));
-    }
-    let nodes: BTreeSet<usize> = c.iter().copied().collect();
-    let mut piece = piece_from_nodes(a, &consts, &nodes)?;
-    let mut data = Vec::new();
-    let mut runners = std::mem::take(&mut t.runners);
-    for r in &mut runners {
-        data.push(boundary_with(r, &piece));
-    }
-    if let Some(bd) = data.iter().find(|b| b.complete()) {
-        let notes = super::data::refine_types(&mut piece, bd);
-        piece.notes.extend(notes);
-    }
-    let final_output = t.last_output.get(&c).cloned().unwrap_or_default();
-    progress.event(crate::jobs::JobEvent::Finished {
-        summary: format!(
-            "{} nodes ({}) after {} tries",
-            piece.nodes.len(),
-            piece.op_summary(),
-            t.tries.len()
-        ),
-    });
-    Ok(Reduced {
-        piece,
-        tries: t.tries,
-        minimal: finished,
-        stop_reason,
-        data,
-        final_output,
-    })
+    Ok((c, finished))
 }
 
 /// The reduction log as text (`MIN.log.txt`).

@@ -46,19 +46,22 @@ pub fn split(a: &Analysis, at: &[String]) -> Result<Split> {
     let is_const = |t: &str| a.index.producer.get(t).is_some_and(|&p| consts[p]);
     for t in &at {
         if a.index.initializers.contains_key(t) {
-            return Err(PareError::Usage(format!(
-                "cannot cut at '{t}': it is an initializer (a weight), not an activation"
-            )));
+            return Err(PareError::BadCut {
+                at: format!("'{t}'"),
+                reason: "it is an initializer (a weight), not an activation".into(),
+            });
         }
         if a.index.inputs.contains(t) {
-            return Err(PareError::Usage(format!(
-                "cannot cut at '{t}': it is a model input, HEAD would be empty"
-            )));
+            return Err(PareError::BadCut {
+                at: format!("'{t}'"),
+                reason: "it is a model input, HEAD would be empty".into(),
+            });
         }
         if is_const(t) {
-            return Err(PareError::Usage(format!(
-                "cannot cut at '{t}': it is computed from constants alone"
-            )));
+            return Err(PareError::BadCut {
+                at: format!("'{t}'"),
+                reason: "it is computed from constants alone".into(),
+            });
         }
     }
     // HEAD: the ancestors of the cut.
@@ -87,10 +90,11 @@ pub fn split(a: &Analysis, at: &[String]) -> Result<Split> {
         .cloned()
         .collect();
     if rest.is_empty() {
-        return Err(PareError::Usage(format!(
-            "every model output is computed before the cut at {}: TAIL would be empty; cut earlier",
-            at.join(", ")
-        )));
+        return Err(PareError::BadCut {
+            at: super::quote_list(&at),
+            reason: "every model output is computed before it: TAIL would be empty; cut earlier"
+                .into(),
+        });
     }
     // TAIL: what the remaining outputs need, stopping at anything HEAD computes and at model
     // inputs; constants are walked through (recomputed in TAIL).
@@ -99,7 +103,10 @@ pub fn split(a: &Analysis, at: &[String]) -> Result<Split> {
         (available(t) && !is_const(t)) || model_inputs.contains(t)
     });
     if tw.nodes.is_empty() {
-        return Err(PareError::Usage("the cut leaves no node for TAIL".into()));
+        return Err(PareError::BadCut {
+            at: super::quote_list(&at),
+            reason: "the cut leaves no node for TAIL".into(),
+        });
     }
     let mut notes = Vec::new();
     let cut_used: Vec<String> = at
@@ -202,10 +209,10 @@ pub fn check_split(a: &Analysis, s: &Split, sample: &[HostTensor]) -> Result<Spl
             .inputs
             .iter()
             .map(|n| {
-                values
-                    .get(n)
-                    .cloned()
-                    .ok_or_else(|| PareError::Runtime(format!("no value for '{n}'")))
+                values.get(n).cloned().ok_or_else(|| PareError::Tensor {
+                    tensor: n.clone(),
+                    message: "no value to feed".into(),
+                })
             })
             .collect::<Result<_>>()?;
         let mut pr = super::data::Runner::new(&pa, &feeds);
@@ -223,12 +230,14 @@ pub fn check_split(a: &Analysis, s: &Split, sample: &[HostTensor]) -> Result<Spl
     let mut outputs = Vec::new();
     let mut worst = 0f64;
     for o in &a.index.outputs {
-        let want = r
-            .get(o)
-            .ok_or_else(|| PareError::Runtime(format!("model output '{o}' not computed")))?;
-        let got = values
-            .get(o)
-            .ok_or_else(|| PareError::Runtime(format!("HEAD∘TAIL does not compute '{o}'")))?;
+        let want = r.get(o).ok_or_else(|| PareError::Tensor {
+            tensor: o.clone(),
+            message: "model output not computed".into(),
+        })?;
+        let got = values.get(o).ok_or_else(|| PareError::Tensor {
+            tensor: o.clone(),
+            message: "HEAD∘TAIL does not compute it".into(),
+        })?;
         let d = max_abs_diff(want, got).unwrap_or(f64::INFINITY);
         worst = worst.max(d);
         outputs.push((o.clone(), d));

@@ -327,10 +327,9 @@ pub fn save_model(model: &Model, path: &Path, opts: &SaveOptions) -> Result<()> 
     if let Some(src) = &model.path
         && same_file(src, path)
     {
-        return Err(PareError::Usage(format!(
-            "refusing to overwrite the input model {}: choose another output path",
-            path.display()
-        )));
+        return Err(PareError::OutputIsInput {
+            path: path.to_path_buf(),
+        });
     }
     let mut proto = model.proto.clone();
     let inline_size = proto.encoded_len();

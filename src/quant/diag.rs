@@ -203,7 +203,67 @@ fn build(
         .into_iter()
         .filter(|o| only_outputs.is_none_or(|keep| keep.contains(o)))
         .collect();
-    // The quantized copy.
+    let (qg, map, quant_weight_dq) = quantized_copy(g0, index, plan, params, weights)?;
+    let mut g = g0.clone();
+    g.value_info.clear();
+    g.node.extend(qg.node);
+    g.initializer.extend(qg.initializer);
+    let mut x = Extra::default();
+    if per_layer {
+        // Shadows of quantized layers read the quantized copy's dequantized weights (one folded
+        // constant in tract instead of two).
+        x.wdq_of = quant_weight_dq;
+        for (ci, c) in plan.candidates.iter().enumerate() {
+            let n = &g0.node[c.node];
+            let Some(y) = n.output.first().filter(|y| !y.is_empty()) else {
+                continue;
+            };
+            let Some(y_iso) = x.shadow(n, c, plan, params, weights) else {
+                continue;
+            };
+            x.measure(Slot::Ref(ci), y, "ref");
+            let d = x.diff(&y_iso, y, "iso");
+            x.measure(Slot::Iso(ci), &d, "iso");
+            if let Some(yq) = map.get(y) {
+                let d = x.diff(yq, y, "cum");
+                x.measure(Slot::Cum(ci), &d, "cum");
+            }
+        }
+    }
+    for (oi, o) in float_outputs.iter().enumerate() {
+        if let Some(oq) = map.get(o) {
+            x.compare_output(oi, o, oq);
+        }
+    }
+    g.node.extend(x.nodes);
+    g.initializer.extend(x.inits);
+    g.output = x
+        .outputs
+        .iter()
+        .map(|o| ValueInfoProto {
+            name: Some(o.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let mut m = model.clone();
+    m.graph = Some(g);
+    Ok(DiagModel {
+        model: m,
+        slots: x.slots,
+        outputs: float_outputs,
+    })
+}
+
+/// A renamed copy of `g0`'s nodes with Q/DQ inserted for the quantized layers, the map from
+/// original to copied tensor names, and each weight's dequantized copy.
+#[allow(clippy::type_complexity)]
+fn quantized_copy(
+    g0: &GraphProto,
+    index: &GraphIndex,
+    plan: &Plan,
+    params: &HashMap<String, QParams>,
+    weights: &HashMap<String, QuantizedWeight>,
+) -> Result<(GraphProto, HashMap<String, String>, HashMap<String, String>)> {
     let (qnodes, map) = rename_copy(&g0.node, QSFX);
     let mut qg = GraphProto {
         node: qnodes,
@@ -225,7 +285,7 @@ fn build(
     let layers: Vec<usize> = (0..plan.candidates.len())
         .filter(|&i| plan.candidates[i].quantized)
         .collect();
-    let quant_weight_dq = insert(
+    let weight_dq = insert(
         &mut qg,
         index,
         plan,
@@ -237,16 +297,26 @@ fn build(
             suffix: QSFX,
         },
     )?;
+    Ok((qg, map, weight_dq))
+}
 
-    let mut g = g0.clone();
-    g.value_info.clear();
-    g.node.extend(qg.node);
-    g.initializer.extend(qg.initializer);
-    let mut slots = Vec::new();
-    let mut outputs = Vec::new();
-    let mut nodes: Vec<NodeProto> = Vec::new();
-    let mut inits = Vec::new();
-    let reduce = |nodes: &mut Vec<NodeProto>, x: &str, tag: &str| -> String {
+/// What the diagnostic model adds to the float and quantized graphs: shadow layers, their
+/// fake-quantized inputs, the reductions and the outputs (with what each one means).
+#[derive(Default)]
+struct Extra {
+    nodes: Vec<NodeProto>,
+    inits: Vec<crate::model::proto::TensorProto>,
+    slots: Vec<Slot>,
+    outputs: Vec<String>,
+    /// Fake-quantized copy of each float activation.
+    qdq_of: HashMap<String, String>,
+    /// Dequantized copy of each weight.
+    wdq_of: HashMap<String, String>,
+}
+
+impl Extra {
+    /// `ReduceSumSquare(x)` as a scalar.
+    fn reduce(&mut self, x: &str, tag: &str) -> String {
         let out = format!("{x}__diag_{tag}");
         let mut n = mk(
             format!("{out}_node"),
@@ -255,167 +325,155 @@ fn build(
             out.clone(),
         );
         n.attribute.push(attr_i("keepdims", 0));
-        nodes.push(n);
+        self.nodes.push(n);
         out
-    };
-    let diff = |nodes: &mut Vec<NodeProto>, a: &str, b: &str, tag: &str| -> String {
+    }
+
+    /// `a - b`.
+    fn diff(&mut self, a: &str, b: &str, tag: &str) -> String {
         let out = format!("{b}__diag_{tag}_diff");
-        nodes.push(mk(
+        self.nodes.push(mk(
             format!("{out}_node"),
             "Sub",
             vec![a.to_string(), b.to_string()],
             out.clone(),
         ));
         out
-    };
-    if per_layer {
-        // Shadow layers on fake-quantized float inputs.
-        let mut qdq_of: HashMap<String, String> = HashMap::new();
-        // Shadows of quantized layers read the quantized copy's dequantized weights (one folded
-        // constant in tract instead of two).
-        let mut wdq_of: HashMap<String, String> = quant_weight_dq;
-        for (ci, c) in plan.candidates.iter().enumerate() {
-            let n = &g0.node[c.node];
-            let Some(y) = n.output.first().filter(|y| !y.is_empty()) else {
-                continue;
-            };
-            let mut shadow = n.clone();
-            let mut ok = true;
-            for (slot, t) in &c.acts {
-                let key = plan.shared.get(t).unwrap_or(t);
-                let Some(q) = params.get(key) else {
-                    ok = false;
-                    break;
-                };
-                let dq = qdq_of.entry(t.clone()).or_insert_with(|| {
-                    let base = format!("{t}{ISFX}");
-                    let (s, z) = (format!("{base}_scale"), format!("{base}_zero_point"));
-                    inits.push(f32_tensor(&s, &[], &[q.scale]));
-                    inits.push(int_tensor(&z, &[], q.qtype, &[q.zero_point]));
-                    let (qo, dqo) = (format!("{base}_q"), format!("{base}_dq"));
-                    nodes.push(mk(
-                        format!("{base}_Q"),
-                        "QuantizeLinear",
-                        vec![t.clone(), s.clone(), z.clone()],
-                        qo.clone(),
-                    ));
-                    nodes.push(mk(
-                        format!("{base}_DQ"),
-                        "DequantizeLinear",
-                        vec![qo, s, z],
-                        dqo.clone(),
-                    ));
-                    dqo
-                });
-                shadow.input[*slot] = dq.clone();
-            }
-            if let Some(w) = &c.weight {
-                match weights.get(&w.tensor) {
-                    Some(qw) => {
-                        let dq = wdq_of.entry(w.tensor.clone()).or_insert_with(|| {
-                            let base = format!("{}{ISFX}", w.tensor);
-                            let (qn, s, z) = (
-                                format!("{base}_int8"),
-                                format!("{base}_scale"),
-                                format!("{base}_zero_point"),
-                            );
-                            inits.push(crate::model::proto::TensorProto {
-                                name: Some(qn.clone()),
-                                dims: qw.dims.clone(),
-                                data_type: Some(DataType::INT8.0),
-                                raw_data: Some(bytes::Bytes::from(
-                                    qw.values.iter().map(|&v| v as u8).collect::<Vec<u8>>(),
-                                )),
-                                ..Default::default()
-                            });
-                            let (scales, sd, axis): (Vec<f32>, Vec<i64>, Option<i64>) =
-                                if plan.per_channel {
-                                    (
-                                        qw.scales.clone(),
-                                        vec![qw.scales.len() as i64],
-                                        Some(w.axis as i64),
-                                    )
-                                } else {
-                                    (vec![qw.scales[0]], vec![], None)
-                                };
-                            inits.push(f32_tensor(&s, &sd, &scales));
-                            inits.push(int_tensor(&z, &sd, QType::Int8, &vec![0; scales.len()]));
-                            let out = format!("{base}_dq");
-                            let mut d = mk(
-                                format!("{base}_DQ"),
-                                "DequantizeLinear",
-                                vec![qn, s, z],
-                                out.clone(),
-                            );
-                            if let Some(a) = axis {
-                                d.attribute.push(attr_i("axis", a));
-                            }
-                            nodes.push(d);
-                            out
-                        });
-                        shadow.input[w.slot] = dq.clone();
-                    }
-                    None => ok = false,
-                }
-            }
-            if !ok {
-                continue;
-            }
-            shadow.name = Some(format!("{}{ISFX}", n.display_name()));
-            for o in shadow.output.iter_mut().filter(|o| !o.is_empty()) {
-                *o = format!("{o}{ISFX}");
-            }
-            let y_iso = shadow.output[0].clone();
-            nodes.push(shadow);
-            let r = reduce(&mut nodes, y, "ref");
-            slots.push(Slot::Ref(ci));
-            outputs.push(r);
-            let d = diff(&mut nodes, &y_iso, y, "iso");
-            let r = reduce(&mut nodes, &d, "iso");
-            slots.push(Slot::Iso(ci));
-            outputs.push(r);
-            if let Some(yq) = map.get(y) {
-                let d = diff(&mut nodes, yq, y, "cum");
-                let r = reduce(&mut nodes, &d, "cum");
-                slots.push(Slot::Cum(ci));
-                outputs.push(r);
-            }
-        }
     }
-    for (oi, o) in float_outputs.iter().enumerate() {
-        let Some(oq) = map.get(o) else { continue };
-        let r = reduce(&mut nodes, o, "oref");
-        slots.push(Slot::OutRef(oi));
-        outputs.push(r);
-        let d = diff(&mut nodes, oq, o, "out");
-        let r = reduce(&mut nodes, &d, "oerr");
-        slots.push(Slot::OutErr(oi));
-        outputs.push(r);
+
+    /// Adds the energy of `x` as an output meaning `slot`.
+    fn measure(&mut self, slot: Slot, x: &str, tag: &str) {
+        let r = self.reduce(x, tag);
+        self.slots.push(slot);
+        self.outputs.push(r);
+    }
+
+    /// Reference energy, error energy and largest absolute error of model output `o` (float)
+    /// against `oq` (quantized).
+    fn compare_output(&mut self, oi: usize, o: &str, oq: &str) {
+        self.measure(Slot::OutRef(oi), o, "oref");
+        let d = self.diff(oq, o, "out");
+        self.measure(Slot::OutErr(oi), &d, "oerr");
         let a = format!("{d}_abs");
-        nodes.push(mk(format!("{a}_node"), "Abs", vec![d.clone()], a.clone()));
+        self.nodes
+            .push(mk(format!("{a}_node"), "Abs", vec![d.clone()], a.clone()));
         let m = format!("{d}_max");
         let mut mx = mk(format!("{m}_node"), "ReduceMax", vec![a], m.clone());
         mx.attribute.push(attr_i("keepdims", 0));
-        nodes.push(mx);
-        slots.push(Slot::OutMax(oi));
-        outputs.push(m);
+        self.nodes.push(mx);
+        self.slots.push(Slot::OutMax(oi));
+        self.outputs.push(m);
     }
-    g.node.extend(nodes);
-    g.initializer.extend(inits);
-    g.output = outputs
-        .iter()
-        .map(|o| ValueInfoProto {
-            name: Some(o.clone()),
+
+    /// A shadow copy of float layer `n` reading fake-quantized versions of its own inputs and
+    /// its quantized weight: its first output, or `None` when a range or weight is missing.
+    fn shadow(
+        &mut self,
+        n: &NodeProto,
+        c: &super::placement::Candidate,
+        plan: &Plan,
+        params: &HashMap<String, QParams>,
+        weights: &HashMap<String, QuantizedWeight>,
+    ) -> Option<String> {
+        let mut shadow = n.clone();
+        for (slot, t) in &c.acts {
+            let key = plan.shared.get(t).unwrap_or(t);
+            let q = params.get(key)?;
+            shadow.input[*slot] = self.act_qdq(t, q);
+        }
+        if let Some(w) = &c.weight {
+            let qw = weights.get(&w.tensor)?;
+            shadow.input[w.slot] = self.weight_dq(&w.tensor, w.axis, qw, plan.per_channel);
+        }
+        shadow.name = Some(format!("{}{ISFX}", n.display_name()));
+        for o in shadow.output.iter_mut().filter(|o| !o.is_empty()) {
+            *o = format!("{o}{ISFX}");
+        }
+        let y_iso = shadow.output[0].clone();
+        self.nodes.push(shadow);
+        Some(y_iso)
+    }
+
+    /// The fake-quantized copy of activation `t` (made once).
+    fn act_qdq(&mut self, t: &str, q: &QParams) -> String {
+        if let Some(dq) = self.qdq_of.get(t) {
+            return dq.clone();
+        }
+        let base = format!("{t}{ISFX}");
+        let (s, z) = (format!("{base}_scale"), format!("{base}_zero_point"));
+        self.inits.push(f32_tensor(&s, &[], &[q.scale]));
+        self.inits
+            .push(int_tensor(&z, &[], q.qtype, &[q.zero_point]));
+        let (qo, dqo) = (format!("{base}_q"), format!("{base}_dq"));
+        self.nodes.push(mk(
+            format!("{base}_Q"),
+            "QuantizeLinear",
+            vec![t.to_string(), s.clone(), z.clone()],
+            qo.clone(),
+        ));
+        self.nodes.push(mk(
+            format!("{base}_DQ"),
+            "DequantizeLinear",
+            vec![qo, s, z],
+            dqo.clone(),
+        ));
+        self.qdq_of.insert(t.to_string(), dqo.clone());
+        dqo
+    }
+
+    /// The dequantized copy of weight `tensor` (made once, unless the quantized copy of the
+    /// model already has one).
+    fn weight_dq(
+        &mut self,
+        tensor: &str,
+        axis: usize,
+        qw: &QuantizedWeight,
+        per_channel: bool,
+    ) -> String {
+        if let Some(dq) = self.wdq_of.get(tensor) {
+            return dq.clone();
+        }
+        let base = format!("{tensor}{ISFX}");
+        let (qn, s, z) = (
+            format!("{base}_int8"),
+            format!("{base}_scale"),
+            format!("{base}_zero_point"),
+        );
+        self.inits.push(crate::model::proto::TensorProto {
+            name: Some(qn.clone()),
+            dims: qw.dims.clone(),
+            data_type: Some(DataType::INT8.0),
+            raw_data: Some(bytes::Bytes::from(
+                qw.values.iter().map(|&v| v as u8).collect::<Vec<u8>>(),
+            )),
             ..Default::default()
-        })
-        .collect();
-    let mut m = model.clone();
-    m.graph = Some(g);
-    Ok(DiagModel {
-        model: m,
-        slots,
-        outputs: float_outputs,
-    })
+        });
+        let (scales, sd, axis): (Vec<f32>, Vec<i64>, Option<i64>) = if per_channel {
+            (
+                qw.scales.clone(),
+                vec![qw.scales.len() as i64],
+                Some(axis as i64),
+            )
+        } else {
+            (vec![qw.scales[0]], vec![], None)
+        };
+        self.inits.push(f32_tensor(&s, &sd, &scales));
+        self.inits
+            .push(int_tensor(&z, &sd, QType::Int8, &vec![0; scales.len()]));
+        let out = format!("{base}_dq");
+        let mut d = mk(
+            format!("{base}_DQ"),
+            "DequantizeLinear",
+            vec![qn, s, z],
+            out.clone(),
+        );
+        if let Some(a) = axis {
+            d.attribute.push(attr_i("axis", a));
+        }
+        self.nodes.push(d);
+        self.wdq_of.insert(tensor.to_string(), out.clone());
+        out
+    }
 }
 
 /// Runs the diagnostics over `indices` of `set`. With `per_layer` false only the model
@@ -453,39 +511,9 @@ pub fn diagnose(
     let mut prepared = Runner::prepare(&dm.model, &specs, backend, threads);
     let mut per_layer = per_layer;
     if let Err(e) = &prepared {
-        // Part of the model is beyond tract (a data-dependent If, an unknown op): diagnose
-        // what it can run, and say what it could not.
-        let all = float_outputs(model, index);
-        let mut ok = Vec::new();
-        for o in &all {
-            let one = build(
-                model,
-                index,
-                plan,
-                params,
-                weights,
-                false,
-                Some(std::slice::from_ref(o)),
-            )?;
-            if Runner::new(&one.model, &specs).is_ok() {
-                ok.push(o.clone());
-            } else {
-                notes.push(format!(
-                    "output '{o}' cannot be evaluated with tract, so its SQNR is not measured (run `pare lint`/`pare fix`): {e}"
-                ));
-            }
-        }
-        if per_layer {
-            let layers_only = build(model, index, plan, params, weights, true, Some(&[]))?;
-            if Runner::new(&layers_only.model, &specs).is_err() {
-                per_layer = false;
-                notes.push(
-                    "per-layer SQNR is not measured: tract cannot run part of the model".into(),
-                );
-            }
-        }
-        dm = build(model, index, plan, params, weights, per_layer, Some(&ok))?;
-        prepared = Runner::new(&dm.model, &specs);
+        (dm, prepared, per_layer) = runnable_part(
+            model, index, plan, params, weights, &specs, e, per_layer, &mut notes,
+        )?;
     }
     let DiagModel {
         model: diag_model,
@@ -501,51 +529,10 @@ pub fn diagnose(
         Ok(e) => engines.insert(set.shapes[first].clone(), e),
         Err(e) => {
             notes.push(format!("diagnostics could not run in tract: {e}"));
-            return Ok(Diagnosis {
-                layers: plan
-                    .candidates
-                    .iter()
-                    .map(|c| LayerDiag {
-                        node: c.name.clone(),
-                        op: c.op.clone(),
-                        sqnr_db: None,
-                        cumulative_sqnr_db: None,
-                        quantized: c.quantized,
-                        reason: c.reason.clone(),
-                    })
-                    .collect(),
-                outputs: Vec::new(),
-                output_sqnr_db: None,
-                max_abs_err: 0.0,
-                samples: 0,
-                seconds: start.elapsed().as_secs_f64(),
-                notes,
-            });
+            return Ok(unmeasured(plan, notes, start));
         }
     }
-    let n_layers = plan.candidates.len();
-    let n_out = diag_outputs.len();
-    #[derive(Default, Clone)]
-    struct Acc {
-        r: Vec<f64>,
-        iso: Vec<f64>,
-        cum: Vec<f64>,
-        has_iso: Vec<bool>,
-        has_cum: Vec<bool>,
-        oref: Vec<f64>,
-        oerr: Vec<f64>,
-        omax: Vec<f64>,
-    }
-    let acc = Mutex::new(Acc {
-        r: vec![0.0; n_layers],
-        iso: vec![0.0; n_layers],
-        cum: vec![0.0; n_layers],
-        has_iso: vec![false; n_layers],
-        has_cum: vec![false; n_layers],
-        oref: vec![0.0; n_out],
-        oerr: vec![0.0; n_out],
-        omax: vec![0.0; n_out],
-    });
+    let acc = Mutex::new(Acc::new(plan.candidates.len(), diag_outputs.len()));
     for_each_sample(
         &engines,
         set,
@@ -562,79 +549,203 @@ pub fn diagnose(
             let mut a = acc
                 .lock()
                 .map_err(|_| PareError::Runtime("diagnostics state poisoned".into()))?;
-            for (slot, v) in slots.iter().zip(vals) {
-                let v = if v.is_nan() { f64::INFINITY } else { v };
-                match *slot {
-                    Slot::Ref(i) => a.r[i] += v,
-                    Slot::Iso(i) => {
-                        a.iso[i] += v;
-                        a.has_iso[i] = true;
-                    }
-                    Slot::Cum(i) => {
-                        a.cum[i] += v;
-                        a.has_cum[i] = true;
-                    }
-                    Slot::OutRef(i) => a.oref[i] += v,
-                    Slot::OutErr(i) => a.oerr[i] += v,
-                    Slot::OutMax(i) => a.omax[i] = a.omax[i].max(v),
-                }
-            }
+            a.add(&slots, vals);
             if per_layer {
-                for (i, c) in plan.candidates.iter().enumerate() {
-                    if a.has_iso[i]
-                        && let Some(v) = db(a.r[i], a.iso[i])
-                    {
-                        progress.event(JobEvent::Layer {
-                            node: c.name.clone(),
-                            value: v,
-                            label: "sqnr_db".into(),
-                        });
-                    }
-                }
+                a.report_layers(plan, progress);
             }
             Ok(())
         },
     )?;
     let a = acc.into_inner().unwrap_or_else(|p| p.into_inner());
-    let layers = plan
-        .candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| LayerDiag {
-            node: c.name.clone(),
-            op: c.op.clone(),
-            sqnr_db: if a.has_iso[i] {
-                db(a.r[i], a.iso[i])
-            } else {
-                None
-            },
-            cumulative_sqnr_db: if a.has_cum[i] {
-                db(a.r[i], a.cum[i])
-            } else {
-                None
-            },
-            quantized: c.quantized,
-            reason: c.reason.clone(),
-        })
-        .collect();
-    let outputs: Vec<OutputDiag> = diag_outputs
-        .iter()
-        .enumerate()
-        .map(|(i, name)| OutputDiag {
-            name: name.clone(),
-            sqnr_db: db(a.oref[i], a.oerr[i]),
-            max_abs_err: a.omax[i],
-        })
-        .collect();
-    let output_sqnr_db = db(a.oref.iter().sum(), a.oerr.iter().sum());
-    let max_abs_err = a.omax.iter().copied().fold(0.0, f64::max);
-    Ok(Diagnosis {
-        layers,
-        outputs,
-        output_sqnr_db,
-        max_abs_err,
-        samples: indices.len(),
+    Ok(a.diagnosis(plan, &diag_outputs, indices.len(), start, notes))
+}
+
+/// When the whole diagnostic model cannot be prepared (part of it is beyond tract: a
+/// data-dependent If, an unknown op), the diagnostic model for what can run: the outputs that
+/// evaluate, and the per-layer comparisons when those do. Says in `notes` what was left out.
+#[allow(clippy::too_many_arguments)]
+fn runnable_part(
+    model: &ModelProto,
+    index: &GraphIndex,
+    plan: &Plan,
+    params: &HashMap<String, QParams>,
+    weights: &HashMap<String, QuantizedWeight>,
+    specs: &[InputSpec],
+    e: &PareError,
+    per_layer: bool,
+    notes: &mut Vec<String>,
+) -> Result<(DiagModel, Result<Runner>, bool)> {
+    let mut per_layer = per_layer;
+    let all = float_outputs(model, index);
+    let mut ok = Vec::new();
+    for o in &all {
+        let one = build(
+            model,
+            index,
+            plan,
+            params,
+            weights,
+            false,
+            Some(std::slice::from_ref(o)),
+        )?;
+        if Runner::new(&one.model, specs).is_ok() {
+            ok.push(o.clone());
+        } else {
+            notes.push(format!(
+                "output '{o}' cannot be evaluated with tract, so its SQNR is not measured (run `pare lint`/`pare fix`): {e}"
+            ));
+        }
+    }
+    if per_layer {
+        let layers_only = build(model, index, plan, params, weights, true, Some(&[]))?;
+        if Runner::new(&layers_only.model, specs).is_err() {
+            per_layer = false;
+            notes.push("per-layer SQNR is not measured: tract cannot run part of the model".into());
+        }
+    }
+    let dm = build(model, index, plan, params, weights, per_layer, Some(&ok))?;
+    let prepared = Runner::new(&dm.model, specs);
+    Ok((dm, prepared, per_layer))
+}
+
+/// The diagnosis when nothing could be measured: the layers as planned, no numbers.
+fn unmeasured(plan: &Plan, notes: Vec<String>, start: Instant) -> Diagnosis {
+    Diagnosis {
+        layers: plan
+            .candidates
+            .iter()
+            .map(|c| LayerDiag {
+                node: c.name.clone(),
+                op: c.op.clone(),
+                sqnr_db: None,
+                cumulative_sqnr_db: None,
+                quantized: c.quantized,
+                reason: c.reason.clone(),
+            })
+            .collect(),
+        outputs: Vec::new(),
+        output_sqnr_db: None,
+        max_abs_err: 0.0,
+        samples: 0,
         seconds: start.elapsed().as_secs_f64(),
         notes,
-    })
+    }
+}
+
+/// Energies summed over samples, per layer and per output.
+#[derive(Default, Clone)]
+struct Acc {
+    r: Vec<f64>,
+    iso: Vec<f64>,
+    cum: Vec<f64>,
+    has_iso: Vec<bool>,
+    has_cum: Vec<bool>,
+    oref: Vec<f64>,
+    oerr: Vec<f64>,
+    omax: Vec<f64>,
+}
+
+impl Acc {
+    fn new(n_layers: usize, n_out: usize) -> Self {
+        Acc {
+            r: vec![0.0; n_layers],
+            iso: vec![0.0; n_layers],
+            cum: vec![0.0; n_layers],
+            has_iso: vec![false; n_layers],
+            has_cum: vec![false; n_layers],
+            oref: vec![0.0; n_out],
+            oerr: vec![0.0; n_out],
+            omax: vec![0.0; n_out],
+        }
+    }
+
+    /// Adds one sample's values (one per slot; NaN, an overflow, counts as infinite).
+    fn add(&mut self, slots: &[Slot], vals: Vec<f64>) {
+        let a = self;
+        for (slot, v) in slots.iter().zip(vals) {
+            let v = if v.is_nan() { f64::INFINITY } else { v };
+            match *slot {
+                Slot::Ref(i) => a.r[i] += v,
+                Slot::Iso(i) => {
+                    a.iso[i] += v;
+                    a.has_iso[i] = true;
+                }
+                Slot::Cum(i) => {
+                    a.cum[i] += v;
+                    a.has_cum[i] = true;
+                }
+                Slot::OutRef(i) => a.oref[i] += v,
+                Slot::OutErr(i) => a.oerr[i] += v,
+                Slot::OutMax(i) => a.omax[i] = a.omax[i].max(v),
+            }
+        }
+    }
+
+    /// The isolated SQNR so far of every layer, as live events.
+    fn report_layers(&self, plan: &Plan, progress: &dyn Progress) {
+        let a = self;
+        for (i, c) in plan.candidates.iter().enumerate() {
+            if a.has_iso[i]
+                && let Some(v) = db(a.r[i], a.iso[i])
+            {
+                progress.event(JobEvent::Layer {
+                    node: c.name.clone(),
+                    value: v,
+                    label: "sqnr_db".into(),
+                });
+            }
+        }
+    }
+
+    fn diagnosis(
+        &self,
+        plan: &Plan,
+        diag_outputs: &[String],
+        samples: usize,
+        start: Instant,
+        notes: Vec<String>,
+    ) -> Diagnosis {
+        let a = self;
+        let layers = plan
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| LayerDiag {
+                node: c.name.clone(),
+                op: c.op.clone(),
+                sqnr_db: if a.has_iso[i] {
+                    db(a.r[i], a.iso[i])
+                } else {
+                    None
+                },
+                cumulative_sqnr_db: if a.has_cum[i] {
+                    db(a.r[i], a.cum[i])
+                } else {
+                    None
+                },
+                quantized: c.quantized,
+                reason: c.reason.clone(),
+            })
+            .collect();
+        let outputs: Vec<OutputDiag> = diag_outputs
+            .iter()
+            .enumerate()
+            .map(|(i, name)| OutputDiag {
+                name: name.clone(),
+                sqnr_db: db(a.oref[i], a.oerr[i]),
+                max_abs_err: a.omax[i],
+            })
+            .collect();
+        let output_sqnr_db = db(a.oref.iter().sum(), a.oerr.iter().sum());
+        let max_abs_err = a.omax.iter().copied().fold(0.0, f64::max);
+        Diagnosis {
+            layers,
+            outputs,
+            output_sqnr_db,
+            max_abs_err,
+            samples,
+            seconds: start.elapsed().as_secs_f64(),
+            notes,
+        }
+    }
 }

@@ -109,27 +109,54 @@ pub fn insert(
     layers: &[usize],
     ins: &Insert,
 ) -> Result<HashMap<String, String>> {
-    let mut weight_dq: HashMap<String, String> = HashMap::new();
-    let mut names = Names::of(g);
-    let sfx = ins.suffix;
-    // (node, slot) → new input tensor, and the nodes to place before node i.
-    let mut rewire: HashMap<(usize, usize), String> = HashMap::new();
-    let mut before: HashMap<usize, Vec<NodeProto>> = HashMap::new();
-    let mut new_inits: Vec<TensorProto> = Vec::new();
-    let topo_pos: HashMap<usize, usize> = index
-        .topo
-        .iter()
-        .enumerate()
-        .map(|(k, &n)| (n, k))
-        .collect();
-    let first = |readers: &[usize]| -> usize {
-        *readers
-            .iter()
-            .min_by_key(|n| topo_pos.get(n).copied().unwrap_or(usize::MAX))
-            .unwrap_or(&0)
-    };
+    let (act_readers, weight_readers) = readers(plan, layers);
+    let mut edits = Edits::new(g, index);
+    for (t, readers) in &act_readers {
+        let key = plan.shared.get(t).unwrap_or(t);
+        let q = ins.act_params.get(key).ok_or_else(|| PareError::Tensor {
+            tensor: t.clone(),
+            message: "no calibration range".into(),
+        })?;
+        edits.activation(g, t, readers, q, ins.suffix);
+    }
+    // Float weights that may become unread.
+    let mut drop_inits: HashSet<usize> = HashSet::new();
+    for (t, src, axis, readers) in &weight_readers {
+        let qw = ins.weights.get(t).ok_or_else(|| PareError::Tensor {
+            tensor: t.clone(),
+            message: "weight was not quantized".into(),
+        })?;
+        edits.weight(t, *axis, readers, qw, ins);
+        if let ConstSource::Initializer(i) = src {
+            drop_inits.insert(*i);
+        }
+    }
+    let Edits {
+        rewire,
+        mut before,
+        new_inits,
+        weight_dq,
+        ..
+    } = edits;
+    let mut out = rebuild(g, index, &mut before, &rewire);
+    // Constant/Identity nodes left without readers disappear; so do float weights nothing
+    // reads any more (never in a suffixed copy, whose float twin still reads them).
+    let graph_outputs: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+    drop_dead_constants(&mut out, &graph_outputs);
+    g.node = out;
+    if ins.suffix.is_empty() && !drop_inits.is_empty() {
+        drop_unread_initializers(g, &drop_inits, &graph_outputs);
+    }
+    g.initializer.extend(new_inits);
+    Ok(weight_dq)
+}
 
-    // Activations: group readers by the original tensor name.
+/// The quantized layers' activation readers, grouped by original tensor name, and their
+/// weight readers, grouped by weight tensor and channel axis.
+fn readers(
+    plan: &Plan,
+    layers: &[usize],
+) -> (Vec<(String, Vec<(usize, usize)>)>, Vec<WeightReaders>) {
     let mut act_readers: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
     let mut weight_readers: Vec<WeightReaders> = Vec::new();
     for &li in layers {
@@ -155,20 +182,77 @@ pub fn insert(
             }
         }
     }
-    for (t, readers) in &act_readers {
-        let key = plan.shared.get(t).unwrap_or(t);
-        let q = ins
-            .act_params
-            .get(key)
-            .ok_or_else(|| PareError::Runtime(format!("no calibration range for tensor '{t}'")))?;
+    (act_readers, weight_readers)
+}
+
+/// The edits `insert` collects before rebuilding the node list.
+struct Edits {
+    names: Names,
+    /// Position of each node in topological order.
+    topo_pos: HashMap<usize, usize>,
+    /// (node, slot) → new input tensor.
+    rewire: HashMap<(usize, usize), String>,
+    /// The nodes to place before node i.
+    before: HashMap<usize, Vec<NodeProto>>,
+    new_inits: Vec<TensorProto>,
+    /// Per weight tensor (original name), its dequantized copy.
+    weight_dq: HashMap<String, String>,
+}
+
+impl Edits {
+    fn new(g: &GraphProto, index: &GraphIndex) -> Self {
+        Edits {
+            names: Names::of(g),
+            topo_pos: index
+                .topo
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| (n, k))
+                .collect(),
+            rewire: HashMap::new(),
+            before: HashMap::new(),
+            new_inits: Vec::new(),
+            weight_dq: HashMap::new(),
+        }
+    }
+
+    /// The reader that comes first in topological order.
+    fn first(&self, readers: &[(usize, usize)]) -> usize {
+        readers
+            .iter()
+            .map(|r| r.0)
+            .min_by_key(|n| self.topo_pos.get(n).copied().unwrap_or(usize::MAX))
+            .unwrap_or(0)
+    }
+
+    /// Places `nodes` before the first of `readers` and points every reader at `dqo`.
+    fn place(&mut self, readers: &[(usize, usize)], nodes: Vec<NodeProto>, dqo: &str) {
+        let at = self.first(readers);
+        self.before.entry(at).or_default().extend(nodes);
+        for r in readers {
+            self.rewire.insert(*r, dqo.to_string());
+        }
+    }
+
+    /// One Q/DQ pair on activation `t`, shared by all its quantized readers.
+    fn activation(
+        &mut self,
+        g: &GraphProto,
+        t: &str,
+        readers: &[(usize, usize)],
+        q: &QParams,
+        sfx: &str,
+    ) {
+        let names = &mut self.names;
         // The tensor name in this graph (it may be a renamed copy).
         let (n0, s0) = readers[0];
         let actual = g.node[n0].input[s0].clone();
         let base = format!("{t}{sfx}");
         let scale = names.fresh(format!("{base}_scale"));
         let zp = names.fresh(format!("{base}_zero_point"));
-        new_inits.push(f32_tensor(&scale, &[], &[q.scale]));
-        new_inits.push(int_tensor(&zp, &[], q.qtype, &[q.zero_point]));
+        self.new_inits.push(f32_tensor(&scale, &[], &[q.scale]));
+        self.new_inits
+            .push(int_tensor(&zp, &[], q.qtype, &[q.zero_point]));
         let qo = names.fresh(format!("{base}_QuantizeLinear_Output"));
         let dqo = names.fresh(format!("{base}_DequantizeLinear_Output"));
         let qn = node(
@@ -185,24 +269,24 @@ pub fn insert(
             dqo.clone(),
             None,
         );
-        let at = first(&readers.iter().map(|r| r.0).collect::<Vec<_>>());
-        before.entry(at).or_default().extend([qn, dqn]);
-        for r in readers {
-            rewire.insert(*r, dqo.clone());
-        }
+        self.place(readers, vec![qn, dqn], &dqo);
     }
-    // Float weights that may become unread.
-    let mut drop_inits: HashSet<usize> = HashSet::new();
-    for (t, src, axis, readers) in &weight_readers {
-        let qw = ins
-            .weights
-            .get(t)
-            .ok_or_else(|| PareError::Runtime(format!("weight '{t}' was not quantized")))?;
-        let base = format!("{t}{sfx}");
+
+    /// Weight `t` as an INT8 initializer with a (per-channel) DequantizeLinear.
+    fn weight(
+        &mut self,
+        t: &str,
+        axis: usize,
+        readers: &[(usize, usize)],
+        qw: &QuantizedWeight,
+        ins: &Insert,
+    ) {
+        let names = &mut self.names;
+        let base = format!("{t}{}", ins.suffix);
         let qname = names.fresh(format!("{base}_quantized"));
         let scale = names.fresh(format!("{base}_scale"));
         let zp = names.fresh(format!("{base}_zero_point"));
-        new_inits.push(TensorProto {
+        self.new_inits.push(TensorProto {
             name: Some(qname.clone()),
             dims: qw.dims.clone(),
             data_type: Some(DataType::INT8.0),
@@ -212,7 +296,7 @@ pub fn insert(
             ..Default::default()
         });
         let (scales, axis_attr) = if ins.per_channel {
-            (qw.scales.clone(), Some(*axis as i64))
+            (qw.scales.clone(), Some(axis as i64))
         } else {
             (vec![qw.scales.first().copied().unwrap_or(1.0)], None)
         };
@@ -221,8 +305,9 @@ pub fn insert(
         } else {
             vec![]
         };
-        new_inits.push(f32_tensor(&scale, &sdims, &scales));
-        new_inits.push(int_tensor(&zp, &sdims, QType::Int8, &vec![0; scales.len()]));
+        self.new_inits.push(f32_tensor(&scale, &sdims, &scales));
+        self.new_inits
+            .push(int_tensor(&zp, &sdims, QType::Int8, &vec![0; scales.len()]));
         let dqo = names.fresh(format!("{base}_DequantizeLinear_Output"));
         let dqn = node(
             names.fresh(format!("{base}_DequantizeLinear")),
@@ -231,17 +316,19 @@ pub fn insert(
             dqo.clone(),
             axis_attr,
         );
-        weight_dq.insert(t.clone(), dqo.clone());
-        let at = first(&readers.iter().map(|r| r.0).collect::<Vec<_>>());
-        before.entry(at).or_default().push(dqn);
-        for r in readers {
-            rewire.insert(*r, dqo.clone());
-        }
-        if let ConstSource::Initializer(i) = src {
-            drop_inits.insert(*i);
-        }
+        self.weight_dq.insert(t.to_string(), dqo.clone());
+        self.place(readers, vec![dqn], &dqo);
     }
-    // Rebuild the node list.
+}
+
+/// Takes `g`'s nodes in topological order with the new nodes placed before their first reader
+/// and the rewired inputs applied.
+fn rebuild(
+    g: &mut GraphProto,
+    index: &GraphIndex,
+    before: &mut HashMap<usize, Vec<NodeProto>>,
+    rewire: &HashMap<(usize, usize), String>,
+) -> Vec<NodeProto> {
     let old = std::mem::take(&mut g.node);
     let mut out = Vec::with_capacity(old.len() + before.values().map(Vec::len).sum::<usize>());
     let mut old: Vec<Option<NodeProto>> = old.into_iter().map(Some).collect();
@@ -257,9 +344,11 @@ pub fn insert(
         }
         out.push(n);
     }
-    // Constant/Identity nodes left without readers disappear; so do float weights nothing
-    // reads any more (never in a suffixed copy, whose float twin still reads them).
-    let graph_outputs: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+    out
+}
+
+/// Removes Constant/Identity nodes whose outputs nothing reads, until none is left.
+fn drop_dead_constants(out: &mut Vec<NodeProto>, graph_outputs: &HashSet<String>) {
     loop {
         let read: HashSet<&String> = out.iter().flat_map(|n| n.input.iter()).collect();
         let dead: Vec<bool> = out
@@ -280,25 +369,28 @@ pub fn insert(
             !dead[k - 1]
         });
     }
-    g.node = out;
-    if sfx.is_empty() && !drop_inits.is_empty() {
-        let read: HashSet<String> = g
-            .node
-            .iter()
-            .flat_map(|n| n.input.iter().cloned())
-            .collect();
-        let unread: HashSet<String> = drop_inits
-            .iter()
-            .filter_map(|&i| g.initializer.get(i))
-            .map(|t| t.name().to_string())
-            .filter(|n| !read.contains(n) && !graph_outputs.contains(n))
-            .collect();
-        g.initializer.retain(|t| !unread.contains(t.name()));
-        // Old IR models list initializers among the graph inputs.
-        g.input.retain(|v| !unread.contains(v.name()));
-    }
-    g.initializer.extend(new_inits);
-    Ok(weight_dq)
+}
+
+/// Drops the float weights among `drop_inits` that nothing reads any more.
+fn drop_unread_initializers(
+    g: &mut GraphProto,
+    drop_inits: &HashSet<usize>,
+    graph_outputs: &HashSet<String>,
+) {
+    let read: HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    let unread: HashSet<String> = drop_inits
+        .iter()
+        .filter_map(|&i| g.initializer.get(i))
+        .map(|t| t.name().to_string())
+        .filter(|n| !read.contains(n) && !graph_outputs.contains(n))
+        .collect();
+    g.initializer.retain(|t| !unread.contains(t.name()));
+    // Old IR models list initializers among the graph inputs.
+    g.input.retain(|v| !unread.contains(v.name()));
 }
 
 /// Quantizes the weight of every candidate that has one (float layers too, for the

@@ -110,7 +110,7 @@ struct Lock(PathBuf);
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -122,14 +122,22 @@ fn lock(path: &Path) -> Result<Lock, String> {
     let start = Instant::now();
     loop {
         match std::fs::create_dir(path) {
-            Ok(()) => return Ok(Lock(path.to_path_buf())),
+            Ok(()) => {
+                let _ = std::fs::write(path.join("pid"), std::process::id().to_string());
+                return Ok(Lock(path.to_path_buf()));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let age = std::fs::metadata(path)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| SystemTime::now().duration_since(t).ok());
-                if age.is_some_and(|a| a > STALE_LOCK) {
-                    let _ = std::fs::remove_dir(path);
+                // The holder is gone (killed mid-install) or has held it implausibly long.
+                let holder_gone = std::fs::read_to_string(path.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                if holder_gone || age.is_some_and(|a| a > STALE_LOCK) {
+                    let _ = std::fs::remove_dir_all(path);
                     continue;
                 }
                 if start.elapsed() > STALE_LOCK {

@@ -188,60 +188,145 @@ fn rewrite(p: &mut Pass, n: &NodeProto, opset: i64) -> Option<Rewrite> {
     let xs = p.cx.static_shape(&x);
     let ws = p.cx.static_shape(&w);
     let geo = geometry(n, xs.as_deref(), ws.as_deref()).ok()?;
-    if geo.symmetric() && !geo.derived {
+    if !provable(n, &geo) {
         return None;
     }
-    // Negative padding from output_shape: runtimes disagree on what it means (onnxruntime
-    // rejects it), so there is nothing to be equal to.
-    if geo.begin.iter().chain(&geo.end).any(|&v| v < 0) {
-        return None;
-    }
-    // output_shape: tract (the verifier) crops at the end where onnxruntime and the ONNX spec
-    // split the padding over both ends, so no rewrite can be proven equal to the original.
-    if n.attr_ints("output_shape").is_some_and(|v| !v.is_empty()) {
-        return None;
-    }
-    // Likewise auto_pad SAME_* with output_padding: tract and onnxruntime disagree.
-    if n.attr_s("auto_pad").is_some_and(|a| a.starts_with("SAME"))
-        && geo.out_pad.iter().any(|&o| o != 0)
-    {
-        return None;
-    }
+    let plan = Crops::of(&geo);
+    let (needs_pad, needs_crop) = (plan.needs_pad(), plan.needs_crop());
     let r = geo.kernel.len();
-    let eff_end = geo.effective_end();
-    let sym: Vec<i64> = (0..r)
-        .map(|i| geo.begin[i].min(eff_end[i]).max(0))
-        .collect();
-    let crop_begin: Vec<i64> = (0..r).map(|i| (geo.begin[i] - sym[i]).max(0)).collect();
-    let crop_end: Vec<i64> = (0..r).map(|i| (eff_end[i] - sym[i]).max(0)).collect();
-    let pad_begin: Vec<i64> = (0..r).map(|i| (sym[i] - geo.begin[i]).max(0)).collect();
-    let pad_end: Vec<i64> = (0..r).map(|i| (sym[i] - eff_end[i]).max(0)).collect();
-    let needs_pad = pad_begin.iter().chain(&pad_end).any(|&v| v > 0);
-    let needs_crop = crop_begin.iter().chain(&crop_end).any(|&v| v > 0);
     let bias = n.input.get(2).filter(|b| !b.is_empty()).cloned();
     let name = n.display_name();
     let out = n.output.first()?.clone();
-    let mut nodes = Vec::new();
-    let mut inits = Vec::new();
+    let mut st = Stages {
+        name: name.clone(),
+        out: out.clone(),
+        nodes: Vec::new(),
+        inits: Vec::new(),
+    };
     // Bias must follow a zero Pad; fetch it as a constant first.
     let bias_const = if needs_pad {
         match &bias {
-            Some(b) => {
-                let t = p.cx.const_tensor(b)?;
-                let c = *t.dims.first()?;
-                let mut t = t.clone();
-                t.name = Some(p.names.fresh(&format!("{name}/bias")));
-                t.dims = std::iter::once(c)
-                    .chain(std::iter::repeat_n(1, r))
-                    .collect();
-                Some(t)
-            }
+            Some(b) => Some(bias_as_constant(p, b, &name, r)?),
             None => None,
         }
     } else {
         None
     };
     // 1. Symmetric ConvTranspose.
+    let mut inputs: Vec<String> = vec![x.clone(), w.clone()];
+    if let Some(b) = &bias
+        && bias_const.is_none()
+    {
+        inputs.push(b.clone());
+    }
+    let last_stage = !needs_crop && !needs_pad && bias_const.is_none();
+    let deconv_out = st.output(p, last_stage, "symmetric");
+    st.nodes
+        .push(symmetric_deconv(n, inputs, &deconv_out, &plan.sym));
+    let mut cur = deconv_out;
+    // 2. Crop.
+    if needs_crop {
+        let last = !needs_pad && bias_const.is_none();
+        cur = st.crop(p, &cur, last, &plan, opset)?;
+    }
+    // 3. Extend with zeros, then add the bias.
+    if needs_pad {
+        cur = st.pad(p, &cur, bias_const.is_none(), &plan, opset)?;
+        if let Some(b) = bias_const {
+            let aname = p.names.fresh(&format!("{name}/bias_add"));
+            st.nodes.push(edit::node(
+                &aname,
+                "Add",
+                &[&cur, b.name()],
+                &[&out],
+                Vec::new(),
+            ));
+            st.inits.push(b);
+        }
+    }
+    let desc = describe(&name, &geo, &plan);
+    Some((st.nodes, st.inits, desc))
+}
+
+/// Whether a rewrite of `n` can be proven equal to it (and is needed at all).
+fn provable(n: &NodeProto, geo: &Geometry) -> bool {
+    if geo.symmetric() && !geo.derived {
+        return false;
+    }
+    // Negative padding from output_shape: runtimes disagree on what it means (onnxruntime
+    // rejects it), so there is nothing to be equal to.
+    if geo.begin.iter().chain(&geo.end).any(|&v| v < 0) {
+        return false;
+    }
+    // output_shape: tract (the verifier) crops at the end where onnxruntime and the ONNX spec
+    // split the padding over both ends, so no rewrite can be proven equal to the original.
+    if n.attr_ints("output_shape").is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    // Likewise auto_pad SAME_* with output_padding: tract and onnxruntime disagree.
+    !(n.attr_s("auto_pad").is_some_and(|a| a.starts_with("SAME"))
+        && geo.out_pad.iter().any(|&o| o != 0))
+}
+
+/// Per spatial axis: the symmetric pads, and what to crop or zero-extend at each end after it.
+struct Crops {
+    eff_end: Vec<i64>,
+    sym: Vec<i64>,
+    crop_begin: Vec<i64>,
+    crop_end: Vec<i64>,
+    pad_begin: Vec<i64>,
+    pad_end: Vec<i64>,
+}
+
+impl Crops {
+    fn of(geo: &Geometry) -> Self {
+        let r = geo.kernel.len();
+        let eff_end = geo.effective_end();
+        let sym: Vec<i64> = (0..r)
+            .map(|i| geo.begin[i].min(eff_end[i]).max(0))
+            .collect();
+        let crop_begin: Vec<i64> = (0..r).map(|i| (geo.begin[i] - sym[i]).max(0)).collect();
+        let crop_end: Vec<i64> = (0..r).map(|i| (eff_end[i] - sym[i]).max(0)).collect();
+        let pad_begin: Vec<i64> = (0..r).map(|i| (sym[i] - geo.begin[i]).max(0)).collect();
+        let pad_end: Vec<i64> = (0..r).map(|i| (sym[i] - eff_end[i]).max(0)).collect();
+        Crops {
+            eff_end,
+            sym,
+            crop_begin,
+            crop_end,
+            pad_begin,
+            pad_end,
+        }
+    }
+
+    fn needs_pad(&self) -> bool {
+        self.pad_begin.iter().chain(&self.pad_end).any(|&v| v > 0)
+    }
+
+    fn needs_crop(&self) -> bool {
+        self.crop_begin.iter().chain(&self.crop_end).any(|&v| v > 0)
+    }
+}
+
+/// The bias `b` as a constant shaped `[C, 1, …]` to add after a zero Pad.
+fn bias_as_constant(
+    p: &mut Pass,
+    b: &str,
+    name: &str,
+    r: usize,
+) -> Option<crate::model::proto::TensorProto> {
+    let t = p.cx.const_tensor(b)?;
+    let c = *t.dims.first()?;
+    let mut t = t.clone();
+    t.name = Some(p.names.fresh(&format!("{name}/bias")));
+    t.dims = std::iter::once(c)
+        .chain(std::iter::repeat_n(1, r))
+        .collect();
+    Some(t)
+}
+
+/// `n` with symmetric pads `sym`, reading `inputs` and writing `out`.
+fn symmetric_deconv(n: &NodeProto, inputs: Vec<String>, out: &str, sym: &[i64]) -> NodeProto {
     let mut attrs: Vec<_> = n
         .attribute
         .iter()
@@ -255,39 +340,51 @@ fn rewrite(p: &mut Pass, n: &NodeProto, opset: i64) -> Option<Rewrite> {
         .collect();
     attrs.push(attr_ints(
         "pads",
-        &sym.iter().chain(&sym).copied().collect::<Vec<_>>(),
+        &sym.iter().chain(sym).copied().collect::<Vec<_>>(),
     ));
-    let mut inputs: Vec<String> = vec![x.clone(), w.clone()];
-    if let Some(b) = &bias
-        && bias_const.is_none()
-    {
-        inputs.push(b.clone());
-    }
-    let last_stage = !needs_crop && !needs_pad && bias_const.is_none();
-    let deconv_out = if last_stage {
-        out.clone()
-    } else {
-        p.names.fresh(&format!("{name}/symmetric"))
-    };
     let mut deconv = n.clone();
     deconv.input = inputs;
-    deconv.output = vec![deconv_out.clone()];
+    deconv.output = vec![out.to_string()];
     deconv.attribute = attrs;
-    nodes.push(deconv);
-    let mut cur = deconv_out;
-    // 2. Crop.
-    if needs_crop {
-        let last = !needs_pad && bias_const.is_none();
-        let o = if last {
-            out.clone()
+    deconv
+}
+
+/// The nodes and initializers replacing one ConvTranspose.
+struct Stages {
+    name: String,
+    /// The original output, written by the last stage.
+    out: String,
+    nodes: Vec<crate::model::proto::NodeProto>,
+    inits: Vec<crate::model::proto::TensorProto>,
+}
+
+impl Stages {
+    /// The output of a stage: the original output when it is the last one, else a fresh name.
+    fn output(&self, p: &mut Pass, last: bool, what: &str) -> String {
+        if last {
+            self.out.clone()
         } else {
-            p.names.fresh(&format!("{name}/cropped"))
-        };
+            p.names.fresh(&format!("{}/{what}", self.name))
+        }
+    }
+
+    /// Slices `plan.crop_begin`/`crop_end` off the spatial axes of `cur`.
+    fn crop(
+        &mut self,
+        p: &mut Pass,
+        cur: &str,
+        last: bool,
+        plan: &Crops,
+        opset: i64,
+    ) -> Option<String> {
+        let name = self.name.clone();
+        let r = plan.sym.len();
+        let o = self.output(p, last, "cropped");
         let axes: Vec<i64> = (0..r).map(|i| i as i64 + 2).collect();
         let ends: Vec<i64> = (0..r)
             .map(|i| {
-                if crop_end[i] > 0 {
-                    -crop_end[i]
+                if plan.crop_end[i] > 0 {
+                    -plan.crop_end[i]
                 } else {
                     i64::MAX
                 }
@@ -299,100 +396,105 @@ fn rewrite(p: &mut Pass, n: &NodeProto, opset: i64) -> Option<Rewrite> {
                 .iter()
                 .map(|s| p.names.fresh(&format!("{name}/crop_{s}")))
                 .collect();
-            for (nm, vals) in names.iter().zip([&crop_begin, &ends, &axes]) {
-                inits.push(edit::tensor_i64(nm, DataType::INT64, &[r as i64], vals)?);
+            for (nm, vals) in names.iter().zip([&plan.crop_begin, &ends, &axes]) {
+                self.inits
+                    .push(edit::tensor_i64(nm, DataType::INT64, &[r as i64], vals)?);
             }
-            nodes.push(edit::node(
+            self.nodes.push(edit::node(
                 &sname,
                 "Slice",
-                &[&cur, &names[0], &names[1], &names[2]],
+                &[cur, &names[0], &names[1], &names[2]],
                 &[&o],
                 Vec::new(),
             ));
         } else {
-            nodes.push(edit::node(
+            self.nodes.push(edit::node(
                 &sname,
                 "Slice",
-                &[&cur],
+                &[cur],
                 &[&o],
                 vec![
-                    attr_ints("starts", &crop_begin),
+                    attr_ints("starts", &plan.crop_begin),
                     attr_ints("ends", &ends),
                     attr_ints("axes", &axes),
                 ],
             ));
         }
-        cur = o;
+        Some(o)
     }
-    // 3. Extend with zeros, then add the bias.
-    if needs_pad {
-        let last = bias_const.is_none();
-        let o = if last {
-            out.clone()
-        } else {
-            p.names.fresh(&format!("{name}/padded"))
-        };
+
+    /// Zero-extends the spatial axes of `cur` by `plan.pad_begin`/`pad_end`.
+    fn pad(
+        &mut self,
+        p: &mut Pass,
+        cur: &str,
+        last: bool,
+        plan: &Crops,
+        opset: i64,
+    ) -> Option<String> {
+        let name = self.name.clone();
+        let o = self.output(p, last, "padded");
         let pads: Vec<i64> = [0, 0]
             .iter()
-            .chain(&pad_begin)
+            .chain(&plan.pad_begin)
             .chain(&[0, 0])
-            .chain(&pad_end)
+            .chain(&plan.pad_end)
             .copied()
             .collect();
         let pname = p.names.fresh(&format!("{name}/pad"));
         if opset >= 11 {
             let pads_name = p.names.fresh(&format!("{name}/pad_pads"));
-            inits.push(edit::tensor_i64(
+            self.inits.push(edit::tensor_i64(
                 &pads_name,
                 DataType::INT64,
                 &[pads.len() as i64],
                 &pads,
             )?);
-            nodes.push(edit::node(
+            self.nodes.push(edit::node(
                 &pname,
                 "Pad",
-                &[&cur, &pads_name],
+                &[cur, &pads_name],
                 &[&o],
                 vec![attr_s("mode", "constant")],
             ));
         } else {
-            nodes.push(edit::node(
+            self.nodes.push(edit::node(
                 &pname,
                 "Pad",
-                &[&cur],
+                &[cur],
                 &[&o],
                 vec![attr_s("mode", "constant"), attr_ints("pads", &pads)],
             ));
         }
-        cur = o;
-        if let Some(b) = bias_const {
-            let aname = p.names.fresh(&format!("{name}/bias_add"));
-            nodes.push(edit::node(
-                &aname,
-                "Add",
-                &[&cur, b.name()],
-                &[&out],
-                Vec::new(),
-            ));
-            inits.push(b);
-        }
+        Some(o)
     }
-    let desc = format!(
+}
+
+/// The fix's one-line description.
+fn describe(name: &str, geo: &Geometry, plan: &Crops) -> String {
+    let Crops {
+        eff_end,
+        sym,
+        crop_begin,
+        crop_end,
+        pad_begin,
+        pad_end,
+    } = plan;
+    format!(
         "ConvTranspose '{name}': pads {:?} + output_padding {:?} (effective {:?} / {:?}) → symmetric pads {sym:?}{}{}",
         geo.pads_attr(),
         geo.out_pad,
         geo.begin,
         eff_end,
-        if needs_crop {
+        if plan.needs_crop() {
             format!(" + Slice cropping {crop_begin:?} at the start, {crop_end:?} at the end")
         } else {
             String::new()
         },
-        if needs_pad {
+        if plan.needs_pad() {
             format!(" + Pad {pad_begin:?}/{pad_end:?} then bias")
         } else {
             String::new()
         },
-    );
-    Some((nodes, inits, desc))
+    )
 }
