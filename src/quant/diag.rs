@@ -587,7 +587,7 @@ pub fn diagnose(
                         progress.event(JobEvent::Layer {
                             node: c.name.clone(),
                             value: v,
-                            label: "sqnr_db".into(),
+                            label: crate::jobs::LayerLabel::SqnrDb,
                         });
                     }
                 }
