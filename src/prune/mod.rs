@@ -108,7 +108,7 @@ impl Report for PruneReport {
         for g in self.plan.iter().filter(|g| g.kept < g.total) {
             let _ = writeln!(
                 s,
-                "  group {:>4}  {:>5} -> {:<5} {}",
+                "  group {:>4}  {:>5} → {:<5} {}",
                 g.group,
                 g.total,
                 g.kept,
@@ -117,21 +117,21 @@ impl Report for PruneReport {
         }
         let _ = writeln!(
             s,
-            "params     {} -> {} (-{:.1}%)",
+            "params     {} → {} (−{:.1}%)",
             human(self.params_before),
             human(self.params_after),
             reduction_pct(self.params_before, self.params_after)
         );
         let _ = writeln!(
             s,
-            "MACs       {} -> {} (-{:.1}%)",
+            "MACs       {} → {} (−{:.1}%)",
             human(self.macs_before),
             human(self.macs_after),
             reduction_pct(self.macs_before, self.macs_after)
         );
         if let Some(v) = &self.validation {
             let lat = match (v.latency_ms_before, v.latency_ms_after) {
-                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms -> {a:.1} ms"),
+                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms → {a:.1} ms"),
                 _ => String::new(),
             };
             let _ = writeln!(
@@ -173,7 +173,7 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     }
     progress.event(JobEvent::Finished {
         summary: format!(
-            "params {} -> {} (-{:.1}%)",
+            "params {} → {} (−{:.1}%)",
             human(rep.params_before),
             human(rep.params_after),
             reduction_pct(rep.params_before, rep.params_after)
