@@ -38,6 +38,9 @@ pub enum PareError {
     },
     #[error("{0}")]
     Usage(String),
+    /// An output path that names the input model: pare never modifies its input.
+    #[error("output {} is the input model; pare never modifies its input, choose another path", .path.display())]
+    OutputIsInput { path: PathBuf },
     #[error("tensor '{tensor}': {message}")]
     Tensor { tensor: String, message: String },
     #[error("cancelled")]

@@ -29,7 +29,7 @@ pub enum JobEvent {
     Layer {
         node: String,
         value: f64,
-        label: String,
+        label: LayerLabel,
     },
     /// The job ended; `summary` is a short human line.
     Finished {
@@ -38,6 +38,19 @@ pub enum JobEvent {
     Failed {
         error: String,
     },
+}
+
+/// What a [`JobEvent::Layer`] value measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerLabel {
+    /// SQNR (dB) of the layer's quantized input, estimated from the calibration statistics
+    /// so far.
+    Estimate,
+    /// Isolated SQNR (dB) of the layer, refined with every diagnosed sample.
+    SqnrDb,
+    /// Output SQNR (dB) after `--target-sqnr` returned this layer to float.
+    Fallback,
 }
 
 /// Sink for job events.

@@ -11,6 +11,7 @@ pub mod lint;
 pub mod model;
 pub mod prune;
 pub mod quant;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod tags;

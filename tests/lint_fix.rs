@@ -5,7 +5,7 @@ mod lint_support;
 
 use lint_support::*;
 use pare::jobs::{JobEvent, NoProgress, RecordProgress};
-use pare::lint::fix::{FixKind, FixOptions, FixOutcome, fix_model, write_fixed};
+use pare::lint::fix::{FixKind, FixOptions, FixOutcome, VerifyStatus, fix_model, write_fixed};
 use pare::model::builder::{D, attr_i, attr_ints, attr_s};
 use pare::model::proto::ModelProto;
 
@@ -32,7 +32,12 @@ fn ops(o: &FixOutcome) -> Vec<String> {
 
 fn assert_verified(o: &FixOutcome) {
     assert!(o.changed(), "nothing changed");
-    assert_eq!(o.verification.status, "passed", "{:#?}", o.verification);
+    assert_eq!(
+        o.verification.status,
+        VerifyStatus::Passed,
+        "{:#?}",
+        o.verification
+    );
     assert!(
         o.verification.max_abs_diff.is_some_and(|d| d <= 1e-5),
         "{:#?}",
@@ -87,7 +92,7 @@ fn fold_if_by_rule_id_and_pins_only_when_needed() {
 fn run_time_if_is_left_alone() {
     let o = fix(&data_if(false), &["fold-if"], &[]);
     assert!(!o.changed());
-    assert_eq!(o.verification.status, "not-run");
+    assert_eq!(o.verification.status, VerifyStatus::NotRun);
 }
 
 #[test]
@@ -419,7 +424,7 @@ fn divergence_is_reported_per_fix_and_nothing_is_written() {
         ..Default::default()
     };
     let mut o = fix_model(&a, &opts, &NoProgress).expect("fix");
-    assert_eq!(o.verification.status, "failed");
+    assert_eq!(o.verification.status, VerifyStatus::Failed);
     assert_eq!(o.verification.diverged_fix.as_deref(), Some("clip-bounds"));
     let dir = tempdir();
     let inp = write(dir.path(), "in.onnx", &clamp());
@@ -503,7 +508,8 @@ fn committed_pytorch_exports_fix_and_verify() {
         }
         if o.changed() {
             assert_eq!(
-                o.verification.status, "passed",
+                o.verification.status,
+                VerifyStatus::Passed,
                 "{file}: {:#?}",
                 o.verification
             );

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use pare::jobs::{JobEvent, NoProgress, RecordProgress};
+use pare::jobs::{JobEvent, LayerLabel, NoProgress, RecordProgress};
 use pare::model::proto::{GraphProto, ModelProto, NodeProto};
 use pare::model::{Analysis, InputPins};
 use pare::quant::calibrators::{self, CalibConfig, Method};
@@ -1101,13 +1101,13 @@ fn threads_do_not_change_the_result_and_events_arrive_live() {
         phase("calibrating").expect("calibrating"),
         phase("diagnosing").expect("diagnosing"),
     );
-    let layer_at = |label: &str| {
+    let layer_at = |label: LayerLabel| {
         ev.iter()
-            .position(|e| matches!(e, JobEvent::Layer { label: l, .. } if l == label))
+            .position(|e| matches!(e, JobEvent::Layer { label: l, .. } if *l == label))
     };
-    let est = layer_at("estimate").expect("estimates while calibrating");
+    let est = layer_at(LayerLabel::Estimate).expect("estimates while calibrating");
     assert!(est > cal && est < diag);
-    let live = layer_at("sqnr_db").expect("per-layer SQNR while diagnosing");
+    let live = layer_at(LayerLabel::SqnrDb).expect("per-layer SQNR while diagnosing");
     assert!(live > diag);
     assert!(ev.iter().any(|e| matches!(e, JobEvent::Progress { .. })));
 }
@@ -1384,7 +1384,7 @@ fn target_sqnr_returns_the_worst_layers_to_float_until_reached() {
     assert!(
         rec.events()
             .iter()
-            .any(|e| matches!(e, JobEvent::Layer { label, .. } if label == "fallback"))
+            .any(|e| matches!(e, JobEvent::Layer { label, .. } if *label == LayerLabel::Fallback))
     );
     // The written model agrees: fewer Q/DQ.
     assert!(

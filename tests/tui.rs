@@ -125,7 +125,7 @@ fn job_with_injected_progress() {
                 p.event(JobEvent::Layer {
                     node: node.into(),
                     value: v,
-                    label: "dB".into(),
+                    label: pare::jobs::LayerLabel::SqnrDb,
                 });
             }
             ready_tx.send(()).ok();

@@ -56,7 +56,14 @@ fn newcomer_walk_on_the_stereo_model() {
         "2b. the If, its neighbourhood and details",
         render(&mut app, W, H),
     );
+    // The Diagnostics view opens on the default target, TensorRT 10 (as `pare lint`); `t`
+    // cycles to TensorRT 7.1, which cannot import the If.
     press(&mut app, "3");
+    {
+        let s = app.session.as_ref().unwrap();
+        assert!(s.lint_status.contains("tensorrt-10"), "{}", s.lint_status);
+    }
+    press(&mut app, "t");
     let if_id = sel;
     let (pos, rule) = {
         let s = app.session.as_ref().unwrap();
@@ -180,7 +187,11 @@ fn newcomer_walk_on_the_stereo_model() {
     let j = app.jobs.last().unwrap();
     assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
     assert!(quant.exists());
-    let measured: Vec<_> = j.layers.iter().filter(|l| l.label == "sqnr_db").collect();
+    let measured: Vec<_> = j
+        .layers
+        .iter()
+        .filter(|l| l.label == pare::jobs::LayerLabel::SqnrDb)
+        .collect();
     assert!(
         measured.len() >= 10
             && measured

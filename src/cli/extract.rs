@@ -7,14 +7,20 @@ use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
 
-use super::{CmdResult, Exit, ModelArgs, check_output, open};
-use pare::extract::data::{self, BoundaryData, Samples};
+use super::{CmdResult, Exit, ModelArgs, open, print};
 use pare::extract::reduce::{self, ReduceOptions, ShellCheck};
-use pare::extract::{self as ex, Piece, Selector};
+use pare::extract::run::{DataRequest, ExtractRequest, PieceIo, piece_summary, write_data};
+use pare::extract::{self as ex, Selector};
 use pare::jobs::{CliProgress, JobEvent, Progress};
-use pare::model::Analysis;
 use pare::model::io::{SaveOptions, save_model};
-use pare::model::shape::format_shape;
+use pare::report::check_output;
+use pare::runtime::EngineChoice;
+
+fn print_io(io: &PieceIo) {
+    let mut s = String::new();
+    io.render(&mut s);
+    print!("{s}");
+}
 
 /// Where input data comes from (shared by extract, split and reduce).
 #[derive(Args, Clone, Debug, Default)]
@@ -133,77 +139,6 @@ pub struct ReduceArgs {
     pub json: bool,
 }
 
-fn bytes_human(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KB", b as f64 / (1u64 << 10) as f64),
-        b => format!("{b} B"),
-    }
-}
-
-fn io_json(
-    list: Vec<(
-        String,
-        Option<pare::model::DataType>,
-        Option<Vec<pare::model::shape::Dim>>,
-    )>,
-) -> serde_json::Value {
-    list.into_iter()
-        .map(|(n, dt, s)| {
-            let shape: Option<Vec<serde_json::Value>> = s.map(|s| {
-                s.iter()
-                    .map(|d| match d {
-                        pare::model::shape::Dim::Known(v) => json!(v),
-                        other => json!(other.to_string()),
-                    })
-                    .collect()
-            });
-            json!({"name": n, "dtype": dt.map(|d| d.name()), "shape": shape})
-        })
-        .collect()
-}
-
-fn print_io(piece: &Piece) {
-    let width = piece
-        .inputs
-        .iter()
-        .chain(&piece.outputs)
-        .map(|s| s.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(60);
-    for (kind, list) in [
-        ("input ", piece.input_types()),
-        ("output", piece.output_types()),
-    ] {
-        for (n, dt, s) in list {
-            let dt = dt.map(|d| d.name()).unwrap_or("?");
-            println!(
-                "  {kind}  {n:<width$}  {dt:<8} {}",
-                format_shape(s.as_deref())
-            );
-        }
-    }
-}
-
-fn piece_summary(piece: &Piece, total: usize) -> String {
-    format!(
-        "{} node{} ({}) of {}: {} input{}, {} output{}, {} initializer{} ({})",
-        piece.nodes.len(),
-        if piece.nodes.len() == 1 { "" } else { "s" },
-        piece.op_summary(),
-        total,
-        piece.inputs.len(),
-        if piece.inputs.len() == 1 { "" } else { "s" },
-        piece.outputs.len(),
-        if piece.outputs.len() == 1 { "" } else { "s" },
-        piece.initializers,
-        if piece.initializers == 1 { "" } else { "s" },
-        bytes_human(piece.initializer_bytes)
-    )
-}
-
 /// Prints log lines to stderr (unless quiet) and drives the progress bar.
 struct CliLog {
     bar: CliProgress,
@@ -224,38 +159,18 @@ fn quiet_bar(json: bool) -> CliProgress {
     CliProgress::new(json || !std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
-fn load_samples(a: &Analysis, d: &DataArgs) -> anyhow::Result<Samples> {
-    if d.samples == 0 {
-        return Err(anyhow!("--samples must be at least 1"));
-    }
-    let engine = d
-        .engine
-        .unwrap_or_else(|| {
-            pare::runtime::EngineChoice::from_env_or(pare::runtime::EngineChoice::Tract)
-        })
-        .resolve()?;
-    let mut s = data::load_samples(a, &d.input_data, d.samples, d.seed)?;
-    s.engine = engine;
-    Ok(s)
-}
-
-/// Writes each sample's boundary data next to `out`; returns JSON per set and problems.
-fn write_data(
-    out: &Path,
-    piece: &Piece,
-    sets: &[BoundaryData],
-) -> anyhow::Result<(Vec<serde_json::Value>, Vec<String>)> {
-    let mut js = Vec::new();
-    let mut problems = Vec::new();
-    for (k, bd) in sets.iter().enumerate() {
-        let dir = data::test_data_dir(out, k);
-        let (ni, no) = data::write_test_data(&dir, piece, bd)?;
-        for p in &bd.problems {
-            problems.push(format!("sample {k}: {p}"));
+impl DataArgs {
+    /// The typed data request; `--engine` defaults to $PARE_ENGINE, else tract.
+    fn request(&self) -> DataRequest {
+        DataRequest {
+            input_data: self.input_data.clone(),
+            samples: self.samples,
+            seed: self.seed,
+            engine: self
+                .engine
+                .unwrap_or_else(|| EngineChoice::from_env_or(EngineChoice::Tract)),
         }
-        js.push(json!({"dir": dir.display().to_string(), "inputs": ni, "outputs": no, "log": bd.log, "problems": bd.problems}));
     }
-    Ok((js, problems))
 }
 
 pub fn run_extract(a: &ExtractArgs) -> CmdResult {
@@ -277,10 +192,10 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
             }
         )));
     }
-    check_output(&a.model, &a.output).map_err(Exit::bad)?;
+    check_output(Some(&a.model), &a.output).map_err(Exit::bad)?;
     make_parent(&a.output)?;
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
-    let sel = if let Some(n) = &a.node {
+    let selector = if let Some(n) = &a.node {
         Selector::Node(n.clone())
     } else if let (Some(f), Some(t)) = (&a.from, &a.to) {
         Selector::Range {
@@ -293,81 +208,23 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
             outputs: ex::split_names(&analysis, &a.outputs),
         }
     };
-    let (boundary, mut piece) = ex::extract_selection(&analysis, &sel).map_err(Exit::bad)?;
-    let with_data = a.with_data || !a.data.input_data.is_empty();
+    let req = ExtractRequest {
+        selector,
+        output: a.output.clone(),
+        data: (a.with_data || !a.data.input_data.is_empty()).then(|| a.data.request()),
+    };
     let bar = CliLog {
         bar: quiet_bar(a.json),
         quiet: a.json,
     };
-    let mut data_json = Vec::new();
-    let mut problems = Vec::new();
-    let mut data_lines = Vec::new();
-    if with_data {
-        let samples = load_samples(&analysis, &a.data).map_err(Exit::bad)?;
-        let sets = data::piece_data(&analysis, &mut piece, &samples, &bar).map_err(Exit::bad)?;
-        bar.bar.finish();
-        save_model(&piece.model, &a.output, &SaveOptions::default()).map_err(Exit::bad)?;
-        let (js, p) = write_data(&a.output, &piece, &sets).map_err(Exit::bad)?;
-        data_json = js;
-        problems = p;
-        for n in &samples.notes {
-            piece.notes.push(n.clone());
-        }
-        let mut how: Vec<String> = vec![samples.source.clone()];
-        how.extend(sets.first().map(|s| s.log.clone()).unwrap_or_default());
-        data_lines.push(format!(
-            "wrote {} ({})",
-            if sets.len() == 1 {
-                data::test_data_dir(&a.output, 0).display().to_string() + "/"
-            } else {
-                format!("test_data_set_0..{} next to it", sets.len() - 1)
-            },
-            how.join("; ")
-        ));
-    } else {
-        save_model(&piece.model, &a.output, &SaveOptions::default()).map_err(Exit::bad)?;
-    }
-    let cmd = ex::command_line(
-        &a.model,
-        &a.output,
-        &piece.inputs,
-        &piece.outputs,
-        &analysis.pins,
-    );
-    let total = analysis.graph().node.len();
-    if a.json {
-        let g = analysis.graph();
-        let o = json!({
-            "output": a.output.display().to_string(),
-            "nodes": piece.nodes.len(),
-            "node_names": piece.nodes.iter().map(|&i| g.node[i].display_name()).collect::<Vec<_>>(),
-            "ops": piece.op_summary(),
-            "inputs": io_json(piece.input_types()),
-            "outputs": io_json(piece.output_types()),
-            "initializers": piece.initializers,
-            "initializer_bytes": piece.initializer_bytes,
-            "notes": boundary.notes.iter().chain(&piece.notes).collect::<Vec<_>>(),
-            "command": cmd,
-            "test_data": data_json,
-            "problems": problems,
-        });
-        println!("{}", serde_json::to_string_pretty(&o).map_err(Exit::bad)?);
-    } else {
-        println!("extracted {}", piece_summary(&piece, total));
-        print_io(&piece);
-        for n in boundary.notes.iter().chain(&piece.notes) {
-            println!("  note: {n}");
-        }
-        println!("wrote {}", a.output.display());
-        for l in &data_lines {
-            println!("{l}");
-        }
-        println!("equivalent: {cmd}");
-    }
-    if !problems.is_empty() {
+    let report = ex::run::run(&analysis, &req, &bar);
+    bar.bar.finish();
+    let report = report.map_err(Exit::bad)?;
+    print(&report, a.json)?;
+    if !report.problems.is_empty() {
         return Err(Exit::failed(anyhow!(
             "--with-data: wrote the piece and the data that could be computed, but not all of it: {}",
-            problems.join("; ")
+            report.problems.join("; ")
         )));
     }
     Ok(())
@@ -375,8 +232,8 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
 
 pub fn run_split(a: &SplitArgs) -> CmdResult {
     let (head_path, tail_path) = (&a.output[0], &a.output[1]);
-    check_output(&a.model, head_path).map_err(Exit::bad)?;
-    check_output(&a.model, tail_path).map_err(Exit::bad)?;
+    check_output(Some(&a.model), head_path).map_err(Exit::bad)?;
+    check_output(Some(&a.model), tail_path).map_err(Exit::bad)?;
     if head_path == tail_path {
         return Err(Exit::bad(anyhow!(
             "HEAD and TAIL are the same file ({})",
@@ -394,7 +251,7 @@ pub fn run_split(a: &SplitArgs) -> CmdResult {
     let mut verify_line = String::new();
     let mut bad_diff = None;
     if !a.no_verify {
-        let res = load_samples(&analysis, &a.data).and_then(|samples| {
+        let res = a.data.request().load(&analysis).and_then(|samples| {
             let mut worst = 0f64;
             let mut log = Vec::new();
             for set in &samples.sets {
@@ -422,10 +279,11 @@ pub fn run_split(a: &SplitArgs) -> CmdResult {
         }
     }
     let total = analysis.graph().node.len();
+    let (hio, tio) = (PieceIo::of(&s.head), PieceIo::of(&s.tail));
     if a.json {
         let o = json!({
-            "head": {"output": head_path.display().to_string(), "nodes": s.head.nodes.len(), "inputs": io_json(s.head.input_types()), "outputs": io_json(s.head.output_types())},
-            "tail": {"output": tail_path.display().to_string(), "nodes": s.tail.nodes.len(), "inputs": io_json(s.tail.input_types()), "outputs": io_json(s.tail.output_types())},
+            "head": {"output": head_path.display().to_string(), "nodes": s.head.nodes.len(), "inputs": hio.inputs, "outputs": hio.outputs},
+            "tail": {"output": tail_path.display().to_string(), "nodes": s.tail.nodes.len(), "inputs": tio.inputs, "outputs": tio.outputs},
             "bypass": s.bypass,
             "notes": s.notes.iter().chain(&s.head.notes).chain(&s.tail.notes).collect::<Vec<_>>(),
             "verify": verify,
@@ -433,9 +291,9 @@ pub fn run_split(a: &SplitArgs) -> CmdResult {
         println!("{}", serde_json::to_string_pretty(&o).map_err(Exit::bad)?);
     } else {
         println!("HEAD {}", piece_summary(&s.head, total));
-        print_io(&s.head);
+        print_io(&hio);
         println!("TAIL {}", piece_summary(&s.tail, total));
-        print_io(&s.tail);
+        print_io(&tio);
         for n in s.notes.iter().chain(&s.head.notes).chain(&s.tail.notes) {
             println!("  note: {n}");
         }
@@ -471,7 +329,7 @@ pub fn log_path(min: &Path) -> PathBuf {
 }
 
 pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
-    check_output(&a.model, &a.output).map_err(Exit::bad)?;
+    check_output(Some(&a.model), &a.output).map_err(Exit::bad)?;
     if a.max_tries < 1 {
         return Err(Exit::bad(anyhow!("--max-tries must be at least 1")));
     }
@@ -482,7 +340,7 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
     let with_data = a.with_data || !a.data.input_data.is_empty();
     let samples = if with_data {
-        Some(load_samples(&analysis, &a.data).map_err(Exit::bad)?)
+        Some(a.data.request().load(&analysis).map_err(Exit::bad)?)
     } else {
         None
     };
@@ -526,12 +384,11 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
         .map_err(Exit::bad)?;
     let mut data_json = Vec::new();
     if !r.data.is_empty() {
-        data_json = write_data(&a.output, &r.piece, &r.data)
-            .map_err(Exit::bad)?
-            .0;
+        data_json = write_data(&a.output, &r.piece, &r.data).map_err(Exit::bad)?;
     }
     let total = analysis.graph().node.len();
     let g = analysis.graph();
+    let rio = PieceIo::of(&r.piece);
     if a.json {
         let o = json!({
             "output": a.output.display().to_string(),
@@ -539,8 +396,8 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
             "nodes": r.piece.nodes.len(),
             "node_names": r.piece.nodes.iter().map(|&i| g.node[i].display_name()).collect::<Vec<_>>(),
             "ops": r.piece.op_summary(),
-            "inputs": io_json(r.piece.input_types()),
-            "outputs": io_json(r.piece.output_types()),
+            "inputs": rio.inputs,
+            "outputs": rio.outputs,
             "tries": r.tries,
             "minimal": r.minimal,
             "stop_reason": r.stop_reason,
@@ -567,7 +424,7 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
                 g.node[i].op_type()
             );
         }
-        print_io(&r.piece);
+        print_io(&rio);
         if let Some(why) = &r.stop_reason {
             println!("  note: {why}");
         }

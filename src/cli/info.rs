@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
-use super::{CmdResult, Exit, ModelArgs, open};
+use super::{CmdResult, Exit, ModelArgs, open, print};
 use pare::model::info;
 
 #[derive(Args, Debug)]
@@ -22,13 +21,5 @@ pub struct InfoArgs {
 pub fn run(a: &InfoArgs) -> CmdResult {
     let analysis = open(a.model.as_deref(), &a.model_args).map_err(Exit::bad)?;
     let report = info::model_info(&analysis);
-    if a.json {
-        let s = serde_json::to_string_pretty(&report)
-            .context("encoding JSON")
-            .map_err(Exit::bad)?;
-        println!("{s}");
-    } else {
-        print!("{}", info::render_text(&report, &analysis));
-    }
-    Ok(())
+    print(&report, a.json)
 }

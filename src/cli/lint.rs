@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::{CmdResult, Exit, ModelArgs, check_output, open};
+use super::{CmdResult, Exit, ModelArgs, open};
 use pare::jobs::CliProgress;
-use pare::lint::fix::{FixOptions, fix_model, write_fixed};
-use pare::lint::render::{RenderOptions, render_fix, render_lint};
-use pare::lint::{LintOptions, Target, all_rules, lint};
+use pare::lint::render::{RenderOptions, render_lint};
+use pare::lint::{FixOptions, FixRequest, LintOptions, Target, all_rules, lint};
+use pare::report::check_output;
 
 #[derive(Args, Debug)]
 pub struct LintArgs {
@@ -17,8 +17,8 @@ pub struct LintArgs {
     pub model: Option<PathBuf>,
     /// Deployment target: tensorrt-7.1, tensorrt-8.6, tensorrt-10 (any tensorrt-X.Y from 6.0),
     /// onnxruntime or tract.
-    #[arg(long, short = 't', default_value = "tensorrt-10")]
-    pub target: String,
+    #[arg(long, short = 't', default_value_t = Target::default())]
+    pub target: Target,
     #[command(flatten)]
     pub model_args: ModelArgs,
     /// Only these rules (repeatable, or comma-separated ids such as L7,L11).
@@ -47,7 +47,7 @@ pub struct FixArgs {
     pub rules: Vec<String>,
     /// Apply only the fixes for what `pare lint --target T` reports, and lint the result.
     #[arg(long, short = 't')]
-    pub target: Option<String>,
+    pub target: Option<Target>,
     #[command(flatten)]
     pub model_args: ModelArgs,
     /// First seed of the random verification inputs (two input sets are used).
@@ -108,7 +108,7 @@ pub fn run_lint(a: &LintArgs) -> CmdResult {
             "pare lint needs a MODEL (or --list-rules)"
         )));
     };
-    let target = Target::parse(&a.target).map_err(|e| Exit::bad(anyhow::anyhow!(e)))?;
+    let target = a.target;
     let rules = split_ids(&a.rules);
     for r in &rules {
         if pare::lint::rule_by_id(r).is_none() {
@@ -153,78 +153,26 @@ pub fn run_fix(a: &FixArgs) -> CmdResult {
         )));
     }
     if let Some(out) = &a.output {
-        check_output(&a.model, out).map_err(Exit::bad)?;
+        check_output(Some(&a.model), out).map_err(Exit::bad)?;
     }
-    let target = match &a.target {
-        Some(t) => Some(Target::parse(t).map_err(|e| Exit::bad(anyhow::anyhow!(e)))?),
-        None => None,
-    };
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
-    let opts = FixOptions {
-        only: split_ids(&a.rules),
-        target,
-        seeds: vec![a.seed, a.seed + 1],
-        ..Default::default()
+    let req = FixRequest {
+        options: FixOptions {
+            only: split_ids(&a.rules),
+            target: a.target,
+            seeds: vec![a.seed, a.seed + 1],
+            ..Default::default()
+        },
+        output: a.output.clone().filter(|_| !a.dry_run),
+        allow_unverified: a.allow_unverified,
     };
     let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let outcome = fix_model(&analysis, &opts, &bar);
+    let report = pare::lint::fix(&analysis, &req, &bar);
     bar.finish();
-    let mut outcome = outcome.map_err(Exit::bad)?;
-    let mut write_err = None;
-    if let (Some(out), false) = (&a.output, a.dry_run)
-        && let Err(e) = write_fixed(&mut outcome, &a.model, out, a.allow_unverified)
-    {
-        write_err = Some(e);
-    }
-    let remaining = target.map(|t| {
-        let fixed = pare::model::Analysis::new(outcome.model.clone(), &analysis.pins);
-        fixed.map(|f| {
-            lint(
-                &f,
-                &LintOptions {
-                    target: t,
-                    rules: Vec::new(),
-                },
-            )
-        })
-    });
-    if a.json {
-        let mut v = serde_json::to_value(&outcome).map_err(Exit::bad)?;
-        if let Some(Ok(r)) = &remaining {
-            v["remaining"] = serde_json::json!({
-                "target": r.target, "errors": r.errors, "warnings": r.warnings, "infos": r.infos,
-                "rules": r.diagnostics.iter().filter(|d| d.severity == pare::lint::Severity::Error).map(|d| d.rule.clone()).collect::<Vec<_>>(),
-            });
-        }
-        if let Some(e) = &write_err {
-            v["error"] = serde_json::Value::String(e.to_string());
-        }
-        println!("{}", serde_json::to_string_pretty(&v).map_err(Exit::bad)?);
-    } else {
-        print!("{}", render_fix(&outcome));
-        if let Some(Ok(r)) = &remaining {
-            let errs: Vec<String> = r
-                .diagnostics
-                .iter()
-                .filter(|d| d.severity == pare::lint::Severity::Error)
-                .map(|d| format!("{} {}", d.rule, d.title))
-                .collect();
-            println!(
-                "remaining  {}: {} error(s), {} warning(s){}",
-                r.target_name,
-                r.errors,
-                r.warnings,
-                if errs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" — {}", pare::lint::rules::list(&errs, 4))
-                }
-            );
-        }
-    }
-    if let Some(e) = write_err {
-        let failed =
-            outcome.verification.status == "failed" || outcome.verification.status == "impossible";
+    let mut report = report.map_err(Exit::bad)?;
+    super::print(&report, a.json)?;
+    let failed = report.check_failed();
+    if let Some(e) = report.write_error.take() {
         return Err(if failed {
             Exit::failed(e)
         } else {

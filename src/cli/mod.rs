@@ -68,17 +68,12 @@ pub fn open(model: Option<&Path>, args: &ModelArgs) -> anyhow::Result<Analysis> 
     Ok(analysis)
 }
 
-/// Rejects an output path equal to the input before any work is done.
-pub fn check_output(input: &Path, output: &Path) -> anyhow::Result<()> {
-    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => input == output,
-    };
-    if same {
-        anyhow::bail!(
-            "output {} is the input model; pare never modifies its input, choose another path",
-            output.display()
-        );
+/// Prints a command's report: its JSON with `--json`, else its one text rendering.
+pub fn print(report: &impl pare::report::Report, json: bool) -> CmdResult {
+    if json {
+        println!("{}", report.to_json().map_err(Exit::bad)?);
+    } else {
+        print!("{}", report.render_text());
     }
     Ok(())
 }

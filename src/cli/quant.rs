@@ -4,11 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CmdResult, Exit, ModelArgs, check_output, open};
+use super::{CmdResult, Exit, ModelArgs, open};
 use pare::jobs::CliProgress;
 use pare::quant::{
     self, CalibConfig, CalibSource, Format, Layout, Method, Preprocess, QuantOptions, WeightMethod,
 };
+use pare::report::check_output;
+use pare::report::fmt_db;
 use pare::tags::Tags;
 
 #[derive(Args, Debug)]
@@ -108,16 +110,8 @@ fn parse_resize(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((h.trim().parse()?, w.trim().parse()?))
 }
 
-fn fmt_db(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v >= 300.0 => "exact".into(),
-        Some(v) => format!("{v:.1} dB"),
-        None => "-".into(),
-    }
-}
-
 pub fn run(a: &QuantizeArgs) -> CmdResult {
-    check_output(&a.model, &a.output).map_err(Exit::bad)?;
+    check_output(Some(&a.model), &a.output).map_err(Exit::bad)?;
     let mut pp = Preprocess::default();
     if let Some(r) = &a.resize {
         pp.resize = Some(parse_resize(r).map_err(Exit::bad)?);
@@ -175,18 +169,15 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
     };
     let quiet = a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = CliProgress::new(quiet);
-    let result = quant::quantize_to_file(&analysis, &opts, &a.output, &bar);
+    let req = quant::QuantizeRequest {
+        options: opts,
+        output: a.output.clone(),
+    };
+    let result = quant::run(&analysis, &req, &bar);
     bar.finish();
     // A model tract cannot run is bad input too: `pare lint`/`pare fix` say why.
     let report = result.map_err(Exit::bad)?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(Exit::bad)?
-        );
-    } else {
-        print_text(&report);
-    }
+    super::print(&report, a.json)?;
     if report.target_reached == Some(false) {
         return Err(Exit::failed(anyhow::anyhow!(
             "output SQNR {} is below --target-sqnr {} dB even with every layer returned to float",
@@ -195,105 +186,4 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
         )));
     }
     Ok(())
-}
-
-fn print_text(r: &quant::QuantReport) {
-    let fmt = match r.format {
-        Format::Trt => "TensorRT: INT8 symmetric, per-channel weights",
-        Format::Ort => "onnxruntime: UINT8 activations, INT8 per-channel weights",
-    };
-    println!("quantized   {} ({fmt})", r.model);
-    let shapes: Vec<String> = r
-        .input_shapes
-        .iter()
-        .map(|s| {
-            let dims: Vec<String> = s
-                .shapes
-                .iter()
-                .map(|(n, d)| {
-                    format!(
-                        "{n} {}",
-                        d.iter()
-                            .map(|x| x.to_string())
-                            .collect::<Vec<_>>()
-                            .join("x")
-                    )
-                })
-                .collect();
-            if r.input_shapes.len() > 1 {
-                format!("{} ({} samples)", dims.join(", "), s.samples)
-            } else {
-                dims.join(", ")
-            }
-        })
-        .collect();
-    println!(
-        "calibration {} samples from {}, {} ({}), {:.1} s",
-        r.samples,
-        r.calibration_source,
-        r.method.name(),
-        shapes.join("; "),
-        r.calibration_seconds
-    );
-    println!(
-        "layers      {} quantized, {} float   (diagnostics on {} samples, {:.1} s)",
-        r.quantized_layers, r.float_layers, r.eval_samples, r.diagnostics_seconds
-    );
-    for o in &r.outputs {
-        println!(
-            "output      {:<24} SQNR {:>9}   max abs err {:.4}",
-            o.name,
-            fmt_db(o.sqnr_db),
-            o.max_abs_err
-        );
-    }
-    if r.outputs.len() > 1 {
-        println!("all outputs SQNR {}", fmt_db(r.output_sqnr_db));
-    }
-    let quantized: Vec<_> = r.layers.iter().filter(|l| l.quantized).collect();
-    if !quantized.is_empty() {
-        println!(
-            "worst layers (isolated SQNR = this layer alone; cumulative = in the quantized model):"
-        );
-        for l in quantized.iter().take(10) {
-            println!(
-                "  {:>9}  {:>9}  {:<16} {}",
-                fmt_db(l.sqnr_db),
-                fmt_db(l.cumulative_sqnr_db),
-                l.op,
-                l.node
-            );
-        }
-        if quantized.len() > 10 {
-            println!("  … {} more (see --json)", quantized.len() - 10);
-        }
-    }
-    let float: Vec<_> = r.layers.iter().filter(|l| !l.quantized).collect();
-    if !float.is_empty() {
-        println!("float layers:");
-        for l in float.iter().take(12) {
-            println!(
-                "  {:<16} {}  ({}; would be {})",
-                l.op,
-                l.node,
-                l.reason.as_deref().unwrap_or("float"),
-                fmt_db(l.sqnr_db)
-            );
-        }
-        if float.len() > 12 {
-            println!("  … {} more", float.len() - 12);
-        }
-    }
-    if !r.fallback.is_empty() {
-        println!("fallback to reach {} dB:", r.target_sqnr_db.unwrap_or(0.0));
-        for s in &r.fallback {
-            println!("  {:<48} -> output {}", s.node, fmt_db(s.output_sqnr_db));
-        }
-    }
-    for n in &r.notes {
-        println!("note        {n}");
-    }
-    if let Some(o) = &r.output {
-        println!("wrote       {o}");
-    }
 }

@@ -19,6 +19,7 @@
 
 pub mod data;
 pub mod reduce;
+pub mod run;
 pub mod split;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

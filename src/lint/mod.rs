@@ -16,6 +16,7 @@ pub mod rules;
 pub mod target;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -177,4 +178,167 @@ pub fn lint_job(a: &Analysis, opts: &LintOptions, progress: &dyn Progress) -> Li
         ),
     });
     report
+}
+
+impl std::str::FromStr for Target {
+    type Err = crate::PareError;
+
+    /// `--target` values: see [`Target::parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::parse(s).map_err(crate::PareError::Usage)
+    }
+}
+
+/// What `pare fix` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct FixRequest {
+    pub options: FixOptions,
+    /// Where the fixed model goes; `None` is a dry run (fix and verify, write nothing).
+    pub output: Option<PathBuf>,
+    /// Write the fixed model even when it could not be verified (never when it diverged).
+    pub allow_unverified: bool,
+}
+
+impl FixRequest {
+    /// The equivalent `pare fix` command line (what the TUI's job view shows).
+    pub fn command_line(&self, model: &str) -> String {
+        let mut s = format!("pare fix {model}");
+        if let Some(t) = self.options.target {
+            s.push_str(&format!(" --target {t}"));
+        }
+        for r in &self.options.only {
+            s.push_str(&format!(" --rule {r}"));
+        }
+        if self.allow_unverified {
+            s.push_str(" --allow-unverified");
+        }
+        match &self.output {
+            Some(out) => s.push_str(&format!(" -o {}", out.display())),
+            None => s.push_str(" --dry-run"),
+        }
+        s
+    }
+}
+
+/// What `pare fix` did: the fixes and their verification, the lint of the result when a
+/// target was given, and why nothing was written when writing was refused.
+#[derive(Debug, Serialize)]
+pub struct FixReport {
+    #[serde(flatten)]
+    pub outcome: FixOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<Remaining>,
+    /// Why the fixed model was not written (diverged, unverified, output is the input).
+    #[serde(rename = "error", skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip)]
+    pub write_error: Option<crate::PareError>,
+    /// Engine that ran the verification (`tract`, `onnxruntime`); `None` when nothing ran.
+    pub engine: Option<String>,
+}
+
+/// Lint errors left after the fixes, for the target the fixes were chosen for.
+#[derive(Clone, Debug, Serialize)]
+pub struct Remaining {
+    pub target: String,
+    pub errors: usize,
+    pub warnings: usize,
+    pub infos: usize,
+    /// Rule ids of the remaining errors.
+    pub rules: Vec<String>,
+    #[serde(skip)]
+    pub target_name: String,
+    /// `RULE title` of each remaining error, for the text rendering.
+    #[serde(skip)]
+    pub titles: Vec<String>,
+}
+
+impl Remaining {
+    fn of(r: &LintReport) -> Self {
+        let errors: Vec<&Diagnostic> = r
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        Remaining {
+            target: r.target.clone(),
+            errors: r.errors,
+            warnings: r.warnings,
+            infos: r.infos,
+            rules: errors.iter().map(|d| d.rule.clone()).collect(),
+            target_name: r.target_name.clone(),
+            titles: errors
+                .iter()
+                .map(|d| format!("{} {}", d.rule, d.title))
+                .collect(),
+        }
+    }
+}
+
+impl crate::report::Report for FixReport {
+    fn render_text(&self) -> String {
+        let mut s = render::render_fix(&self.outcome);
+        if let Some(r) = &self.remaining {
+            s.push_str(&format!(
+                "remaining  {}: {} error(s), {} warning(s){}\n",
+                r.target_name,
+                r.errors,
+                r.warnings,
+                if r.titles.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", rules::list(&r.titles, 4))
+                }
+            ));
+        }
+        s
+    }
+}
+
+impl FixReport {
+    /// True when writing was refused because the fixed model diverged or could not be run:
+    /// a failed check (exit 1), not bad input.
+    pub fn check_failed(&self) -> bool {
+        self.write_error.is_some()
+            && matches!(
+                self.outcome.verification.status,
+                fix::VerifyStatus::Failed | fix::VerifyStatus::Impossible
+            )
+    }
+}
+
+/// `pare fix`: applies the fixes, verifies them, writes the result when it is proven equal
+/// (or `allow_unverified`), and lints it again when the request names a target. A refused
+/// write is reported in the report, so the caller can still show what was done.
+pub fn fix(a: &Analysis, req: &FixRequest, progress: &dyn Progress) -> crate::Result<FixReport> {
+    let input = a.model.path.clone().unwrap_or_default();
+    if let Some(out) = &req.output {
+        crate::report::check_output(a.model.path.as_deref(), out)?;
+    }
+    let mut outcome = fix_model(a, &req.options, progress)?;
+    let mut write_error = None;
+    if let Some(out) = &req.output
+        && let Err(e) = fix::write_fixed(&mut outcome, &input, out, req.allow_unverified)
+    {
+        write_error = Some(e);
+    }
+    // A fixed model that cannot be analysed again has no "remaining" section; the fix itself
+    // and its verification still stand.
+    let remaining = req.options.target.and_then(|t| {
+        let fixed = Analysis::new(outcome.model.clone(), &a.pins).ok()?;
+        let opts = LintOptions {
+            target: t,
+            rules: Vec::new(),
+        };
+        Some(Remaining::of(&lint(&fixed, &opts)))
+    });
+    let engine =
+        (outcome.verification.status != fix::VerifyStatus::NotRun).then(|| "tract".to_string());
+    Ok(FixReport {
+        outcome,
+        remaining,
+        error_message: write_error.as_ref().map(|e| e.to_string()),
+        write_error,
+        engine,
+    })
 }

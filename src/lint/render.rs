@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::fix::FixOutcome;
+use super::fix::{FixOutcome, VerifyStatus};
 use super::{Diagnostic, LintReport, Severity};
 
 /// How much to print.
@@ -201,8 +201,8 @@ pub fn render_fix(o: &FixOutcome) -> String {
         );
     }
     let v = &o.verification;
-    match v.status.as_str() {
-        "passed" => {
+    match v.status {
+        VerifyStatus::Passed => {
             let _ = writeln!(
                 s,
                 "verified   outputs equal within {:.0e} (max |diff| {:.3e}) on {} seeded input set(s) [{}]",
@@ -217,7 +217,7 @@ pub fn render_fix(o: &FixOutcome) -> String {
                 v.reference, v.fixed
             );
         }
-        "failed" => {
+        VerifyStatus::Failed => {
             let _ = writeln!(
                 s,
                 "verify     FAILED: outputs differ (max |diff| {}){}",

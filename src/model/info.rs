@@ -45,6 +45,12 @@ pub struct ModelInfo {
     pub tensor_count: usize,
     pub heaviest: Vec<NodeCost>,
     pub shape_diagnostics: Vec<ShapeDiagnostic>,
+    /// Shape (as text) of each heaviest layer's first output, for the text rendering.
+    #[serde(skip)]
+    pub heaviest_out_shapes: Vec<String>,
+    /// `name shape` of the first dynamic tensors, for the text rendering.
+    #[serde(skip)]
+    pub dynamic_shown: Vec<String>,
 }
 
 fn io_info(vi: &ValueInfoProto, a: &Analysis) -> IoInfo {
@@ -114,6 +120,18 @@ pub fn model_info(a: &Analysis) -> ModelInfo {
             dynamic.push(name.to_string());
         }
     }
+    let heaviest_out_shapes = heaviest
+        .iter()
+        .map(|c| {
+            let out = g.node[c.node].output.first().cloned().unwrap_or_default();
+            format_shape(a.shapes.shape(&out))
+        })
+        .collect();
+    let dynamic_shown = dynamic
+        .iter()
+        .take(8)
+        .map(|n| format!("{n} {}", format_shape(a.shapes.shape(n))))
+        .collect();
     ModelInfo {
         file: a.model.path.as_ref().map(|p| p.display().to_string()),
         file_size: a.model.file_size,
@@ -150,6 +168,8 @@ pub fn model_info(a: &Analysis) -> ModelInfo {
         tensor_count,
         heaviest,
         shape_diagnostics: a.shapes.diagnostics.clone(),
+        heaviest_out_shapes,
+        dynamic_shown,
     }
 }
 
@@ -200,7 +220,14 @@ fn io_line(io: &IoInfo) -> String {
 }
 
 /// Renders the report `pare info` prints.
-pub fn render_text(info: &ModelInfo, a: &Analysis) -> String {
+impl crate::report::Report for ModelInfo {
+    fn render_text(&self) -> String {
+        render_text(self)
+    }
+}
+
+/// `pare info`'s text: the one rendering of a [`ModelInfo`].
+fn render_text(info: &ModelInfo) -> String {
     let mut s = String::new();
     use std::fmt::Write;
     let _ = writeln!(
@@ -264,12 +291,7 @@ pub fn render_text(info: &ModelInfo, a: &Analysis) -> String {
     }
     let _ = writeln!(s, "\nheaviest layers");
     let total = info.macs.max(1) as f64;
-    for c in &info.heaviest {
-        let out = a.graph().node[c.node]
-            .output
-            .first()
-            .cloned()
-            .unwrap_or_default();
+    for (c, out) in info.heaviest.iter().zip(&info.heaviest_out_shapes) {
         let _ = writeln!(
             s,
             "  {:<44} {:<14} {:>9} MACs {:>5.1}%  params {:>8}  out {}",
@@ -278,18 +300,13 @@ pub fn render_text(info: &ModelInfo, a: &Analysis) -> String {
             human(c.macs.unwrap_or(0)),
             100.0 * c.macs.unwrap_or(0) as f64 / total,
             human(c.params),
-            format_shape(a.shapes.shape(&out))
+            out
         );
     }
     if info.dynamic_tensors.is_empty() {
         let _ = writeln!(s, "\nshapes     all {} tensors static", info.tensor_count);
     } else {
-        let shown: Vec<String> = info
-            .dynamic_tensors
-            .iter()
-            .take(8)
-            .map(|n| format!("{n} {}", format_shape(a.shapes.shape(n))))
-            .collect();
+        let shown = &info.dynamic_shown;
         let _ = writeln!(
             s,
             "\nshapes     {} of {} tensors without a static shape (pin inputs with --input-shape NAME:1x3x512x512): {}{}",

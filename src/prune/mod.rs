@@ -1,12 +1,14 @@
 //! Structured channel pruning: importance → plan → rewrite → validate, each a plain function
-//! over plain data, and [`prune`] chaining them for the CLI and the TUI.
+//! over plain data. [`run`] is the command (`pare prune` and the TUI's prune job): a typed
+//! [`PruneRequest`] in, a [`PruneReport`] out; [`groups`] is `pare groups`.
 
 pub mod importance;
 pub mod plan;
 pub mod rewrite;
 pub mod validate;
 
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -15,11 +17,64 @@ pub use plan::{GroupPlan, PruneOptions, PrunePlan, make_plan};
 pub use rewrite::apply_plan;
 pub use validate::{Validation, validate};
 
-use crate::analysis::channels::{ChannelAnalysis, analyze_channels};
-use crate::error::Result;
-use crate::jobs::Progress;
-use crate::model::info::model_info;
+use crate::analysis::channels::{ChannelAnalysis, GroupDetail, analyze_channels};
+use crate::error::{PareError, Result};
+use crate::jobs::{JobEvent, NoProgress, Progress};
+use crate::model::info::{human, model_info};
 use crate::model::{Analysis, Model, SaveOptions, save_model};
+use crate::report::{Report, check_output, reduction_pct, truncate};
+use crate::tags::Tags;
+
+impl Criterion {
+    /// The `--criterion` value (`l1`, `bn-scale`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::L1 => "l1",
+            Criterion::L2 => "l2",
+            Criterion::Fpgm => "fpgm",
+            Criterion::BnScale => "bn-scale",
+            Criterion::Random => "random",
+        }
+    }
+}
+
+/// What `pare prune` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct PruneRequest {
+    pub options: PruneOptions,
+    /// Where the pruned model goes; `None` is a dry run (plan and report, nothing written).
+    pub output: Option<PathBuf>,
+    /// Compare the pruned model's outputs with the original's on seeded random inputs.
+    pub validate: bool,
+}
+
+impl PruneRequest {
+    /// The equivalent `pare prune` command line (what the TUI's job view shows). `tags` names
+    /// the tags file when the request carries tags.
+    pub fn command_line(&self, model: &str, tags: Option<&str>) -> String {
+        let o = &self.options;
+        let mut s = format!(
+            "pare prune {model} --ratio {} --criterion {} --round-to {}",
+            o.ratio,
+            o.criterion.name(),
+            o.round_to
+        );
+        if o.global {
+            s.push_str(" --global");
+        }
+        if !self.validate {
+            s.push_str(" --no-validate");
+        }
+        if let Some(t) = tags {
+            s.push_str(&format!(" --tags {t}"));
+        }
+        match &self.output {
+            Some(out) => s.push_str(&format!(" -o {}", out.display())),
+            None => s.push_str(" --dry-run"),
+        }
+        s
+    }
+}
 
 /// Everything a pruning run reports (`pare prune --json`).
 #[derive(Clone, Debug, Serialize)]
@@ -38,6 +93,173 @@ pub struct PruneReport {
     pub output: Option<String>,
     pub plan: Vec<GroupSummary>,
     pub options: PruneOptions,
+    /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
+    pub engine: Option<String>,
+}
+
+impl Report for PruneReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "groups     {} ({} pruned, {} locked)",
+            self.groups, self.pruned_groups, self.locked_groups
+        );
+        for g in self.plan.iter().filter(|g| g.kept < g.total) {
+            let _ = writeln!(
+                s,
+                "  group {:>4}  {:>5} → {:<5} {}",
+                g.group,
+                g.total,
+                g.kept,
+                truncate(&g.producers.join(", "), 70)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "params     {} → {} (−{:.1}%)",
+            human(self.params_before),
+            human(self.params_after),
+            reduction_pct(self.params_before, self.params_after)
+        );
+        let _ = writeln!(
+            s,
+            "MACs       {} → {} (−{:.1}%)",
+            human(self.macs_before),
+            human(self.macs_after),
+            reduction_pct(self.macs_before, self.macs_after)
+        );
+        if let Some(v) = &self.validation {
+            let lat = match (v.latency_ms_before, v.latency_ms_after) {
+                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms → {a:.1} ms"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "validated  {} ({}){lat}",
+                if v.passed { "yes" } else { "NO" },
+                v.method
+            );
+            for n in &v.notes {
+                let _ = writeln!(s, "  note: {n}");
+            }
+        }
+        match &self.output {
+            Some(o) => {
+                let _ = writeln!(s, "wrote      {o}");
+            }
+            None => {
+                let _ = writeln!(s, "dry run: nothing written");
+            }
+        }
+        s
+    }
+}
+
+/// `pare prune`: plans, rewrites, validates (unless asked not to) and writes the model when
+/// the request names an output.
+pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<PruneReport> {
+    if let Some(out) = &req.output {
+        check_output(a.model.path.as_deref(), out)?;
+    }
+    let pruned = prune(a, &req.options, progress)?;
+    progress.check_cancel()?;
+    let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
+    progress.check_cancel()?;
+    if let Some(out) = &req.output {
+        progress.phase("writing", None);
+        write(&pruned, out)?;
+        rep.output = Some(out.display().to_string());
+    }
+    progress.event(JobEvent::Finished {
+        summary: format!(
+            "params {} → {} (−{:.1}%)",
+            human(rep.params_before),
+            human(rep.params_after),
+            reduction_pct(rep.params_before, rep.params_after)
+        ),
+    });
+    Ok(rep)
+}
+
+/// `pare groups`: every channel group with its lock status under `tags`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupsReport {
+    pub groups: Vec<GroupDetail>,
+    pub notes: Vec<String>,
+}
+
+/// Lists the channel groups of `a`; tags change lock status, so the planner's view (ratio 0)
+/// decides what is prunable.
+pub fn groups(a: &Analysis, tags: &Tags) -> Result<GroupsReport> {
+    let ca = analyze_channels(a);
+    let opts = PruneOptions {
+        ratio: 0.0,
+        round_to: 1,
+        tags: tags.clone(),
+        ..Default::default()
+    };
+    let plan = make_plan(a, &ca, &opts, &NoProgress)?;
+    let mut groups = Vec::with_capacity(ca.groups.len());
+    for g in &ca.groups {
+        let mut d = ca
+            .detail(g.id)
+            .ok_or_else(|| PareError::Runtime(format!("channel group {} has no detail", g.id)))?;
+        d.locks = plan.groups[g.id].locked.clone();
+        d.prunable = d.locks.is_empty() && d.channels > 1;
+        groups.push(d);
+    }
+    Ok(GroupsReport {
+        groups,
+        notes: ca.notes.clone(),
+    })
+}
+
+impl Report for GroupsReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        let prunable = self.groups.iter().filter(|g| g.prunable).count();
+        let _ = writeln!(
+            s,
+            "{} channel groups, {} prunable, {} locked",
+            self.groups.len(),
+            prunable,
+            self.groups.len() - prunable
+        );
+        let _ = writeln!(
+            s,
+            "{:>4}  {:>5}  {:<8}  {:<48}  why",
+            "id", "chans", "status", "producers"
+        );
+        for g in &self.groups {
+            let status = if g.prunable { "prunable" } else { "locked" };
+            let producers: Vec<&str> = g.producers.iter().map(|p| p.as_str()).collect();
+            let mut prod = producers
+                .iter()
+                .take(2)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if producers.len() > 2 {
+                prod.push_str(&format!(" +{}", producers.len() - 2));
+            }
+            let why = g.locks.first().cloned().unwrap_or_default();
+            let more = if g.locks.len() > 1 {
+                format!(" (+{} more)", g.locks.len() - 1)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{:>4}  {:>5}  {:<8}  {:<48}  {why}{more}",
+                g.id,
+                g.channels,
+                status,
+                truncate(&prod, 48)
+            );
+        }
+        s
+    }
 }
 
 /// One line of the plan for reports.
@@ -101,6 +323,7 @@ pub fn report(
             opts.seed,
         ))
     };
+    let engine = validation.as_ref().map(|_| "tract".to_string());
     let ca = &pruned.channels;
     PruneReport {
         params_before: before.params,
@@ -131,6 +354,7 @@ pub fn report(
             })
             .collect(),
         options: opts.clone(),
+        engine,
     }
 }
 

@@ -213,7 +213,7 @@ fn emit_estimates(
             progress.event(JobEvent::Layer {
                 node: c.name.clone(),
                 value: v,
-                label: "estimate".into(),
+                label: crate::jobs::LayerLabel::Estimate,
             });
         }
     }

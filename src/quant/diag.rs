@@ -691,7 +691,7 @@ impl Acc {
                 progress.event(JobEvent::Layer {
                     node: c.name.clone(),
                     value: v,
-                    label: "sqnr_db".into(),
+                    label: crate::jobs::LayerLabel::SqnrDb,
                 });
             }
         }

@@ -17,10 +17,11 @@
 //!    layers to float one at a time until the output reaches the target.
 //!
 //! Progress goes through [`Progress`]: phases and steps for the bar, and
-//! `JobEvent::Layer { node, value, label }` per layer as values fill in — label `"estimate"`
-//! during calibration (SQNR of the layer's quantized input, from the statistics so far),
-//! `"sqnr_db"` during diagnostics (isolated SQNR, refined with every sample), `"fallback"`
-//! when `--target-sqnr` returns a layer to float (value: output SQNR after that step).
+//! `JobEvent::Layer { node, value, label }` per layer as values fill in — label
+//! [`LayerLabel::Estimate`] during calibration (SQNR of the layer's quantized input, from the
+//! statistics so far), [`LayerLabel::SqnrDb`] during diagnostics (isolated SQNR, refined with
+//! every sample), [`LayerLabel::Fallback`] when `--target-sqnr` returns a layer to float
+//! (value: output SQNR after that step).
 
 pub mod calibrate;
 pub mod calibrators;
@@ -33,6 +34,7 @@ pub mod qparams;
 pub mod run;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -42,9 +44,10 @@ pub use data::{CalibSource, Layout, Preprocess};
 pub use qparams::{QParams, QType, WeightMethod};
 
 use crate::error::{PareError, Result};
-use crate::jobs::{JobEvent, Progress};
+use crate::jobs::{JobEvent, LayerLabel, Progress};
 use crate::model::Analysis;
 use crate::model::proto::{ModelProto, StringStringEntryProto};
+use crate::report::{Report, fmt_db};
 use crate::tags::Tags;
 
 /// Target runtime of the QDQ model.
@@ -170,11 +173,10 @@ pub struct Quantized {
     pub report: QuantReport,
 }
 
-/// Quantizes the analysed model.
-pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> Result<Quantized> {
-    let start = Instant::now();
-    let model = &a.model.proto;
-    let opset = model.opset("").unwrap_or(0);
+/// Rejects what no quantization can serve before any sample is read: an opset without Q/DQ,
+/// tags naming nodes that do not exist, `--exclude` patterns that match nothing.
+fn check_options(a: &Analysis, opts: &QuantOptions) -> Result<()> {
+    let opset = a.model.proto.opset("").unwrap_or(0);
     if opset < 10 {
         return Err(PareError::Usage(format!(
             "the model uses opset {opset}; QuantizeLinear/DequantizeLinear need opset 10+ (13+ for per-channel weights)"
@@ -195,18 +197,224 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
             )));
         }
     }
+    Ok(())
+}
+
+/// What every diagnostic run of one quantization shares: the model, its calibrated ranges and
+/// quantized weights, and the samples it is measured on.
+struct DiagRun<'a> {
+    a: &'a Analysis,
+    params: &'a HashMap<String, QParams>,
+    weights: &'a HashMap<String, qparams::QuantizedWeight>,
+    set: &'a data::SampleSet,
+    eval: &'a [usize],
+    threads: usize,
+}
+
+impl DiagRun<'_> {
+    /// Measures `plan`. Diagnostics stay on tract: its depth-first order frees each layer's
+    /// comparison before the next (onnxruntime ran DeepLabV3's diagnostic graph 2.5x faster
+    /// but at 1.0 GB peak instead of 0.66 GB, above onnxruntime's own MinMax calibration).
+    fn run(
+        &self,
+        plan: &placement::Plan,
+        per_layer: bool,
+        progress: &dyn Progress,
+    ) -> Result<diag::Diagnosis> {
+        diag::diagnose(
+            &self.a.model.proto,
+            &self.a.index,
+            plan,
+            self.params,
+            self.weights,
+            self.set,
+            self.eval,
+            self.threads,
+            crate::runtime::Backend::Tract,
+            per_layer,
+            progress,
+        )
+    }
+}
+
+/// `--target-sqnr`: returns the worst quantized layers to float, one at a time, until the
+/// output SQNR reaches `target`; then measures the final plan again. Returns the steps and
+/// whether the target was reached.
+fn fall_back(
+    run: &DiagRun,
+    plan: &mut placement::Plan,
+    diagnosis: &mut diag::Diagnosis,
+    target: f64,
+    per_layer: bool,
+    progress: &dyn Progress,
+) -> Result<(Vec<FallbackStep>, bool)> {
+    let mut order: Vec<(usize, Option<f64>)> = plan
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.quantized)
+        .map(|(i, _)| (i, diagnosis.layers[i].sqnr_db))
+        .collect();
+    order.sort_by(|x, y| {
+        x.1.unwrap_or(f64::INFINITY)
+            .total_cmp(&y.1.unwrap_or(f64::INFINITY))
+    });
+    let mut current = diagnosis.output_sqnr_db;
+    progress.phase("fallback", Some(order.len() as u64));
+    let mut fallback = Vec::new();
+    for (ci, layer_db) in order {
+        if current.is_none_or(|c| c >= target) {
+            break;
+        }
+        progress.check_cancel()?;
+        if !plan.candidates[ci].quantized {
+            continue; // a residual Add that fell with its convolution
+        }
+        plan.candidates[ci].quantized = false;
+        plan.candidates[ci].reason = Some(format!(
+            "returned to float to reach --target-sqnr {target} dB"
+        ));
+        plan.finalize();
+        current = run
+            .run(plan, false, &crate::jobs::NoProgress)?
+            .output_sqnr_db;
+        let node = plan.candidates[ci].name.clone();
+        progress.step(fallback.len() as u64 + 1, &node);
+        progress.event(JobEvent::Layer {
+            node: node.clone(),
+            value: current.unwrap_or(f64::NAN),
+            label: LayerLabel::Fallback,
+        });
+        fallback.push(FallbackStep {
+            node,
+            layer_sqnr_db: layer_db,
+            output_sqnr_db: current,
+        });
+    }
+    let reached = current.is_none_or(|c| c >= target);
+    if !fallback.is_empty() {
+        progress.phase("diagnosing", Some(run.eval.len() as u64));
+        let before = std::mem::take(&mut diagnosis.layers);
+        *diagnosis = run.run(plan, per_layer, progress)?;
+        // Isolated SQNR does not depend on the other layers: keep the first measurement for
+        // layers the final run no longer shadows.
+        for (l, b) in diagnosis.layers.iter_mut().zip(before) {
+            if l.sqnr_db.is_none() {
+                l.sqnr_db = b.sqnr_db;
+            }
+        }
+    }
+    Ok((fallback, reached))
+}
+
+/// The QDQ model: the float model with Q/DQ pairs on the quantized layers and a
+/// `pare.quantize` metadata entry saying how it was made.
+fn write_qdq(
+    a: &Analysis,
+    opts: &QuantOptions,
+    plan: &placement::Plan,
+    act_params: &HashMap<String, QParams>,
+    weights: &HashMap<String, qparams::QuantizedWeight>,
+    samples: usize,
+) -> Result<ModelProto> {
+    let mut out = a.model.proto.clone();
+    let layers: Vec<usize> = (0..plan.candidates.len())
+        .filter(|&i| plan.candidates[i].quantized)
+        .collect();
+    let g = out
+        .graph
+        .as_mut()
+        .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
+    qdq::insert(
+        g,
+        &a.index,
+        plan,
+        &layers,
+        &qdq::Insert {
+            act_params,
+            weights,
+            per_channel: plan.per_channel,
+            suffix: "",
+        },
+    )?;
+    out.metadata_props
+        .retain(|p| p.key.as_deref() != Some("pare.quantize"));
+    out.metadata_props.push(StringStringEntryProto::new(
+        "pare.quantize",
+        format!(
+            "format={} method={} samples={samples} weights={} per_channel={}",
+            match opts.format {
+                Format::Trt => "trt",
+                Format::Ort => "ort",
+            },
+            opts.calib.method.name(),
+            match opts.weight_method {
+                WeightMethod::Minmax => "minmax",
+                WeightMethod::Mse => "mse",
+            },
+            plan.per_channel
+        ),
+    ));
+    Ok(out)
+}
+
+/// Calibrated ranges for the report, sorted by tensor.
+fn ranges(cal: &calibrate::Calibration) -> Vec<TensorRange> {
+    let mut ranges: Vec<TensorRange> = cal
+        .stats
+        .iter()
+        .filter_map(|(t, s)| {
+            let q = cal.params.get(t)?;
+            Some(TensorRange {
+                tensor: t.clone(),
+                min: s.min,
+                max: s.max,
+                scale: q.scale,
+                zero_point: q.zero_point,
+            })
+        })
+        .collect();
+    ranges.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+    ranges
+}
+
+/// Quantized layers worst first, then float layers worst first.
+fn ranked(layers: &[diag::LayerDiag]) -> Vec<diag::LayerDiag> {
+    let mut layers = layers.to_vec();
+    layers.sort_by(|x, y| {
+        y.quantized.cmp(&x.quantized).then(
+            x.sqnr_db
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&y.sqnr_db.unwrap_or(f64::INFINITY)),
+        )
+    });
+    layers
+}
+
+/// Calibration: checks the samples against the model, places Q/DQ and runs the float model
+/// over the samples. Returns the samples, the placement, the ranges and the engine that ran.
+fn calibrate_model(
+    a: &Analysis,
+    opts: &QuantOptions,
+    notes: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<(
+    data::SampleSet,
+    placement::Plan,
+    calibrate::Calibration,
+    crate::runtime::Backend,
+)> {
     progress.phase("checking inputs", None);
     let decls = data::input_decls(a.graph(), &a.pins)?;
     let set = data::SampleSet::open(decls, &opts.source, opts.samples, opts.preprocess.clone())?;
-    let mut notes = set.notes.clone();
+    notes.extend(set.notes.clone());
     notes.extend(set.dynamic_notes());
     progress.log(&format!(
         "{} calibration samples from {}",
         set.len(),
         set.source
     ));
-
-    let mut plan = placement::plan(
+    let plan = placement::plan(
         a,
         &placement::PlacementOptions {
             tags: opts.tags.clone(),
@@ -220,7 +428,6 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
             "nothing to quantize: the model has no Conv, ConvTranspose, Gemm, MatMul, residual Add or pooling on float tensors".into(),
         ));
     }
-
     let backend = opts.engine.resolve()?;
     bound_allocator_arenas();
     let copts = calibrate::CalibrateOptions {
@@ -230,7 +437,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         symmetric: opts.format == Format::Trt,
         backend,
     };
-    let cal = calibrate::calibrate(model, &plan, &set, &copts, progress)?;
+    let cal = calibrate::calibrate(&a.model.proto, &plan, &set, &copts, progress)?;
     trim_freed_memory();
     progress.log(&format!(
         "calibrated {} tensors on {} samples in {:.1} s ({})",
@@ -247,189 +454,49 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
             ));
         }
     }
+    Ok((set, plan, cal, backend))
+}
+
+/// Quantizes the analysed model: calibration, weights, diagnostics, `--target-sqnr`
+/// fallback, Q/DQ insertion, report.
+pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> Result<Quantized> {
+    let start = Instant::now();
+    check_options(a, opts)?;
+    let mut notes = Vec::new();
+    let (set, mut plan, cal, backend) = calibrate_model(a, opts, &mut notes, progress)?;
     progress.phase("quantizing weights", None);
     let weights = qdq::quantize_weights(a.graph(), &plan, opts.weight_method)?;
     let eval: Vec<usize> = (0..set.len().min(opts.eval_samples.max(1))).collect();
     progress.phase("diagnosing", Some(eval.len() as u64));
     let diag_start = Instant::now();
     let per_layer = !opts.no_layer_diagnostics;
-    // Diagnostics stay on tract: its depth-first order frees each layer's comparison before
-    // the next (onnxruntime ran DeepLabV3's diagnostic graph 2.5x faster but at 1.0 GB peak
-    // instead of 0.66 GB, above onnxruntime's own MinMax calibration).
-    let diag_backend = crate::runtime::Backend::Tract;
-    let mut diagnosis = diag::diagnose(
-        model,
-        &a.index,
-        &plan,
-        &cal.params,
-        &weights,
-        &set,
-        &eval,
-        copts.threads,
-        diag_backend,
-        per_layer,
-        progress,
-    )?;
+    let run = DiagRun {
+        a,
+        params: &cal.params,
+        weights: &weights,
+        set: &set,
+        eval: &eval,
+        threads: opts.threads.max(1),
+    };
+    let mut diagnosis = run.run(&plan, per_layer, progress)?;
     for n in &diagnosis.notes {
         if !notes.contains(n) {
             notes.push(n.clone());
         }
     }
-    let mut fallback = Vec::new();
-    let mut reached = None;
-    if let Some(target) = opts.target_sqnr {
-        let mut order: Vec<(usize, Option<f64>)> = plan
-            .candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.quantized)
-            .map(|(i, _)| (i, diagnosis.layers[i].sqnr_db))
-            .collect();
-        order.sort_by(|x, y| {
-            x.1.unwrap_or(f64::INFINITY)
-                .total_cmp(&y.1.unwrap_or(f64::INFINITY))
-        });
-        let mut current = diagnosis.output_sqnr_db;
-        progress.phase("fallback", Some(order.len() as u64));
-        let mut steps = 0u64;
-        for (ci, layer_db) in order {
-            if current.is_none_or(|c| c >= target) {
-                break;
-            }
-            progress.check_cancel()?;
-            if !plan.candidates[ci].quantized {
-                continue; // a residual Add that fell with its convolution
-            }
-            plan.candidates[ci].quantized = false;
-            plan.candidates[ci].reason = Some(format!(
-                "returned to float to reach --target-sqnr {target} dB"
-            ));
-            plan.finalize();
-            let d = diag::diagnose(
-                model,
-                &a.index,
-                &plan,
-                &cal.params,
-                &weights,
-                &set,
-                &eval,
-                copts.threads,
-                diag_backend,
-                false,
-                &crate::jobs::NoProgress,
-            )?;
-            current = d.output_sqnr_db;
-            steps += 1;
-            progress.step(steps, &plan.candidates[ci].name);
-            progress.event(JobEvent::Layer {
-                node: plan.candidates[ci].name.clone(),
-                value: current.unwrap_or(f64::NAN),
-                label: "fallback".into(),
-            });
-            fallback.push(FallbackStep {
-                node: plan.candidates[ci].name.clone(),
-                layer_sqnr_db: layer_db,
-                output_sqnr_db: current,
-            });
+    let (fallback, reached) = match opts.target_sqnr {
+        Some(target) => {
+            let (f, r) = fall_back(&run, &mut plan, &mut diagnosis, target, per_layer, progress)?;
+            (f, Some(r))
         }
-        reached = Some(current.is_none_or(|c| c >= target));
-        if !fallback.is_empty() {
-            progress.phase("diagnosing", Some(eval.len() as u64));
-            let before = diagnosis.layers.clone();
-            diagnosis = diag::diagnose(
-                model,
-                &a.index,
-                &plan,
-                &cal.params,
-                &weights,
-                &set,
-                &eval,
-                copts.threads,
-                diag_backend,
-                per_layer,
-                progress,
-            )?;
-            // Isolated SQNR does not depend on the other layers: keep the first measurement for
-            // layers the final run no longer shadows.
-            for (l, b) in diagnosis.layers.iter_mut().zip(before) {
-                if l.sqnr_db.is_none() {
-                    l.sqnr_db = b.sqnr_db;
-                }
-            }
-        }
-    }
+        None => (Vec::new(), None),
+    };
     let diagnostics_seconds = diag_start.elapsed().as_secs_f64();
     if let Some(n) = discrete_note(a, &plan, &diagnosis) {
         notes.push(n);
     }
-
     progress.phase("writing Q/DQ", None);
-    let mut out = model.clone();
-    let layers: Vec<usize> = (0..plan.candidates.len())
-        .filter(|&i| plan.candidates[i].quantized)
-        .collect();
-    {
-        let g = out
-            .graph
-            .as_mut()
-            .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
-        qdq::insert(
-            g,
-            &a.index,
-            &plan,
-            &layers,
-            &qdq::Insert {
-                act_params: &cal.params,
-                weights: &weights,
-                per_channel: plan.per_channel,
-                suffix: "",
-            },
-        )?;
-    }
-    out.metadata_props
-        .retain(|p| p.key.as_deref() != Some("pare.quantize"));
-    out.metadata_props.push(StringStringEntryProto::new(
-        "pare.quantize",
-        format!(
-            "format={} method={} samples={} weights={} per_channel={}",
-            match opts.format {
-                Format::Trt => "trt",
-                Format::Ort => "ort",
-            },
-            opts.calib.method.name(),
-            set.len(),
-            match opts.weight_method {
-                WeightMethod::Minmax => "minmax",
-                WeightMethod::Mse => "mse",
-            },
-            plan.per_channel
-        ),
-    ));
-
-    // Ranking: quantized layers worst first, then float layers worst first.
-    let mut layers = diagnosis.layers.clone();
-    layers.sort_by(|x, y| {
-        y.quantized.cmp(&x.quantized).then(
-            x.sqnr_db
-                .unwrap_or(f64::INFINITY)
-                .total_cmp(&y.sqnr_db.unwrap_or(f64::INFINITY)),
-        )
-    });
-    let mut ranges: Vec<TensorRange> = cal
-        .stats
-        .iter()
-        .filter_map(|(t, s)| {
-            let q = cal.params.get(t)?;
-            Some(TensorRange {
-                tensor: t.clone(),
-                min: s.min,
-                max: s.max,
-                scale: q.scale,
-                zero_point: q.zero_point,
-            })
-        })
-        .collect();
-    ranges.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+    let out = write_qdq(a, opts, &plan, &cal.params, &weights, set.len())?;
     let quantized_layers = plan.quantized_count();
     let report = QuantReport {
         output: None,
@@ -459,11 +526,11 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         outputs: diagnosis.outputs.clone(),
         quantized_layers,
         float_layers: plan.candidates.len() - quantized_layers,
-        layers,
+        layers: ranked(&diagnosis.layers),
         target_sqnr_db: opts.target_sqnr,
         target_reached: reached,
         fallback,
-        ranges,
+        ranges: ranges(&cal),
         notes,
     };
     Ok(Quantized { model: out, report })
@@ -490,8 +557,49 @@ fn trim_freed_memory() {
     }
 }
 
-/// Quantizes and writes the QDQ model to `out` (what the CLI and the TUI's job do); the
-/// report's `output` names the file.
+/// What `pare quantize` is asked to do.
+#[derive(Clone, Debug)]
+pub struct QuantizeRequest {
+    pub options: QuantOptions,
+    /// Where the QDQ model goes (never the input).
+    pub output: std::path::PathBuf,
+}
+
+impl QuantizeRequest {
+    /// The equivalent `pare quantize` command line (what the TUI's job view shows), for the
+    /// options a TUI dialog sets.
+    pub fn command_line(&self, model: &str) -> String {
+        let o = &self.options;
+        let calib = match &o.source {
+            CalibSource::Random { .. } => "random".to_string(),
+            CalibSource::Path(p) => p.display().to_string(),
+            CalibSource::PerInput(v) => v
+                .iter()
+                .map(|(n, p)| format!("{n}={}", p.display()))
+                .collect::<Vec<_>>()
+                .join(" --calib "),
+        };
+        format!(
+            "pare quantize {model} --calib {calib} --samples {} --method {}{} -o {}",
+            o.samples,
+            o.calib.method.name(),
+            if o.format == Format::Ort {
+                " --format ort"
+            } else {
+                ""
+            },
+            self.output.display()
+        )
+    }
+}
+
+/// `pare quantize`: quantizes and writes the QDQ model; the report's `output` names the file.
+pub fn run(a: &Analysis, req: &QuantizeRequest, progress: &dyn Progress) -> Result<QuantReport> {
+    crate::report::check_output(a.model.path.as_deref(), &req.output)?;
+    quantize_to_file(a, &req.options, &req.output, progress)
+}
+
+/// Quantizes and writes the QDQ model to `out`; the report's `output` names the file.
 pub fn quantize_to_file(
     a: &Analysis,
     opts: &QuantOptions,
@@ -508,13 +616,132 @@ pub fn quantize_to_file(
         summary: format!(
             "{} layers quantized, output SQNR {}, wrote {}",
             report.quantized_layers,
-            report
-                .output_sqnr_db
-                .map_or("-".to_string(), |v| format!("{v:.1} dB")),
+            fmt_db(report.output_sqnr_db),
             out.display()
         ),
     });
     Ok(report)
+}
+
+impl QuantReport {
+    /// `224x224 image` style list of the calibration input shapes.
+    fn shapes_text(&self) -> String {
+        let shapes: Vec<String> = self
+            .input_shapes
+            .iter()
+            .map(|s| {
+                let dims: Vec<String> = s
+                    .shapes
+                    .iter()
+                    .map(|(n, d)| {
+                        let d: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+                        format!("{n} {}", d.join("x"))
+                    })
+                    .collect();
+                if self.input_shapes.len() > 1 {
+                    format!("{} ({} samples)", dims.join(", "), s.samples)
+                } else {
+                    dims.join(", ")
+                }
+            })
+            .collect();
+        shapes.join("; ")
+    }
+
+    /// Worst quantized layers and the layers left float.
+    fn layers_text(&self, s: &mut String) {
+        let quantized: Vec<_> = self.layers.iter().filter(|l| l.quantized).collect();
+        if !quantized.is_empty() {
+            s.push_str(
+                "worst layers (isolated SQNR = this layer alone; cumulative = in the quantized model):\n",
+            );
+            for l in quantized.iter().take(10) {
+                let _ = writeln!(
+                    s,
+                    "  {:>9}  {:>9}  {:<16} {}",
+                    fmt_db(l.sqnr_db),
+                    fmt_db(l.cumulative_sqnr_db),
+                    l.op,
+                    l.node
+                );
+            }
+            if quantized.len() > 10 {
+                let _ = writeln!(s, "  … {} more (see --json)", quantized.len() - 10);
+            }
+        }
+        let float: Vec<_> = self.layers.iter().filter(|l| !l.quantized).collect();
+        if !float.is_empty() {
+            s.push_str("float layers:\n");
+            for l in float.iter().take(12) {
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {}  ({}; would be {})",
+                    l.op,
+                    l.node,
+                    l.reason.as_deref().unwrap_or("float"),
+                    fmt_db(l.sqnr_db)
+                );
+            }
+            if float.len() > 12 {
+                let _ = writeln!(s, "  … {} more", float.len() - 12);
+            }
+        }
+    }
+}
+
+impl Report for QuantReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        let fmt = match self.format {
+            Format::Trt => "TensorRT: INT8 symmetric, per-channel weights",
+            Format::Ort => "onnxruntime: UINT8 activations, INT8 per-channel weights",
+        };
+        let _ = writeln!(s, "quantized   {} ({fmt})", self.model);
+        let _ = writeln!(
+            s,
+            "calibration {} samples from {}, {} ({}), {:.1} s",
+            self.samples,
+            self.calibration_source,
+            self.method.name(),
+            self.shapes_text(),
+            self.calibration_seconds
+        );
+        let _ = writeln!(
+            s,
+            "layers      {} quantized, {} float   (diagnostics on {} samples, {:.1} s)",
+            self.quantized_layers, self.float_layers, self.eval_samples, self.diagnostics_seconds
+        );
+        for o in &self.outputs {
+            let _ = writeln!(
+                s,
+                "output      {:<24} SQNR {:>9}   max abs err {:.4}",
+                o.name,
+                fmt_db(o.sqnr_db),
+                o.max_abs_err
+            );
+        }
+        if self.outputs.len() > 1 {
+            let _ = writeln!(s, "all outputs SQNR {}", fmt_db(self.output_sqnr_db));
+        }
+        self.layers_text(&mut s);
+        if !self.fallback.is_empty() {
+            let _ = writeln!(
+                s,
+                "fallback to reach {} dB:",
+                self.target_sqnr_db.unwrap_or(0.0)
+            );
+            for f in &self.fallback {
+                let _ = writeln!(s, "  {:<48} -> output {}", f.node, fmt_db(f.output_sqnr_db));
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note        {n}");
+        }
+        if let Some(o) = &self.output {
+            let _ = writeln!(s, "wrote       {o}");
+        }
+        s
+    }
 }
 
 /// Ops whose output jumps when their input moves a little: selections and comparisons.

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 
-use crate::jobs::{Job, JobEvent, Progress};
+use crate::jobs::{Job, JobEvent};
 use crate::model::InputPins;
-use crate::model::info::human;
-use crate::prune::{self, PruneOptions};
 use crate::tags::Tag;
 
 use super::dialog::{
@@ -900,11 +898,7 @@ impl App {
             Action::ApplyFix => self.apply_fix(),
             Action::CycleTarget => {
                 if let Some(s) = &mut self.session {
-                    let i = engines::TARGETS
-                        .iter()
-                        .position(|t| *t == s.lint_target)
-                        .unwrap_or(0);
-                    s.lint_target = engines::TARGETS[(i + 1) % engines::TARGETS.len()].to_string();
+                    s.lint_target = engines::next_target(s.lint_target);
                     s.refresh_diagnostics();
                     self.diags.clamp(s.diagnostics.len());
                     self.message = Some(s.lint_status.clone());
@@ -1207,25 +1201,16 @@ impl App {
             return;
         }
         let a = s.analysis.clone();
-        let target = s.lint_target.clone();
         let node = d.node.map(|n| s.nodes[n].name.clone()).unwrap_or_default();
         let out = self.default_output("fixed");
-        let cmd = format!(
-            "pare fix {} --target {target} --rule {} -o {}",
-            self.model_arg(),
-            d.rule,
-            out.display()
-        );
+        let req = engines::fix_request(s.lint_target, &d.rule, &out);
+        let cmd = req.command_line(&self.model_arg());
         let rule = d.rule.clone();
         self.push_job(JobEntry::spawn(
             JobKind::Fix,
             format!("fix {rule} at {node}"),
             cmd,
-            move |p| {
-                let (summary, outputs) = engines::apply_fix(&a, &target, &rule, &node, &out, p)
-                    .map_err(crate::PareError::Runtime)?;
-                Ok(JobOutcome { summary, outputs })
-            },
+            move |p| engines::apply_fix(&a, &req, &node, p),
         ));
     }
 
@@ -1250,43 +1235,22 @@ impl App {
         ));
     }
 
-    fn check_not_input(&self, out: &Path) -> Result<(), String> {
-        let Some(s) = &self.session else {
-            return Ok(());
-        };
-        if let Some(inp) = &s.analysis.model.path {
-            let same = match (std::fs::canonicalize(inp), std::fs::canonicalize(out)) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => inp == out,
-            };
-            if same {
-                return Err(format!(
-                    "{} is the input model; pare never overwrites its input",
-                    out.display()
-                ));
-            }
-        }
-        if out.as_os_str().is_empty() {
-            return Err("give an output path".into());
-        }
-        Ok(())
+    fn check_not_input(&self, out: &Path) -> crate::Result<()> {
+        let input = self
+            .session
+            .as_ref()
+            .and_then(|s| s.analysis.model.path.as_deref());
+        crate::report::check_output(input, out)
     }
 
     fn start_prune(&mut self, d: &PruneDialog) {
         let Some(s) = &self.session else { return };
         let out = PathBuf::from(d.output.text.trim());
         if let Err(e) = self.check_not_input(&out) {
-            self.message = Some(e);
+            self.message = Some(e.to_string());
             return;
         }
-        let opts = PruneOptions {
-            ratio: d.ratio,
-            criterion: d.criterion,
-            round_to: d.round_to.max(1),
-            global: d.global,
-            tags: s.tags.clone(),
-            ..Default::default()
-        };
+        let req = d.request(s.tags.clone());
         let tags_arg =
             if s.tags.skip.is_empty() && s.tags.lock.is_empty() && s.tags.ratio.is_empty() {
                 None
@@ -1296,61 +1260,11 @@ impl App {
                     .map(|p| p.display().to_string())
                     .or_else(|| Some("<unsaved tags>".into()))
             };
-        let cmd = d.command(&self.model_arg(), tags_arg.as_deref());
+        let cmd = req.command_line(&self.model_arg(), tags_arg.as_deref());
         let a = s.analysis.clone();
-        let validate = d.validate;
-        let title = format!(
-            "prune {:.0}% {}",
-            d.ratio * 100.0,
-            super::dialog::criterion_name(d.criterion)
-        );
+        let title = format!("prune {:.0}% {}", d.ratio * 100.0, d.criterion.name());
         self.push_job(JobEntry::spawn(JobKind::Prune, title, cmd, move |p| {
-            let pruned = prune::prune(&a, &opts, p)?;
-            p.check_cancel()?;
-            let report = prune::report(&a, &pruned, &opts, !validate, p);
-            p.check_cancel()?;
-            p.phase("writing", None);
-            prune::write(&pruned, &out)?;
-            let pct = |b: u64, x: u64| {
-                if b == 0 {
-                    0.0
-                } else {
-                    100.0 * (1.0 - x as f64 / b as f64)
-                }
-            };
-            let mut summary = vec![
-                format!(
-                    "groups   {} pruned, {} locked, of {}",
-                    report.pruned_groups, report.locked_groups, report.groups
-                ),
-                format!(
-                    "params   {} → {} (−{:.1}%)",
-                    human(report.params_before),
-                    human(report.params_after),
-                    pct(report.params_before, report.params_after)
-                ),
-                format!(
-                    "MACs     {} → {} (−{:.1}%)",
-                    human(report.macs_before),
-                    human(report.macs_after),
-                    pct(report.macs_before, report.macs_after)
-                ),
-            ];
-            if let Some(v) = &report.validation {
-                summary.push(format!(
-                    "validated {} ({})",
-                    if v.passed { "yes" } else { "NO" },
-                    v.method
-                ));
-            }
-            summary.push(format!("wrote    {}", out.display()));
-            p.event(JobEvent::Finished {
-                summary: summary[1].clone(),
-            });
-            Ok(JobOutcome {
-                summary,
-                outputs: vec![out],
-            })
+            engines::prune(&a, &req, p)
         }));
     }
 
@@ -1358,16 +1272,18 @@ impl App {
         let Some(s) = &self.session else { return };
         let req = d.request();
         if let Err(e) = self.check_not_input(&req.output) {
-            self.message = Some(e);
+            self.message = Some(e.to_string());
             return;
         }
-        let cmd = engines::quantize_command(&self.model_arg(), &req);
+        let cmd = req.command_line(&self.model_arg());
         let a = s.analysis.clone();
-        let title = format!("quantize {} {} samples", req.method, req.samples);
+        let title = format!(
+            "quantize {} {} samples",
+            req.options.calib.method.name(),
+            req.options.samples
+        );
         self.push_job(JobEntry::spawn(JobKind::Quantize, title, cmd, move |p| {
-            let (summary, outputs) =
-                engines::quantize(&a, &req, p).map_err(crate::PareError::Runtime)?;
-            Ok(JobOutcome { summary, outputs })
+            engines::quantize(&a, &req, p)
         }));
     }
 
@@ -1375,16 +1291,14 @@ impl App {
         let Some(s) = &self.session else { return };
         let req = d.request();
         if let Err(e) = self.check_not_input(&req.output) {
-            self.message = Some(e);
+            self.message = Some(e.to_string());
             return;
         }
-        let cmd = engines::extract_command(&self.model_arg(), &req, &s.analysis.pins);
+        let cmd = req.command_line(Path::new(&self.model_arg()), &s.analysis.pins);
         let a = s.analysis.clone();
         let title = format!("extract {} nodes", d.nodes.len());
         self.push_job(JobEntry::spawn(JobKind::Extract, title, cmd, move |p| {
-            let (summary, outputs) =
-                engines::extract(&a, &req, p).map_err(crate::PareError::Runtime)?;
-            Ok(JobOutcome { summary, outputs })
+            engines::extract(&a, &req, p)
         }));
     }
 

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::prune::Criterion;
 
-use super::engines::{self, Calibration, QUANT_METHODS};
+use super::engines::QUANT_METHODS;
 
 /// A one-line text field with readline-style editing.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -127,13 +127,7 @@ pub const CRITERIA: &[Criterion] = &[
 ];
 
 pub fn criterion_name(c: Criterion) -> &'static str {
-    match c {
-        Criterion::L1 => "l1",
-        Criterion::L2 => "l2",
-        Criterion::Fpgm => "fpgm",
-        Criterion::BnScale => "bn-scale",
-        Criterion::Random => "random",
-    }
+    c.name()
 }
 
 #[derive(Clone, Debug)]
@@ -202,24 +196,26 @@ impl PruneDialog {
         Outcome::Stay
     }
 
+    /// The typed request this dialog describes, with the session's tags.
+    pub fn request(&self, tags: crate::tags::Tags) -> crate::prune::PruneRequest {
+        crate::prune::PruneRequest {
+            options: crate::prune::PruneOptions {
+                ratio: self.ratio,
+                criterion: self.criterion,
+                round_to: self.round_to.max(1),
+                global: self.global,
+                tags,
+                ..Default::default()
+            },
+            output: Some(PathBuf::from(self.output.text.trim())),
+            validate: self.validate,
+        }
+    }
+
+    /// The equivalent command line; `tags` names the tags file when there are tags.
     pub fn command(&self, model: &str, tags: Option<&str>) -> String {
-        let mut s = format!(
-            "pare prune {model} --ratio {} --criterion {} --round-to {}",
-            self.ratio,
-            criterion_name(self.criterion),
-            self.round_to
-        );
-        if self.global {
-            s.push_str(" --global");
-        }
-        if !self.validate {
-            s.push_str(" --no-validate");
-        }
-        if let Some(t) = tags {
-            s.push_str(&format!(" --tags {t}"));
-        }
-        s.push_str(&format!(" -o {}", self.output.text));
-        s
+        self.request(crate::tags::Tags::default())
+            .command_line(model, tags)
     }
 }
 
@@ -290,16 +286,28 @@ impl QuantizeDialog {
         Outcome::Stay
     }
 
-    pub fn request(&self) -> engines::QuantRequest {
-        engines::QuantRequest {
-            calibration: if self.calib_images {
-                Calibration::Images(PathBuf::from(&self.images.text))
-            } else {
-                Calibration::Random
+    /// The typed request this dialog describes.
+    pub fn request(&self) -> crate::quant::QuantizeRequest {
+        use crate::quant::{CalibConfig, CalibSource, Format, QuantOptions};
+        crate::quant::QuantizeRequest {
+            options: QuantOptions {
+                source: if self.calib_images {
+                    CalibSource::Path(PathBuf::from(&self.images.text))
+                } else {
+                    CalibSource::Random { seed: 0 }
+                },
+                samples: self.samples.max(1),
+                format: if self.ort_format {
+                    Format::Ort
+                } else {
+                    Format::Trt
+                },
+                calib: CalibConfig {
+                    method: QUANT_METHODS[self.method],
+                    ..CalibConfig::default()
+                },
+                ..QuantOptions::default()
             },
-            samples: self.samples,
-            method: QUANT_METHODS[self.method].to_string(),
-            ort_format: self.ort_format,
             output: PathBuf::from(&self.output.text),
         }
     }
@@ -344,12 +352,17 @@ impl ExtractDialog {
         Outcome::Stay
     }
 
-    pub fn request(&self) -> engines::ExtractRequest {
-        engines::ExtractRequest {
-            inputs: self.inputs.iter().map(|b| b.name.clone()).collect(),
-            outputs: self.outputs.iter().map(|b| b.name.clone()).collect(),
+    /// The typed request this dialog describes: the boundary tensors, and boundary data
+    /// from one seeded random sample when asked.
+    pub fn request(&self) -> crate::extract::run::ExtractRequest {
+        use crate::extract::run::{DataRequest, ExtractRequest};
+        ExtractRequest {
+            selector: crate::extract::Selector::Tensors {
+                inputs: self.inputs.iter().map(|b| b.name.clone()).collect(),
+                outputs: self.outputs.iter().map(|b| b.name.clone()).collect(),
+            },
             output: PathBuf::from(&self.output.text),
-            with_data: self.with_data,
+            data: self.with_data.then(DataRequest::default),
         }
     }
 }

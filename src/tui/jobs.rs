@@ -49,7 +49,7 @@ pub enum JobStatus {
 pub struct LayerValue {
     pub node: String,
     pub value: f64,
-    pub label: String,
+    pub label: crate::jobs::LayerLabel,
 }
 
 pub struct JobEntry {

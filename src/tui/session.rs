@@ -98,7 +98,7 @@ pub struct Session {
     pub tagged: HashMap<usize, Tag>,
     pub diagnostics: Vec<Diagnostic>,
     pub node_diags: HashMap<usize, Vec<usize>>,
-    pub lint_target: String,
+    pub lint_target: crate::lint::Target,
     pub lint_status: String,
     pub total_params: u64,
     pub total_macs: u64,
@@ -274,7 +274,7 @@ impl Session {
             tagged: HashMap::new(),
             diagnostics: Vec::new(),
             node_diags: HashMap::new(),
-            lint_target: engines::DEFAULT_TARGET.to_string(),
+            lint_target: crate::lint::Target::default(),
             lint_status: String::new(),
             total_params,
             total_macs,
@@ -481,13 +481,9 @@ impl Session {
     /// analysis notes.
     pub fn refresh_diagnostics(&mut self) {
         let mut diags = Vec::new();
-        match engines::lint(&self.analysis, &self.lint_target) {
-            Ok(mut d) => {
-                self.lint_status = format!("lint for {}: {} finding(s)", self.lint_target, d.len());
-                diags.append(&mut d);
-            }
-            Err(e) => self.lint_status = e,
-        }
+        let mut d = engines::lint(&self.analysis, self.lint_target);
+        self.lint_status = format!("lint for {}: {} finding(s)", self.lint_target, d.len());
+        diags.append(&mut d);
         for d in &self.analysis.shapes.diagnostics {
             diags.push(Diagnostic {
                 severity: Severity::Info,

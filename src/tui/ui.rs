@@ -1220,7 +1220,7 @@ fn draw_overlay(app: &mut App, f: &mut Frame, body: Rect) {
                 field_line("samples", d.samples.to_string(), d.field == 2, "←/→"),
                 field_line(
                     "method",
-                    engines::QUANT_METHODS[d.method].to_string(),
+                    engines::QUANT_METHODS[d.method].name().to_string(),
                     d.field == 3,
                     "mse entropy percentile minmax",
                 ),
@@ -1245,10 +1245,7 @@ fn draw_overlay(app: &mut App, f: &mut Frame, body: Rect) {
                 Line::from(Span::styled(
                     format!(
                         "  $ {}",
-                        fit(
-                            &engines::quantize_command(&model, &d.request()),
-                            r.width as usize - 6
-                        )
+                        fit(&d.request().command_line(&model), r.width as usize - 6)
                     ),
                     theme::dim(),
                 )),
@@ -1341,7 +1338,8 @@ fn draw_overlay(app: &mut App, f: &mut Frame, body: Rect) {
             lines.push(Line::from(Span::styled(
                 format!(
                     "$ {}",
-                    engines::extract_command(&model, &d.request(), &pins)
+                    d.request()
+                        .command_line(std::path::Path::new(&model), &pins)
                 ),
                 theme::dim(),
             )));

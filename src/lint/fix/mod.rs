@@ -168,8 +168,7 @@ pub struct OutputCheck {
 /// Proof (or not) that the fixed model computes what the original does.
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct Verification {
-    /// "passed", "failed", "not-run" (nothing changed or verification off) or "impossible".
-    pub status: String,
+    pub status: VerifyStatus,
     /// How the original ran ("tract", or "tract, in pieces around If nodes").
     pub reference: String,
     /// How the fixed model ran.
@@ -186,7 +185,34 @@ pub struct Verification {
 
 impl Verification {
     pub fn passed(&self) -> bool {
-        self.status == "passed"
+        self.status == VerifyStatus::Passed
+    }
+}
+
+/// Outcome of running the fixed model against the original (`"passed"`, `"failed"`,
+/// `"not-run"`, `"impossible"` in JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyStatus {
+    /// Outputs equal within the tolerance on every seeded input set.
+    Passed,
+    /// Outputs differ: the fixed model is never written.
+    Failed,
+    /// Nothing changed, or verification was switched off.
+    #[default]
+    NotRun,
+    /// The models could not be run (unsupported op, no inputs to make up).
+    Impossible,
+}
+
+impl std::fmt::Display for VerifyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerifyStatus::Passed => "passed",
+            VerifyStatus::Failed => "failed",
+            VerifyStatus::NotRun => "not-run",
+            VerifyStatus::Impossible => "impossible",
+        })
     }
 }
 
@@ -527,13 +553,13 @@ pub fn fix_model(a: &Analysis, opts: &FixOptions, progress: &dyn Progress) -> Re
     }
     let verification = if actions.is_empty() {
         Verification {
-            status: "not-run".into(),
+            status: VerifyStatus::NotRun,
             notes: vec!["nothing to fix".into()],
             ..Default::default()
         }
     } else if !opts.verify {
         Verification {
-            status: "not-run".into(),
+            status: VerifyStatus::NotRun,
             notes: vec!["verification disabled".into()],
             ..Default::default()
         }
@@ -657,7 +683,7 @@ fn verify(
     let (specs, notes) = match verification_inputs(a) {
         Ok(x) => x,
         Err(e) => {
-            v.status = "impossible".into();
+            v.status = VerifyStatus::Impossible;
             v.notes.push(e.to_string());
             return v;
         }
@@ -680,7 +706,7 @@ fn verify(
         .collect();
     let names: Vec<String> = a.index.outputs.clone();
     let Some((_, fixed)) = stages.last() else {
-        v.status = "not-run".into();
+        v.status = VerifyStatus::NotRun;
         return v;
     };
     progress.phase("verifying", Some(2));
@@ -689,7 +715,7 @@ fn verify(
         match reference::random_inputs(&specs, seed) {
             Ok(i) => sets.push(i),
             Err(e) => {
-                v.status = "impossible".into();
+                v.status = VerifyStatus::Impossible;
                 v.notes.push(e.to_string());
                 return v;
             }
@@ -701,7 +727,7 @@ fn verify(
             out
         }
         Err(e) => {
-            v.status = "impossible".into();
+            v.status = VerifyStatus::Impossible;
             v.notes.push(format!(
                 "the original model does not run in tract, even in pieces: {e}"
             ));
@@ -728,13 +754,13 @@ fn verify(
             let ok = checks.iter().all(|c| c.ok);
             v.outputs = checks;
             if ok {
-                v.status = "passed".into();
+                v.status = VerifyStatus::Passed;
                 return v;
             }
-            v.status = "failed".into();
+            v.status = VerifyStatus::Failed;
         }
         Err(e) => {
-            v.status = "failed".into();
+            v.status = VerifyStatus::Failed;
             v.notes
                 .push(format!("the fixed model does not run in tract: {e}"));
         }
@@ -766,18 +792,9 @@ pub fn write_fixed(
     output: &Path,
     allow_unverified: bool,
 ) -> Result<()> {
-    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => input == output,
-    };
-    if same {
-        return Err(PareError::Usage(format!(
-            "refusing to overwrite the input model {}: choose another output path",
-            output.display()
-        )));
-    }
+    crate::report::check_output(Some(input), output)?;
     let v = &outcome.verification;
-    if v.status == "failed" {
+    if v.status == VerifyStatus::Failed {
         return Err(PareError::Runtime(format!(
             "not written: the fixed model's outputs differ from the original's{}",
             v.diverged_fix
@@ -789,7 +806,10 @@ pub fn write_fixed(
     if outcome.changed() && !v.passed() && !allow_unverified {
         return Err(PareError::Runtime(format!(
             "not written: the fix could not be verified ({}); pass --allow-unverified to write it anyway",
-            v.notes.last().cloned().unwrap_or_else(|| v.status.clone())
+            v.notes
+                .last()
+                .cloned()
+                .unwrap_or_else(|| v.status.to_string())
         )));
     }
     let mut model = outcome.model.clone();
