@@ -16,20 +16,13 @@ use pare::model::Analysis;
 use pare::model::io::{SaveOptions, save_model};
 use pare::model::shape::format_shape;
 
-/// Where input data comes from (shared by extract, split and reduce).
+/// Where input data comes from (shared by extract, split and reduce): the data flags every
+/// command that runs a model shares (`--data`, alias `--input-data`; default one seeded random
+/// sample), plus the engine that computes boundary data.
 #[derive(Args, Clone, Debug, Default)]
-pub struct DataArgs {
-    /// Input data for the model's inputs: an ONNX TensorProto (.pb) or .npy file per input, in
-    /// input order or as NAME=PATH, or a test-data directory (input_0.pb, ...) per sample
-    /// (repeatable). Default: seeded random inputs.
-    #[arg(long = "input-data", value_name = "[NAME=]PATH")]
-    pub input_data: Vec<String>,
-    /// Number of random input samples (test_data_set_0..N-1).
-    #[arg(long, default_value_t = 1)]
-    pub samples: usize,
-    /// Seed of the random inputs (sample K uses SEED+K).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+pub struct BoundaryDataArgs {
+    #[command(flatten)]
+    pub input: pare::data::DataArgs,
     /// Engine that computes the boundary data. tract (default) stores float64-exact reference
     /// outputs; ort stores what onnxruntime gives on the source model, run with the cut opaque
     /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs a build
@@ -68,7 +61,7 @@ pub struct ExtractArgs {
     #[arg(long = "with-data")]
     pub with_data: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: BoundaryDataArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -90,7 +83,7 @@ pub struct SplitArgs {
     #[arg(long = "no-verify")]
     pub no_verify: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: BoundaryDataArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -120,7 +113,7 @@ pub struct ReduceArgs {
     #[arg(long = "with-data")]
     pub with_data: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: BoundaryDataArgs,
     /// Where candidates are written (default: a temporary directory, removed afterwards).
     #[arg(long = "work-dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
@@ -224,17 +217,19 @@ fn quiet_bar(json: bool) -> CliProgress {
     CliProgress::new(json || !std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
-fn load_samples(a: &Analysis, d: &DataArgs) -> anyhow::Result<Samples> {
-    if d.samples == 0 {
-        return Err(anyhow!("--samples must be at least 1"));
-    }
+fn load_samples(a: &Analysis, d: &BoundaryDataArgs) -> anyhow::Result<Samples> {
+    // One random sample by default; every sample given, unless --samples caps them.
+    let limit = d
+        .input
+        .limit(if d.input.has_files() { usize::MAX } else { 1 })?;
     let engine = d
         .engine
         .unwrap_or_else(|| {
             pare::runtime::EngineChoice::from_env_or(pare::runtime::EngineChoice::Tract)
         })
         .resolve()?;
-    let mut s = data::load_samples(a, &d.input_data, d.samples, d.seed)?;
+    let source = d.input.source_or_random()?;
+    let mut s = pare::data::load_all(a, &source, limit, d.input.preprocess.preprocess()?)?;
     s.engine = engine;
     Ok(s)
 }
@@ -294,7 +289,7 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
         }
     };
     let (boundary, mut piece) = ex::extract_selection(&analysis, &sel).map_err(Exit::bad)?;
-    let with_data = a.with_data || !a.data.input_data.is_empty();
+    let with_data = a.with_data || !a.data.input.data.is_empty();
     let bar = CliLog {
         bar: quiet_bar(a.json),
         quiet: a.json,
@@ -480,7 +475,7 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
     }
     make_parent(&a.output)?;
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
-    let with_data = a.with_data || !a.data.input_data.is_empty();
+    let with_data = a.with_data || !a.data.input.data.is_empty();
     let samples = if with_data {
         Some(load_samples(&analysis, &a.data).map_err(Exit::bad)?)
     } else {

@@ -24,7 +24,8 @@
 
 pub mod calibrate;
 pub mod calibrators;
-pub mod data;
+/// Sample loading is `crate::data`; re-exported under the name calibration code uses.
+pub use crate::data;
 pub mod diag;
 pub mod histogram;
 pub mod placement;
@@ -37,8 +38,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use crate::data::{DataSource as CalibSource, Layout, Preprocess};
 pub use calibrators::{CalibConfig, Method};
-pub use data::{CalibSource, Layout, Preprocess};
 pub use qparams::{QParams, QType, WeightMethod};
 
 use crate::error::{PareError, Result};
