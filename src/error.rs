@@ -38,9 +38,6 @@ pub enum PareError {
     },
     #[error("{0}")]
     Usage(String),
-    /// An output path that names the input model: pare never modifies its input.
-    #[error("output {} is the input model; pare never modifies its input, choose another path", .path.display())]
-    OutputIsInput { path: PathBuf },
     #[error("tensor '{tensor}': {message}")]
     Tensor { tensor: String, message: String },
     #[error("cancelled")]
@@ -55,7 +52,7 @@ pub enum PareError {
     },
     /// The output path is the model being read: writing would destroy the input (whose
     /// tensors may still be mapped from it). Front ends offer another name.
-    #[error("refusing to overwrite the input model {}: choose another output path", .path.display())]
+    #[error("refusing to overwrite {}: it is the input model, and pare never modifies its input; choose another output path", .path.display())]
     OutputIsInput { path: PathBuf },
     /// Names the user gave (tensors, nodes, tag patterns) that match nothing in the model,
     /// each with the closest names it has, so a front end can offer them.

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
+use pare::data::{self, DataSource as CalibSource, Preprocess};
 use pare::jobs::{JobEvent, LayerLabel, NoProgress, RecordProgress};
 use pare::model::proto::{GraphProto, ModelProto, NodeProto};
 use pare::model::{Analysis, InputPins};
 use pare::quant::calibrators::{self, CalibConfig, Method};
-use pare::quant::data::{self, CalibSource, Preprocess};
 use pare::quant::histogram::{Hist, HistMode, TensorStats};
 use pare::quant::qparams::{self, QParams, QType, WeightMethod};
 use pare::quant::{Format, QuantOptions, quantize};

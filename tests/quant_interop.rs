@@ -9,10 +9,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use pare::data::{self, DataSource as CalibSource, Preprocess};
 use pare::jobs::NoProgress;
 use pare::model::io::{SaveOptions, save_model};
 use pare::model::{Analysis, InputPins};
-use pare::quant::data::{self, CalibSource, Preprocess};
 use pare::quant::{Format, QuantOptions, quantize};
 
 fn python() -> PathBuf {

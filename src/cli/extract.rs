@@ -22,20 +22,13 @@ fn print_io(io: &PieceIo) {
     print!("{s}");
 }
 
-/// Where input data comes from (shared by extract, split and reduce).
+/// Where input data comes from (shared by extract, split and reduce): the data flags every
+/// command that runs a model shares (`--data`, alias `--input-data`; default one seeded random
+/// sample), plus the engine that computes boundary data.
 #[derive(Args, Clone, Debug, Default)]
-pub struct DataArgs {
-    /// Input data for the model's inputs: an ONNX TensorProto (.pb) or .npy file per input, in
-    /// input order or as NAME=PATH, or a test-data directory (input_0.pb, ...) per sample
-    /// (repeatable). Default: seeded random inputs.
-    #[arg(long = "input-data", value_name = "[NAME=]PATH")]
-    pub input_data: Vec<String>,
-    /// Number of random input samples (test_data_set_0..N-1).
-    #[arg(long, default_value_t = 1)]
-    pub samples: usize,
-    /// Seed of the random inputs (sample K uses SEED+K).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+pub struct BoundaryDataArgs {
+    #[command(flatten)]
+    pub input: pare::data::DataArgs,
     /// Engine that computes the boundary data. tract (default) stores float64-exact reference
     /// outputs; ort stores what onnxruntime gives on the source model, run with the cut opaque
     /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs a build
@@ -74,7 +67,7 @@ pub struct ExtractArgs {
     #[arg(long = "with-data")]
     pub with_data: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: BoundaryDataArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -96,7 +89,7 @@ pub struct SplitArgs {
     #[arg(long = "no-verify")]
     pub no_verify: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: BoundaryDataArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -126,7 +119,7 @@ pub struct ReduceArgs {
     #[arg(long = "with-data")]
     pub with_data: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: BoundaryDataArgs,
     /// Where candidates are written (default: a temporary directory, removed afterwards).
     #[arg(long = "work-dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
@@ -159,13 +152,11 @@ fn quiet_bar(json: bool) -> CliProgress {
     CliProgress::new(json || !std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
-impl DataArgs {
+impl BoundaryDataArgs {
     /// The typed data request; `--engine` defaults to $PARE_ENGINE, else tract.
     fn request(&self) -> DataRequest {
         DataRequest {
-            input_data: self.input_data.clone(),
-            samples: self.samples,
-            seed: self.seed,
+            input: self.input.clone(),
             engine: self
                 .engine
                 .unwrap_or_else(|| EngineChoice::from_env_or(EngineChoice::Tract)),
@@ -211,7 +202,7 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
     let req = ExtractRequest {
         selector,
         output: a.output.clone(),
-        data: (a.with_data || !a.data.input_data.is_empty()).then(|| a.data.request()),
+        data: (a.with_data || !a.data.input.data.is_empty()).then(|| a.data.request()),
     };
     let bar = CliLog {
         bar: quiet_bar(a.json),
@@ -338,7 +329,7 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
     }
     make_parent(&a.output)?;
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
-    let with_data = a.with_data || !a.data.input_data.is_empty();
+    let with_data = a.with_data || !a.data.input.data.is_empty();
     let samples = if with_data {
         Some(a.data.request().load(&analysis).map_err(Exit::bad)?)
     } else {

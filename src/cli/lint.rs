@@ -50,9 +50,10 @@ pub struct FixArgs {
     pub target: Option<Target>,
     #[command(flatten)]
     pub model_args: ModelArgs,
-    /// First seed of the random verification inputs (two input sets are used).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Verification data (`--data`; default: `--samples` (2) seeded random input sets from
+    /// `--seed` on), as for every command that runs a model.
+    #[command(flatten)]
+    pub data: pare::data::DataArgs,
     /// Write the fixed model even when it could not be verified (never when it diverged).
     #[arg(long = "allow-unverified")]
     pub allow_unverified: bool,
@@ -156,11 +157,22 @@ pub fn run_fix(a: &FixArgs) -> CmdResult {
         check_output(Some(&a.model), out).map_err(Exit::bad)?;
     }
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
+    let n_sets = a.data.limit(2).map_err(Exit::bad)?;
+    let inputs = match a.data.source().map_err(Exit::bad)? {
+        Some(src) if a.data.has_files() => {
+            let pp = a.data.preprocess.preprocess().map_err(Exit::bad)?;
+            pare::data::load_all(&analysis, &src, n_sets, pp)
+                .map_err(Exit::bad)?
+                .sets
+        }
+        _ => Vec::new(),
+    };
     let req = FixRequest {
         options: FixOptions {
             only: split_ids(&a.rules),
             target: a.target,
-            seeds: vec![a.seed, a.seed + 1],
+            seeds: (0..n_sets as u64).map(|k| a.data.seed + k).collect(),
+            inputs,
             ..Default::default()
         },
         output: a.output.clone().filter(|_| !a.dry_run),

@@ -52,9 +52,10 @@ pub struct PruneArgs {
     pub min_channels: usize,
     #[arg(long)]
     pub tags: Option<PathBuf>,
-    /// Seed for random inputs and the random criterion.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Validation data (`--data`; default: one seeded random sample), `--seed` and image
+    /// preprocessing, as for every command that runs a model.
+    #[command(flatten)]
+    pub data: pare::data::DataArgs,
     /// Print the plan; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -82,6 +83,18 @@ pub fn run_groups(a: &GroupsArgs) -> CmdResult {
     print(&report, a.json)
 }
 
+/// The first sample of `--data` files for validation; `None` for random inputs.
+fn validation_inputs(
+    analysis: &pare::model::Analysis,
+    d: &pare::data::DataArgs,
+) -> anyhow::Result<Option<Vec<pare::runtime::HostTensor>>> {
+    let Some(source) = d.source()?.filter(|_| d.has_files()) else {
+        return Ok(None);
+    };
+    let samples = pare::data::load_all(analysis, &source, 1, d.preprocess.preprocess()?)?;
+    Ok(samples.sets.into_iter().next())
+}
+
 pub fn run_prune(a: &PruneArgs) -> CmdResult {
     if !a.dry_run && a.output.is_none() {
         return Err(Exit::bad(anyhow::anyhow!(
@@ -100,7 +113,8 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
             global: a.global,
             max_ratio: a.max_ratio,
             min_channels: a.min_channels,
-            seed: a.seed,
+            seed: a.data.seed,
+            inputs: validation_inputs(&analysis, &a.data).map_err(Exit::bad)?,
             tags: load_tags(&a.tags).map_err(Exit::bad)?,
         },
         output: a.output.clone().filter(|_| !a.dry_run),

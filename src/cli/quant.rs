@@ -5,12 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CmdResult, Exit, ModelArgs, open};
+use pare::data::DataArgs;
 use pare::jobs::CliProgress;
-use pare::quant::{
-    self, CalibConfig, CalibSource, Format, Layout, Method, Preprocess, QuantOptions, WeightMethod,
-};
-use pare::report::check_output;
-use pare::report::fmt_db;
+use pare::quant::{self, CalibConfig, CalibSource, Format, Method, QuantOptions, WeightMethod};
+use pare::report::{check_output, fmt_db};
 use pare::tags::Tags;
 
 #[derive(Args, Debug)]
@@ -27,13 +25,10 @@ pub struct QuantizeArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub model_args: ModelArgs,
-    /// Calibration data: a folder (images .png/.jpg, .npy, ONNX .pb tensors, or one subfolder
-    /// per input), NAME=FOLDER once per input, or `random` (seeded normal data).
-    #[arg(long, required = true, value_name = "DIR|NAME=DIR|random")]
-    pub calib: Vec<String>,
-    /// Most calibration samples to use.
-    #[arg(long, default_value_t = 32)]
-    pub samples: usize,
+    /// Calibration data (`--data`, alias `--calib`; required), `--samples` (default 32),
+    /// `--seed` and image preprocessing.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Calibrator for activation ranges.
     #[arg(long, value_enum, default_value_t = Method::Mse)]
     pub method: Method,
@@ -69,27 +64,6 @@ pub struct QuantizeArgs {
     /// Skip per-layer diagnostics (output SQNR is still measured).
     #[arg(long = "no-layer-diagnostics")]
     pub no_layer_diagnostics: bool,
-    /// Seed for `--calib random`.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Images: resize to HxW (default: the input's declared size).
-    #[arg(long, value_name = "HxW")]
-    pub resize: Option<String>,
-    /// Images: per-channel mean subtracted after scaling (default ImageNet: 0.485,0.456,0.406).
-    #[arg(long, value_delimiter = ',')]
-    pub mean: Option<Vec<f32>>,
-    /// Images: per-channel std (default ImageNet: 0.229,0.224,0.225).
-    #[arg(long, value_delimiter = ',')]
-    pub std: Option<Vec<f32>>,
-    /// Images: pixel scale before mean/std (default 1/255).
-    #[arg(long)]
-    pub scale: Option<f32>,
-    /// Images: BGR channel order (OpenCV-trained models).
-    #[arg(long)]
-    pub bgr: bool,
-    /// Images: tensor layout (auto: NHWC when the input's last dim is 1 or 3).
-    #[arg(long, value_enum, default_value_t = Layout::Auto)]
-    pub layout: Layout,
     /// Worker threads (samples run in parallel).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -103,43 +77,17 @@ pub struct QuantizeArgs {
     pub json: bool,
 }
 
-fn parse_resize(s: &str) -> anyhow::Result<(usize, usize)> {
-    let (h, w) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| anyhow::anyhow!("--resize '{s}': expected HxW, e.g. 224x224"))?;
-    Ok((h.trim().parse()?, w.trim().parse()?))
-}
-
 pub fn run(a: &QuantizeArgs) -> CmdResult {
     check_output(Some(&a.model), &a.output).map_err(Exit::bad)?;
-    let mut pp = Preprocess::default();
-    if let Some(r) = &a.resize {
-        pp.resize = Some(parse_resize(r).map_err(Exit::bad)?);
-    }
-    if let Some(m) = &a.mean {
-        pp.mean = m.clone();
-    }
-    if let Some(s) = &a.std {
-        if s.iter().any(|v| *v <= 0.0) {
-            return Err(Exit::bad(anyhow::anyhow!("--std values must be positive")));
-        }
-        pp.std = s.clone();
-    }
-    if let Some(s) = a.scale {
-        pp.scale = s;
-    }
-    pp.bgr = a.bgr;
-    pp.layout = a.layout;
+    let pp = a.data.preprocess.preprocess().map_err(Exit::bad)?;
     if !(0.0..=100.0).contains(&a.percentile) || a.percentile < 50.0 {
         return Err(Exit::bad(anyhow::anyhow!(
             "--percentile {} must be in [50, 100]",
             a.percentile
         )));
     }
-    if a.samples == 0 {
-        return Err(Exit::bad(anyhow::anyhow!("--samples must be at least 1")));
-    }
-    let source = CalibSource::parse(&a.calib, a.seed).map_err(Exit::bad)?;
+    let samples = a.data.limit(32).map_err(Exit::bad)?;
+    let source = CalibSource::parse(&a.data.data, a.data.seed).map_err(Exit::bad)?;
     let tags = match &a.tags {
         Some(p) => Tags::load(p).map_err(Exit::bad)?,
         None => Tags::default(),
@@ -148,7 +96,7 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
     let opts = QuantOptions {
         source,
         preprocess: pp,
-        samples: a.samples,
+        samples,
         eval_samples: a.eval_samples.max(1),
         format: a.format,
         calib: CalibConfig {

@@ -10,45 +10,42 @@ use serde_json::{Value, json};
 
 use super::data::{self, BoundaryData, Samples};
 use super::{Piece, Selector, command_line, extract_selection, shell_quote};
-use crate::error::{PareError, Result};
+use crate::error::Result;
 use crate::jobs::Progress;
 use crate::model::io::{SaveOptions, save_model};
 use crate::model::shape::{Dim, format_shape};
 use crate::model::{Analysis, DataType};
 use crate::report::{Report, check_output};
+use crate::data::DataArgs;
 use crate::runtime::EngineChoice;
 
 /// Where the model's input data comes from when a command runs it (extract, split, reduce).
 #[derive(Clone, Debug)]
 pub struct DataRequest {
-    /// `--input-data` specs (`PATH` or `NAME=PATH`); empty: seeded random inputs.
-    pub input_data: Vec<String>,
-    /// Number of random samples.
-    pub samples: usize,
-    /// Seed of the random inputs (sample K uses SEED+K).
-    pub seed: u64,
+    /// The shared data flags (`--data`, `--samples`, `--seed`, preprocessing); no `--data`:
+    /// seeded random inputs.
+    pub input: DataArgs,
     pub engine: EngineChoice,
 }
 
 impl Default for DataRequest {
     fn default() -> Self {
         DataRequest {
-            input_data: Vec::new(),
-            samples: 1,
-            seed: 0,
+            input: DataArgs::default(),
             engine: EngineChoice::Tract,
         }
     }
 }
 
 impl DataRequest {
-    /// Loads (or makes up) the samples and resolves the engine that runs them.
+    /// Loads (or makes up) the samples and resolves the engine that runs them: one random
+    /// sample by default, every sample given unless `--samples` caps them.
     pub fn load(&self, a: &Analysis) -> Result<Samples> {
-        if self.samples == 0 {
-            return Err(PareError::Usage("--samples must be at least 1".into()));
-        }
+        let d = &self.input;
+        let limit = d.limit(if d.has_files() { usize::MAX } else { 1 })?;
         let engine = self.engine.resolve()?;
-        let mut s = data::load_samples(a, &self.input_data, self.samples, self.seed)?;
+        let source = d.source_or_random()?;
+        let mut s = crate::data::load_all(a, &source, limit, d.preprocess.preprocess()?)?;
         s.engine = engine;
         Ok(s)
     }

@@ -6,7 +6,8 @@
 use bytes::Bytes;
 
 use super::proto::TensorProto;
-use crate::error::{PareError, Result};
+use crate::error::Result;
+use crate::runtime::HostData;
 
 /// ONNX `TensorProto.DataType`, as the integer codes of onnx.proto.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,137 +100,35 @@ pub fn raw_bytes(t: &TensorProto) -> Option<&Bytes> {
     t.raw_data.as_ref()
 }
 
-fn check_len(t: &TensorProto, got: usize, width: usize) -> Result<usize> {
-    let want = t.numel() as usize;
-    if got != want * width {
-        return Err(PareError::Tensor {
-            tensor: t.name().to_string(),
-            message: format!(
-                "holds {got} bytes of data, but its dims {:?} of type {} need {}",
-                t.dims,
-                DataType(t.data_type()),
-                want * width
-            ),
-        });
-    }
-    Ok(want)
-}
-
 /// Tensor values converted to f32 (float, double, float16, bfloat16 and integer types).
+/// Decoded by the one raw-tensor codec, [`crate::data::codec`].
 pub fn to_f32(t: &TensorProto) -> Result<Vec<f32>> {
-    let dt = DataType(t.data_type());
-    if let Some(raw) = &t.raw_data {
-        let w = (dt.bits() / 8) as usize;
-        if w == 0 {
-            return Err(unsupported(t, "f32"));
-        }
-        check_len(t, raw.len(), w)?;
-        let out = match dt {
-            DataType::FLOAT => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            DataType::DOUBLE => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            DataType::FLOAT16 => raw
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-            DataType::BFLOAT16 => raw
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
-            _ => to_i64(t)?.into_iter().map(|v| v as f32).collect(),
-        };
-        return Ok(out);
-    }
-    match dt {
-        DataType::FLOAT => Ok(t.float_data.clone()),
-        DataType::DOUBLE => Ok(t.double_data.iter().map(|&v| v as f32).collect()),
-        DataType::FLOAT16 => Ok(t.int32_data.iter().map(|&v| f16_to_f32(v as u16)).collect()),
-        DataType::BFLOAT16 => Ok(t
-            .int32_data
-            .iter()
-            .map(|&v| f32::from_bits((v as u32) << 16))
-            .collect()),
-        _ => Ok(to_i64(t)?.into_iter().map(|v| v as f32).collect()),
-    }
+    let h = crate::data::codec::tensor_to_host(t)?;
+    Ok(match h.data {
+        HostData::F32(v) => v,
+        HostData::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+        HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        HostData::I32(v) => v.into_iter().map(|x| x as f32).collect(),
+        HostData::I8(v) => v.into_iter().map(f32::from).collect(),
+        HostData::U8(v) => v.into_iter().map(f32::from).collect(),
+        HostData::Bool(v) => v.into_iter().map(|x| x as u8 as f32).collect(),
+    })
 }
 
 /// Tensor values converted to i64 (integer and bool types; floats are truncated).
 pub fn to_i64(t: &TensorProto) -> Result<Vec<i64>> {
-    let dt = DataType(t.data_type());
-    if let Some(raw) = &t.raw_data {
-        let w = (dt.bits() / 8) as usize;
-        if w == 0 {
-            return Err(unsupported(t, "i64"));
-        }
-        check_len(t, raw.len(), w)?;
-        let out = match dt {
-            DataType::INT64 => raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-            DataType::UINT64 => raw
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i64)
-                .collect(),
-            DataType::INT32 => raw
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            DataType::UINT32 => raw
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            DataType::INT16 => raw
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
-            DataType::UINT16 => raw
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
-            DataType::INT8 => raw.iter().map(|&b| b as i8 as i64).collect(),
-            DataType::UINT8 | DataType::BOOL => raw.iter().map(|&b| b as i64).collect(),
-            DataType::FLOAT | DataType::DOUBLE | DataType::FLOAT16 | DataType::BFLOAT16 => {
-                to_f32(t)?.into_iter().map(|v| v as i64).collect()
-            }
-            _ => return Err(unsupported(t, "i64")),
-        };
-        return Ok(out);
-    }
-    match dt {
-        DataType::INT64 => Ok(t.int64_data.clone()),
-        DataType::UINT64 | DataType::UINT32 => {
-            Ok(t.uint64_data.iter().map(|&v| v as i64).collect())
-        }
-        DataType::INT32
-        | DataType::INT16
-        | DataType::INT8
-        | DataType::UINT16
-        | DataType::UINT8
-        | DataType::BOOL => Ok(t.int32_data.iter().map(|&v| v as i64).collect()),
-        DataType::FLOAT | DataType::DOUBLE | DataType::FLOAT16 | DataType::BFLOAT16 => {
-            Ok(to_f32(t)?.into_iter().map(|v| v as i64).collect())
-        }
-        _ => Err(unsupported(t, "i64")),
-    }
+    let h = crate::data::codec::tensor_to_host(t)?;
+    Ok(match h.data {
+        HostData::I64(v) => v,
+        HostData::F32(v) => v.into_iter().map(|x| x as i64).collect(),
+        HostData::F64(v) => v.into_iter().map(|x| x as i64).collect(),
+        HostData::I32(v) => v.into_iter().map(i64::from).collect(),
+        HostData::I8(v) => v.into_iter().map(i64::from).collect(),
+        HostData::U8(v) => v.into_iter().map(i64::from).collect(),
+        HostData::Bool(v) => v.into_iter().map(i64::from).collect(),
+    })
 }
 
-fn unsupported(t: &TensorProto, what: &str) -> PareError {
-    PareError::Tensor {
-        tensor: t.name().to_string(),
-        message: format!(
-            "cannot read data of type {} as {what}",
-            DataType(t.data_type())
-        ),
-    }
-}
-
-/// IEEE half to f32, exact for all values including subnormals, inf and NaN.
 /// float32 to IEEE half, round to nearest even (the inverse of [`f16_to_f32`] on its range).
 pub fn f32_to_f16(x: f32) -> u16 {
     let b = x.to_bits();
@@ -265,6 +164,7 @@ pub fn f32_to_f16(x: f32) -> u16 {
     sign | v as u16
 }
 
+/// IEEE half to f32, exact for all values including subnormals, inf and NaN.
 pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;

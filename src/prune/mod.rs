@@ -316,11 +316,12 @@ pub fn report(
         None
     } else {
         progress.phase("validating with tract", None);
-        Some(validate(
+        Some(validate::validate_with(
             a,
             &pruned.model.proto,
             &pruned.analysis,
             opts.seed,
+            opts.inputs.as_deref(),
         ))
     };
     let engine = validation.as_ref().map(|_| "tract".to_string());

@@ -29,6 +29,10 @@ pub struct PruneOptions {
     /// Never keep fewer channels than this in a group.
     pub min_channels: usize,
     pub seed: u64,
+    /// Validation data (`--data`): one input set in model-input order, used instead of the
+    /// seeded random inputs when given.
+    #[serde(skip)]
+    pub inputs: Option<Vec<crate::runtime::HostTensor>>,
     #[serde(skip)]
     pub tags: Tags,
 }
@@ -43,6 +47,7 @@ impl Default for PruneOptions {
             max_ratio: 0.9,
             min_channels: 1,
             seed: 0,
+            inputs: None,
             tags: Tags::default(),
         }
     }

@@ -7,10 +7,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{PareError, Result};
+use crate::model::Analysis;
 use crate::model::proto::ModelProto;
-use crate::model::shape::Dim;
-use crate::model::{Analysis, DataType};
-use crate::rng::Rng;
 use crate::runtime::{Engine, HostTensor, InputSpec, TractEngine};
 
 /// What validation found.
@@ -29,46 +27,7 @@ pub struct Validation {
     pub notes: Vec<String>,
 }
 
-/// Concrete input specs: pinned/static dims, symbolic dims as 1 (first axis) or 64.
-pub fn input_specs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
-    let mut notes = Vec::new();
-    let mut specs = Vec::new();
-    for name in &a.index.inputs {
-        let info = a.shapes.get(name).cloned().unwrap_or_default();
-        let shape = info.shape.ok_or_else(|| {
-            PareError::Usage(format!(
-                "input '{name}' has no declared shape; pin it with --input-shape"
-            ))
-        })?;
-        let dims: Vec<usize> = shape
-            .iter()
-            .enumerate()
-            .map(|(k, d)| match d {
-                Dim::Known(v) => (*v).max(0) as usize,
-                other => {
-                    let v = if k == 0 { 1 } else { 64 };
-                    notes.push(format!("input '{name}' dim {k} ({other}) set to {v} for validation; pin it with --input-shape"));
-                    v
-                }
-            })
-            .collect();
-        specs.push(InputSpec {
-            name: name.clone(),
-            dtype: info.dtype.unwrap_or(DataType::FLOAT),
-            shape: dims,
-        });
-    }
-    Ok((specs, notes))
-}
-
-/// Seeded random inputs for the specs.
-pub fn random_inputs(specs: &[InputSpec], seed: u64) -> Result<Vec<HostTensor>> {
-    let mut rng = Rng::new(seed);
-    specs
-        .iter()
-        .map(|s| HostTensor::random(s.dtype, &s.shape, &mut rng))
-        .collect()
-}
+pub use crate::data::{input_specs, random_inputs};
 
 fn time_runs(engine: &dyn Engine, inputs: &[HostTensor]) -> Result<(Vec<HostTensor>, f64)> {
     let out = engine.run(inputs)?;
@@ -81,24 +40,54 @@ fn time_runs(engine: &dyn Engine, inputs: &[HostTensor]) -> Result<(Vec<HostTens
     Ok((out, best))
 }
 
-/// Validates `pruned` against the analysed original.
+/// Validates `pruned` against the analysed original on seeded random inputs.
 pub fn validate(
     original: &Analysis,
     pruned: &ModelProto,
     pruned_analysis: &Analysis,
     seed: u64,
 ) -> Validation {
+    validate_with(original, pruned, pruned_analysis, seed, None)
+}
+
+/// Validates on `inputs` (model-input order) when given, else on random inputs from `seed`.
+pub fn validate_with(
+    original: &Analysis,
+    pruned: &ModelProto,
+    pruned_analysis: &Analysis,
+    seed: u64,
+    inputs: Option<&[HostTensor]>,
+) -> Validation {
     let mut v = Validation::default();
-    let (specs, notes) = match input_specs(original) {
-        Ok(x) => x,
-        Err(e) => {
-            v.notes.push(e.to_string());
-            return v;
-        }
+    let specs_of = |given: &[HostTensor]| -> Vec<InputSpec> {
+        original
+            .index
+            .inputs
+            .iter()
+            .zip(given)
+            .map(|(name, t)| InputSpec {
+                name: name.clone(),
+                dtype: t.dtype(),
+                shape: t.shape.clone(),
+            })
+            .collect()
+    };
+    let (specs, notes) = match inputs {
+        Some(given) => (specs_of(given), Vec::new()),
+        None => match input_specs(original) {
+            Ok(x) => x,
+            Err(e) => {
+                v.notes.push(e.to_string());
+                return v;
+            }
+        },
     };
     v.notes.extend(notes);
     let run_both = || -> Result<_> {
-        let inputs = random_inputs(&specs, seed)?;
+        let inputs = match inputs {
+            Some(given) => given.to_vec(),
+            None => random_inputs(&specs, seed)?,
+        };
         let e0 = TractEngine::new(&original.model.proto, &specs)?;
         let (o0, t0) = time_runs(&e0, &inputs)?;
         let e1 = TractEngine::new(pruned, &specs)

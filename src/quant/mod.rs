@@ -25,7 +25,8 @@
 
 pub mod calibrate;
 pub mod calibrators;
-pub mod data;
+/// Sample loading is `crate::data`; re-exported under the name calibration code uses.
+pub use crate::data;
 pub mod diag;
 pub mod histogram;
 pub mod placement;
@@ -39,8 +40,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use crate::data::{DataSource as CalibSource, Layout, Preprocess};
 pub use calibrators::{CalibConfig, Method};
-pub use data::{CalibSource, Layout, Preprocess};
 pub use qparams::{QParams, QType, WeightMethod};
 
 use crate::error::{PareError, Result};
@@ -573,6 +574,11 @@ impl QuantizeRequest {
         let calib = match &o.source {
             CalibSource::Random { .. } => "random".to_string(),
             CalibSource::Path(p) => p.display().to_string(),
+            CalibSource::Paths(ps) => ps
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" --calib "),
             CalibSource::PerInput(v) => v
                 .iter()
                 .map(|(n, p)| format!("{n}={}", p.display()))

@@ -10,8 +10,7 @@ use crate::model::DataType;
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::model::shape::Value;
 pub use crate::model::tensor::f32_to_f16;
-use crate::model::tensor::{to_f32, to_i64};
-use crate::runtime::{HostData, HostTensor};
+use crate::runtime::HostTensor;
 
 /// Hands out names not used anywhere in a model (nodes, tensors, nested graphs).
 #[derive(Clone, Debug, Default)]
@@ -183,50 +182,15 @@ pub fn tensor_from_value(
     }
 }
 
-/// A host tensor as an initializer.
+/// A host tensor as an initializer (the one raw-tensor codec, in its own type).
 pub fn host_to_proto(name: &str, t: &HostTensor) -> TensorProto {
     let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-    let mut out = Vec::new();
-    let dtype = t.dtype();
-    match &t.data {
-        HostData::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        HostData::F64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        HostData::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        HostData::I32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        HostData::I8(v) => v.iter().for_each(|x| out.push(*x as u8)),
-        HostData::U8(v) => out.extend_from_slice(v),
-        HostData::Bool(v) => v.iter().for_each(|x| out.push(*x as u8)),
-    }
-    raw(name, dtype, &dims, out)
+    raw(name, t.dtype(), &dims, crate::data::codec::host_bytes(t))
 }
 
 /// An initializer as a host tensor.
 pub fn proto_to_host(t: &TensorProto) -> Result<HostTensor> {
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-    let data = match DataType(t.data_type()) {
-        DataType::FLOAT | DataType::FLOAT16 | DataType::BFLOAT16 => HostData::F32(to_f32(t)?),
-        DataType::DOUBLE => HostData::F64(to_f32(t)?.into_iter().map(f64::from).collect()),
-        DataType::INT64 => HostData::I64(to_i64(t)?),
-        DataType::INT32 => HostData::I32(to_i64(t)?.into_iter().map(|v| v as i32).collect()),
-        DataType::INT8 => HostData::I8(to_i64(t)?.into_iter().map(|v| v as i8).collect()),
-        DataType::UINT8 => HostData::U8(to_i64(t)?.into_iter().map(|v| v as u8).collect()),
-        DataType::BOOL => HostData::Bool(to_i64(t)?.into_iter().map(|v| v != 0).collect()),
-        other => {
-            return Err(PareError::Runtime(format!(
-                "tensor '{}' of type {other} cannot be used for verification",
-                t.name()
-            )));
-        }
-    };
-    Ok(HostTensor { shape, data })
+    crate::data::tensor_to_host(t)
 }
 
 /// Names a node reads: its inputs plus the names its nested graphs read from outside.

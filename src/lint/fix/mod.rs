@@ -28,7 +28,7 @@ use crate::error::{PareError, Result};
 use crate::jobs::Progress;
 use crate::model::proto::{Dimension, ModelProto};
 use crate::model::shape::{Dim, Value};
-use crate::model::{Analysis, DataType, InputPins, Model, SaveOptions, save_model};
+use crate::model::{Analysis, InputPins, Model, SaveOptions, save_model};
 use crate::runtime::{HostTensor, InputSpec, max_abs_diff};
 
 use super::ctx::LintCtx;
@@ -125,6 +125,9 @@ pub struct FixOptions {
     pub target: Option<Target>,
     /// Seeds of the random inputs used for verification (one run per seed).
     pub seeds: Vec<u64>,
+    /// Verification data (`--data`): input sets in model-input order, used instead of random
+    /// inputs when not empty (checks then name set K as seed K).
+    pub inputs: Vec<Vec<HostTensor>>,
     /// Run the verification (on by default; off only for experiments).
     pub verify: bool,
     /// Absolute and relative tolerance of the comparison.
@@ -137,6 +140,7 @@ impl Default for FixOptions {
             only: Vec::new(),
             target: None,
             seeds: vec![0, 1],
+            inputs: Vec::new(),
             verify: true,
             tolerance: 1e-5,
         }
@@ -599,36 +603,37 @@ pub fn fix_model(a: &Analysis, opts: &FixOptions, progress: &dyn Progress) -> Re
 }
 
 /// Concrete input shapes for verification: pinned or declared dims, dynamic dims as 1 (first
-/// axis) or 64, with a note.
+/// axis) or 64, with a note (the one random-spec builder, [`crate::data::input_specs`]).
 pub fn verification_inputs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
-    let mut notes = Vec::new();
-    let mut specs = Vec::new();
-    for name in &a.index.inputs {
-        let info = a.shapes.get(name).cloned().unwrap_or_default();
-        let shape = info.shape.ok_or_else(|| {
-            PareError::Usage(format!(
-                "input '{name}' has no declared shape; pin it with --input-shape"
-            ))
-        })?;
-        let dims: Vec<usize> = shape
+    crate::data::input_specs(a)
+}
+
+/// Specs and input sets for verification: the given data, else random sets per seed.
+fn verification_sets(
+    a: &Analysis,
+    opts: &FixOptions,
+) -> Result<(Vec<InputSpec>, Vec<Vec<HostTensor>>, Vec<String>)> {
+    if let Some(first) = opts.inputs.first() {
+        let specs = a
+            .index
+            .inputs
             .iter()
-            .enumerate()
-            .map(|(k, d)| match d {
-                Dim::Known(v) => (*v).max(0) as usize,
-                other => {
-                    let v = if k == 0 { 1 } else { 64 };
-                    notes.push(format!("input '{name}' dim {k} ({other}) verified at {v}; pin it with --input-shape"));
-                    v
-                }
+            .zip(first)
+            .map(|(name, t)| InputSpec {
+                name: name.clone(),
+                dtype: t.dtype(),
+                shape: t.shape.clone(),
             })
             .collect();
-        specs.push(InputSpec {
-            name: name.clone(),
-            dtype: info.dtype.unwrap_or(DataType::FLOAT),
-            shape: dims,
-        });
+        return Ok((specs, opts.inputs.clone(), Vec::new()));
     }
-    Ok((specs, notes))
+    let (specs, notes) = verification_inputs(a)?;
+    let sets = opts
+        .seeds
+        .iter()
+        .map(|&seed| reference::random_inputs(&specs, seed))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((specs, sets, notes))
 }
 
 fn compare(
@@ -680,7 +685,10 @@ fn verify(
         seeds: opts.seeds.clone(),
         ..Default::default()
     };
-    let (specs, notes) = match verification_inputs(a) {
+    if !opts.inputs.is_empty() {
+        v.seeds = (0..opts.inputs.len() as u64).collect();
+    }
+    let (specs, sets, notes) = match verification_sets(a, opts) {
         Ok(x) => x,
         Err(e) => {
             v.status = VerifyStatus::Impossible;
@@ -710,17 +718,6 @@ fn verify(
         return v;
     };
     progress.phase("verifying", Some(2));
-    let mut sets = Vec::new();
-    for &seed in &opts.seeds {
-        match reference::random_inputs(&specs, seed) {
-            Ok(i) => sets.push(i),
-            Err(e) => {
-                v.status = VerifyStatus::Impossible;
-                v.notes.push(e.to_string());
-                return v;
-            }
-        }
-    }
     let refs = match reference::run_many(&a.model.proto, &specs, &sets) {
         Ok((out, how)) => {
             v.reference = how;
@@ -739,7 +736,7 @@ fn verify(
         let (got, how) = reference::run_many(proto, &specs, &sets)?;
         v.fixed = how;
         let mut checks = Vec::new();
-        for ((seed, out), got) in opts.seeds.iter().zip(&refs).zip(&got) {
+        for ((seed, out), got) in v.seeds.clone().iter().zip(&refs).zip(&got) {
             checks.extend(compare(out, got, &names, *seed, opts.tolerance));
         }
         Ok(checks)

@@ -8,19 +8,11 @@ use std::collections::{HashMap, HashSet};
 use crate::error::{PareError, Result};
 use crate::model::DataType;
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
-use crate::rng::Rng;
 use crate::runtime::{Engine, HostTensor, InputSpec, TractEngine};
 
 use super::edit::{host_to_proto, proto_to_host, reads_of};
 
-/// Seeded random inputs: standard normal floats, small non-negative integers.
-pub fn random_inputs(specs: &[InputSpec], seed: u64) -> Result<Vec<HostTensor>> {
-    let mut rng = Rng::new(seed);
-    specs
-        .iter()
-        .map(|s| HostTensor::random(s.dtype, &s.shape, &mut rng))
-        .collect()
-}
+pub use crate::data::random_inputs;
 
 /// Runs `model` on `inputs` (in `specs` order); returns its outputs in graph-output order and
 /// how it ran.
