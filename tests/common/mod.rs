@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 mod python;
+#[allow(unused_imports)] // each test binary uses its own part
 pub use python::{ort_lib, python, ran_against_onnxruntime, test_venv, with_onnxruntime};
 
 use pare::model::Model;
