@@ -732,11 +732,12 @@ fn verify(
         }
     };
     progress.step(1, "original");
+    let labels = v.seeds.clone();
     let run_stage = |proto: &ModelProto, v: &mut Verification| -> Result<Vec<OutputCheck>> {
         let (got, how) = reference::run_many(proto, &specs, &sets)?;
         v.fixed = how;
         let mut checks = Vec::new();
-        for ((seed, out), got) in v.seeds.clone().iter().zip(&refs).zip(&got) {
+        for ((seed, out), got) in labels.iter().zip(&refs).zip(&got) {
             checks.extend(compare(out, got, &names, *seed, opts.tolerance));
         }
         Ok(checks)
