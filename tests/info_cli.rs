@@ -124,3 +124,82 @@ fn committed_demo_asset_matches_its_generator() {
         && n.attr_ints("kernel_shape") == Some(&[1, 1][..])
         && n.attr_ints("strides") == Some(&[2, 2][..])));
 }
+
+/// Each command's text is its report's one rendering: what the CLI prints is exactly
+/// `Report::render_text` of the report the library returns for the same request, and the TUI's
+/// job summary is the same text line by line.
+#[test]
+fn cli_prints_the_library_report_and_the_tui_shows_the_same_text() {
+    use pare::jobs::NoProgress;
+    use pare::model::{Analysis, InputPins};
+    use pare::report::Report;
+
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "r.onnx", &common::resnet_like());
+    let path = p.to_str().expect("utf8");
+    let a = Analysis::open(&p, &InputPins::new()).expect("analysis");
+
+    let (code, out, err) = pare(&["info", path]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, pare::model::info::model_info(&a).render_text());
+
+    let (code, out, err) = pare(&["groups", path]);
+    assert_eq!(code, 0, "{err}");
+    let groups = pare::prune::groups(&a, &pare::tags::Tags::default()).expect("groups");
+    assert_eq!(out, groups.render_text());
+    assert!(out.contains("prunable"), "{out}");
+
+    let pruned = dir.path().join("p.onnx");
+    let (code, out, err) = pare(&[
+        "prune",
+        path,
+        "-o",
+        pruned.to_str().expect("utf8"),
+        "--no-validate",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let req = pare::prune::PruneRequest {
+        output: Some(dir.path().join("p2.onnx")),
+        validate: false,
+        ..Default::default()
+    };
+    let lib = pare::prune::run(&a, &req, &NoProgress).expect("prune");
+    let lib_text = lib.render_text().replace("p2.onnx", "p.onnx");
+    assert_eq!(out, lib_text);
+    assert!(out.contains("params") && out.contains('→'), "{out}");
+    let tui = pare::tui::engines::prune(&a, &req, &NoProgress).expect("tui prune");
+    assert_eq!(
+        tui.summary,
+        lib.render_text()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(tui.outputs, vec![dir.path().join("p2.onnx")]);
+}
+
+/// The output is never the input: the one check refuses it in the library, whatever the
+/// spelling of the path, before any work is done.
+#[test]
+fn library_commands_refuse_to_write_over_their_input() {
+    use pare::jobs::NoProgress;
+    use pare::model::{Analysis, InputPins};
+
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "r.onnx", &common::resnet_like());
+    let a = Analysis::open(&p, &InputPins::new()).expect("analysis");
+    let same = dir.path().join(".").join("r.onnx");
+    let req = pare::prune::PruneRequest {
+        output: Some(same.clone()),
+        ..Default::default()
+    };
+    let e = pare::prune::run(&a, &req, &NoProgress).unwrap_err();
+    assert!(matches!(e, pare::PareError::OutputIsInput { .. }), "{e:?}");
+    let req = pare::extract::run::ExtractRequest {
+        selector: pare::extract::Selector::Node("conv1".into()),
+        output: same,
+        data: None,
+    };
+    let e = pare::extract::run::run(&a, &req, &NoProgress).unwrap_err();
+    assert!(matches!(e, pare::PareError::OutputIsInput { .. }), "{e:?}");
+}

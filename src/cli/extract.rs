@@ -5,22 +5,14 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use serde_json::json;
 
 use super::{CmdResult, Exit, ModelArgs, open, print};
-use pare::extract::reduce::{self, ReduceOptions, ShellCheck};
-use pare::extract::run::{DataRequest, ExtractRequest, PieceIo, piece_summary, write_data};
+use pare::extract::reduce::ShellCheck;
+use pare::extract::run::{DataRequest, ExtractRequest, ReduceRequest, SplitRequest};
 use pare::extract::{self as ex, Selector};
 use pare::jobs::{CliProgress, JobEvent, Progress};
-use pare::model::io::{SaveOptions, save_model};
 use pare::report::check_output;
 use pare::runtime::EngineChoice;
-
-fn print_io(io: &PieceIo) {
-    let mut s = String::new();
-    io.render(&mut s);
-    print!("{s}");
-}
 
 /// Where input data comes from (shared by extract, split and reduce): the data flags every
 /// command that runs a model shares (`--data`, alias `--input-data`; default one seeded random
@@ -222,78 +214,21 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
 }
 
 pub fn run_split(a: &SplitArgs) -> CmdResult {
-    let (head_path, tail_path) = (&a.output[0], &a.output[1]);
-    check_output(Some(&a.model), head_path).map_err(Exit::bad)?;
-    check_output(Some(&a.model), tail_path).map_err(Exit::bad)?;
-    if head_path == tail_path {
-        return Err(Exit::bad(anyhow!(
-            "HEAD and TAIL are the same file ({})",
-            head_path.display()
-        )));
-    }
-    make_parent(head_path)?;
-    make_parent(tail_path)?;
+    let (head, tail) = (&a.output[0], &a.output[1]);
+    check_output(Some(&a.model), head).map_err(Exit::bad)?;
+    check_output(Some(&a.model), tail).map_err(Exit::bad)?;
+    make_parent(head)?;
+    make_parent(tail)?;
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
-    let at = ex::split_names(&analysis, &a.at);
-    let s = ex::split::split(&analysis, &at).map_err(Exit::bad)?;
-    save_model(&s.head.model, head_path, &SaveOptions::default()).map_err(Exit::bad)?;
-    save_model(&s.tail.model, tail_path, &SaveOptions::default()).map_err(Exit::bad)?;
-    let mut verify = json!(null);
-    let mut verify_line = String::new();
-    let mut bad_diff = None;
-    if !a.no_verify {
-        let res = a.data.request().load(&analysis).and_then(|samples| {
-            let mut worst = 0f64;
-            let mut log = Vec::new();
-            for set in &samples.sets {
-                let c = ex::split::check_split(&analysis, &s, set)?;
-                worst = worst.max(c.max_abs_diff);
-                log.extend(c.log);
-            }
-            Ok((samples.source, worst, log))
-        });
-        match res {
-            Ok((source, worst, log)) => {
-                verify =
-                    json!({"verified": true, "max_abs_diff": worst, "inputs": source, "log": log});
-                verify_line = format!(
-                    "verified: HEAD then TAIL equals the model on {source} (max abs diff {worst:.3e})"
-                );
-                if worst > 1e-4 {
-                    bad_diff = Some(worst);
-                }
-            }
-            Err(e) => {
-                verify = json!({"verified": false, "why": e.to_string()});
-                verify_line = format!("not verified: {e}");
-            }
-        }
-    }
-    let total = analysis.graph().node.len();
-    let (hio, tio) = (PieceIo::of(&s.head), PieceIo::of(&s.tail));
-    if a.json {
-        let o = json!({
-            "head": {"output": head_path.display().to_string(), "nodes": s.head.nodes.len(), "inputs": hio.inputs, "outputs": hio.outputs},
-            "tail": {"output": tail_path.display().to_string(), "nodes": s.tail.nodes.len(), "inputs": tio.inputs, "outputs": tio.outputs},
-            "bypass": s.bypass,
-            "notes": s.notes.iter().chain(&s.head.notes).chain(&s.tail.notes).collect::<Vec<_>>(),
-            "verify": verify,
-        });
-        println!("{}", serde_json::to_string_pretty(&o).map_err(Exit::bad)?);
-    } else {
-        println!("HEAD {}", piece_summary(&s.head, total));
-        print_io(&hio);
-        println!("TAIL {}", piece_summary(&s.tail, total));
-        print_io(&tio);
-        for n in s.notes.iter().chain(&s.head.notes).chain(&s.tail.notes) {
-            println!("  note: {n}");
-        }
-        println!("wrote {} and {}", head_path.display(), tail_path.display());
-        if !verify_line.is_empty() {
-            println!("{verify_line}");
-        }
-    }
-    if let Some(d) = bad_diff {
+    let req = SplitRequest {
+        at: ex::split_names(&analysis, &a.at),
+        head: head.clone(),
+        tail: tail.clone(),
+        verify: (!a.no_verify).then(|| a.data.request()),
+    };
+    let report = ex::run::split(&analysis, &req).map_err(Exit::bad)?;
+    print(&report, a.json)?;
+    if let Some(d) = report.differs() {
         return Err(Exit::failed(anyhow!(
             "HEAD then TAIL differs from the model by {d:.3e}"
         )));
@@ -310,15 +245,6 @@ fn make_parent(out: &Path) -> Result<(), Exit> {
     }
 }
 
-/// `MIN.log.txt`: `min.onnx` → `min.log.txt`.
-pub fn log_path(min: &Path) -> PathBuf {
-    let stem = min
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "reduce".into());
-    min.with_file_name(format!("{stem}.log.txt"))
-}
-
 pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
     check_output(Some(&a.model), &a.output).map_err(Exit::bad)?;
     if a.max_tries < 1 {
@@ -329,110 +255,23 @@ pub fn run_reduce(a: &ReduceArgs) -> CmdResult {
     }
     make_parent(&a.output)?;
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
-    let with_data = a.with_data || !a.data.input.data.is_empty();
-    let samples = if with_data {
-        Some(a.data.request().load(&analysis).map_err(Exit::bad)?)
-    } else {
-        None
-    };
-    let (work_dir, temp) = match &a.work_dir {
-        Some(d) => (d.clone(), false),
-        None => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            (
-                std::env::temp_dir().join(format!("pare-reduce-{}-{nanos}", std::process::id())),
-                true,
-            )
-        }
-    };
-    let oracle = ShellCheck {
-        command: a.check.clone(),
-        timeout: Duration::from_secs_f64(a.timeout),
-        fail_match: a.fail_match.clone(),
-    };
-    let opts = ReduceOptions {
+    let req = ReduceRequest {
+        check: ShellCheck {
+            command: a.check.clone(),
+            timeout: Duration::from_secs_f64(a.timeout),
+            fail_match: a.fail_match.clone(),
+        },
+        output: a.output.clone(),
         max_tries: a.max_tries,
-        work_dir: work_dir.clone(),
+        work_dir: a.work_dir.clone(),
         keep_candidates: a.keep_candidates,
-        samples,
+        data: (a.with_data || !a.data.input.data.is_empty()).then(|| a.data.request()),
     };
     let bar = CliLog {
         bar: quiet_bar(a.json),
         quiet: a.json,
     };
-    let result = reduce::reduce(&analysis, &oracle, &opts, &bar);
+    let report = ex::run::reduce(&analysis, &req, &bar);
     bar.bar.finish();
-    if temp && !a.keep_candidates {
-        let _ = std::fs::remove_dir_all(&work_dir);
-    }
-    let r = result.map_err(Exit::bad)?;
-    save_model(&r.piece.model, &a.output, &SaveOptions::default()).map_err(Exit::bad)?;
-    let log = log_path(&a.output);
-    pare::model::io::write_atomic(&log, reduce::render_log(&analysis, &oracle, &r).as_bytes())
-        .map_err(Exit::bad)?;
-    let mut data_json = Vec::new();
-    if !r.data.is_empty() {
-        data_json = write_data(&a.output, &r.piece, &r.data).map_err(Exit::bad)?;
-    }
-    let total = analysis.graph().node.len();
-    let g = analysis.graph();
-    let rio = PieceIo::of(&r.piece);
-    if a.json {
-        let o = json!({
-            "output": a.output.display().to_string(),
-            "log": log.display().to_string(),
-            "nodes": r.piece.nodes.len(),
-            "node_names": r.piece.nodes.iter().map(|&i| g.node[i].display_name()).collect::<Vec<_>>(),
-            "ops": r.piece.op_summary(),
-            "inputs": rio.inputs,
-            "outputs": rio.outputs,
-            "tries": r.tries,
-            "minimal": r.minimal,
-            "stop_reason": r.stop_reason,
-            "test_data": data_json,
-        });
-        println!("{}", serde_json::to_string_pretty(&o).map_err(Exit::bad)?);
-    } else {
-        println!(
-            "reduced {} nodes to {} ({}) in {} tries{}",
-            total,
-            r.piece.nodes.len(),
-            r.piece.op_summary(),
-            r.tries.len(),
-            if r.minimal {
-                "; removing any further part makes the check pass"
-            } else {
-                ""
-            }
-        );
-        for &i in &r.piece.nodes {
-            println!(
-                "  node    {} ({})",
-                g.node[i].display_name(),
-                g.node[i].op_type()
-            );
-        }
-        print_io(&rio);
-        if let Some(why) = &r.stop_reason {
-            println!("  note: {why}");
-        }
-        for n in &r.piece.notes {
-            println!("  note: {n}");
-        }
-        println!("wrote {} (log: {})", a.output.display(), log.display());
-        if !data_json.is_empty() {
-            println!(
-                "wrote boundary data next to it ({} sample{})",
-                data_json.len(),
-                if data_json.len() == 1 { "" } else { "s" }
-            );
-        }
-        if a.keep_candidates {
-            println!("candidates kept in {}", work_dir.display());
-        }
-    }
-    Ok(())
+    print(&report.map_err(Exit::bad)?, a.json)
 }

@@ -358,3 +358,323 @@ pub fn run(a: &Analysis, req: &ExtractRequest, progress: &dyn Progress) -> Resul
         data_line: written.map(|w| w.line),
     })
 }
+
+/// What `pare split` is asked to do.
+#[derive(Clone, Debug)]
+pub struct SplitRequest {
+    /// Tensors to cut at.
+    pub at: Vec<String>,
+    pub head: PathBuf,
+    pub tail: PathBuf,
+    /// Check HEAD then TAIL against the model on these samples; `None` skips the check.
+    pub verify: Option<DataRequest>,
+}
+
+/// One half of a split, as reported.
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitHalf {
+    pub output: String,
+    pub nodes: usize,
+    #[serde(flatten)]
+    pub io: PieceIo,
+    /// `3 nodes (Conv x2, Relu) of 120: …`, for the text rendering.
+    #[serde(skip)]
+    pub summary: String,
+}
+
+impl SplitHalf {
+    fn of(piece: &Piece, out: &Path, total: usize) -> Self {
+        SplitHalf {
+            output: out.display().to_string(),
+            nodes: piece.nodes.len(),
+            io: PieceIo::of(piece),
+            summary: piece_summary(piece, total),
+        }
+    }
+}
+
+/// Whether HEAD then TAIL reproduces the model.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum SplitVerify {
+    Verified {
+        verified: bool,
+        max_abs_diff: f64,
+        inputs: String,
+        log: Vec<String>,
+    },
+    NotVerified {
+        verified: bool,
+        why: String,
+    },
+}
+
+/// Largest difference between HEAD then TAIL and the model that still counts as equal.
+pub const SPLIT_TOLERANCE: f64 = 1e-4;
+
+/// What `pare split` did (`--json` prints it).
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitReport {
+    pub head: SplitHalf,
+    pub tail: SplitHalf,
+    pub bypass: Vec<String>,
+    pub notes: Vec<String>,
+    /// `None` when the check was skipped (`--no-verify`).
+    pub verify: Option<SplitVerify>,
+}
+
+impl SplitReport {
+    /// The difference when HEAD then TAIL differs from the model beyond [`SPLIT_TOLERANCE`].
+    pub fn differs(&self) -> Option<f64> {
+        match &self.verify {
+            Some(SplitVerify::Verified { max_abs_diff, .. }) if *max_abs_diff > SPLIT_TOLERANCE => {
+                Some(*max_abs_diff)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Report for SplitReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        for (name, half) in [("HEAD", &self.head), ("TAIL", &self.tail)] {
+            let _ = writeln!(s, "{name} {}", half.summary);
+            half.io.render(&mut s);
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        let _ = writeln!(s, "wrote {} and {}", self.head.output, self.tail.output);
+        match &self.verify {
+            Some(SplitVerify::Verified {
+                max_abs_diff,
+                inputs,
+                ..
+            }) => {
+                let _ = writeln!(
+                    s,
+                    "verified: HEAD then TAIL equals the model on {inputs} (max abs diff {max_abs_diff:.3e})"
+                );
+            }
+            Some(SplitVerify::NotVerified { why, .. }) => {
+                let _ = writeln!(s, "not verified: {why}");
+            }
+            None => {}
+        }
+        s
+    }
+}
+
+/// `pare split`: cuts the model into HEAD and TAIL at the request's tensors, writes both and
+/// checks their composition against the model unless asked not to.
+pub fn split(a: &Analysis, req: &SplitRequest) -> Result<SplitReport> {
+    check_output(a.model.path.as_deref(), &req.head)?;
+    check_output(a.model.path.as_deref(), &req.tail)?;
+    if req.head == req.tail {
+        return Err(PareError::Usage(format!(
+            "HEAD and TAIL are the same file ({})",
+            req.head.display()
+        )));
+    }
+    let s = super::split::split(a, &req.at)?;
+    save_model(&s.head.model, &req.head, &SaveOptions::default())?;
+    save_model(&s.tail.model, &req.tail, &SaveOptions::default())?;
+    let verify = req.verify.as_ref().map(|d| {
+        let res = d.load(a).and_then(|samples| {
+            let mut worst = 0f64;
+            let mut log = Vec::new();
+            for set in &samples.sets {
+                let c = super::split::check_split(a, &s, set)?;
+                worst = worst.max(c.max_abs_diff);
+                log.extend(c.log);
+            }
+            Ok((samples.source, worst, log))
+        });
+        match res {
+            Ok((inputs, max_abs_diff, log)) => SplitVerify::Verified {
+                verified: true,
+                max_abs_diff,
+                inputs,
+                log,
+            },
+            Err(e) => SplitVerify::NotVerified {
+                verified: false,
+                why: e.to_string(),
+            },
+        }
+    });
+    let total = a.graph().node.len();
+    Ok(SplitReport {
+        head: SplitHalf::of(&s.head, &req.head, total),
+        tail: SplitHalf::of(&s.tail, &req.tail, total),
+        bypass: s.bypass.clone(),
+        notes: s
+            .notes
+            .iter()
+            .chain(&s.head.notes)
+            .chain(&s.tail.notes)
+            .cloned()
+            .collect(),
+        verify,
+    })
+}
+
+/// What `pare reduce` is asked to do.
+#[derive(Clone, Debug)]
+pub struct ReduceRequest {
+    /// The check that fails on the model and must keep failing on the reduced one.
+    pub check: super::reduce::ShellCheck,
+    /// The minimal failing model; its log goes next to it (`MIN.log.txt`).
+    pub output: PathBuf,
+    pub max_tries: usize,
+    /// Where candidates are written; `None`: a temporary directory, removed afterwards unless
+    /// `keep_candidates`.
+    pub work_dir: Option<PathBuf>,
+    pub keep_candidates: bool,
+    /// Give every candidate real boundary data from these samples.
+    pub data: Option<DataRequest>,
+}
+
+/// `MIN.log.txt`: `min.onnx` → `min.log.txt`.
+pub fn reduce_log_path(min: &Path) -> PathBuf {
+    let stem = min
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "reduce".into());
+    min.with_file_name(format!("{stem}.log.txt"))
+}
+
+/// What `pare reduce` found (`--json` prints it).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReduceReport {
+    pub output: String,
+    pub log: String,
+    pub nodes: usize,
+    pub node_names: Vec<String>,
+    pub ops: String,
+    #[serde(flatten)]
+    pub io: PieceIo,
+    pub tries: Vec<super::reduce::TryRecord>,
+    pub minimal: bool,
+    pub stop_reason: Option<String>,
+    pub test_data: Vec<TestData>,
+    /// Nodes of the source model, for the text rendering.
+    #[serde(skip)]
+    pub total_nodes: usize,
+    /// `name (op)` of each kept node, for the text rendering.
+    #[serde(skip)]
+    pub node_lines: Vec<String>,
+    #[serde(skip)]
+    pub notes: Vec<String>,
+    /// Where the candidates were kept, when asked to keep them.
+    #[serde(skip)]
+    pub kept_in: Option<String>,
+}
+
+impl Report for ReduceReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "reduced {} nodes to {} ({}) in {} tries{}",
+            self.total_nodes,
+            self.nodes,
+            self.ops,
+            self.tries.len(),
+            if self.minimal {
+                "; removing any further part makes the check pass"
+            } else {
+                ""
+            }
+        );
+        for l in &self.node_lines {
+            let _ = writeln!(s, "  node    {l}");
+        }
+        self.io.render(&mut s);
+        for n in self.stop_reason.iter().chain(&self.notes) {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        let _ = writeln!(s, "wrote {} (log: {})", self.output, self.log);
+        if !self.test_data.is_empty() {
+            let _ = writeln!(
+                s,
+                "wrote boundary data next to it ({} sample{})",
+                self.test_data.len(),
+                plural(self.test_data.len())
+            );
+        }
+        if let Some(d) = &self.kept_in {
+            let _ = writeln!(s, "candidates kept in {d}");
+        }
+        s
+    }
+}
+
+/// `pare reduce`: shrinks the model to a minimal subgraph on which the check still fails,
+/// writes it with its log (and boundary data when asked).
+pub fn reduce(a: &Analysis, req: &ReduceRequest, progress: &dyn Progress) -> Result<ReduceReport> {
+    use super::reduce::{ReduceOptions, render_log};
+    check_output(a.model.path.as_deref(), &req.output)?;
+    if req.max_tries < 1 {
+        return Err(PareError::Usage("--max-tries must be at least 1".into()));
+    }
+    let samples = req.data.as_ref().map(|d| d.load(a)).transpose()?;
+    let (work_dir, temp) = match &req.work_dir {
+        Some(d) => (d.clone(), false),
+        None => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let dir = format!("pare-reduce-{}-{nanos}", std::process::id());
+            (std::env::temp_dir().join(dir), true)
+        }
+    };
+    let opts = ReduceOptions {
+        max_tries: req.max_tries,
+        work_dir: work_dir.clone(),
+        keep_candidates: req.keep_candidates,
+        samples,
+    };
+    let result = super::reduce::reduce(a, &req.check, &opts, progress);
+    if temp && !req.keep_candidates {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    let r = result?;
+    save_model(&r.piece.model, &req.output, &SaveOptions::default())?;
+    let log = reduce_log_path(&req.output);
+    crate::model::io::write_atomic(&log, render_log(a, &req.check, &r).as_bytes())?;
+    let test_data = if r.data.is_empty() {
+        Vec::new()
+    } else {
+        write_data(&req.output, &r.piece, &r.data)?
+    };
+    let g = a.graph();
+    Ok(ReduceReport {
+        output: req.output.display().to_string(),
+        log: log.display().to_string(),
+        nodes: r.piece.nodes.len(),
+        node_names: r
+            .piece
+            .nodes
+            .iter()
+            .map(|&i| g.node[i].display_name())
+            .collect(),
+        ops: r.piece.op_summary(),
+        io: PieceIo::of(&r.piece),
+        minimal: r.minimal,
+        stop_reason: r.stop_reason.clone(),
+        test_data,
+        total_nodes: g.node.len(),
+        node_lines: r
+            .piece
+            .nodes
+            .iter()
+            .map(|&i| format!("{} ({})", g.node[i].display_name(), g.node[i].op_type()))
+            .collect(),
+        notes: r.piece.notes.clone(),
+        kept_in: req.keep_candidates.then(|| work_dir.display().to_string()),
+        tries: r.tries,
+    })
+}

@@ -144,7 +144,7 @@ pub struct App {
     pending: Vec<Key>,
     pub should_quit: bool,
     worker: Option<Worker>,
-    pub stats: HashMap<String, Result<TensorStats, String>>,
+    pub stats: HashMap<String, Result<TensorStats, super::worker::StatsError>>,
     stats_pending: HashSet<String>,
     pub importance: HashMap<usize, Vec<f64>>,
     importance_requested: bool,

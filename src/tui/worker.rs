@@ -57,13 +57,21 @@ pub fn tensor_stats(values: &[f32]) -> TensorStats {
     }
 }
 
+/// Why a tensor has no statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatsError {
+    /// Not an initializer readable as f32 (integer, external and unreadable, or not a weight).
+    #[error("not a float weight")]
+    NotFloatWeight,
+}
+
 pub enum Request {
     Stats(String),
     Importance(Vec<usize>),
 }
 
 pub enum Reply {
-    Stats(String, Result<TensorStats, String>),
+    Stats(String, Result<TensorStats, StatsError>),
     /// Scores of one group's units (L1), sorted high to low.
     Importance(usize, Vec<f64>),
 }
@@ -87,7 +95,7 @@ impl Worker {
                         Request::Stats(t) => {
                             let r = member_values(&a, &t)
                                 .map(|(_, v)| tensor_stats(&v))
-                                .ok_or_else(|| "not a float weight".to_string());
+                                .ok_or(StatsError::NotFloatWeight);
                             Reply::Stats(t, r)
                         }
                         Request::Importance(gids) => {
