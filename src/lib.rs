@@ -10,6 +10,7 @@ pub mod extract;
 pub mod jobs;
 pub mod lint;
 pub mod model;
+pub mod ops;
 pub mod prune;
 pub mod quant;
 pub mod report;

@@ -23,6 +23,12 @@ use crate::model::Analysis;
 use crate::model::proto::{GraphProto, NodeProto};
 use crate::model::shape::{Dim, Value};
 use crate::model::tensor::{DataType, to_i64};
+use crate::ops::{self, ChannelRule, PerChannel, ReduceAxes, ShapeFlow};
+
+/// How a node's output relates to shape arithmetic, from the op table.
+fn shape_flow(node: &NodeProto) -> ShapeFlow {
+    ops::lookup(node.op_type()).map_or(ShapeFlow::None, |d| d.shape_flow)
+}
 
 /// Index of one channel atom.
 pub type Atom = u32;
@@ -190,87 +196,6 @@ struct Builder<'a> {
     notes: Vec<String>,
 }
 
-/// Ops that act on each channel independently and keep the layout.
-const CHANNELWISE: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Swish",
-    "Mish",
-    "Gelu",
-    "Tanh",
-    "Softplus",
-    "Softsign",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Reciprocal",
-    "Neg",
-    "Abs",
-    "Ceil",
-    "Floor",
-    "Round",
-    "Sign",
-    "Erf",
-    "Sin",
-    "Cos",
-    "Clip",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "CastLike",
-    "ThresholdedRelu",
-    "Shrink",
-    "MaxPool",
-    "AveragePool",
-    "LpPool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "GlobalLpPool",
-    "BatchNormalization",
-    "InstanceNormalization",
-    "Resize",
-    "Upsample",
-    "IsNaN",
-    "IsInf",
-    "Not",
-    "QuantizeLinear",
-    "DequantizeLinear",
-];
-
-/// Broadcasting elementwise ops that unify their operands' channels.
-const ELEMENTWISE: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Max",
-    "Min",
-    "Sum",
-    "Mean",
-    "Where",
-    "Equal",
-    "Less",
-    "Greater",
-    "LessOrEqual",
-    "GreaterOrEqual",
-    "And",
-    "Or",
-    "Xor",
-    "Mod",
-    "BitShift",
-];
-
-/// Ops that only read a tensor's shape, never its values.
-const SHAPE_ONLY: &[&str] = &["Shape", "Size"];
-
 impl<'a> Builder<'a> {
     fn new(a: &'a Analysis) -> Self {
         let g = a.graph();
@@ -339,13 +264,12 @@ impl<'a> Builder<'a> {
                 continue;
             };
             let node = &self.g.node[p];
-            match node.op_type() {
-                "Shape" | "Size" => return true,
-                "Gather" | "Slice" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Concat"
-                | "Mul" | "Div" | "Add" | "Sub" | "Floor" | "Ceil" | "Reshape" => {
+            match shape_flow(node) {
+                ShapeFlow::Source => return true,
+                ShapeFlow::Derived | ShapeFlow::SameEntries | ShapeFlow::Concat => {
                     stack.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
                 }
-                _ => {}
+                ShapeFlow::None => {}
             }
         }
         false
@@ -466,28 +390,24 @@ impl<'a> Builder<'a> {
             self.barrier(node, "control flow (If/Loop/Scan)");
             return;
         }
-        match op {
-            "Constant" | "ConstantOfShape" | "Range" | "RandomNormal" | "RandomUniform"
-            | "RandomNormalLike" | "RandomUniformLike" | "EyeLike" => {}
-            o if SHAPE_ONLY.contains(&o) => {}
-            "Conv" => self.conv(node, false),
-            "ConvTranspose" => self.conv(node, true),
-            "Gemm" => self.gemm(node),
-            "MatMul" => self.matmul(node),
-            o if CHANNELWISE.contains(&o) => self.channelwise(node),
-            o if ELEMENTWISE.contains(&o) => self.elementwise(node),
-            "Pad" => self.pad(node),
-            "Concat" => self.concat(node),
-            "Split" => self.split(node),
-            "Transpose" => self.transpose(node),
-            "Flatten" | "Reshape" => self.reshape(node),
-            "Squeeze" | "Unsqueeze" => self.squeeze(node),
-            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
-            | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" | "ReduceLogSum" | "ArgMax"
-            | "ArgMin" | "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK"
-            | "CumSum" => self.reduce_like(node),
-            "Slice" | "Gather" => self.slice_gather(node),
-            _ => {
+        // Ops missing from the table lock (the documented fallback).
+        let rule = ops::lookup(op).map_or(ChannelRule::Lock, |d| d.channels);
+        match rule {
+            ChannelRule::None => {}
+            ChannelRule::Conv { transpose } => self.conv(node, transpose),
+            ChannelRule::Gemm => self.gemm(node),
+            ChannelRule::MatMul => self.matmul(node),
+            ChannelRule::Channelwise(p) => self.channelwise(node, p),
+            ChannelRule::Elementwise => self.elementwise(node),
+            ChannelRule::Pad => self.pad(node),
+            ChannelRule::Concat => self.concat(node),
+            ChannelRule::Split => self.split(node),
+            ChannelRule::Transpose => self.transpose(node),
+            ChannelRule::Reshape => self.reshape(node),
+            ChannelRule::Squeeze => self.squeeze(node),
+            ChannelRule::Reduce(axes) => self.reduce_like(node, axes),
+            ChannelRule::SliceGather => self.slice_gather(node),
+            ChannelRule::Lock => {
                 if self.layouts.contains_key(x) || !out.is_empty() {
                     self.barrier(node, "pare has no channel rule for this op, so it never assumes it is channel-preserving (seed P12)");
                 }
@@ -495,45 +415,37 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn channelwise(&mut self, node: &NodeProto) {
+    fn channelwise(&mut self, node: &NodeProto, params: PerChannel) {
         let x = node.input.first().cloned().unwrap_or_default();
         let Some(layout) = self.layouts.get(&x).cloned() else {
             return;
         };
-        // Params of BN / InstanceNorm / PRelu are per-channel members.
-        match node.op_type() {
-            "BatchNormalization" => {
-                for (k, role) in [
-                    (1, Role::NormScale),
-                    (2, Role::NormBias),
-                    (3, Role::NormStat),
-                    (4, Role::NormStat),
-                ] {
+        match params {
+            PerChannel::Plain => {}
+            // Per-channel parameters (BN / InstanceNorm scale, bias, statistics) are members.
+            PerChannel::Params(params) => {
+                for &(k, role) in params {
                     if let Some(t) = node.input.get(k).filter(|t| self.is_const(t)) {
                         let t = t.clone();
                         self.member(node, &t, 0, role, layout.atoms.clone());
                     }
                 }
             }
-            "InstanceNormalization" => {
-                for (k, role) in [(1, Role::NormScale), (2, Role::NormBias)] {
-                    if let Some(t) = node.input.get(k).filter(|t| self.is_const(t)) {
-                        let t = t.clone();
-                        self.member(node, &t, 0, role, layout.atoms.clone());
-                    }
-                }
-            }
-            "PRelu" => {
+            PerChannel::Slope => {
                 let slope = node.input.get(1).cloned().unwrap_or_default();
                 if !self.operand(node, &slope, &layout, &x) {
                     return;
                 }
             }
-            "Resize" | "Upsample" => {
+            PerChannel::Guard(check) => {
+                if let Some(why) = check(node, layout.axis, self.rank(&x)) {
+                    self.barrier(node, &why);
+                    return;
+                }
+            }
+            PerChannel::Resize { scales } => {
                 // A scale on the channel axis would mix channels.
-                let scales = node
-                    .input
-                    .get(if node.op_type() == "Resize" { 2 } else { 1 });
+                let scales = node.input.get(scales);
                 if let Some(Value::Float(v)) = scales
                     .and_then(|s| self.a.shapes.get(s))
                     .and_then(|i| i.value.as_ref())
@@ -547,8 +459,6 @@ impl<'a> Builder<'a> {
                     self.count_at(node, &sizes, layout.axis, &layout.atoms);
                 }
             }
-            "Dropout" => {}
-            _ => {}
         }
         for o in node.output.iter().take(1) {
             self.layouts.insert(o.clone(), layout.clone());
@@ -660,19 +570,44 @@ impl<'a> Builder<'a> {
             self.barrier(node, "input channels are not on axis 1");
             return;
         }
-        let cin = x_layout
-            .as_ref()
-            .map(|l| l.atoms.len())
-            .or_else(|| self.shape(&x).map(|s| s[1] as usize));
+        // A malformed weight (rank < 2, negative dims) locks instead of being indexed.
+        let (Some(&w0), Some(&w1)) = (wshape.first(), wshape.get(1)) else {
+            self.barrier(
+                node,
+                &format!(
+                    "weight has rank {}; pare needs output and input channel axes",
+                    wshape.len()
+                ),
+            );
+            return;
+        };
+        if w0 < 0 || w1 < 0 {
+            self.barrier(node, "weight has a negative dimension");
+            return;
+        }
+        let cin = x_layout.as_ref().map(|l| l.atoms.len()).or_else(|| {
+            self.shape(&x)
+                .and_then(|s| s.get(1).copied())
+                .map(|c| c.max(0) as usize)
+        });
         let cout = if transpose {
-            wshape[1] as usize * group
+            w1 as usize * group
         } else {
-            wshape[0] as usize
+            w0 as usize
         };
         let bias = node.input.get(2).filter(|b| !b.is_empty()).cloned();
         if group == 1 {
-            let out_atoms = self.new_space(&name, &out, cout);
             let (w_in, w_out) = if transpose { (0, 1) } else { (1, 0) };
+            let w_cin = if transpose { w0 } else { w1 } as usize;
+            if let Some(l) = x_layout.as_ref().filter(|l| l.atoms.len() != w_cin) {
+                let why = format!(
+                    "weight has {w_cin} input channels but the input carries {}",
+                    l.atoms.len()
+                );
+                self.barrier(node, &why);
+                return;
+            }
+            let out_atoms = self.new_space(&name, &out, cout);
             self.member(node, &w, w_out, Role::ProducerWeight, out_atoms.clone());
             if let Some(l) = &x_layout {
                 self.member(node, &w, w_in, Role::ConsumerWeight, l.atoms.clone());
@@ -831,10 +766,11 @@ impl<'a> Builder<'a> {
             Some(p)
                 if !axes_given
                     && p.len() == 2 * rank
+                    && l.axis < rank
                     && p[l.axis] == 0
                     && p[l.axis + rank] == 0 =>
             {
-                self.layouts.insert(node.output[0].clone(), l);
+                self.layouts.insert(first_output(node), l);
             }
             _ if axes_given => {
                 // Opset 18 axes input: fine when the channel axis is not listed.
@@ -850,7 +786,7 @@ impl<'a> Builder<'a> {
                         .any(|&a| (if a < 0 { a + rank as i64 } else { a }) as usize == l.axis)
                 });
                 if touches == Some(false) {
-                    self.layouts.insert(node.output[0].clone(), l);
+                    self.layouts.insert(first_output(node), l);
                 } else {
                     self.barrier(node, "pads the channel axis (or pads are not constant)");
                 }
@@ -1008,7 +944,7 @@ impl<'a> Builder<'a> {
         match perm.iter().position(|&p| p == l.axis) {
             Some(axis) => {
                 self.layouts.insert(
-                    node.output[0].clone(),
+                    first_output(node),
                     Layout {
                         axis,
                         atoms: l.atoms,
@@ -1056,34 +992,16 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn reduce_like(&mut self, node: &NodeProto) {
+    fn reduce_like(&mut self, node: &NodeProto, kind: ReduceAxes) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
         let Some(l) = self.layouts.get(&x).cloned() else {
             return;
         };
         let rank = self.rank(&x).unwrap_or(0);
-        let single_axis = matches!(
-            node.op_type(),
-            "ArgMax"
-                | "ArgMin"
-                | "Softmax"
-                | "LogSoftmax"
-                | "Hardmax"
-                | "LpNormalization"
-                | "TopK"
-                | "CumSum"
-        );
-        let axes: Option<Vec<usize>> = if single_axis {
-            let default = if matches!(
-                node.op_type(),
-                "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK"
-            ) {
-                -1
-            } else {
-                0
-            };
-            if node.op_type() == "CumSum" {
+        let single_axis = kind != ReduceAxes::Axes;
+        let axes: Option<Vec<usize>> = match kind {
+            ReduceAxes::AxisInput => {
                 match node
                     .input
                     .get(1)
@@ -1095,14 +1013,12 @@ impl<'a> Builder<'a> {
                         .map(|a| vec![norm_axis(a, rank)]),
                     _ => None,
                 }
-            } else {
-                Some(vec![norm_axis(
-                    node.attr_i("axis").unwrap_or(default),
-                    rank,
-                )])
             }
-        } else {
-            match node.attr_ints("axes") {
+            ReduceAxes::Axis(default) => Some(vec![norm_axis(
+                node.attr_i("axis").unwrap_or(default),
+                rank,
+            )]),
+            ReduceAxes::Axes => match node.attr_ints("axes") {
                 Some(a) => Some(a.iter().map(|&v| norm_axis(v, rank)).collect()),
                 None => match node.input.get(1).filter(|s| !s.is_empty()) {
                     Some(t) => match self.a.shapes.get(t).and_then(|i| i.value.clone()) {
@@ -1114,7 +1030,7 @@ impl<'a> Builder<'a> {
                     },
                     None => Some((0..rank).collect()),
                 },
-            }
+            },
         };
         let Some(axes) = axes else {
             self.barrier(node, "reduction axes unknown");
@@ -1296,8 +1212,8 @@ impl<'a> Builder<'a> {
         }
         let p = *self.a.index.producer.get(tensor)?;
         let node = &self.g.node[p];
-        match node.op_type() {
-            "Concat" => {
+        match shape_flow(node) {
+            ShapeFlow::Concat => {
                 let mut off = 0usize;
                 for i in &node.input {
                     let n = self
@@ -1314,7 +1230,7 @@ impl<'a> Builder<'a> {
                 }
                 None
             }
-            "Unsqueeze" | "Cast" | "Identity" => self.trace_shape_entry(node.input.first()?, index),
+            ShapeFlow::SameEntries => self.trace_shape_entry(node.input.first()?, index),
             _ if self.shape_derived(tensor) => Some(EntrySource::Dynamic),
             _ => None,
         }
@@ -1478,6 +1394,11 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// A node's first output name, empty when it has none (malformed nodes never panic).
+fn first_output(node: &NodeProto) -> String {
+    node.output.first().cloned().unwrap_or_default()
+}
+
 fn norm_axis(a: i64, rank: usize) -> usize {
     if a < 0 {
         (a + rank as i64).max(0) as usize
@@ -1618,5 +1539,86 @@ impl ChannelAnalysis {
         v.sort_unstable();
         v.dedup();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::NoProgress;
+    use crate::model::builder::{D, GraphBuilder, value_info};
+    use crate::prune::{PruneOptions, make_plan};
+
+    /// Runs what `pare groups` runs: the analysis, every group's detail, and the planner.
+    fn groups(b: GraphBuilder) -> ChannelAnalysis {
+        let a = Analysis::new(b.build(), &Default::default()).expect("valid model");
+        let ca = analyze_channels(&a);
+        for g in &ca.groups {
+            assert!(ca.detail(g.id).is_some());
+        }
+        let opts = PruneOptions {
+            ratio: 0.5,
+            round_to: 1,
+            ..Default::default()
+        };
+        make_plan(&a, &ca, &opts, &NoProgress).expect("plan");
+        ca
+    }
+
+    fn locked_with(ca: &ChannelAnalysis, text: &str) -> bool {
+        ca.groups
+            .iter()
+            .any(|g| g.locks.iter().any(|l| l.contains(text)))
+    }
+
+    /// A rank-1 Conv weight used to panic (`wshape[1]`); now the Conv locks its groups.
+    #[test]
+    fn rank_one_conv_weight_locks() {
+        for op in ["Conv", "ConvTranspose"] {
+            let mut b = GraphBuilder::new("rank1");
+            let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+            let c = b.conv(&x, 4, 4, 3, 1, 1, 1);
+            let w = b.init_randn("w1", &[4], 0.1);
+            let y = b.op(op, &[&c, &w], vec![]);
+            b.output(&y, &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+            let ca = groups(b);
+            assert!(locked_with(&ca, "weight has rank 1"), "{op}: {ca:?}");
+        }
+    }
+
+    /// A Conv whose weight has no known rank (a graph input without shape), and one whose
+    /// input is rank 1, run through the analysis without panicking.
+    #[test]
+    fn unknown_rank_conv_weight_locks() {
+        let mut b = GraphBuilder::new("unknown");
+        let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+        b.inputs
+            .push(value_info("w", crate::model::DataType::FLOAT, None));
+        let c = b.conv(&x, 4, 4, 3, 1, 1, 1);
+        let y = b.op("Conv", &[&c, "w"], vec![]);
+        b.output(&y, &[D::N(1), D::S("c"), D::S("h"), D::S("w")]);
+        let ca = groups(b);
+        assert!(locked_with(&ca, "weights are not a constant"), "{ca:?}");
+
+        let mut b = GraphBuilder::new("rank1_input");
+        let x = b.input("x", &[D::N(4)]);
+        let w = b.init_randn("w", &[8, 4, 3, 3], 0.1);
+        let y = b.op("Conv", &[&x, &w], vec![]);
+        b.output(&y, &[D::S("a")]);
+        groups(b);
+    }
+
+    /// A weight whose input-channel count disagrees with the traced input locks too (the
+    /// member would otherwise slice past the weight's end).
+    #[test]
+    fn mismatched_conv_weight_locks() {
+        let mut b = GraphBuilder::new("mismatch");
+        let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+        let c = b.conv(&x, 4, 6, 3, 1, 1, 1);
+        let w = b.init_randn("w2", &[8, 5, 3, 3], 0.1);
+        let y = b.op("Conv", &[&c, &w], vec![]);
+        b.output(&y, &[D::S("a"), D::S("b"), D::S("c"), D::S("d")]);
+        let ca = groups(b);
+        assert!(locked_with(&ca, "5 input channels"), "{ca:?}");
     }
 }

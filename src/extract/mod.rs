@@ -360,16 +360,6 @@ pub fn find_node(a: &Analysis, name: &str) -> Result<usize> {
 // ---------------------------------------------------------------------------------------------
 // Graph facts the walks need.
 
-/// Ops whose output is not a function of their inputs: never treated as constants.
-const NONDETERMINISTIC: &[&str] = &[
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-];
-
 /// Per top-level node: true when it computes from constants alone (a `Constant`, or a
 /// default-domain op whose inputs are all initializers or such nodes' outputs). Those are
 /// free to include, so they are pulled into a piece instead of becoming its inputs.
@@ -379,7 +369,7 @@ pub fn const_only_nodes(a: &Analysis) -> Vec<bool> {
     for &i in &a.index.topo {
         let n = &g.node[i];
         if !n.op_domain().is_empty()
-            || NONDETERMINISTIC.contains(&n.op_type())
+            || crate::ops::lookup(n.op_type()).is_some_and(|d| d.nondeterministic)
             || n.subgraphs().next().is_some()
         {
             continue;

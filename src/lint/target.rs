@@ -154,90 +154,12 @@ pub fn version_str(v: u16) -> String {
     format!("{}.{}", v / 100, v % 100)
 }
 
-/// Operators the TensorRT ONNX parser imports, grouped by the first version whose operator
-/// matrix lists them as supported.
-const TRT_OPS_SINCE: &[(u16, &str)] = &[
-    (
-        600,
-        "Abs Acos Acosh Add ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization \
-         Cast Ceil Clip Concat Constant Conv ConvTranspose Cos Cosh DepthToSpace Div Dropout Elu \
-         Exp Flatten Floor Gather Gemm GlobalAveragePool GlobalMaxPool HardSigmoid Identity \
-         InstanceNormalization LRN LeakyRelu Log LogSoftmax MatMul Max MaxPool Mean Min Mul Neg \
-         PRelu Pad Pow Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax \
-         ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize Selu \
-         Shape Sigmoid Sin Sinh Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze \
-         Sub Sum Tan Tanh ThresholdedRelu TopK Transpose Unsqueeze Upsample",
-    ),
-    (
-        700,
-        "And ConstantOfShape DequantizeLinear Equal Erf Expand GRU Greater ImageScaler LSTM \
-         Less Loop Not Or ParametricSoftplus QuantizeLinear RNN RandomUniform \
-         RandomUniformLike Range ScaledTanh Scan Size Tile Where",
-    ),
-    (
-        702,
-        "Celu CumSum EyeLike GatherElements GlobalLpPool GreaterOrEqual LessOrEqual \
-         LpNormalization LpPool ReverseSequence SoftmaxCrossEntropyLoss",
-    ),
-    (800, "If NonMaxSuppression"),
-    (
-        802,
-        "Einsum GatherND IsNaN Round Scatter ScatterElements ScatterND Sign",
-    ),
-    (804, "HardSwish RandomNormal RandomNormalLike Shrink Xor"),
-    (
-        805,
-        "GridSample MeanVarianceNormalization Mod NonZero OneHot RoiAlign Trilu",
-    ),
-    (806, "GroupNormalization IsInf LayerNormalization"),
-    (903, "CastLike Hardmax"),
-    (1000, "Gelu Mish"),
-    (1001, "DeformConv"),
-];
+pub use crate::ops::OpSupport;
 
-/// Versions (inclusive) where a matrix lists an otherwise supported op as unsupported.
-const TRT_OPS_GAPS: &[(&str, u16, u16)] = &[
-    ("Dropout", 700, 799),
-    ("Reciprocal", 700, 803),
-    ("SoftmaxCrossEntropyLoss", 800, u16::MAX),
-];
-
-/// What the operator matrices say about one op at one TensorRT version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpSupport {
-    Supported,
-    /// Imported from this later version on.
-    From(u16),
-    /// Listed as supported in these versions only (dropped later or in between).
-    Dropped {
-        since: u16,
-    },
-    /// No TensorRT parser imports it.
-    Never,
-}
-
-/// Whether TensorRT `version`'s ONNX parser imports default-domain op `op`.
+/// Whether TensorRT `version`'s ONNX parser imports default-domain op `op` (from the op
+/// table; an op missing from it is never supported).
 pub fn trt_op_support(op: &str, version: u16) -> OpSupport {
-    let Some(since) = TRT_OPS_SINCE
-        .iter()
-        .find(|(_, ops)| ops.split_ascii_whitespace().any(|o| o == op))
-        .map(|(v, _)| *v)
-    else {
-        return OpSupport::Never;
-    };
-    if version < since {
-        return OpSupport::From(since);
-    }
-    for &(o, lo, hi) in TRT_OPS_GAPS {
-        if o == op && version >= lo && version <= hi {
-            return if hi == u16::MAX {
-                OpSupport::Dropped { since: lo }
-            } else {
-                OpSupport::From(hi + 1)
-            };
-        }
-    }
-    OpSupport::Supported
+    crate::ops::def_or_default(op).trt_support(version)
 }
 
 /// Domains onnxruntime has kernels for without a custom-op library.
@@ -272,6 +194,62 @@ mod tests {
         assert!(Target::parse("openvino").is_err());
         assert_eq!(Target::TensorRt(701).id(), "tensorrt-7.1");
         assert_eq!(Target::TensorRt(TRT10_DEFAULT).id(), "tensorrt-10");
+    }
+
+    /// The operator matrix as it was written before it moved into the op table.
+    const TRT_OPS_SINCE: &[(u16, &str)] = &[
+        (
+            600,
+            "Abs Acos Acosh Add ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization \
+             Cast Ceil Clip Concat Constant Conv ConvTranspose Cos Cosh DepthToSpace Div Dropout Elu \
+             Exp Flatten Floor Gather Gemm GlobalAveragePool GlobalMaxPool HardSigmoid Identity \
+             InstanceNormalization LRN LeakyRelu Log LogSoftmax MatMul Max MaxPool Mean Min Mul Neg \
+             PRelu Pad Pow Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax \
+             ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize Selu \
+             Shape Sigmoid Sin Sinh Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze \
+             Sub Sum Tan Tanh ThresholdedRelu TopK Transpose Unsqueeze Upsample",
+        ),
+        (
+            700,
+            "And ConstantOfShape DequantizeLinear Equal Erf Expand GRU Greater ImageScaler LSTM \
+             Less Loop Not Or ParametricSoftplus QuantizeLinear RNN RandomUniform \
+             RandomUniformLike Range ScaledTanh Scan Size Tile Where",
+        ),
+        (
+            702,
+            "Celu CumSum EyeLike GatherElements GlobalLpPool GreaterOrEqual LessOrEqual \
+             LpNormalization LpPool ReverseSequence SoftmaxCrossEntropyLoss",
+        ),
+        (800, "If NonMaxSuppression"),
+        (
+            802,
+            "Einsum GatherND IsNaN Round Scatter ScatterElements ScatterND Sign",
+        ),
+        (804, "HardSwish RandomNormal RandomNormalLike Shrink Xor"),
+        (
+            805,
+            "GridSample MeanVarianceNormalization Mod NonZero OneHot RoiAlign Trilu",
+        ),
+        (806, "GroupNormalization IsInf LayerNormalization"),
+        (903, "CastLike Hardmax"),
+        (1000, "Gelu Mish"),
+        (1001, "DeformConv"),
+    ];
+
+    #[test]
+    fn op_table_matches_the_matrix() {
+        let mut listed = std::collections::HashSet::new();
+        for &(since, ops) in TRT_OPS_SINCE {
+            for op in ops.split_ascii_whitespace() {
+                listed.insert(op);
+                let d = crate::ops::lookup(op).unwrap_or_else(|| panic!("{op} not in the table"));
+                assert_eq!(d.trt.since, Some(since), "{op}");
+            }
+        }
+        for d in crate::ops::all() {
+            assert_eq!(d.trt.since.is_some(), listed.contains(d.name), "{}", d.name);
+        }
+        assert_eq!(trt_op_support("Dropout", 700), OpSupport::From(800));
     }
 
     #[test]

@@ -47,42 +47,12 @@ pub fn graph_params(g: &GraphProto) -> u64 {
     n
 }
 
-fn dims_of(shapes: &ShapeInfo, name: &str) -> Option<Vec<u64>> {
-    shapes
-        .static_shape(name)
-        .map(|s| s.into_iter().map(|d| d.max(0) as u64).collect())
-}
-
-/// MACs of one node, for the ops that dominate vision models.
+/// MACs of one node, from the op table's formula (weighted layers: Conv, ConvTranspose, Gemm,
+/// MatMul); ops without one, and ops missing from the table, count 0.
 pub fn node_macs(node: &NodeProto, shapes: &ShapeInfo) -> Option<u64> {
-    let input = |i: usize| node.input.get(i).filter(|s| !s.is_empty());
-    match node.op_type() {
-        "Conv" => {
-            let w = dims_of(shapes, input(1)?)?;
-            let out = dims_of(shapes, node.output.first()?)?;
-            // out numel × (Cin/group × kernel) = out numel × prod(w[1..]).
-            Some(out.iter().product::<u64>() * w.iter().skip(1).product::<u64>())
-        }
-        "ConvTranspose" => {
-            let w = dims_of(shapes, input(1)?)?;
-            let x = dims_of(shapes, input(0)?)?;
-            // Every input element is multiplied into (Cout/group × kernel) outputs.
-            Some(x.iter().product::<u64>() * w.iter().skip(1).product::<u64>())
-        }
-        "Gemm" => {
-            let a = dims_of(shapes, input(0)?)?;
-            let out = dims_of(shapes, node.output.first()?)?;
-            let trans_a = node.attr_i("transA").unwrap_or(0) != 0;
-            let k = if trans_a { *a.first()? } else { *a.get(1)? };
-            Some(out.iter().product::<u64>() * k)
-        }
-        "MatMul" => {
-            let a = dims_of(shapes, input(0)?)?;
-            let out = dims_of(shapes, node.output.first()?)?;
-            let k = *a.last()?;
-            Some(out.iter().product::<u64>().max(1) * k)
-        }
-        _ => Some(0),
+    match crate::ops::lookup(node.op_type()).and_then(|d| d.macs) {
+        Some(f) => f(node, shapes),
+        None => Some(0),
     }
 }
 

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::model::Analysis;
 use crate::model::proto::{GraphProto, TensorProto};
 use crate::model::tensor::DataType;
+use crate::ops::QuantRole;
 use crate::tags::{Tag, Tags, glob_match};
 
 /// What kind of quantized layer a candidate is.
@@ -155,8 +156,10 @@ impl Plan {
     }
 }
 
-const WEIGHTED: [&str; 4] = ["Conv", "ConvTranspose", "Gemm", "MatMul"];
-const POOLS: [&str; 3] = ["MaxPool", "AveragePool", "GlobalAveragePool"];
+/// The op's quantization role from the op table (ops missing from it stay float).
+fn role(op: &str) -> QuantRole {
+    crate::ops::lookup(op).map_or(QuantRole::None, |d| d.quant)
+}
 
 /// Follows Identity nodes back to a constant: an initializer or a `Constant` node.
 pub fn const_source(graph: &GraphProto, a: &Analysis, tensor: &str) -> Option<ConstSource> {
@@ -209,7 +212,7 @@ pub fn plan(a: &Analysis, opts: &PlacementOptions) -> Plan {
         .topo
         .iter()
         .copied()
-        .find(|&i| WEIGHTED.contains(&g.node[i].op_type()));
+        .find(|&i| matches!(role(g.node[i].op_type()), QuantRole::Weighted { .. }));
     let is_const = |t: &str| const_source(g, a, t).is_some();
     for &i in &a.index.topo {
         let n = &g.node[i];
@@ -228,8 +231,9 @@ pub fn plan(a: &Analysis, opts: &PlacementOptions) -> Plan {
             quantized: true,
             reason: None,
         };
-        if WEIGHTED.contains(&op) {
-            let (Some(x), Some(w)) = (n.input.first(), n.input.get(1)) else {
+        let op_role = role(op);
+        if let QuantRole::Weighted { slot, axis } = op_role {
+            let (Some(x), Some(w)) = (n.input.first(), n.input.get(slot)) else {
                 continue;
             };
             if x.is_empty() || !is_float(a, x) {
@@ -255,24 +259,13 @@ pub fn plan(a: &Analysis, opts: &PlacementOptions) -> Plan {
                             c.quantized = false;
                             c.reason = Some(format!("weight is {dt}, not float32"));
                         }
-                        let axis = match op {
-                            "Conv" => 0,
-                            "ConvTranspose" => 1,
-                            "Gemm" => {
-                                if n.attr_i("transB").unwrap_or(0) != 0 {
-                                    0
-                                } else {
-                                    1
-                                }
-                            }
-                            _ => rank.saturating_sub(1),
-                        };
+                        let axis = axis.resolve(n, rank);
                         if rank < 2 && op != "MatMul" || rank == 0 {
                             c.quantized = false;
                             c.reason = Some(format!("weight has rank {rank}"));
                         }
                         c.weight = Some(WeightRef {
-                            slot: 1,
+                            slot,
                             tensor: w.clone(),
                             axis,
                             source: src,
@@ -293,7 +286,7 @@ pub fn plan(a: &Analysis, opts: &PlacementOptions) -> Plan {
                     }
                 }
             }
-        } else if op == "Add" {
+        } else if op_role == QuantRole::ResidualAdd {
             let Some((skip_slot, fused)) = residual_add(a, g, i) else {
                 continue;
             };
@@ -301,7 +294,7 @@ pub fn plan(a: &Analysis, opts: &PlacementOptions) -> Plan {
                 fused: g.node[fused].display_name(),
             };
             c.acts = vec![(skip_slot, n.input[skip_slot].clone())];
-        } else if POOLS.contains(&op) {
+        } else if op_role == QuantRole::Pool {
             let Some(x) = n.input.first() else { continue };
             if !is_float(a, x) || is_const(x) {
                 continue;

@@ -6,31 +6,9 @@ use super::{FixAction, Pass, edit};
 use crate::model::builder::attr_ints;
 use crate::model::proto::GraphProto;
 
-/// (input index, what) pairs that parsers want constant, per op.
+/// (input index, what) pairs that parsers want constant, per op (from the op table).
 fn const_positions(op: &str, opset: i64) -> &'static [(usize, &'static str)] {
-    match op {
-        "Squeeze" | "Unsqueeze" if opset >= 13 => &[(1, "axes")],
-        "Slice" if opset >= 10 => &[(1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")],
-        "Pad" if opset >= 11 => &[(1, "pads"), (2, "value"), (3, "axes")],
-        "TopK" if opset >= 10 => &[(1, "k")],
-        "ReduceSum" if opset >= 13 => &[(1, "axes")],
-        "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
-        | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare"
-            if opset >= 18 =>
-        {
-            &[(1, "axes")]
-        }
-        "Resize" if opset >= 11 => &[(1, "roi"), (2, "scales"), (3, "sizes")],
-        "Resize" | "Upsample" => &[(1, "scales")],
-        "Reshape" => &[(1, "shape")],
-        "Expand" => &[(1, "shape")],
-        "Tile" => &[(1, "repeats")],
-        "ConstantOfShape" => &[(0, "shape")],
-        "CumSum" => &[(1, "axis")],
-        "OneHot" => &[(1, "depth")],
-        "QuantizeLinear" | "DequantizeLinear" => &[(1, "scale"), (2, "zero_point")],
-        _ => &[],
-    }
+    crate::ops::lookup(op).map_or(&[], |d| d.const_positions(opset))
 }
 
 pub fn const_inputs(p: &mut Pass, g: &mut GraphProto) -> Vec<FixAction> {

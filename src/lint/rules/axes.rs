@@ -125,24 +125,11 @@ fn squeeze_no_axes(cx: &LintCtx, sink: &mut Sink) {
     }
 }
 
-/// (op, input index, what it is, applies to TensorRT version)
+/// (input index, what it is) that TensorRT version `v` needs constant (from the op table).
 fn needs_const(op: &str, v: u16, opset: i64) -> Vec<(usize, &'static str)> {
-    match op {
-        "Unsqueeze" if opset >= 13 => vec![(1, "axes")],
-        "Slice" if opset >= 10 => vec![(3, "axes")],
-        "Pad" if opset >= 18 && (1000..=1014).contains(&v) => vec![(3, "axes")],
-        "TopK" if opset >= 10 && (802..=804).contains(&v) => vec![(1, "K")],
-        "ReduceSum" if opset >= 13 && v >= 1015 => vec![(1, "axes")],
-        "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
-        | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare"
-            if opset >= 18 && v >= 1015 =>
-        {
-            vec![(1, "axes")]
-        }
-        "CumSum" if v >= 1015 => vec![(1, "axis")],
-        "OneHot" if v >= 1015 => vec![(1, "depth")],
-        _ => Vec::new(),
-    }
+    crate::ops::lookup(op)
+        .and_then(|d| d.trt_const)
+        .map_or_else(Vec::new, |f| f(opset, v).to_vec())
 }
 
 fn const_inputs(cx: &LintCtx, sink: &mut Sink) {

@@ -72,6 +72,68 @@ fn broadcastable(a: &[crate::model::shape::Dim], b: &[crate::model::shape::Dim])
     if unknown { None } else { Some(true) }
 }
 
+/// A branch's ops for messages (`Conv+Relu`, `pass-through`, `missing`).
+fn branch_ops(g: Option<&GraphProto>) -> String {
+    g.map(|g| {
+        let v: Vec<&str> = g
+            .node
+            .iter()
+            .map(|x| x.op_type())
+            .filter(|o| *o != "Constant")
+            .collect();
+        if v.is_empty() {
+            "pass-through".to_string()
+        } else {
+            v.join("+")
+        }
+    })
+    .unwrap_or_else(|| "missing".into())
+}
+
+/// How an If's two branches' outputs compare (names, ranks, shapes).
+#[derive(Default)]
+struct BranchShapes {
+    notes: Vec<String>,
+    rank_mismatch: bool,
+    not_bcast: bool,
+    same_names: bool,
+}
+
+fn branch_shapes(
+    cx: &LintCtx,
+    tb: Option<&GraphProto>,
+    eb: Option<&GraphProto>,
+    v: u16,
+) -> BranchShapes {
+    let mut b = BranchShapes::default();
+    let (Some(t), Some(e)) = (tb, eb) else {
+        return b;
+    };
+    for (k, (to, eo)) in t.output.iter().zip(&e.output).enumerate() {
+        if to.name() == eo.name() {
+            b.same_names = true;
+        }
+        let (Some(ts), Some(es)) = (cx.shape(to.name()), cx.shape(eo.name())) else {
+            continue;
+        };
+        if ts.len() != es.len() {
+            b.rank_mismatch = true;
+            b.notes.push(format!(
+                "output {k}: then {} (rank {}) vs else {} (rank {})",
+                format_shape(Some(ts)),
+                ts.len(),
+                format_shape(Some(es)),
+                es.len()
+            ));
+        }
+        if broadcastable(ts, es) == Some(false) || ts.len() != es.len() && v < 1001 {
+            // TensorRT#2846/#1650: the conditional output layer wants equal shapes in practice.
+            b.not_bcast = true;
+        }
+    }
+    b
+}
+
 fn if_nodes(cx: &LintCtx, sink: &mut Sink) {
     if cx.target.trt().is_none() {
         return; // onnxruntime runs If; tract is asked directly (T1)
@@ -94,50 +156,12 @@ fn if_nodes(cx: &LintCtx, sink: &mut Sink) {
             }
         };
         let (tb, eb) = (branch(n, "then_branch"), branch(n, "else_branch"));
-        let ops = |g: Option<&GraphProto>| {
-            g.map(|g| {
-                let v: Vec<&str> = g
-                    .node
-                    .iter()
-                    .map(|x| x.op_type())
-                    .filter(|o| *o != "Constant")
-                    .collect();
-                if v.is_empty() {
-                    "pass-through".to_string()
-                } else {
-                    v.join("+")
-                }
-            })
-            .unwrap_or_else(|| "missing".into())
-        };
-        let mut shape_notes = Vec::new();
-        let mut rank_mismatch = false;
-        let mut not_bcast = false;
-        let mut same_names = false;
-        if let (Some(t), Some(e)) = (tb, eb) {
-            for (k, (to, eo)) in t.output.iter().zip(&e.output).enumerate() {
-                if to.name() == eo.name() {
-                    same_names = true;
-                }
-                let (ts, es) = (cx.shape(to.name()), cx.shape(eo.name()));
-                if let (Some(ts), Some(es)) = (ts, es) {
-                    if ts.len() != es.len() {
-                        rank_mismatch = true;
-                        shape_notes.push(format!(
-                            "output {k}: then {} (rank {}) vs else {} (rank {})",
-                            format_shape(Some(ts)),
-                            ts.len(),
-                            format_shape(Some(es)),
-                            es.len()
-                        ));
-                    }
-                    if broadcastable(ts, es) == Some(false) || ts.len() != es.len() && v < 1001 {
-                        // TensorRT#2846/#1650: the conditional output layer wants equal shapes in practice.
-                        not_bcast = true;
-                    }
-                }
-            }
-        }
+        let BranchShapes {
+            notes: shape_notes,
+            rank_mismatch,
+            not_bcast,
+            same_names,
+        } = branch_shapes(cx, tb, eb, v);
         let origin = cx.origin(cond);
         // Known without pins: it depends only on static dims, whatever the input size.
         let always = value.is_some()
@@ -152,7 +176,7 @@ fn if_nodes(cx: &LintCtx, sink: &mut Sink) {
         } else {
             "under the pinned input shapes"
         };
-        let branches = format!("then: {}, else: {}", ops(tb), ops(eb));
+        let branches = format!("then: {}, else: {}", branch_ops(tb), branch_ops(eb));
         if v < 800 {
             let tail = match (value, origin) {
                 (Some(c), _) => format!(

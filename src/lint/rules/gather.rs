@@ -2,6 +2,7 @@
 
 use super::{LintCtx, Rule, Severity, Sink};
 use crate::lint::fix::FixKind;
+use crate::ops::IndexFlow;
 
 pub const RULES: &[Rule] = &[Rule {
     id: "L12",
@@ -31,14 +32,14 @@ pub fn non_negative(cx: &LintCtx, name: &str) -> bool {
         let Some(p) = cx.producer_of(&cur) else {
             return false;
         };
-        match p.op_type() {
-            "ArgMax" | "ArgMin" | "Shape" | "Size" | "NonZero" => return true,
-            "TopK" => return p.output.get(1).is_some_and(|o| *o == cur),
-            "Unsqueeze" | "Squeeze" | "Reshape" | "Expand" | "Flatten" | "Transpose"
-            | "Identity" | "Tile" | "Slice" | "Cast" | "Gather" | "GatherElements" | "Relu" => {
+        let flow = crate::ops::lookup(p.op_type()).map_or(IndexFlow::None, |d| d.index);
+        match flow {
+            IndexFlow::NonNegative => return true,
+            IndexFlow::NonNegativeSecond => return p.output.get(1).is_some_and(|o| *o == cur),
+            IndexFlow::Preserves => {
                 cur = cx.input(p, 0).to_string();
             }
-            "Concat" => {
+            IndexFlow::AllInputs => {
                 return p
                     .input
                     .iter()
@@ -46,7 +47,7 @@ pub fn non_negative(cx: &LintCtx, name: &str) -> bool {
                     .all(|i| non_negative(cx, i));
             }
             // The normalisation `pare fix` inserts: Where(Less(i, 0), Add(i, dim), i).
-            "Where" => {
+            IndexFlow::None if p.op_type() == "Where" => {
                 let (c, t, e) = (cx.input(p, 0), cx.input(p, 1), cx.input(p, 2));
                 let less = cx.producer_of(c).filter(|l| l.op_type() == "Less");
                 let add = cx.producer_of(t).filter(|a| a.op_type() == "Add");

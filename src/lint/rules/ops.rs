@@ -7,20 +7,6 @@ use super::{LintCtx, Rule, Severity, Sink, list};
 use crate::lint::Target;
 use crate::lint::target::{OpSupport, ort_knows_domain, trt_op_support, version_str};
 
-/// Ops with a dedicated rule; the generic matrix rule leaves them to it.
-const DEDICATED: &[&str] = &[
-    "If",
-    "GatherElements",
-    "ScatterND",
-    "NonZero",
-    "Einsum",
-    "QLinearConv",
-    "QLinearMatMul",
-    "ConvInteger",
-    "MatMulInteger",
-    "DynamicQuantizeLinear",
-];
-
 pub const RULES: &[Rule] = &[
     Rule {
         id: "L27",
@@ -158,7 +144,7 @@ fn unsupported_ops(cx: &LintCtx, sink: &mut Sink) {
                         "custom-domain op {domain}.{op}: {} has no importer for it; it needs a TensorRT plugin registered under that name",
                         cx.target.short()
                     ))
-                } else if DEDICATED.contains(&op) {
+                } else if crate::ops::lookup(op).is_some_and(|d| d.trt_dedicated) {
                     None
                 } else {
                     match trt_op_support(op, v) {
@@ -208,17 +194,10 @@ fn qoperator(cx: &LintCtx, sink: &mut Sink) {
     if cx.target.trt().is_none() {
         return;
     }
-    let q = [
-        "QLinearConv",
-        "QLinearMatMul",
-        "ConvInteger",
-        "MatMulInteger",
-        "DynamicQuantizeLinear",
-    ];
     let nodes: Vec<_> = cx
         .nodes
         .iter()
-        .filter(|n| n.node.op_domain().is_empty() && q.contains(&n.node.op_type()))
+        .filter(|n| crate::ops::of_node(n.node).is_some_and(|d| d.qoperator))
         .collect();
     if nodes.is_empty() {
         return;

@@ -271,7 +271,10 @@ fn per_axis_activation(cx: &LintCtx, sink: &mut Sink) {
     }
 }
 
-const WEIGHTED: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+/// A weighted layer for quantization (Conv, ConvTranspose, Gemm, MatMul), per the op table.
+fn is_weighted(n: &NodeProto) -> bool {
+    crate::ops::of_node(n).is_some_and(|d| d.is_weighted())
+}
 
 fn from_dq<'a>(cx: &LintCtx<'a>, t: &str) -> Option<&'a NodeProto> {
     cx.producer_of(t).filter(|p| is_dq(p))
@@ -284,7 +287,7 @@ fn weighted_inputs(cx: &LintCtx, sink: &mut Sink) {
     let (mut no_in, mut no_w, mut per_tensor) = (Vec::new(), Vec::new(), Vec::new());
     for nr in &cx.nodes {
         let n = nr.node;
-        if !WEIGHTED.contains(&n.op_type()) || !n.op_domain().is_empty() {
+        if !is_weighted(n) {
             continue;
         }
         let (x, w) = (cx.input(n, 0), cx.input(n, 1));
@@ -434,21 +437,11 @@ fn fusion_breakers(cx: &LintCtx, sink: &mut Sink) {
                     .unwrap_or_default()
             })
             .collect();
-        let after_weighted = matches!(
-            prod.op_type(),
-            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "BatchNormalization"
-        ) && dq_consumers.iter().any(|c| {
-            matches!(
-                c.op_type(),
-                "BatchNormalization"
-                    | "Relu"
-                    | "LeakyRelu"
-                    | "Clip"
-                    | "Sigmoid"
-                    | "HardSwish"
-                    | "HardSigmoid"
-            )
-        });
+        let fuses =
+            |n: &NodeProto| crate::ops::lookup(n.op_type()).is_some_and(|d| d.fuses_into_weighted);
+        let after_weighted = (crate::ops::lookup(prod.op_type()).is_some_and(|d| d.is_weighted())
+            || prod.op_type() == "BatchNormalization")
+            && dq_consumers.iter().any(|c| fuses(c));
         let pad_conv =
             prod.op_type() == "Pad" && dq_consumers.iter().any(|c| c.op_type() == "Conv");
         if after_weighted || pad_conv {
@@ -483,7 +476,7 @@ fn small_layers(cx: &LintCtx, sink: &mut Sink) {
     let mut small = Vec::new();
     for nr in &cx.nodes {
         let n = nr.node;
-        if !WEIGHTED.contains(&n.op_type()) || from_dq(cx, cx.input(n, 0)).is_none() {
+        if !is_weighted(n) || from_dq(cx, cx.input(n, 0)).is_none() {
             continue;
         }
         let Some(ws) = cx.static_shape(cx.input(n, 1)) else {

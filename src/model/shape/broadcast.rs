@@ -10,93 +10,7 @@ use super::ctx::OpCtx;
 use super::eval::{eval_binary, eval_cast, eval_unary, eval_where, static_usize, with_value};
 use super::{Dim, Shape, TensorInfo};
 use crate::model::tensor::DataType;
-
-/// Ops whose single output has the first input's shape and dtype.
-pub const UNARY: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Swish",
-    "Mish",
-    "Gelu",
-    "Tanh",
-    "Softplus",
-    "Softsign",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Reciprocal",
-    "Neg",
-    "Abs",
-    "Ceil",
-    "Floor",
-    "Round",
-    "Sign",
-    "Erf",
-    "Sin",
-    "Cos",
-    "Tan",
-    "Asin",
-    "Acos",
-    "Atan",
-    "Sinh",
-    "Cosh",
-    "Asinh",
-    "Acosh",
-    "Atanh",
-    "Identity",
-    "ThresholdedRelu",
-    "Shrink",
-    "Softmax",
-    "LogSoftmax",
-    "Hardmax",
-    "LpNormalization",
-    "InstanceNormalization",
-    "GroupNormalization",
-    "MeanVarianceNormalization",
-    "LRN",
-    "CumSum",
-    "Trilu",
-    "BitwiseNot",
-    "ScatterND",
-    "ScatterElements",
-    "Scatter",
-    "ReverseSequence",
-];
-
-/// Binary ops with numpy broadcasting whose output dtype is the inputs' dtype.
-pub const BINARY: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Mod",
-    "BitShift",
-    "BitwiseAnd",
-    "BitwiseOr",
-    "BitwiseXor",
-];
-
-/// Variadic broadcasting ops.
-pub const VARIADIC: &[&str] = &["Sum", "Mean", "Max", "Min"];
-
-/// Ops with a BOOL output.
-pub const COMPARE: &[&str] = &[
-    "Equal",
-    "Less",
-    "Greater",
-    "LessOrEqual",
-    "GreaterOrEqual",
-    "And",
-    "Or",
-    "Xor",
-];
+use crate::ops::{Eval, UnOp};
 
 /// Broadcasts two dims; `Err` when both are concrete, differ, and neither is 1.
 pub fn bcast_dim(a: &Dim, b: &Dim) -> Result<Dim, ()> {
@@ -156,8 +70,32 @@ pub fn unary(cx: &mut OpCtx) -> Vec<TensorInfo> {
     let info = cx.like_first(cx.shape(0).map(<[Dim]>::to_vec));
     let v = cx
         .value(0)
-        .and_then(|v| eval_unary(cx.op, v, cx.dtype(0), cx.syms));
+        .and_then(|v| eval_unary(op_eval(cx.op).unary(), v, cx.dtype(0), cx.syms));
     vec![with_value(info, v)]
+}
+
+/// How the op table evaluates this op on small values.
+fn op_eval(op: &str) -> Eval {
+    crate::ops::lookup(op).map_or(Eval::None, |d| d.eval)
+}
+
+/// Broadcasting ops with the inputs' dtype.
+pub fn binary(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    nary(cx, false)
+}
+
+/// Broadcasting ops with a BOOL output.
+pub fn compare(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    nary(cx, true)
+}
+
+/// `Mean`: broadcast shape, never evaluated (shape arithmetic does not average).
+pub fn mean(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    let n = cx.node.input.len();
+    let idx: Vec<usize> = (0..n).filter(|&i| cx.has_input(i)).collect();
+    let shape = bshape(cx, &idx);
+    let dtype = idx.iter().find_map(|&i| cx.dtype(i));
+    vec![TensorInfo::new(dtype, shape)]
 }
 
 /// Binary, variadic and comparison ops.
@@ -171,10 +109,7 @@ pub fn nary(cx: &mut OpCtx, bool_out: bool) -> Vec<TensorInfo> {
         idx.iter().find_map(|&i| cx.dtype(i))
     };
     let info = TensorInfo::new(dtype, shape);
-    let op = match cx.op {
-        "Mean" => return vec![info],
-        op => op,
-    };
+    let op = op_eval(cx.op).binary();
     // Fold the values left to right.
     let mut acc: Option<(super::Value, Vec<usize>)> = None;
     for &i in &idx {
@@ -321,6 +256,6 @@ pub fn not(cx: &mut OpCtx) -> Vec<TensorInfo> {
     let info = TensorInfo::new(Some(DataType::BOOL), cx.shape(0).map(<[Dim]>::to_vec));
     let v = cx
         .value(0)
-        .and_then(|v| eval_unary("Not", v, None, cx.syms));
+        .and_then(|v| eval_unary(Some(UnOp::Not), v, None, cx.syms));
     vec![with_value(info, v)]
 }

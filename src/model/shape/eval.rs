@@ -10,6 +10,7 @@
 //! are written once as *index maps* — for each output element, the flat input position — and
 //! applied to either kind of [`Value`].
 
+use crate::ops::{BinOp, RedOp, UnOp};
 use std::cmp::Ordering;
 
 use super::sym::SymTable;
@@ -240,15 +241,15 @@ fn bool_dim(b: Option<bool>) -> Dim {
 }
 
 /// One element of an integer binary op. Symbolic operands go through [`SymTable`].
-fn int_bin(op: &str, a: &Dim, b: &Dim, syms: &mut SymTable) -> Dim {
+fn int_bin(op: Option<BinOp>, a: &Dim, b: &Dim, syms: &mut SymTable) -> Dim {
     use Ordering::*;
     let ord = || syms.cmp(a, b);
     match op {
-        "Add" | "Sum" => syms.add(a, b),
-        "Sub" => syms.sub(a, b),
-        "Mul" => syms.mul(a, b),
-        "Div" => syms.div(a, b),
-        "Mod" => match (a, b) {
+        Some(BinOp::Add) => syms.add(a, b),
+        Some(BinOp::Sub) => syms.sub(a, b),
+        Some(BinOp::Mul) => syms.mul(a, b),
+        Some(BinOp::Div) => syms.div(a, b),
+        Some(BinOp::Mod) => match (a, b) {
             (Dim::Known(x), Dim::Known(y)) if *y != 0 => {
                 // Python-style: the result takes the divisor's sign.
                 let r = x.wrapping_rem_euclid(*y);
@@ -256,29 +257,29 @@ fn int_bin(op: &str, a: &Dim, b: &Dim, syms: &mut SymTable) -> Dim {
             }
             _ => Dim::Unknown,
         },
-        "Pow" => match (a, b) {
+        Some(BinOp::Pow) => match (a, b) {
             (Dim::Known(x), Dim::Known(y)) if (0..63).contains(y) => {
                 Dim::Known(x.wrapping_pow(*y as u32))
             }
             _ => Dim::Unknown,
         },
-        "Max" => syms.max(a, b),
-        "Min" => syms.min(a, b),
-        "Equal" => bool_dim(if a == b && *a != Dim::Unknown {
+        Some(BinOp::Max) => syms.max(a, b),
+        Some(BinOp::Min) => syms.min(a, b),
+        Some(BinOp::Equal) => bool_dim(if a == b && *a != Dim::Unknown {
             Some(true)
         } else {
             ord().map(|o| o == Equal)
         }),
-        "Less" => bool_dim(ord().map(|o| o == Less)),
-        "Greater" => bool_dim(ord().map(|o| o == Greater)),
-        "LessOrEqual" => bool_dim(ord().map(|o| o != Greater)),
-        "GreaterOrEqual" => bool_dim(ord().map(|o| o != Less)),
-        "And" | "Or" | "Xor" => match (a.known(), b.known()) {
+        Some(BinOp::Less) => bool_dim(ord().map(|o| o == Less)),
+        Some(BinOp::Greater) => bool_dim(ord().map(|o| o == Greater)),
+        Some(BinOp::LessOrEqual) => bool_dim(ord().map(|o| o != Greater)),
+        Some(BinOp::GreaterOrEqual) => bool_dim(ord().map(|o| o != Less)),
+        Some(BinOp::And) | Some(BinOp::Or) | Some(BinOp::Xor) => match (a.known(), b.known()) {
             (Some(x), Some(y)) => {
                 let (x, y) = (x != 0, y != 0);
                 Dim::Known(match op {
-                    "And" => x && y,
-                    "Or" => x || y,
+                    Some(BinOp::And) => x && y,
+                    Some(BinOp::Or) => x || y,
                     _ => x ^ y,
                 } as i64)
             }
@@ -289,37 +290,37 @@ fn int_bin(op: &str, a: &Dim, b: &Dim, syms: &mut SymTable) -> Dim {
 }
 
 /// One element of a float binary op; comparisons give `None` here (handled separately).
-fn float_bin(op: &str, a: f64, b: f64) -> Option<f64> {
+fn float_bin(op: Option<BinOp>, a: f64, b: f64) -> Option<f64> {
     Some(match op {
-        "Add" | "Sum" => a + b,
-        "Sub" => a - b,
-        "Mul" => a * b,
-        "Div" => a / b,
-        "Pow" => a.powf(b),
-        "Max" => a.max(b),
-        "Min" => a.min(b),
-        "Mod" => a % b,
+        Some(BinOp::Add) => a + b,
+        Some(BinOp::Sub) => a - b,
+        Some(BinOp::Mul) => a * b,
+        Some(BinOp::Div) => a / b,
+        Some(BinOp::Pow) => a.powf(b),
+        Some(BinOp::Max) => a.max(b),
+        Some(BinOp::Min) => a.min(b),
+        Some(BinOp::Mod) => a % b,
         _ => return None,
     })
 }
 
-fn float_cmp(op: &str, a: f64, b: f64) -> Option<bool> {
+fn float_cmp(op: Option<BinOp>, a: f64, b: f64) -> Option<bool> {
     Some(match op {
-        "Equal" => a == b,
-        "Less" => a < b,
-        "Greater" => a > b,
-        "LessOrEqual" => a <= b,
-        "GreaterOrEqual" => a >= b,
-        "And" => a != 0.0 && b != 0.0,
-        "Or" => a != 0.0 || b != 0.0,
-        "Xor" => (a != 0.0) ^ (b != 0.0),
+        Some(BinOp::Equal) => a == b,
+        Some(BinOp::Less) => a < b,
+        Some(BinOp::Greater) => a > b,
+        Some(BinOp::LessOrEqual) => a <= b,
+        Some(BinOp::GreaterOrEqual) => a >= b,
+        Some(BinOp::And) => a != 0.0 && b != 0.0,
+        Some(BinOp::Or) => a != 0.0 || b != 0.0,
+        Some(BinOp::Xor) => (a != 0.0) ^ (b != 0.0),
         _ => return None,
     })
 }
 
 /// Evaluates an elementwise binary op on two small values broadcast to `out`.
 pub fn eval_binary(
-    op: &str,
+    op: Option<BinOp>,
     (a, sa): (&Value, &[usize]),
     (b, sb): (&Value, &[usize]),
     out: &[usize],
@@ -374,7 +375,7 @@ pub fn eval_binary(
 /// Evaluates an elementwise unary op on a small value. Only ops that occur in shape
 /// arithmetic are evaluated.
 pub fn eval_unary(
-    op: &str,
+    op: Option<UnOp>,
     v: &Value,
     out_dtype: Option<DataType>,
     syms: &mut SymTable,
@@ -383,19 +384,20 @@ pub fn eval_unary(
         Value::Int(x) => {
             let f = |d: &Dim, syms: &mut SymTable| -> Dim {
                 match op {
-                    "Identity" | "Ceil" | "Floor" | "Round" => d.clone(),
-                    "Neg" => syms.mul_c(d, -1),
-                    "Abs" => match d {
+                    Some(UnOp::Identity) | Some(UnOp::Ceil) | Some(UnOp::Floor)
+                    | Some(UnOp::Round) => d.clone(),
+                    Some(UnOp::Neg) => syms.mul_c(d, -1),
+                    Some(UnOp::Abs) => match d {
                         Dim::Known(v) => Dim::Known(v.wrapping_abs()),
                         Dim::Sym(_) => d.clone(),
                         Dim::Unknown => Dim::Unknown,
                     },
-                    "Relu" => syms.max(d, &Dim::Known(0)),
-                    "Sign" => match d {
+                    Some(UnOp::Relu) => syms.max(d, &Dim::Known(0)),
+                    Some(UnOp::Sign) => match d {
                         Dim::Known(v) => Dim::Known(v.signum()),
                         _ => Dim::Unknown,
                     },
-                    "Not" => match d {
+                    Some(UnOp::Not) => match d {
                         Dim::Known(v) => Dim::Known((*v == 0) as i64),
                         _ => Dim::Unknown,
                     },
@@ -404,7 +406,15 @@ pub fn eval_unary(
             };
             if !matches!(
                 op,
-                "Identity" | "Ceil" | "Floor" | "Round" | "Neg" | "Abs" | "Relu" | "Sign" | "Not"
+                Some(UnOp::Identity)
+                    | Some(UnOp::Ceil)
+                    | Some(UnOp::Floor)
+                    | Some(UnOp::Round)
+                    | Some(UnOp::Neg)
+                    | Some(UnOp::Abs)
+                    | Some(UnOp::Relu)
+                    | Some(UnOp::Sign)
+                    | Some(UnOp::Not)
             ) {
                 return None;
             }
@@ -412,19 +422,19 @@ pub fn eval_unary(
         }
         Value::Float(x) => {
             let f: fn(f64) -> f64 = match op {
-                "Identity" => |a| a,
-                "Neg" => |a| -a,
-                "Abs" => f64::abs,
-                "Ceil" => f64::ceil,
-                "Floor" => f64::floor,
-                "Round" => f64::round_ties_even,
-                "Sqrt" => f64::sqrt,
-                "Reciprocal" => |a| 1.0 / a,
-                "Exp" => f64::exp,
-                "Log" => f64::ln,
-                "Relu" => |a| a.max(0.0),
-                "Sign" => |a| if a == 0.0 { 0.0 } else { a.signum() },
-                "Not" => |a| (a == 0.0) as i64 as f64,
+                Some(UnOp::Identity) => |a| a,
+                Some(UnOp::Neg) => |a| -a,
+                Some(UnOp::Abs) => f64::abs,
+                Some(UnOp::Ceil) => f64::ceil,
+                Some(UnOp::Floor) => f64::floor,
+                Some(UnOp::Round) => f64::round_ties_even,
+                Some(UnOp::Sqrt) => f64::sqrt,
+                Some(UnOp::Reciprocal) => |a| 1.0 / a,
+                Some(UnOp::Exp) => f64::exp,
+                Some(UnOp::Log) => f64::ln,
+                Some(UnOp::Relu) => |a| a.max(0.0),
+                Some(UnOp::Sign) => |a| if a == 0.0 { 0.0 } else { a.signum() },
+                Some(UnOp::Not) => |a| (a == 0.0) as i64 as f64,
                 _ => return None,
             };
             Some(Value::Float(
@@ -504,7 +514,7 @@ pub fn eval_where(
 /// Reduction of a small integer or float value over `axes` (output laid out without the
 /// reduced axes; keepdims only changes the shape, not the order).
 pub fn eval_reduce(
-    op: &str,
+    op: Option<RedOp>,
     v: &Value,
     shape: &[usize],
     axes: &[usize],
@@ -533,17 +543,17 @@ pub fn eval_reduce(
                 acc[s] = Some(match acc[s].take() {
                     None => e.clone(),
                     Some(a) => match op {
-                        "ReduceSum" => syms.add(&a, e),
-                        "ReduceProd" => syms.mul(&a, e),
-                        "ReduceMax" => syms.max(&a, e),
-                        "ReduceMin" => syms.min(&a, e),
+                        Some(RedOp::Sum) => syms.add(&a, e),
+                        Some(RedOp::Prod) => syms.mul(&a, e),
+                        Some(RedOp::Max) => syms.max(&a, e),
+                        Some(RedOp::Min) => syms.min(&a, e),
                         _ => return None,
                     },
                 });
             }
             let empty = match op {
-                "ReduceSum" => Dim::Known(0),
-                "ReduceProd" => Dim::Known(1),
+                Some(RedOp::Sum) => Dim::Known(0),
+                Some(RedOp::Prod) => Dim::Known(1),
                 _ => Dim::Unknown,
             };
             Some(Value::Int(
@@ -558,10 +568,10 @@ pub fn eval_reduce(
                 acc[s] = Some(match acc[s] {
                     None => e,
                     Some(a) => match op {
-                        "ReduceSum" => a + e,
-                        "ReduceProd" => a * e,
-                        "ReduceMax" => a.max(e),
-                        "ReduceMin" => a.min(e),
+                        Some(RedOp::Sum) => a + e,
+                        Some(RedOp::Prod) => a * e,
+                        Some(RedOp::Max) => a.max(e),
+                        Some(RedOp::Min) => a.min(e),
                         _ => return None,
                     },
                 });

@@ -11,86 +11,14 @@ use std::collections::HashMap;
 use super::ctx::OpCtx;
 use super::sym::SymTable;
 use super::tensor_ops::tensor_value;
-use super::{
-    Dim, InputPins, ShapeDiagnostic, TensorInfo, Value, broadcast, conv, linalg, nn, reduce,
-    tensor_ops,
-};
+use super::{Dim, InputPins, ShapeDiagnostic, TensorInfo, Value};
 use crate::model::graph::GraphIndex;
 use crate::model::proto::{Dimension, GraphProto, NodeProto, ValueInfoProto, attribute_type};
 use crate::model::tensor::DataType;
+use crate::ops::{ControlFlow, ShapeKind};
 
 /// A shape rule: infos of a node's outputs from its inputs and attributes.
 pub type Rule = fn(&mut OpCtx) -> Vec<TensorInfo>;
-
-/// The rule for a default-domain op, `None` when pare has none.
-pub fn rule_for(op: &str) -> Option<Rule> {
-    use broadcast as b;
-    if broadcast::UNARY.contains(&op) {
-        return Some(b::unary);
-    }
-    if broadcast::BINARY.contains(&op) || broadcast::VARIADIC.contains(&op) {
-        return Some(|cx| b::nary(cx, false));
-    }
-    if broadcast::COMPARE.contains(&op) {
-        return Some(|cx| b::nary(cx, true));
-    }
-    Some(match op {
-        "Constant" => constant,
-        "Not" => b::not,
-        "Where" => b::where_,
-        "Clip" => b::clip,
-        "Cast" | "CastLike" => b::cast,
-        "PRelu" => b::prelu,
-        "Dropout" => b::dropout,
-        "IsNaN" | "IsInf" => b::is_special,
-        "Conv" | "ConvInteger" | "QLinearConv" => conv::conv,
-        "ConvTranspose" => conv::conv_transpose,
-        "MaxPool" | "AveragePool" | "LpPool" => conv::pool,
-        "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => conv::global_pool,
-        "Gemm" => linalg::gemm,
-        "MatMul" | "MatMulInteger" | "QLinearMatMul" => linalg::matmul,
-        "Einsum" => linalg::einsum,
-        "Reshape" => tensor_ops::reshape,
-        "Flatten" => tensor_ops::flatten,
-        "Transpose" => tensor_ops::transpose,
-        "Squeeze" => tensor_ops::squeeze,
-        "Unsqueeze" => tensor_ops::unsqueeze,
-        "Concat" => tensor_ops::concat,
-        "Split" => tensor_ops::split,
-        "Slice" => tensor_ops::slice,
-        "Gather" => tensor_ops::gather,
-        "GatherElements" => tensor_ops::gather_elements,
-        "GatherND" => tensor_ops::gather_nd,
-        "Pad" => tensor_ops::pad,
-        "Shape" => tensor_ops::shape,
-        "Size" => tensor_ops::size,
-        "ConstantOfShape" => tensor_ops::constant_of_shape,
-        "Range" => tensor_ops::range,
-        "Expand" => tensor_ops::expand,
-        "Tile" => tensor_ops::tile,
-        "DepthToSpace" | "SpaceToDepth" => tensor_ops::depth_space,
-        "OneHot" => tensor_ops::one_hot,
-        "NonZero" => tensor_ops::nonzero,
-        "Compress" => tensor_ops::compress,
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
-        | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => reduce::reduce,
-        "ArgMax" | "ArgMin" => reduce::arg,
-        "TopK" => reduce::topk,
-        "BatchNormalization" => nn::batch_norm,
-        "LayerNormalization" => nn::layer_norm,
-        "Resize" | "Upsample" => nn::resize,
-        "QuantizeLinear" => nn::quantize,
-        "DequantizeLinear" => nn::dequantize,
-        "DynamicQuantizeLinear" => nn::dynamic_quantize,
-        "NonMaxSuppression" => nn::nms,
-        "RoiAlign" | "MaxRoiPool" => nn::roi,
-        "GridSample" => nn::grid_sample,
-        "EyeLike" | "RandomNormalLike" | "RandomUniformLike" | "Bernoulli" => nn::like,
-        "RandomNormal" | "RandomUniform" => nn::random,
-        "Optional" | "OptionalGetElement" => nn::passthrough,
-        _ => return None,
-    })
-}
 
 /// `Constant`: from `value` or one of the typed `value_*` attributes.
 pub fn constant(cx: &mut OpCtx) -> Vec<TensorInfo> {
@@ -261,16 +189,23 @@ impl Infer {
             );
             return;
         }
-        match op {
-            "If" => return super::control::infer_if(self, graph, index, id, node),
-            "Loop" => return super::control::infer_loop(self, index, id, node),
-            "Scan" => return super::control::infer_scan(self, index, id, node),
-            _ => {}
-        }
-        let Some(rule) = rule_for(op) else {
-            self.set_unknown_outputs(node);
-            self.diag(node, format!("no shape rule for op {op}; outputs unknown"));
-            return;
+        // Ops missing from the table get the documented fallback: outputs unknown.
+        let rule = match crate::ops::lookup(op).map(|d| d.shape) {
+            Some(ShapeKind::Rule(r)) => r,
+            Some(ShapeKind::Control(ControlFlow::If)) => {
+                return super::control::infer_if(self, graph, index, id, node);
+            }
+            Some(ShapeKind::Control(ControlFlow::Loop)) => {
+                return super::control::infer_loop(self, index, id, node);
+            }
+            Some(ShapeKind::Control(ControlFlow::Scan)) => {
+                return super::control::infer_scan(self, index, id, node);
+            }
+            Some(ShapeKind::None) | None => {
+                self.set_unknown_outputs(node);
+                self.diag(node, format!("no shape rule for op {op}; outputs unknown"));
+                return;
+            }
         };
         let ins: Vec<Option<&TensorInfo>> = node
             .input

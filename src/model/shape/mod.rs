@@ -34,6 +34,28 @@ mod tensor_ops;
 mod tract;
 
 pub use control::merge_infos;
+pub use ctx::OpCtx;
+pub use infer::Rule;
+
+/// Every shape rule, for the op table (`crate::ops`) to point at.
+pub(crate) mod rules {
+    pub use super::broadcast::{
+        binary, cast, clip, compare, dropout, is_special, mean, not, prelu, unary, where_,
+    };
+    pub use super::conv::{conv, conv_transpose, global_pool, pool};
+    pub use super::infer::constant;
+    pub use super::linalg::{einsum, gemm, matmul};
+    pub use super::nn::{
+        batch_norm, dequantize, dynamic_quantize, grid_sample, layer_norm, like, nms, passthrough,
+        quantize, random, resize, roi,
+    };
+    pub use super::reduce::{arg, reduce, topk};
+    pub use super::tensor_ops::{
+        compress, concat, constant_of_shape, depth_space, expand, flatten, gather, gather_elements,
+        gather_nd, nonzero, one_hot, pad, range, reshape, shape, size, slice, split, squeeze, tile,
+        transpose, unsqueeze,
+    };
+}
 pub use eval::MAX_VALUE_ELEMS;
 pub use tract::tract_shapes;
 
@@ -228,5 +250,5 @@ pub fn infer_graph(
 
 /// Names of ops that have a shape rule (default domain), for reports and tests.
 pub fn has_rule(op_type: &str) -> bool {
-    matches!(op_type, "If" | "Loop" | "Scan") || infer::rule_for(op_type).is_some()
+    crate::ops::lookup(op_type).is_some_and(|d| !matches!(d.shape, crate::ops::ShapeKind::None))
 }

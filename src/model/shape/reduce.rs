@@ -47,7 +47,13 @@ pub fn reduce(cx: &mut OpCtx) -> Vec<TensorInfo> {
                 "ReduceSum" | "ReduceProd" | "ReduceMax" | "ReduceMin"
             ) =>
         {
-            eval_reduce(cx.op, v, &s, &axes, cx.syms)
+            eval_reduce(
+                crate::ops::lookup(cx.op).and_then(|d| d.eval.reduce()),
+                v,
+                &s,
+                &axes,
+                cx.syms,
+            )
         }
         _ => None,
     };

@@ -1,0 +1,81 @@
+//! Activations and other elementwise unary ops: output 0 has input 0's shape and dtype.
+
+use super::ChannelRule::{self, Channelwise, Lock};
+use super::PerChannel::Plain;
+use super::{Eval, IndexFlow, OpDef, ShapeFlow, UnOp};
+use crate::model::shape::rules::unary;
+
+const CW: ChannelRule = Channelwise(Plain);
+
+/// A unary op that acts on each channel independently.
+const fn act(name: &'static str) -> OpDef {
+    OpDef::new(name).shape(unary).channels(CW)
+}
+
+/// A unary op pare does not follow channels through (it would, but none is needed yet).
+const fn opaque(name: &'static str) -> OpDef {
+    OpDef::new(name).shape(unary).channels(Lock)
+}
+
+const fn ev(d: OpDef, u: UnOp) -> OpDef {
+    d.eval(Eval::Unary(u))
+}
+
+pub const OPS: &[OpDef] = &[
+    ev(act("Relu"), UnOp::Relu)
+        .trt(600)
+        .fuses()
+        .index(IndexFlow::Preserves),
+    act("LeakyRelu").trt(600).fuses(),
+    act("Elu").trt(600),
+    act("Selu").trt(600),
+    act("Celu").trt(702),
+    act("Sigmoid").trt(600).fuses(),
+    act("HardSigmoid").trt(600).fuses(),
+    act("HardSwish").trt(804).fuses(),
+    act("Swish"),
+    act("Mish").trt(1000),
+    act("Gelu").trt(1000),
+    act("Tanh").trt(600),
+    act("Softplus").trt(600),
+    act("Softsign").trt(600),
+    ev(act("Exp"), UnOp::Exp).trt(600),
+    ev(act("Log"), UnOp::Log).trt(600),
+    ev(act("Sqrt"), UnOp::Sqrt).trt(600),
+    ev(act("Reciprocal"), UnOp::Reciprocal)
+        .trt(600)
+        .trt_gaps(&[(700, 803)]),
+    ev(act("Neg"), UnOp::Neg).trt(600),
+    ev(act("Abs"), UnOp::Abs).trt(600),
+    ev(act("Ceil"), UnOp::Ceil)
+        .trt(600)
+        .flow(ShapeFlow::Derived),
+    ev(act("Floor"), UnOp::Floor)
+        .trt(600)
+        .flow(ShapeFlow::Derived),
+    ev(act("Round"), UnOp::Round).trt(802),
+    ev(act("Sign"), UnOp::Sign).trt(802),
+    act("Erf").trt(700),
+    act("Sin").trt(600),
+    act("Cos").trt(600),
+    opaque("Tan").trt(600),
+    opaque("Asin").trt(600),
+    opaque("Acos").trt(600),
+    opaque("Atan").trt(600),
+    opaque("Sinh").trt(600),
+    opaque("Cosh").trt(600),
+    opaque("Asinh").trt(600),
+    opaque("Acosh").trt(600),
+    opaque("Atanh").trt(600),
+    ev(act("Identity"), UnOp::Identity)
+        .trt(600)
+        .flow(ShapeFlow::SameEntries)
+        .index(IndexFlow::Preserves),
+    act("ThresholdedRelu").trt(600),
+    act("Shrink").trt(804),
+    opaque("BitwiseNot"),
+    // Experimental ops of old opsets: TensorRT imports them, pare has no rules.
+    OpDef::new("ImageScaler").trt(700),
+    OpDef::new("ParametricSoftplus").trt(700),
+    OpDef::new("ScaledTanh").trt(700),
+];
