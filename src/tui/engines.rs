@@ -1,93 +1,27 @@
 //! The TUI's one seam to the engines that are built alongside it (lint/fix, extract,
 //! quantize). Every call the views and jobs make goes through here, so wiring an engine in is
-//! a change to this file only. An engine that has not landed answers `Err(NOT_AVAILABLE…)`,
-//! and the views show that state instead of inventing data.
+//! a change to this file only.
 
 use std::path::{Path, PathBuf};
 
 use crate::jobs::Progress;
 use crate::model::Analysis;
 
-use super::session::Diagnostic;
-
 /// Deployment targets offered by the Diagnostics view (`t` cycles).
 pub const TARGETS: &[&str] = &["tensorrt-7.1", "tensorrt-8.6", "tensorrt-10.1"];
 pub const DEFAULT_TARGET: &str = "tensorrt-7.1";
-
-pub const EXTRACT_MISSING: &str =
-    "extract: not available yet in this build (src/extract has not landed)";
-pub const QUANT_MISSING: &str =
-    "quantize: not available yet in this build (src/quant has not landed)";
-pub const LINT_MISSING: &str = "lint: not available yet in this build (src/lint has not landed)";
-
-/// Whether each engine is wired in.
-pub fn lint_available() -> bool {
-    true
-}
-pub fn extract_available() -> bool {
-    true
-}
-pub fn quant_available() -> bool {
-    true
-}
 
 fn parse_target(target: &str) -> Result<crate::lint::Target, String> {
     crate::lint::Target::parse(target)
 }
 
-/// Lint findings for `target`, as TUI diagnostics: the rule's explanation is the "why", the
-/// automatic fix (or the source-side snippet) the "fix".
-pub fn lint(a: &Analysis, target: &str) -> Result<Vec<Diagnostic>, String> {
-    use super::session::Severity as S;
-    use crate::lint::{LintOptions, Severity as L};
-    let opts = LintOptions {
+/// Lint findings for `target`, as lint reports them (the session places them on nodes).
+pub fn lint(a: &Analysis, target: &str) -> Result<Vec<crate::lint::Diagnostic>, String> {
+    let opts = crate::lint::LintOptions {
         target: parse_target(target)?,
-        ..LintOptions::default()
+        ..crate::lint::LintOptions::default()
     };
-    let report = crate::lint::lint(a, &opts);
-    let g = a.graph();
-    let by_name: std::collections::HashMap<String, usize> = g
-        .node
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.display_name(), i))
-        .collect();
-    Ok(report
-        .diagnostics
-        .into_iter()
-        .map(|d| {
-            let node = d.nodes.iter().find_map(|n| by_name.get(n).copied());
-            let mut message = d.message.clone();
-            if let Some(case) = &d.seed_case {
-                message.push_str(&format!(" [seed {case}]"));
-            }
-            let mut fix = String::new();
-            if let Some(f) = &d.fix {
-                fix.push_str(&format!(
-                    "automatic: `pare fix --rule {f}` (verified against the original on random inputs before it is written)"
-                ));
-            }
-            if !d.fix_snippet.is_empty() {
-                if !fix.is_empty() {
-                    fix.push('\n');
-                }
-                fix.push_str(&d.fix_snippet);
-            }
-            Diagnostic {
-                severity: match d.severity {
-                    L::Error => S::Error,
-                    L::Warning => S::Warning,
-                    L::Info => S::Info,
-                },
-                rule: d.rule.clone(),
-                node,
-                message: format!("{}: {message}", d.title),
-                why: (!d.explanation.is_empty()).then(|| d.explanation.clone()),
-                fix: (!fix.is_empty()).then_some(fix),
-                fixable: d.fixable,
-            }
-        })
-        .collect())
+    Ok(crate::lint::lint(a, &opts).diagnostics)
 }
 
 /// Applies the automatic fix of lint rule `rule` (found at `node`), verifies the fixed model
