@@ -151,7 +151,7 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
     }
 }
 
-/// 1. The neighbourhood, with BFS distance (negative up, positive down).
+/// Step 1: the neighbourhood, with BFS distance (negative up, positive down).
 fn neighbourhood(s: &Session, sel: usize, hops: usize) -> HashMap<usize, i64> {
     let g = s.graph();
     let ix = &s.analysis.index;
@@ -196,7 +196,7 @@ fn gnode(kind: GKind, label: String, order_key: f64) -> GNode {
 /// An edge between boxes, labelled with its tensor.
 type Edge = (usize, usize, String);
 
-/// 2. Boxes: real nodes plus graph inputs/outputs at the rim, the edges between them, and
+/// Step 2: boxes: real nodes plus graph inputs/outputs at the rim, the edges between them, and
 /// each node's box.
 fn boxes(
     s: &Session,
@@ -261,7 +261,7 @@ fn by_order_key(nodes: &[GNode], a: usize, b: usize) -> std::cmp::Ordering {
         .unwrap_or(std::cmp::Ordering::Equal)
 }
 
-/// 3. Layers: longest path from the sources (edges always point down). Returns the count.
+/// Step 3: layers: longest path from the sources (edges always point down). Returns the count.
 fn assign_layers(nodes: &mut [GNode], edges: &[Edge]) -> usize {
     let mut layer = vec![0usize; nodes.len()];
     let mut by_order: Vec<usize> = (0..nodes.len()).collect();
@@ -289,7 +289,7 @@ fn assign_layers(nodes: &mut [GNode], edges: &[Edge]) -> usize {
     layer.iter().copied().max().unwrap_or(0) + 1
 }
 
-/// 4. Caps each layer at [`MAX_PER_LAYER`]: keeps the boxes closest to the selection and
+/// Step 4: caps each layer at [`MAX_PER_LAYER`]: keeps the boxes closest to the selection and
 /// folds the rest into a `+n more` box. Returns the hidden boxes.
 fn cap_layers(
     nodes: &mut Vec<GNode>,
@@ -322,7 +322,7 @@ fn cap_layers(
 /// An edge segment between adjacent layers; the last segment of an edge carries its tensor.
 type Seg = (usize, usize, Option<String>);
 
-/// 5. Long edges go through dummy boxes, one per crossed layer.
+/// Step 5: long edges go through dummy boxes, one per crossed layer.
 fn route_long_edges(nodes: &mut Vec<GNode>, edges: Vec<Edge>) -> Vec<Seg> {
     let mut segs: Vec<Seg> = Vec::new();
     for (a, b, t) in edges {
@@ -346,7 +346,7 @@ fn route_long_edges(nodes: &mut Vec<GNode>, edges: Vec<Edge>) -> Vec<Seg> {
     segs
 }
 
-/// 6. Order within layers: execution order, then barycentre sweeps down, up and down.
+/// Step 6: order within layers: execution order, then barycentre sweeps down, up and down.
 fn order_layers(
     nodes: &[GNode],
     segs: &[Seg],
@@ -423,7 +423,7 @@ fn barycentre_order(
     keyed.into_iter().map(|(_, k)| k).collect()
 }
 
-/// 7. Widths and x positions, each layer centred.
+/// Step 7: widths and x positions, each layer centred.
 fn place(nodes: &mut [GNode], layers: &[Vec<usize>], width: u16, compact: bool) {
     let pad: u16 = if compact { 2 } else { 4 };
     for l in layers {
@@ -490,7 +490,7 @@ impl Attach {
     }
 }
 
-/// 8. The drawing: line bits per cell, then characters and what each cell shows.
+/// Step 8: the drawing: line bits per cell, then characters and what each cell shows.
 struct Canvas {
     width: u16,
     box_h: u16,
