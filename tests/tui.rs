@@ -98,10 +98,10 @@ fn extract_dialog_for_a_range() {
 fn quit_confirmation_when_tags_are_unsaved() {
     let mut app = demo_app();
     press(&mut app, "s q");
-    assert!(!app.should_quit);
+    assert!(!app.should_quit());
     snap("confirm_quit", render(&mut app, 80, 24));
     press(&mut app, "esc");
-    assert!(app.overlay.is_none() && !app.should_quit);
+    assert!(app.overlay().is_none() && !app.should_quit());
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn job_with_injected_progress() {
         .expect("job started");
     std::thread::sleep(Duration::from_millis(50));
     app.tick();
-    assert_eq!(app.view, View::Jobs);
+    assert_eq!(app.view(), View::Jobs);
     // The job is parked mid-way: render without settling.
     let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 26)).unwrap();
     t.draw(|f| pare::tui::ui::draw(&mut app, f)).unwrap();

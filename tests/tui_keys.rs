@@ -13,7 +13,7 @@ use pare::tui::tree::Item;
 use tui_support::*;
 
 fn node_id(app: &pare::tui::App, name: &str) -> usize {
-    app.session.as_ref().unwrap().by_name[name]
+    app.session().unwrap().by_name[name]
 }
 
 fn goto(app: &mut pare::tui::App, name: &str) {
@@ -29,7 +29,7 @@ fn tag_save_reopen_shows_tags() {
     let mut app = demo_app();
     goto(&mut app, "/layer2/0/conv_14/Conv");
     press(&mut app, "s");
-    let msg = app.message.clone().unwrap();
+    let msg = app.message().map(str::to_string).unwrap();
     assert!(
         msg.contains("skip '/layer2/0/conv_14/Conv'") && msg.contains("locks group"),
         "{msg}"
@@ -39,7 +39,7 @@ fn tag_save_reopen_shows_tags() {
     goto(&mut app, "/aspp/conv_20/Conv");
     press(&mut app, "l");
     {
-        let s = app.session.as_ref().unwrap();
+        let s = app.session().unwrap();
         assert!(s.tags_dirty);
         assert_eq!(s.tags.skip.len(), 2);
         assert_eq!(s.tags.lock, vec!["/aspp/conv_20/Conv".to_string()]);
@@ -57,29 +57,24 @@ fn tag_save_reopen_shows_tags() {
     // No tags file yet: w asks where, prefilled with a default.
     press(&mut app, "w");
     assert!(matches!(
-        app.overlay,
+        app.overlay(),
         Some(pare::tui::app::Overlay::SaveAs(_))
     ));
     press(&mut app, "ctrl-u");
     type_text(&mut app, &tags_path.display().to_string());
     press(&mut app, "enter");
-    assert!(app.overlay.is_none());
-    assert!(!app.session.as_ref().unwrap().tags_dirty);
-    assert!(
-        app.message
-            .as_deref()
-            .unwrap_or("")
-            .contains("saved 2 skip, 1 lock")
-    );
+    assert!(app.overlay().is_none());
+    assert!(!app.session().unwrap().tags_dirty);
+    assert!(app.message().unwrap_or("").contains("saved 2 skip, 1 lock"));
     let saved = Tags::load(&tags_path).unwrap();
     assert_eq!(saved.skip.len(), 2);
     // Quitting now needs no confirmation.
     press(&mut app, "q");
-    assert!(app.should_quit);
+    assert!(app.should_quit());
 
     let mut again = app_for(None, Some(&tags_path));
     {
-        let s = again.session.as_ref().unwrap();
+        let s = again.session().unwrap();
         assert_eq!(
             s.tagged.get(&node_id(&again, "/layer2/0/conv_14/Conv")),
             Some(&Tag::Skip)
@@ -97,33 +92,33 @@ fn tag_save_reopen_shows_tags() {
     // Untag and the save goes to the remembered file without asking.
     goto(&mut again, "/layer2/0/conv_14/Conv");
     press(&mut again, "u w");
-    assert!(again.overlay.is_none());
+    assert!(again.overlay().is_none());
     assert_eq!(Tags::load(&tags_path).unwrap().skip.len(), 1);
 }
 
 #[test]
 fn scope_tag_uses_a_glob_and_range_tags_each_node() {
     let mut app = demo_app();
-    let s = app.session.as_ref().unwrap();
+    let s = app.session().unwrap();
     let aspp = s
         .tree
         .rows
         .iter()
         .position(|r| matches!(r.item, Item::Scope(k) if s.tree.scopes[k].label == "aspp"))
         .unwrap();
-    app.tree.cursor = aspp;
+    app.set_tree_cursor(aspp);
     press(&mut app, "l");
     assert_eq!(
-        app.session.as_ref().unwrap().tags.lock,
+        app.session().unwrap().tags.lock,
         vec!["/aspp/*".to_string()]
     );
     press(&mut app, "u");
-    assert!(app.session.as_ref().unwrap().tags.lock.is_empty());
+    assert!(app.session().unwrap().tags.lock.is_empty());
     goto(&mut app, "/layer1/0/conv_4/Conv");
     press(&mut app, "v j j s");
-    let s = app.session.as_ref().unwrap();
+    let s = app.session().unwrap();
     assert_eq!(s.tags.skip.len(), 3, "{:?}", s.tags.skip);
-    assert!(app.range_anchor.is_none());
+    assert!(!app.range_active());
 }
 
 #[test]
@@ -131,12 +126,12 @@ fn quit_asks_and_w_saves_then_quits() {
     let dir = tempfile::tempdir().unwrap();
     let tags_path = dir.path().join("t.toml");
     let mut app = demo_app();
-    app.session.as_mut().unwrap().tags_path = Some(tags_path.clone());
+    app.session_mut().unwrap().tags_path = Some(tags_path.clone());
     goto(&mut app, "/stem/conv_1/Conv");
     press(&mut app, "s q");
-    assert!(!app.should_quit);
+    assert!(!app.should_quit());
     press(&mut app, "w");
-    assert!(app.should_quit);
+    assert!(app.should_quit());
     assert_eq!(
         Tags::load(&tags_path).unwrap().skip,
         vec!["/stem/conv_1/Conv".to_string()]
@@ -144,16 +139,16 @@ fn quit_asks_and_w_saves_then_quits() {
     // Ctrl-C in the confirmation quits without saving.
     let mut app = demo_app();
     press(&mut app, "s ctrl-c");
-    assert!(!app.should_quit);
+    assert!(!app.should_quit());
     press(&mut app, "ctrl-c");
-    assert!(app.should_quit);
+    assert!(app.should_quit());
 }
 
 #[test]
 fn search_finds_the_if_and_n_cycles() {
     let mut app = demo_app();
     press(&mut app, "/ I f enter");
-    let s = app.session.as_ref().unwrap();
+    let s = app.session().unwrap();
     let sel = app.selected_node().unwrap();
     assert_eq!(s.nodes[sel].op, "If");
     press(&mut app, "/ c o n v enter");
@@ -163,32 +158,32 @@ fn search_finds_the_if_and_n_cycles() {
     press(&mut app, "N");
     assert_eq!(app.selected_node(), first);
     press(&mut app, "/ z z z q enter");
-    assert!(app.message.as_deref().unwrap_or("").contains("no match"));
+    assert!(app.message().unwrap_or("").contains("no match"));
 }
 
 #[test]
 fn movement_keys() {
     let mut app = demo_app();
     press(&mut app, "G");
-    let last = app.tree.cursor;
-    assert_eq!(last, app.session.as_ref().unwrap().tree.rows.len() - 1);
+    let last = app.tree_cursor();
+    assert_eq!(last, app.session().unwrap().tree.rows.len() - 1);
     press(&mut app, "g g");
-    assert_eq!(app.tree.cursor, 0);
+    assert_eq!(app.tree_cursor(), 0);
     press(&mut app, "ctrl-d");
-    assert!(app.tree.cursor > 0);
+    assert!(app.tree_cursor() > 0);
     press(&mut app, "ctrl-u");
-    assert_eq!(app.tree.cursor, 0);
+    assert_eq!(app.tree_cursor(), 0);
     // Collapse the first scope and expand it again.
-    let n = app.session.as_ref().unwrap().tree.rows.len();
+    let n = app.session().unwrap().tree.rows.len();
     press(&mut app, "enter");
-    assert!(app.session.as_ref().unwrap().tree.rows.len() < n);
+    assert!(app.session().unwrap().tree.rows.len() < n);
     press(&mut app, "space");
-    assert_eq!(app.session.as_ref().unwrap().tree.rows.len(), n);
+    assert_eq!(app.session().unwrap().tree.rows.len(), n);
     press(&mut app, "C");
-    assert!(app.session.as_ref().unwrap().tree.rows.len() < n);
+    assert!(app.session().unwrap().tree.rows.len() < n);
     press(&mut app, "g g E");
     press(&mut app, "2 3 4 1 tab tab");
-    assert_eq!(app.view, View::Diagnostics);
+    assert_eq!(app.view(), View::Diagnostics);
 }
 
 #[test]
@@ -203,17 +198,17 @@ fn mouse_click_selects_and_wheel_scrolls() {
     };
     app.handle_mouse(click(5));
     // Title row, border row, then rows 0.. of the tree.
-    assert_eq!(app.tree.cursor, 3);
+    assert_eq!(app.tree_cursor(), 3);
     app.handle_mouse(MouseEvent {
         kind: MouseEventKind::ScrollDown,
         column: 5,
         row: 10,
         modifiers: KeyModifiers::NONE,
     });
-    assert_eq!(app.tree.cursor, 6);
+    assert_eq!(app.tree_cursor(), 6);
     // Clicking the "2 Groups" tab switches views.
     let tab = app
-        .areas
+        .areas()
         .tabs
         .iter()
         .find(|(_, v)| *v == View::Groups)
@@ -225,7 +220,7 @@ fn mouse_click_selects_and_wheel_scrolls() {
         row: 0,
         modifiers: KeyModifiers::NONE,
     });
-    assert_eq!(app.view, View::Groups);
+    assert_eq!(app.view(), View::Groups);
 }
 
 #[test]
@@ -235,7 +230,7 @@ fn range_extract_writes_a_valid_model_with_boundary_data() {
     let mut app = demo_app();
     goto(&mut app, "/layer1/0/conv_4/Conv");
     press(&mut app, "v j j j j x");
-    let Some(pare::tui::app::Overlay::Extract(d)) = &app.overlay else {
+    let Some(pare::tui::app::Overlay::Extract(d)) = app.overlay() else {
         panic!("extract dialog")
     };
     assert_eq!(d.nodes.len(), 5);
@@ -245,9 +240,9 @@ fn range_extract_writes_a_valid_model_with_boundary_data() {
     press(&mut app, "ctrl-u");
     type_text(&mut app, &out.display().to_string());
     press(&mut app, "enter");
-    assert_eq!(app.view, View::Jobs);
+    assert_eq!(app.view(), View::Jobs);
     app.settle(Duration::from_secs(60));
-    let j = &app.jobs[0];
+    let j = &app.jobs()[0];
     assert_eq!(j.status, JobStatus::Finished, "{:?} {:?}", j.status, j.log);
     assert!(out.exists());
     let m = pare::model::load_model(&out).unwrap();
@@ -271,9 +266,9 @@ fn prune_job_runs_in_the_background_and_opens_the_result() {
     press(&mut app, "p tab tab tab tab tab ctrl-u");
     type_text(&mut app, &out.display().to_string());
     press(&mut app, "enter");
-    assert_eq!(app.view, View::Jobs);
+    assert_eq!(app.view(), View::Jobs);
     app.settle(Duration::from_secs(120));
-    let j = &app.jobs[0];
+    let j = &app.jobs()[0];
     assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
     let summary = j.outcome.as_ref().unwrap().summary.join("\n");
     assert!(
@@ -284,9 +279,9 @@ fn prune_job_runs_in_the_background_and_opens_the_result() {
     assert!(out.exists());
     press(&mut app, "o");
     app.settle(Duration::from_secs(30));
-    let s = app.session.as_ref().expect("result opened");
+    let s = app.session().expect("result opened");
     assert_eq!(s.label, "pruned.onnx");
-    assert_eq!(app.view, View::Nodes);
+    assert_eq!(app.view(), View::Nodes);
 }
 
 #[test]
@@ -305,7 +300,7 @@ fn cancelling_a_job_with_esc() {
     std::thread::sleep(Duration::from_millis(30));
     press(&mut app, "esc");
     app.settle(Duration::from_secs(10));
-    assert_eq!(app.jobs[0].status, JobStatus::Cancelled);
+    assert_eq!(app.jobs()[0].status, JobStatus::Cancelled);
 }
 
 #[test]
@@ -317,9 +312,9 @@ fn keymap_file_changes_keys() {
     let mut app = pare::tui::App::new(s, km);
     goto(&mut app, "/stem/conv_1/Conv");
     press(&mut app, "s");
-    assert!(app.session.as_ref().unwrap().tags.skip.is_empty());
+    assert!(app.session().unwrap().tags.skip.is_empty());
     press(&mut app, "S");
-    assert_eq!(app.session.as_ref().unwrap().tags.skip.len(), 1);
+    assert_eq!(app.session().unwrap().tags.skip.len(), 1);
 }
 
 #[test]
@@ -332,7 +327,7 @@ fn big_model_tree_is_chunked_and_draws() {
     )
     .unwrap();
     let mut app = app_for(Some(&p), None);
-    let s = app.session.as_ref().unwrap();
+    let s = app.session().unwrap();
     assert!(s.nodes.len() >= 9_990);
     assert!(
         s.tree

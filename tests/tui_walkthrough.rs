@@ -51,7 +51,7 @@ fn newcomer_walk_on_the_stereo_model() {
     cap("2. search for If", render(&mut app, W, H));
     press(&mut app, "enter");
     let sel = app.selected_node().expect("a node is selected");
-    assert_eq!(app.session.as_ref().unwrap().nodes[sel].op, "If");
+    assert_eq!(app.session().unwrap().nodes[sel].op, "If");
     cap(
         "2b. the If, its neighbourhood and details",
         render(&mut app, W, H),
@@ -60,13 +60,13 @@ fn newcomer_walk_on_the_stereo_model() {
     // cycles to TensorRT 7.1, which cannot import the If.
     press(&mut app, "3");
     {
-        let s = app.session.as_ref().unwrap();
+        let s = app.session().unwrap();
         assert!(s.lint_status.contains("tensorrt-10"), "{}", s.lint_status);
     }
     press(&mut app, "t");
     let if_id = sel;
     let (pos, rule) = {
-        let s = app.session.as_ref().unwrap();
+        let s = app.session().unwrap();
         assert!(s.lint_status.contains("tensorrt-7.1"), "{}", s.lint_status);
         let pos = s
             .diagnostics
@@ -75,10 +75,10 @@ fn newcomer_walk_on_the_stereo_model() {
             .expect("lint reports the If as an error for TensorRT 7.1");
         let d = &s.diagnostics[pos];
         assert!(d.fixable, "{d:?}");
-        assert!(d.why.as_deref().unwrap_or("").contains("squeeze"), "{d:?}");
+        assert!(d.explanation.contains("squeeze"), "{d:?}");
         (pos, d.rule.clone())
     };
-    app.diags.cursor = pos;
+    app.set_diagnostic_cursor(pos);
     cap(
         "3. diagnostics for tensorrt-7.1: the If, why, and the fix",
         render(&mut app, W, H),
@@ -86,7 +86,7 @@ fn newcomer_walk_on_the_stereo_model() {
     // 3b. Apply the automatic fix: verified against the original, then written.
     press(&mut app, "a");
     app.settle(Duration::from_secs(300));
-    let j = app.jobs.last().unwrap();
+    let j = app.jobs().last().unwrap();
     assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
     let fixed = dir.path().join("pat_a_stereo_fixed.onnx");
     let fixed_model = pare::model::load_model(&fixed).expect("fixed model loads");
@@ -106,9 +106,9 @@ fn newcomer_walk_on_the_stereo_model() {
 
     // 4. Tag two convs skip and see which groups that locks.
     press(&mut app, "/ f e a t u r e . 2 . 0 / C o n v enter s");
-    let m1 = app.message.clone().unwrap_or_default();
+    let m1 = app.message().map(str::to_string).unwrap_or_default();
     press(&mut app, "/ f e a t u r e . 2 . 0 _ 1 / C o n v enter s");
-    let m2 = app.message.clone().unwrap_or_default();
+    let m2 = app.message().map(str::to_string).unwrap_or_default();
     assert!(
         m1.starts_with("skip") && m2.starts_with("skip"),
         "{m1} / {m2}"
@@ -119,8 +119,7 @@ fn newcomer_walk_on_the_stereo_model() {
     );
     press(&mut app, "2");
     let tagged = app
-        .session
-        .as_ref()
+        .session()
         .unwrap()
         .group_status
         .iter()
@@ -135,11 +134,11 @@ fn newcomer_walk_on_the_stereo_model() {
     let shape = app.selected_node().unwrap();
     press(&mut app, "v");
     let if_row = {
-        let s = app.session.as_mut().unwrap();
+        let s = app.session_mut().unwrap();
         let id = s.nodes.iter().position(|n| n.op == "If").unwrap();
         s.tree.reveal(id).unwrap()
     };
-    app.tree.cursor = if_row;
+    app.set_tree_cursor(if_row);
     press(&mut app, "x");
     assert!(app.range_nodes().contains(&shape));
     let out = dir.path().join("if_piece.onnx");
@@ -152,10 +151,10 @@ fn newcomer_walk_on_the_stereo_model() {
     press(&mut app, "enter");
     app.settle(Duration::from_secs(120));
     assert_eq!(
-        app.jobs[0].status,
+        app.jobs()[0].status,
         JobStatus::Finished,
         "{:?}",
-        app.jobs[0].log
+        app.jobs()[0].log
     );
     assert!(out.exists());
     assert!(dir.path().join("test_data_set_0/input_0.pb").exists());
@@ -167,9 +166,9 @@ fn newcomer_walk_on_the_stereo_model() {
     type_text(&mut app, &pruned.display().to_string());
     cap("6. prune dialog", render(&mut app, W, H));
     press(&mut app, "enter");
-    assert_eq!(app.view, View::Jobs);
+    assert_eq!(app.view(), View::Jobs);
     app.settle(Duration::from_secs(300));
-    let j = app.jobs.last().unwrap();
+    let j = app.jobs().last().unwrap();
     assert!(matches!(
         j.status,
         JobStatus::Finished | JobStatus::Failed(_)
@@ -182,9 +181,9 @@ fn newcomer_walk_on_the_stereo_model() {
     type_text(&mut app, &quant.display().to_string());
     cap("7. quantize dialog", render(&mut app, W, H));
     press(&mut app, "enter");
-    assert_eq!(app.view, View::Jobs);
+    assert_eq!(app.view(), View::Jobs);
     app.settle(Duration::from_secs(300));
-    let j = app.jobs.last().unwrap();
+    let j = app.jobs().last().unwrap();
     assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
     assert!(quant.exists());
     let measured: Vec<_> = j

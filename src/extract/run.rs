@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::data::{self, BoundaryData, Samples};
 use super::{Piece, Selector, command_line, extract_selection, shell_quote};
-use crate::error::Result;
+use crate::error::{PareError, Result};
 use crate::jobs::Progress;
 use crate::model::io::{SaveOptions, save_model};
 use crate::model::shape::{Dim, format_shape};

@@ -1,6 +1,13 @@
 //! The application state and its event handling, with no terminal in sight: keys and mouse
 //! events go in through [`App::handle_key`] / [`App::handle_mouse`], background results
-//! through [`App::tick`], and [`super::ui::draw`] renders the state. Tests drive it directly.
+//! through [`App::tick`], and [`App::draw`] renders the state. Tests drive it directly.
+//!
+//! `App` is the router of a gitui-style component tree: the views ([`NodesView`],
+//! [`GroupsView`], [`DiagnosticsView`], [`JobsView`]), the details pane, the search box and
+//! the overlays ([`Overlay`]) each own their state, keys and command lists; the app resolves a
+//! key through the keymap for the focused component's contexts and hands the action to it.
+
+mod draw;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -11,19 +18,20 @@ use ratatui::layout::Rect;
 
 use crate::jobs::{Job, JobEvent};
 use crate::model::InputPins;
-use crate::tags::Tag;
 
-use super::dialog::{
-    Boundary, ExtractDialog, Outcome, Prompt, PruneDialog, QuantizeDialog, TextInput,
-};
+use super::component::Component;
+use super::dialog::{Boundary, ExtractDialog, Prompt, PruneDialog, QuantizeDialog, TextInput};
 use super::engines;
-use super::graph::{self, GraphView};
 use super::jobs::{JobEntry, JobKind, JobOutcome};
 use super::keymap::{Action, Ctx, Key, KeyMap, Resolve};
-use super::search::{self, Hit};
+use super::overlay::Reply;
+use super::search::{SearchBox, SearchReply};
 use super::session::{self, Session};
-use super::tree::{Item, ScopeKind};
-use super::worker::{Reply, Request, TensorStats, Worker};
+use super::tree::Item;
+use super::views::{Cx, DetailsPane, DiagnosticsView, GroupsView, JobsView, ListPos, NodesView};
+use super::worker::{Reply as WorkerReply, Request, TensorStats, Worker};
+
+pub use super::overlay::Overlay;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -53,28 +61,12 @@ pub enum Pane {
     Details,
 }
 
-pub enum Overlay {
-    Help { scroll: u16 },
-    Prune(PruneDialog),
-    Quantize(QuantizeDialog),
-    Extract(ExtractDialog),
-    SaveAs(Prompt),
-    ConfirmQuit,
-}
-
-/// The `/` prompt while it is open.
-pub struct SearchInput {
-    pub input: TextInput,
-    pub hits: Vec<Hit>,
-    pub sel: usize,
-}
-
 /// A model being loaded in the background.
-pub struct Loading {
-    pub job: Job<Session>,
-    pub what: String,
-    pub phase: String,
-    pub started: Instant,
+struct Loading {
+    job: Job<Session>,
+    what: String,
+    phase: String,
+    started: Instant,
 }
 
 /// Screen areas from the last draw, for mouse hit-testing.
@@ -86,75 +78,133 @@ pub struct Areas {
     pub details: Rect,
     /// Graph boxes on screen and their nodes.
     pub graph_boxes: Vec<(Rect, usize)>,
-    /// First list row shown and the list's top y.
+    /// First list row shown.
     pub list_offset: usize,
 }
 
-/// Scroll state of a list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ListPos {
-    pub cursor: usize,
-    pub offset: usize,
+/// Weight statistics and group importance computed on the worker thread, and what is asked.
+#[derive(Default)]
+struct Background {
+    worker: Option<Worker>,
+    stats: HashMap<String, Result<TensorStats, super::worker::StatsError>>,
+    stats_pending: HashSet<String>,
+    importance: HashMap<usize, Vec<f64>>,
+    importance_requested: bool,
 }
 
-impl ListPos {
-    pub fn clamp(&mut self, len: usize) {
-        if len == 0 {
-            self.cursor = 0;
-        } else if self.cursor >= len {
-            self.cursor = len - 1;
+impl Background {
+    fn start(s: &Session) -> Self {
+        Background {
+            worker: Some(Worker::start(s.analysis.clone(), s.channels.clone())),
+            ..Background::default()
         }
     }
-    /// Keeps the cursor visible in `height` rows.
-    pub fn scroll_into_view(&mut self, height: usize) {
-        let h = height.max(1);
-        if self.cursor < self.offset {
-            self.offset = self.cursor;
-        } else if self.cursor >= self.offset + h {
-            self.offset = self.cursor + 1 - h;
+
+    /// Stops the worker (its thread ends when the channel closes).
+    fn stop(&mut self) {
+        self.worker = None;
+    }
+
+    /// Drains the worker's answers. True when there were any.
+    fn drain(&mut self) -> bool {
+        let mut changed = false;
+        if let Some(w) = &self.worker {
+            while let Ok(r) = w.rx.try_recv() {
+                changed = true;
+                match r {
+                    WorkerReply::Stats(t, v) => {
+                        self.stats_pending.remove(&t);
+                        self.stats.insert(t, v);
+                    }
+                    WorkerReply::Importance(g, v) => {
+                        self.importance.insert(g, v);
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn request_stats(&mut self, tensor: &str) {
+        if self.stats.contains_key(tensor) || self.stats_pending.contains(tensor) {
+            return;
+        }
+        if let Some(w) = &self.worker {
+            self.stats_pending.insert(tensor.to_string());
+            w.send(Request::Stats(tensor.to_string()));
+        }
+    }
+
+    fn request_importance(&mut self, s: &Session) {
+        if self.importance_requested {
+            return;
+        }
+        if let Some(w) = &self.worker {
+            // Prunable groups first: those are the ones whose ranking matters.
+            let mut ids: Vec<usize> = (0..s.channels.groups.len()).collect();
+            ids.sort_by_key(|&g| (s.group_status[g].locks.is_empty() as u8 ^ 1, g));
+            w.send(Request::Importance(ids));
+            self.importance_requested = true;
+        }
+    }
+
+    fn importance_done(&self, s: Option<&Session>) -> bool {
+        !self.importance_requested
+            || s.is_none_or(|s| self.importance.len() >= s.channels.groups.len())
+    }
+}
+
+/// The keymap and the keys of a sequence typed so far (`g g`).
+struct Keys {
+    map: KeyMap,
+    pending: Vec<Key>,
+}
+
+impl Keys {
+    /// Resolves a key in `ctxs`; a sequence that leads nowhere is retried from its last key.
+    fn resolve(&mut self, key: Key, ctxs: &[Ctx]) -> Option<Action> {
+        self.pending.push(key);
+        match self.map.resolve(ctxs, &self.pending) {
+            Resolve::Action(a) => {
+                self.pending.clear();
+                Some(a)
+            }
+            Resolve::Pending => None,
+            Resolve::None => {
+                let retry = self.pending.len() > 1;
+                self.pending.clear();
+                if retry {
+                    return self.resolve(key, ctxs);
+                }
+                None
+            }
         }
     }
 }
 
 pub struct App {
-    pub session: Option<Session>,
-    pub loading: Option<Loading>,
-    pub load_error: Option<String>,
-    pub pins: InputPins,
-    pub view: View,
-    pub focus: Pane,
-    pub tree: ListPos,
-    pub graph_cursor: usize,
-    pub hops: usize,
-    pub details_scroll: u16,
-    pub groups: ListPos,
-    pub diags: ListPos,
-    pub jobs_pos: ListPos,
-    pub jobs: Vec<JobEntry>,
-    pub overlay: Option<Overlay>,
-    pub search: Option<SearchInput>,
-    pub hits: Vec<Hit>,
-    pub hit_index: usize,
-    pub last_query: String,
-    pub range_anchor: Option<Item>,
-    pub pinned_group: Option<usize>,
-    pub group_pick: usize,
-    pub message: Option<String>,
-    pub keymap: KeyMap,
-    pending: Vec<Key>,
-    pub should_quit: bool,
-    worker: Option<Worker>,
-    pub stats: HashMap<String, Result<TensorStats, super::worker::StatsError>>,
-    stats_pending: HashSet<String>,
-    pub importance: HashMap<usize, Vec<f64>>,
-    importance_requested: bool,
+    session: Option<Session>,
+    loading: Option<Loading>,
+    load_error: Option<String>,
+    pins: InputPins,
+    view: View,
+    focus: Pane,
+    nodes: NodesView,
+    groups: GroupsView,
+    diags: DiagnosticsView,
+    jobs: JobsView,
+    details: DetailsPane,
+    search: SearchBox,
+    overlay: Option<Overlay>,
+    keys: Keys,
+    background: Background,
+    message: Option<String>,
+    should_quit: bool,
     /// When set, every elapsed time shows this (deterministic snapshots).
-    pub frozen_clock: Option<Duration>,
-    pub areas: Areas,
+    frozen_clock: Option<Duration>,
+    areas: Areas,
     /// Rows of the focused list on screen, for page moves.
-    pub page: usize,
-    /// Cached neighbourhood layout: (node, hops, width, compact).
-    pub graph_cache: Option<((usize, usize, u16, bool), GraphView)>,
+    page: usize,
 }
 
 fn ctrl(k: &KeyEvent) -> bool {
@@ -170,35 +220,23 @@ impl App {
             pins: InputPins::new(),
             view: View::Nodes,
             focus: Pane::List,
-            tree: ListPos::default(),
-            graph_cursor: 0,
-            hops: 2,
-            details_scroll: 0,
-            groups: ListPos::default(),
-            diags: ListPos::default(),
-            jobs_pos: ListPos::default(),
-            jobs: Vec::new(),
+            nodes: NodesView::default(),
+            groups: GroupsView::default(),
+            diags: DiagnosticsView::default(),
+            jobs: JobsView::default(),
+            details: DetailsPane::default(),
+            search: SearchBox::default(),
             overlay: None,
-            search: None,
-            hits: Vec::new(),
-            hit_index: 0,
-            last_query: String::new(),
-            range_anchor: None,
-            pinned_group: None,
-            group_pick: 0,
+            keys: Keys {
+                map: keymap,
+                pending: Vec::new(),
+            },
+            background: Background::default(),
             message: None,
-            keymap,
-            pending: Vec::new(),
             should_quit: false,
-            worker: None,
-            stats: HashMap::new(),
-            stats_pending: HashSet::new(),
-            importance: HashMap::new(),
-            importance_requested: false,
             frozen_clock: None,
             areas: Areas::default(),
             page: 10,
-            graph_cache: None,
         }
     }
 
@@ -239,30 +277,84 @@ impl App {
     }
 
     fn install(&mut self, s: Session) {
-        self.worker = Some(Worker::start(s.analysis.clone(), s.channels.clone()));
-        self.stats.clear();
-        self.stats_pending.clear();
-        self.importance.clear();
-        self.importance_requested = false;
-        self.tree = ListPos::default();
-        self.groups = ListPos::default();
-        self.diags = ListPos::default();
-        self.hits.clear();
-        self.range_anchor = None;
-        self.pinned_group = None;
-        self.graph_cache = None;
-        self.details_scroll = 0;
-        // Start on the first real node rather than a scope header.
-        if let Some(first) = s
-            .tree
-            .rows
-            .iter()
-            .position(|r| matches!(r.item, Item::Node(_)))
-            && first < 12
-        {
-            self.tree.cursor = first;
-        }
+        self.background = Background::start(&s);
+        self.nodes.reset(&s);
+        *self.groups.pos_mut() = ListPos::default();
+        *self.diags.pos_mut() = ListPos::default();
+        self.search.clear();
+        self.details.reset();
         self.session = Some(s);
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /// The loaded model, once loading finished.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    pub fn session_mut(&mut self) -> Option<&mut Session> {
+        self.session.as_mut()
+    }
+
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    pub fn focus(&self) -> Pane {
+        self.focus
+    }
+
+    /// The status line message, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    pub fn should_quit(&self) -> bool {
+        self.should_quit
+    }
+
+    /// The open overlay (dialog, help, prompt), if any.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.overlay.as_ref()
+    }
+
+    /// Every job started in this session, oldest first.
+    pub fn jobs(&self) -> &[JobEntry] {
+        self.jobs.jobs()
+    }
+
+    /// Row of the Nodes view's tree cursor.
+    pub fn tree_cursor(&self) -> usize {
+        self.nodes.cursor()
+    }
+
+    pub fn set_tree_cursor(&mut self, row: usize) {
+        self.nodes.set_cursor(row);
+    }
+
+    /// Index of the Diagnostics view's cursor.
+    pub fn diagnostic_cursor(&self) -> usize {
+        self.diags.cursor()
+    }
+
+    pub fn set_diagnostic_cursor(&mut self, k: usize) {
+        self.diags.set_cursor(k);
+    }
+
+    /// True while a range selection is active.
+    pub fn range_active(&self) -> bool {
+        self.nodes.range_active()
+    }
+
+    /// Screen areas of the last draw (what mouse clicks hit).
+    pub fn areas(&self) -> &Areas {
+        &self.areas
+    }
+
+    /// Shows `t` as every elapsed time (deterministic snapshots).
+    pub fn freeze_clock(&mut self, t: Duration) {
+        self.frozen_clock = Some(t);
     }
 
     // ---------------------------------------------------------------- queries
@@ -273,30 +365,20 @@ impl App {
 
     /// The tree row under the cursor.
     pub fn current_item(&self) -> Option<Item> {
-        let s = self.session.as_ref()?;
-        s.tree.rows.get(self.tree.cursor).map(|r| r.item)
+        self.nodes.current_item(self.session.as_ref()?)
     }
 
     /// The node the Nodes view is about.
     pub fn selected_node(&self) -> Option<usize> {
-        match self.current_item()? {
-            Item::Node(i) => Some(i),
-            Item::Scope(_) => None,
-        }
+        self.nodes.selected_node(self.session.as_ref()?)
     }
 
     /// Channel groups of a node in the order `c` cycles them: produced groups first.
     pub fn node_group_cycle(&self, node: usize) -> Vec<usize> {
-        let Some(s) = &self.session else {
-            return Vec::new();
-        };
-        let mut v = s.produced[node].clone();
-        for &g in &s.node_groups[node] {
-            if !v.contains(&g) {
-                v.push(g);
-            }
+        match &self.session {
+            Some(s) => NodesView::group_cycle(s, node),
+            None => Vec::new(),
         }
-        v
     }
 
     /// The group highlighted everywhere: the Groups cursor, a pinned group, or the selected
@@ -304,53 +386,20 @@ impl App {
     pub fn highlight_group(&self) -> Option<usize> {
         let s = self.session.as_ref()?;
         if self.view == View::Groups {
-            return (self.groups.cursor < s.channels.groups.len()).then_some(self.groups.cursor);
+            return self.groups.highlight(s);
         }
-        if let Some(g) = self.pinned_group {
-            return Some(g);
-        }
-        let n = self.selected_node()?;
-        let cyc = self.node_group_cycle(n);
-        if cyc.is_empty() {
-            None
-        } else {
-            Some(cyc[self.group_pick % cyc.len()])
-        }
+        self.nodes.highlight_group(s)
     }
 
     /// Nodes of the range selection (or nothing when no range is active), in execution order.
     pub fn range_nodes(&self) -> Vec<usize> {
-        let (Some(s), Some(anchor)) = (&self.session, self.range_anchor) else {
-            return Vec::new();
-        };
-        let Some(a) = s.tree.rows.iter().position(|r| r.item == anchor) else {
-            return Vec::new();
-        };
-        let (lo, hi) = (a.min(self.tree.cursor), a.max(self.tree.cursor));
-        let mut out = Vec::new();
-        for r in &s.tree.rows[lo..=hi.min(s.tree.rows.len().saturating_sub(1))] {
-            match r.item {
-                Item::Node(i) => out.push(i),
-                Item::Scope(k) if !s.tree.scopes[k].expanded => out.extend(s.tree.nodes_under(k)),
-                Item::Scope(_) => {}
-            }
+        match &self.session {
+            Some(s) => self.nodes.range_nodes(s),
+            None => Vec::new(),
         }
-        out.sort_by_key(|&i| s.nodes[i].topo);
-        out.dedup();
-        out
     }
 
-    /// Row range of the range selection, for drawing.
-    pub fn range_rows(&self) -> Option<(usize, usize)> {
-        let s = self.session.as_ref()?;
-        let a = s
-            .tree
-            .rows
-            .iter()
-            .position(|r| Some(r.item) == self.range_anchor)?;
-        Some((a.min(self.tree.cursor), a.max(self.tree.cursor)))
-    }
-
+    /// Keymap contexts of the focused component, most specific first.
     pub fn contexts(&self) -> Vec<Ctx> {
         match (self.view, self.focus) {
             (View::Nodes, Pane::List) => vec![Ctx::Tree, Ctx::List, Ctx::Global],
@@ -369,61 +418,74 @@ impl App {
         }
     }
 
-    /// The neighbourhood layout of `node`, cached across frames.
-    pub fn graph_view(&mut self, node: usize, width: u16, compact: bool) -> Option<&GraphView> {
-        let key = (node, self.hops, width, compact);
-        if self.graph_cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            let s = self.session.as_ref()?;
-            let v = graph::layout(s, node, self.hops, width, compact);
-            self.graph_cache = Some((key, v));
+    /// Help sections: the app's own contexts, then every component's, in screen order.
+    fn help_sections(&self) -> Vec<(Ctx, &'static str)> {
+        let mut v = vec![(Ctx::Global, "everywhere"), (Ctx::List, "lists")];
+        let parts: [&dyn Component; 5] = [
+            &self.nodes,
+            &self.details,
+            &self.groups,
+            &self.diags,
+            &self.jobs,
+        ];
+        for c in parts {
+            v.extend_from_slice(c.contexts());
         }
-        self.graph_cache.as_ref().map(|(_, v)| v)
+        v
+    }
+
+    /// The footer's commands: those the focused component offers.
+    fn commands(&self) -> Vec<Action> {
+        if self.nodes.range_active() {
+            return self.nodes.commands(self.focus);
+        }
+        let c: &dyn Component = match (self.view, self.focus) {
+            (_, Pane::Details) => &self.details,
+            (View::Nodes, _) => &self.nodes,
+            (View::Groups, _) => &self.groups,
+            (View::Diagnostics, _) => &self.diags,
+            (View::Jobs, _) => &self.jobs,
+        };
+        c.commands(self.focus)
     }
 
     // ------------------------------------------------------------ background
 
     /// Drains background results. Returns true when something changed on screen.
     pub fn tick(&mut self) -> bool {
+        let mut changed = self.tick_loading();
+        if self.jobs.poll() {
+            changed = true;
+        }
+        if self.background.drain() {
+            changed = true;
+        }
+        changed
+    }
+
+    fn tick_loading(&mut self) -> bool {
+        let Some(l) = &mut self.loading else {
+            return false;
+        };
         let mut changed = false;
-        if let Some(l) = &mut self.loading {
-            while let Ok(e) = l.job.events.try_recv() {
-                if let JobEvent::Phase { name, .. } = e {
-                    l.phase = name;
-                }
-                changed = true;
+        while let Ok(e) = l.job.events.try_recv() {
+            if let JobEvent::Phase { name, .. } = e {
+                l.phase = name;
             }
-            if l.job.is_finished() {
-                if let Some(l) = self.loading.take() {
-                    match l.job.join() {
-                        Ok(s) => {
-                            self.install(s);
-                            self.view = View::Nodes;
-                            self.focus = Pane::List;
-                        }
-                        Err(e) => self.load_error = Some(format!("cannot open {}: {e}", l.what)),
-                    }
-                }
-                changed = true;
-            }
+            changed = true;
         }
-        for j in &mut self.jobs {
-            if j.poll() {
-                changed = true;
-            }
-        }
-        if let Some(w) = &self.worker {
-            while let Ok(r) = w.rx.try_recv() {
-                changed = true;
-                match r {
-                    Reply::Stats(t, v) => {
-                        self.stats_pending.remove(&t);
-                        self.stats.insert(t, v);
+        if l.job.is_finished() {
+            if let Some(l) = self.loading.take() {
+                match l.job.join() {
+                    Ok(s) => {
+                        self.install(s);
+                        self.view = View::Nodes;
+                        self.focus = Pane::List;
                     }
-                    Reply::Importance(g, v) => {
-                        self.importance.insert(g, v);
-                    }
+                    Err(e) => self.load_error = Some(format!("cannot open {}: {e}", l.what)),
                 }
             }
+            changed = true;
         }
         changed
     }
@@ -431,8 +493,8 @@ impl App {
     /// True while background work the screen is waiting for is outstanding.
     pub fn busy(&self) -> bool {
         self.loading.is_some()
-            || !self.stats_pending.is_empty()
-            || self.jobs.iter().any(|j| j.is_running())
+            || !self.background.stats_pending.is_empty()
+            || self.jobs.any_running()
     }
 
     /// Waits (up to `timeout`) until loading, requested statistics and jobs are done — for
@@ -441,11 +503,7 @@ impl App {
         let end = Instant::now() + timeout;
         loop {
             self.tick();
-            let importance_done = !self.importance_requested
-                || self
-                    .session
-                    .as_ref()
-                    .is_none_or(|s| self.importance.len() >= s.channels.groups.len());
+            let importance_done = self.background.importance_done(self.session.as_ref());
             if (!self.busy() && importance_done) || Instant::now() > end {
                 break;
             }
@@ -455,37 +513,25 @@ impl App {
 
     /// Asks the worker for a tensor's statistics unless known or pending.
     pub fn request_stats(&mut self, tensor: &str) {
-        if self.stats.contains_key(tensor) || self.stats_pending.contains(tensor) {
-            return;
-        }
-        if let Some(w) = &self.worker {
-            self.stats_pending.insert(tensor.to_string());
-            w.send(Request::Stats(tensor.to_string()));
-        }
+        self.background.request_stats(tensor);
     }
 
     pub fn request_importance(&mut self) {
-        if self.importance_requested {
-            return;
-        }
-        if let (Some(w), Some(s)) = (&self.worker, &self.session) {
-            // Prunable groups first: those are the ones whose ranking matters.
-            let mut ids: Vec<usize> = (0..s.channels.groups.len()).collect();
-            ids.sort_by_key(|&g| (s.group_status[g].locks.is_empty() as u8 ^ 1, g));
-            w.send(Request::Importance(ids));
-            self.importance_requested = true;
+        if let Some(s) = &self.session {
+            self.background.request_importance(s);
         }
     }
 
     // ------------------------------------------------------------------ keys
 
-    /// Handles one key press.
+    /// Handles one key press: the search prompt or an overlay take it when open, otherwise
+    /// the keymap resolves it for the focused component.
     pub fn handle_key(&mut self, k: KeyEvent) {
         if k.kind == crossterm::event::KeyEventKind::Release {
             return;
         }
         self.message = None;
-        if self.session.is_none() {
+        let Some(s) = &self.session else {
             if matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
                 || (ctrl(&k) && k.code == KeyCode::Char('c'))
             {
@@ -495,188 +541,73 @@ impl App {
                 self.should_quit = true;
             }
             return;
-        }
-        if self.search.is_some() {
-            self.search_key(&k);
+        };
+        if self.search.is_open() {
+            if self.search.handle(&k, s) == SearchReply::Go {
+                self.jump_to_hit();
+            }
             return;
         }
-        if self.overlay.is_some() {
-            self.overlay_key(&k);
+        if let Some(ov) = &mut self.overlay {
+            let r = ov.handle(&k);
+            self.overlay_reply(r);
             return;
         }
-        let key = Key::from_event(&k);
-        self.pending.push(key);
         let ctxs = self.contexts();
-        match self.keymap.resolve(&ctxs, &self.pending) {
-            Resolve::Action(a) => {
-                self.pending.clear();
-                self.act(a);
-            }
-            Resolve::Pending => {}
-            Resolve::None => {
-                let retry = self.pending.len() > 1;
-                self.pending.clear();
-                if retry {
-                    self.pending.push(key);
-                    match self.keymap.resolve(&ctxs, &self.pending) {
-                        Resolve::Action(a) => {
-                            self.pending.clear();
-                            self.act(a);
-                        }
-                        Resolve::Pending => {}
-                        Resolve::None => self.pending.clear(),
-                    }
-                }
-            }
+        if let Some(a) = self.keys.resolve(Key::from_event(&k), &ctxs) {
+            self.act(a);
         }
     }
 
-    fn search_key(&mut self, k: &KeyEvent) {
-        let Some(si) = &mut self.search else { return };
-        match k.code {
-            KeyCode::Esc => self.search = None,
-            KeyCode::Enter => {
-                let si = self.search.take().expect("search is open");
-                self.last_query = si.input.text.clone();
-                self.hits = si.hits;
-                self.hit_index = si.sel.min(self.hits.len().saturating_sub(1));
-                if self.hits.is_empty() {
-                    self.message = Some(format!("no match for '{}'", self.last_query));
-                } else {
-                    self.jump_to_hit();
-                }
-            }
-            KeyCode::Down | KeyCode::Tab => {
-                if !si.hits.is_empty() {
-                    si.sel = (si.sel + 1) % si.hits.len();
-                }
-            }
-            KeyCode::Char('n') if ctrl(k) => {
-                if !si.hits.is_empty() {
-                    si.sel = (si.sel + 1) % si.hits.len();
-                }
-            }
-            KeyCode::Up | KeyCode::BackTab => {
-                if !si.hits.is_empty() {
-                    si.sel = (si.sel + si.hits.len() - 1) % si.hits.len();
-                }
-            }
-            KeyCode::Char('p') if ctrl(k) => {
-                if !si.hits.is_empty() {
-                    si.sel = (si.sel + si.hits.len() - 1) % si.hits.len();
-                }
-            }
-            _ => {
-                if si.input.handle(k) {
-                    if let Some(s) = &self.session {
-                        si.hits = search::search(s, &si.input.text);
-                    }
-                    si.sel = 0;
-                }
-            }
-        }
-    }
-
+    /// Goes to the search's current match, or says there is none.
     fn jump_to_hit(&mut self) {
-        if let Some(h) = self.hits.get(self.hit_index) {
-            let node = h.node;
-            self.view = View::Nodes;
-            self.focus = Pane::List;
-            self.reveal(node);
-            self.message = Some(format!(
-                "match {}/{} for '{}' (n/N for more)",
-                self.hit_index + 1,
-                self.hits.len(),
-                self.last_query
-            ));
+        match self.search.current() {
+            Ok((node, msg)) => {
+                self.view = View::Nodes;
+                self.focus = Pane::List;
+                self.reveal(node);
+                self.message = Some(msg);
+            }
+            Err(msg) => self.message = Some(msg),
         }
     }
 
     /// Moves the tree cursor to a node, opening its scopes.
     pub fn reveal(&mut self, node: usize) {
         if let Some(s) = &mut self.session
-            && let Some(row) = s.tree.reveal(node)
+            && self.nodes.reveal(s, node)
         {
-            self.tree.cursor = row;
-            self.group_pick = 0;
-            self.details_scroll = 0;
+            self.details.reset();
         }
     }
 
-    fn overlay_key(&mut self, k: &KeyEvent) {
-        let Some(ov) = &mut self.overlay else { return };
-        match ov {
-            Overlay::Help { scroll } => match k.code {
-                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::F(1) => {
-                    self.overlay = None
+    /// Does what a key in an overlay asked for.
+    fn overlay_reply(&mut self, r: Reply) {
+        match r {
+            Reply::Stay => return,
+            Reply::Quit => {
+                self.should_quit = true;
+                return;
+            }
+            _ => {}
+        }
+        self.overlay = None;
+        match r {
+            Reply::SaveAndQuit => {
+                if self.save_tags(None) {
+                    self.should_quit = true;
                 }
-                KeyCode::Char('j') | KeyCode::Down => *scroll = scroll.saturating_add(1),
-                KeyCode::Char('k') | KeyCode::Up => *scroll = scroll.saturating_sub(1),
-                KeyCode::Char('d') if ctrl(k) => *scroll = scroll.saturating_add(10),
-                KeyCode::Char('u') if ctrl(k) => *scroll = scroll.saturating_sub(10),
-                KeyCode::PageDown => *scroll = scroll.saturating_add(10),
-                KeyCode::PageUp => *scroll = scroll.saturating_sub(10),
-                _ => {}
-            },
-            Overlay::ConfirmQuit => match k.code {
-                KeyCode::Char('w') => {
-                    self.overlay = None;
-                    if self.save_tags(None) {
-                        self.should_quit = true;
-                    }
-                }
-                KeyCode::Char('q') | KeyCode::Char('y') | KeyCode::Char('Q') => {
-                    self.should_quit = true
-                }
-                KeyCode::Char('c') if ctrl(k) => self.should_quit = true,
-                KeyCode::Esc | KeyCode::Char('n') => self.overlay = None,
-                _ => {}
-            },
-            Overlay::SaveAs(p) => match p.handle(k) {
-                Outcome::Close => self.overlay = None,
-                Outcome::Submit => {
-                    let path = PathBuf::from(p.input.text.trim());
-                    self.overlay = None;
-                    self.save_tags(Some(&path));
-                }
-                Outcome::Stay => {}
-            },
-            Overlay::Prune(d) => match d.handle(k) {
-                Outcome::Close => self.overlay = None,
-                Outcome::Submit => {
-                    let d = d.clone();
-                    self.overlay = None;
-                    self.start_prune(&d);
-                }
-                Outcome::Stay => {}
-            },
-            Overlay::Quantize(d) => match d.handle(k) {
-                Outcome::Close => self.overlay = None,
-                Outcome::Submit => {
-                    if engines::quant_available() {
-                        let d = d.clone();
-                        self.overlay = None;
-                        self.start_quantize(&d);
-                    } else {
-                        self.message = Some(engines::QUANT_MISSING.to_string());
-                    }
-                }
-                Outcome::Stay => {}
-            },
-            Overlay::Extract(d) => match d.handle(k) {
-                Outcome::Close => self.overlay = None,
-                Outcome::Submit => {
-                    if engines::extract_available() {
-                        let d = d.clone();
-                        self.overlay = None;
-                        self.range_anchor = None;
-                        self.start_extract(&d);
-                    } else {
-                        self.message = Some(engines::EXTRACT_MISSING.to_string());
-                    }
-                }
-                Outcome::Stay => {}
-            },
+            }
+            Reply::SaveTagsTo(path) => {
+                self.save_tags(Some(&path));
+            }
+            Reply::Prune(d) => self.start_prune(&d),
+            Reply::Quantize(d) => self.start_quantize(&d),
+            Reply::Extract(d) => {
+                self.nodes.end_range();
+                self.start_extract(&d);
+            }
+            Reply::Stay | Reply::Quit | Reply::Close => {}
         }
     }
 
@@ -688,78 +619,44 @@ impl App {
             View::Nodes => s.tree.rows.len(),
             View::Groups => s.channels.groups.len(),
             View::Diagnostics => s.diagnostics.len(),
-            View::Jobs => self.jobs.len(),
+            View::Jobs => self.jobs.jobs().len(),
+        }
+    }
+
+    /// The cursor of the current view's list.
+    fn list_pos_mut(&mut self) -> &mut ListPos {
+        match self.view {
+            View::Nodes => self.nodes.pos_mut(),
+            View::Groups => self.groups.pos_mut(),
+            View::Diagnostics => self.diags.pos_mut(),
+            View::Jobs => self.jobs.pos_mut(),
         }
     }
 
     fn move_list(&mut self, a: Action) {
         let page = self.page.max(2);
         if self.focus == Pane::Details {
-            self.details_scroll = match a {
-                Action::Down => self.details_scroll.saturating_add(1),
-                Action::Up => self.details_scroll.saturating_sub(1),
-                Action::Top => 0,
-                Action::Bottom => u16::MAX / 2,
-                Action::HalfDown | Action::PageDown => {
-                    self.details_scroll.saturating_add(page as u16 / 2)
-                }
-                Action::HalfUp | Action::PageUp => {
-                    self.details_scroll.saturating_sub(page as u16 / 2)
-                }
-                _ => self.details_scroll,
-            };
+            self.details.apply(a, page);
             return;
         }
         if self.view == View::Nodes && self.focus == Pane::Graph {
-            let n = self
-                .graph_cache
-                .as_ref()
-                .map(|(_, v)| v.order.len())
-                .unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            self.graph_cursor = match a {
-                Action::Down => (self.graph_cursor + 1).min(n - 1),
-                Action::Up => self.graph_cursor.saturating_sub(1),
-                Action::Top => 0,
-                Action::Bottom => n - 1,
-                _ => self.graph_cursor,
-            };
+            self.nodes.move_graph(a);
             return;
         }
         let len = self.list_len();
-        let pos = match self.view {
-            View::Nodes => &mut self.tree,
-            View::Groups => &mut self.groups,
-            View::Diagnostics => &mut self.diags,
-            View::Jobs => &mut self.jobs_pos,
-        };
         if len == 0 {
             return;
         }
-        pos.cursor = match a {
-            Action::Down => (pos.cursor + 1).min(len - 1),
-            Action::Up => pos.cursor.saturating_sub(1),
-            Action::Top => 0,
-            Action::Bottom => len - 1,
-            Action::HalfDown => (pos.cursor + page / 2).min(len - 1),
-            Action::HalfUp => pos.cursor.saturating_sub(page / 2),
-            Action::PageDown => (pos.cursor + page).min(len - 1),
-            Action::PageUp => pos.cursor.saturating_sub(page),
-            _ => pos.cursor,
-        };
         if self.view == View::Nodes {
-            self.group_pick = 0;
-            self.details_scroll = 0;
-            self.graph_cursor = usize::MAX;
+            self.nodes.move_tree(a, len, page);
+        } else {
+            self.list_pos_mut().apply(a, len, page);
         }
-        if self.view != View::Nodes {
-            self.details_scroll = 0;
-        }
+        self.details.reset();
     }
 
-    /// Runs an action (what a key is bound to).
+    /// Runs an action (what a key is bound to): the app's own actions here, the rest routed
+    /// to the component that offers them.
     pub fn act(&mut self, a: Action) {
         if self.session.is_none() {
             if a == Action::Quit {
@@ -767,6 +664,49 @@ impl App {
             }
             return;
         }
+        if self.act_app(a) {
+            return;
+        }
+        match a {
+            Action::Down
+            | Action::Up
+            | Action::Top
+            | Action::Bottom
+            | Action::HalfDown
+            | Action::HalfUp
+            | Action::PageDown
+            | Action::PageUp => self.move_list(a),
+            Action::Extract => self.open_extract(),
+            Action::Jump if self.view != View::Nodes => self.jump(),
+            Action::ApplyFix => self.apply_fix(),
+            Action::CancelJob => {
+                self.jobs.cancel_current();
+            }
+            Action::OpenResult => self.open_result(),
+            _ => self.route(a),
+        }
+    }
+
+    /// Hands an action to the Nodes or Diagnostics view with what they may change.
+    fn route(&mut self, a: Action) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let cx = Cx {
+            session,
+            message: &mut self.message,
+            focus: &mut self.focus,
+            details: &mut self.details,
+        };
+        match a {
+            Action::CycleTarget | Action::RerunLint => self.diags.act(a, cx),
+            _ => self.nodes.act(a, cx),
+        };
+    }
+
+    /// The app-wide actions: quitting, help, views, focus, search, tags and the dialogs.
+    /// False when `a` is not one of them.
+    fn act_app(&mut self, a: Action) -> bool {
         match a {
             Action::Quit => {
                 if self.session.as_ref().is_some_and(|s| s.tags_dirty) {
@@ -791,37 +731,13 @@ impl App {
                 };
                 self.set_view(View::ALL[j]);
             }
-            Action::FocusNext | Action::FocusPrev => {
-                let panes = self.panes();
-                let i = panes.iter().position(|p| *p == self.focus).unwrap_or(0);
-                let n = panes.len();
-                self.focus = panes[if a == Action::FocusNext {
-                    (i + 1) % n
-                } else {
-                    (i + n - 1) % n
-                }];
-                if self.focus == Pane::Graph {
-                    self.graph_cursor = usize::MAX;
-                }
-            }
-            Action::Search => {
-                self.search = Some(SearchInput {
-                    input: TextInput::default(),
-                    hits: Vec::new(),
-                    sel: 0,
-                })
-            }
+            Action::FocusNext | Action::FocusPrev => self.cycle_focus(a == Action::FocusNext),
+            Action::Search => self.search.open(),
             Action::SearchNext | Action::SearchPrev => {
-                if self.hits.is_empty() {
-                    self.message = Some("no search yet: press / to search".into());
-                } else {
-                    let n = self.hits.len();
-                    self.hit_index = if a == Action::SearchNext {
-                        (self.hit_index + 1) % n
-                    } else {
-                        (self.hit_index + n - 1) % n
-                    };
+                if self.search.step(a == Action::SearchNext) {
                     self.jump_to_hit();
+                } else {
+                    self.message = Some("no search yet: press / to search".into());
                 }
             }
             Action::SaveTags => {
@@ -835,196 +751,53 @@ impl App {
                 let out = self.default_output("int8");
                 self.overlay = Some(Overlay::Quantize(QuantizeDialog::new(out)));
             }
-            Action::DetailsDown => self.details_scroll = self.details_scroll.saturating_add(3),
-            Action::DetailsUp => self.details_scroll = self.details_scroll.saturating_sub(3),
-            Action::Down
-            | Action::Up
-            | Action::Top
-            | Action::Bottom
-            | Action::HalfDown
-            | Action::HalfUp
-            | Action::PageDown
-            | Action::PageUp => self.move_list(a),
-            Action::Toggle | Action::Expand | Action::Collapse => self.tree_toggle(a),
-            Action::ExpandAll | Action::CollapseAll => {
-                let item = self.current_item();
-                if let Some(s) = &mut self.session {
-                    if a == Action::CollapseAll {
-                        s.tree.set_expanded_below(0, false);
-                        // Keep the cursor on the top-level scope that held it.
-                        self.tree.clamp(s.tree.rows.len());
-                    } else {
-                        let scope = match item {
-                            Some(Item::Scope(k)) => k,
-                            _ => 0,
-                        };
-                        s.tree.scopes[scope].expanded = true;
-                        s.tree.set_expanded_below(scope, true);
-                    }
-                    if let Some(it) = item
-                        && let Some(r) = s.tree.rows.iter().position(|r| r.item == it)
-                    {
-                        self.tree.cursor = r;
-                    }
-                }
-            }
-            Action::Skip => self.tag(Some(Tag::Skip)),
-            Action::Lock => self.tag(Some(Tag::Lock)),
-            Action::Untag => self.tag(None),
-            Action::Range => {
-                if self.range_anchor.is_some() {
-                    self.range_anchor = None;
-                } else {
-                    self.range_anchor = self.current_item();
-                    self.message =
-                        Some("range: move to extend, s/l/u tag it, x extracts it, Esc ends".into());
-                }
-            }
-            Action::Extract => self.open_extract(),
-            Action::CycleGroup => {
-                self.pinned_group = None;
-                self.group_pick = self.group_pick.wrapping_add(1);
-                if let (Some(n), Some(g)) = (self.selected_node(), self.highlight_group()) {
-                    let total = self.node_group_cycle(n).len();
-                    self.message = Some(format!(
-                        "highlighting group #{g} ({} of {total} for this node)",
-                        self.group_pick % total.max(1) + 1
-                    ));
-                }
-            }
-            Action::MoreHops => self.hops = (self.hops + 1).min(6),
-            Action::FewerHops => self.hops = self.hops.saturating_sub(1).max(1),
-            Action::Jump => self.jump(),
-            Action::ApplyFix => self.apply_fix(),
-            Action::CycleTarget => {
-                if let Some(s) = &mut self.session {
-                    s.lint_target = engines::next_target(s.lint_target);
-                    s.refresh_diagnostics();
-                    self.diags.clamp(s.diagnostics.len());
-                    self.message = Some(s.lint_status.clone());
-                }
-            }
-            Action::RerunLint => {
-                if let Some(s) = &mut self.session {
-                    s.refresh_diagnostics();
-                    self.diags.clamp(s.diagnostics.len());
-                    self.message = Some(s.lint_status.clone());
-                }
-            }
-            Action::CancelJob => {
-                if let Some(j) = self.jobs.get_mut(self.jobs_pos.cursor)
-                    && j.is_running()
-                {
-                    j.cancel();
-                }
-            }
-            Action::OpenResult => self.open_result(),
+            Action::DetailsDown => self.details.scroll_by(3),
+            Action::DetailsUp => self.details.scroll_by(-3),
+            _ => return false,
+        }
+        true
+    }
+
+    fn cycle_focus(&mut self, forward: bool) {
+        let panes = self.panes();
+        let i = panes.iter().position(|p| *p == self.focus).unwrap_or(0);
+        let n = panes.len();
+        self.focus = panes[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }];
+        if self.focus == Pane::Graph {
+            self.nodes.reset_graph_cursor();
         }
     }
 
     fn set_view(&mut self, v: View) {
         if v == View::Groups {
             self.request_importance();
-            if let Some(g) = self.pinned_group.or_else(|| self.highlight_group()) {
-                self.groups.cursor = g;
+            if let Some(g) = self.nodes.pinned_group().or_else(|| self.highlight_group()) {
+                self.groups.set_cursor(g);
             }
         }
         self.view = v;
         self.focus = Pane::List;
-        self.details_scroll = 0;
+        self.details.reset();
     }
 
+    /// Esc: ends a range, cancels the selected running job, returns focus to the list,
+    /// unpins the group, forgets the search — the first that applies.
     fn back(&mut self) {
-        if self.range_anchor.is_some() {
-            self.range_anchor = None;
-        } else if self.view == View::Jobs
-            && self
-                .jobs
-                .get(self.jobs_pos.cursor)
-                .is_some_and(|j| j.is_running())
-        {
-            if let Some(j) = self.jobs.get_mut(self.jobs_pos.cursor) {
-                j.cancel();
-            }
+        if self.nodes.range_active() {
+            self.nodes.end_range();
+        } else if self.view == View::Jobs && self.jobs.current().is_some_and(|j| j.is_running()) {
+            self.jobs.cancel_current();
         } else if self.focus != Pane::List {
             self.focus = Pane::List;
-        } else if self.pinned_group.is_some() {
-            self.pinned_group = None;
-        } else if !self.hits.is_empty() {
-            self.hits.clear();
-        }
-    }
-
-    fn tree_toggle(&mut self, a: Action) {
-        let Some(item) = self.current_item() else {
-            return;
-        };
-        let Some(s) = &mut self.session else { return };
-        match item {
-            Item::Scope(k) => {
-                let open = s.tree.scopes[k].expanded;
-                match a {
-                    Action::Toggle => s.tree.scopes[k].expanded = !open,
-                    Action::Expand => s.tree.scopes[k].expanded = true,
-                    Action::Collapse if open => s.tree.scopes[k].expanded = false,
-                    Action::Collapse => {
-                        if let Some(p) = s.tree.scopes[k].parent.filter(|p| *p != 0) {
-                            s.tree.scopes[p].expanded = false;
-                            s.tree.refresh();
-                            if let Some(r) =
-                                s.tree.rows.iter().position(|r| r.item == Item::Scope(p))
-                            {
-                                self.tree.cursor = r;
-                            }
-                            return;
-                        }
-                    }
-                    _ => {}
-                }
-                s.tree.refresh();
-            }
-            Item::Node(i) => {
-                if a == Action::Collapse {
-                    let p = s.tree.node_scope[i];
-                    if p != 0 {
-                        s.tree.scopes[p].expanded = false;
-                        s.tree.refresh();
-                        if let Some(r) = s.tree.rows.iter().position(|r| r.item == Item::Scope(p)) {
-                            self.tree.cursor = r;
-                        }
-                    }
-                } else if a == Action::Toggle {
-                    self.focus = Pane::Graph;
-                    self.graph_cursor = usize::MAX;
-                }
-            }
-        }
-    }
-
-    fn tag(&mut self, tag: Option<Tag>) {
-        let range = self.range_nodes();
-        let item = self.current_item();
-        let Some(s) = &mut self.session else { return };
-        let msg = if !range.is_empty() {
-            self.range_anchor = None;
-            s.set_tags(&range, tag)
+        } else if self.nodes.pinned_group().is_some() {
+            self.nodes.pin_group(None);
         } else {
-            match item {
-                Some(Item::Node(i)) => s.set_tags(&[i], tag),
-                Some(Item::Scope(k)) => match (&s.tree.scopes[k].pattern, s.tree.scopes[k].kind) {
-                    (Some(p), ScopeKind::Named) => {
-                        let p = p.clone();
-                        s.set_pattern(&p, tag)
-                    }
-                    _ => {
-                        let nodes = s.tree.nodes_under(k);
-                        s.set_tags(&nodes, tag)
-                    }
-                },
-                None => return,
-            }
-        };
-        self.message = Some(msg);
+            self.search.clear();
+        }
     }
 
     /// Saves tags to `path`, the remembered path, or asks for one. True when saved.
@@ -1139,27 +912,18 @@ impl App {
         }));
     }
 
+    /// Jump in the Groups, Diagnostics and Jobs views: to the group's first node, the
+    /// finding's node, the job's result.
     fn jump(&mut self) {
         match self.view {
-            View::Nodes => {
-                if self.focus == Pane::Graph {
-                    let target = self
-                        .graph_cache
-                        .as_ref()
-                        .and_then(|(_, v)| v.order.get(self.graph_cursor).copied());
-                    if let Some(n) = target {
-                        self.reveal(n);
-                        self.graph_cursor = usize::MAX;
-                    }
-                }
-            }
+            View::Nodes => {}
             View::Groups => {
-                let g = self.groups.cursor;
+                let g = self.groups.cursor();
                 let first = self
                     .session
                     .as_ref()
                     .and_then(|s| s.group_nodes.get(g)?.first().copied());
-                self.pinned_group = Some(g);
+                self.nodes.pin_group(Some(g));
                 self.view = View::Nodes;
                 self.focus = Pane::List;
                 if let Some(n) = first {
@@ -1173,7 +937,7 @@ impl App {
                 let node = self
                     .session
                     .as_ref()
-                    .and_then(|s| s.diagnostics.get(self.diags.cursor)?.node);
+                    .and_then(|s| self.diags.current(s)?.node);
                 match node {
                     Some(n) => {
                         self.view = View::Nodes;
@@ -1189,15 +953,11 @@ impl App {
 
     fn apply_fix(&mut self) {
         let Some(s) = &self.session else { return };
-        let Some(d) = s.diagnostics.get(self.diags.cursor).cloned() else {
+        let Some(d) = self.diags.current(s).cloned() else {
             return;
         };
         if !d.fixable {
             self.message = Some("no automatic fix for this finding".into());
-            return;
-        }
-        if !engines::lint_available() {
-            self.message = Some(engines::LINT_MISSING.into());
             return;
         }
         let a = s.analysis.clone();
@@ -1217,7 +977,6 @@ impl App {
     /// Adds a job and shows the Jobs view.
     pub fn push_job(&mut self, j: JobEntry) {
         self.jobs.push(j);
-        self.jobs_pos.cursor = self.jobs.len() - 1;
         self.view = View::Jobs;
         self.focus = Pane::List;
     }
@@ -1303,7 +1062,7 @@ impl App {
     }
 
     fn open_result(&mut self) {
-        let Some(j) = self.jobs.get(self.jobs_pos.cursor) else {
+        let Some(j) = self.jobs.current() else {
             return;
         };
         let Some(out) = j.outcome.as_ref().and_then(|o| {
@@ -1320,14 +1079,14 @@ impl App {
             return;
         }
         self.session = None;
-        self.worker = None;
+        self.background.stop();
         self.start_load(Some(out), None);
     }
 
     // ----------------------------------------------------------------- mouse
 
     pub fn handle_mouse(&mut self, m: MouseEvent) {
-        if self.session.is_none() || self.overlay.is_some() || self.search.is_some() {
+        if self.session.is_none() || self.overlay.is_some() || self.search.is_open() {
             return;
         }
         let inside = |r: Rect| {
@@ -1337,11 +1096,7 @@ impl App {
             MouseEventKind::ScrollDown | MouseEventKind::ScrollUp => {
                 let down = m.kind == MouseEventKind::ScrollDown;
                 if inside(self.areas.details) {
-                    self.details_scroll = if down {
-                        self.details_scroll.saturating_add(3)
-                    } else {
-                        self.details_scroll.saturating_sub(3)
-                    };
+                    self.details.scroll_by(if down { 3 } else { -3 });
                 } else if inside(self.areas.list) {
                     let prev = self.focus;
                     self.focus = Pane::List;
@@ -1360,30 +1115,12 @@ impl App {
                 if let Some(&(_, n)) = self.areas.graph_boxes.iter().find(|(r, _)| inside(*r)) {
                     self.reveal(n);
                     self.focus = Pane::Graph;
-                    self.graph_cursor = usize::MAX;
+                    self.nodes.reset_graph_cursor();
                     return;
                 }
                 if inside(self.areas.list) {
                     self.focus = Pane::List;
-                    // One border row above the first list row.
-                    let row = (m.row - self.areas.list.y) as usize;
-                    if row >= 1 {
-                        let idx = self.areas.list_offset + row - 1;
-                        if idx < self.list_len() {
-                            let pos = match self.view {
-                                View::Nodes => &mut self.tree,
-                                View::Groups => &mut self.groups,
-                                View::Diagnostics => &mut self.diags,
-                                View::Jobs => &mut self.jobs_pos,
-                            };
-                            let again = pos.cursor == idx;
-                            pos.cursor = idx;
-                            self.details_scroll = 0;
-                            if again && self.view == View::Nodes {
-                                self.tree_toggle(Action::Toggle);
-                            }
-                        }
-                    }
+                    self.click_list(m.row);
                 } else if inside(self.areas.graph) {
                     self.focus = Pane::Graph;
                 } else if inside(self.areas.details) {
@@ -1391,6 +1128,26 @@ impl App {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A click on list row `y`: selects it; a second click on a scope toggles it.
+    fn click_list(&mut self, y: u16) {
+        // One border row above the first list row.
+        let row = (y - self.areas.list.y) as usize;
+        if row < 1 {
+            return;
+        }
+        let idx = self.areas.list_offset + row - 1;
+        if idx >= self.list_len() {
+            return;
+        }
+        let pos = self.list_pos_mut();
+        let again = pos.cursor == idx;
+        pos.cursor = idx;
+        self.details.reset();
+        if again && self.view == View::Nodes {
+            self.route(Action::Toggle);
         }
     }
 }

@@ -9,11 +9,14 @@ use crate::model::info::human;
 use crate::model::proto::{AttributeProto, attribute_type as at};
 use crate::tags::Tag;
 
-use super::app::App;
+use std::collections::HashMap;
+
+use crate::lint::Severity;
+
 use super::highlight;
-use super::session::{Diagnostic, Session, Severity};
+use super::session::{Finding, Session};
 use super::theme;
-use super::tree::Item;
+use super::worker::TensorStats;
 
 fn section(title: &str) -> Line<'static> {
     Line::from(vec![Span::styled(format!("── {title} "), theme::section())])
@@ -81,6 +84,15 @@ pub fn attr_value(a: &AttributeProto) -> String {
     }
 }
 
+/// The severity as the TUI's columns show it (five characters at most).
+pub fn severity_label(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warn",
+        Severity::Info => "info",
+    }
+}
+
 pub fn severity_style(s: Severity) -> Style {
     match s {
         Severity::Error => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
@@ -90,14 +102,14 @@ pub fn severity_style(s: Severity) -> Style {
 }
 
 /// Lines of one diagnostic with its explanation and fix.
-pub fn diagnostic_lines(d: &Diagnostic, s: &Session) -> Vec<Line<'static>> {
+pub fn diagnostic_lines(d: &Finding, s: &Session) -> Vec<Line<'static>> {
     let mut out = vec![Line::from(vec![
         Span::styled(
-            format!("{} ", d.severity.label()),
+            format!("{} ", severity_label(d.severity)),
             severity_style(d.severity),
         ),
         Span::styled(format!("{} ", d.rule), theme::bold()),
-        Span::raw(d.message.clone()),
+        Span::raw(d.text()),
     ])];
     if let Some(n) = d.node {
         out.push(kv(
@@ -105,13 +117,13 @@ pub fn diagnostic_lines(d: &Diagnostic, s: &Session) -> Vec<Line<'static>> {
             format!("{} ({})", s.nodes[n].name, s.nodes[n].op),
         ));
     }
-    if let Some(w) = &d.why {
+    if !d.explanation.is_empty() {
         out.push(Line::from(vec![
             Span::styled("why     ", theme::dim()),
-            Span::raw(w.clone()),
+            Span::raw(d.explanation.clone()),
         ]));
     }
-    if let Some(f) = &d.fix {
+    if let Some(f) = &d.fix_text() {
         out.push(Line::from(Span::styled(
             if d.fixable {
                 "fix (a applies it)"
@@ -130,21 +142,8 @@ pub fn diagnostic_lines(d: &Diagnostic, s: &Session) -> Vec<Line<'static>> {
     out
 }
 
-/// Details of whatever the Nodes view has under its cursor.
-pub fn nodes_details(app: &mut App) -> Vec<Line<'static>> {
-    let Some(item) = app.current_item() else {
-        return vec![Line::from("empty model")];
-    };
-    match item {
-        Item::Scope(k) => scope_details(app, k),
-        Item::Node(i) => node_details(app, i),
-    }
-}
-
-fn scope_details(app: &App, k: usize) -> Vec<Line<'static>> {
-    let Some(s) = &app.session else {
-        return Vec::new();
-    };
+/// Details of a scope of the node tree.
+pub fn scope_details(s: &Session, k: usize) -> Vec<Line<'static>> {
     let sc = &s.tree.scopes[k];
     let nodes = s.tree.nodes_under(k);
     let params: u64 = nodes.iter().map(|&i| s.nodes[i].params).sum();
@@ -193,30 +192,54 @@ fn scope_details(app: &App, k: usize) -> Vec<Line<'static>> {
     out
 }
 
-fn node_details(app: &mut App, i: usize) -> Vec<Line<'static>> {
-    // Ask for weight statistics first (needs &mut), then borrow the session.
-    let weights: Vec<String> = {
-        let Some(s) = &app.session else {
-            return Vec::new();
-        };
-        s.graph().node[i]
-            .input
-            .iter()
-            .filter(|t| s.analysis.index.initializers.contains_key(*t))
-            .cloned()
-            .collect()
-    };
-    for w in &weights {
-        app.request_stats(w);
+/// Weight tensors of node `i`, whose statistics its details show.
+pub fn node_weights(s: &Session, i: usize) -> Vec<String> {
+    s.graph().node[i]
+        .input
+        .iter()
+        .filter(|t| s.analysis.index.initializers.contains_key(*t))
+        .cloned()
+        .collect()
+}
+
+/// What node details need besides the session: weight statistics known so far, the node's
+/// groups in the order `c` cycles them, and the highlighted group.
+pub struct NodeCx<'a> {
+    pub stats: &'a HashMap<String, Result<TensorStats, super::worker::StatsError>>,
+    pub groups: Vec<usize>,
+    pub highlight: Option<usize>,
+}
+
+/// Details of node `i`: what it is, its tensors, attributes, groups, findings and provenance.
+pub fn node_details(s: &Session, i: usize, cx: &NodeCx) -> Vec<Line<'static>> {
+    let mut out = node_head(s, i);
+    node_inputs(s, i, cx, &mut out);
+    node_outputs(s, i, &mut out);
+    let node = &s.graph().node[i];
+    if !node.attribute.is_empty() {
+        out.push(section("attributes"));
+        for a in &node.attribute {
+            out.push(Line::from(vec![
+                Span::styled(format!("  {} ", a.name()), theme::dim()),
+                Span::raw(attr_value(a)),
+            ]));
+        }
     }
-    let highlight = app.highlight_group();
-    let Some(s) = &app.session else {
-        return Vec::new();
-    };
-    let g = s.graph();
-    let node = &g.node[i];
+    node_groups(s, i, cx, &mut out);
+    if let Some(ds) = s.node_diags.get(&i) {
+        out.push(section("diagnostics"));
+        for &k in ds {
+            out.extend(diagnostic_lines(&s.diagnostics[k], s));
+        }
+    }
+    node_provenance(s, i, &mut out);
+    out
+}
+
+/// Op, name, tag, domain and cost.
+fn node_head(s: &Session, i: usize) -> Vec<Line<'static>> {
+    let node = &s.graph().node[i];
     let info = &s.nodes[i];
-    let ix = &s.analysis.index;
     let mut out = Vec::new();
     let mut head = vec![
         Span::styled(
@@ -239,6 +262,13 @@ fn node_details(app: &mut App, i: usize) -> Vec<Line<'static>> {
         _ => format!("params {}", human(info.params)),
     };
     out.push(kv("cost", cost));
+    out
+}
+
+/// Inputs with dtype, shape, where they come from, and weight statistics.
+fn node_inputs(s: &Session, i: usize, cx: &NodeCx, out: &mut Vec<Line<'static>>) {
+    let node = &s.graph().node[i];
+    let ix = &s.analysis.index;
     out.push(section("inputs"));
     for t in ix.all_inputs(node, i) {
         let (dtype, shape) = s.tensor_desc(t);
@@ -257,7 +287,7 @@ fn node_details(app: &mut App, i: usize) -> Vec<Line<'static>> {
             Span::styled(from, theme::dim()),
         ]));
         if ix.initializers.contains_key(t) {
-            let line = match app.stats.get(t) {
+            let line = match cx.stats.get(t) {
                 Some(Ok(st)) => format!(
                     "    min {:.3} max {:.3} mean {:.3} std {:.3} zeros {:.0}%",
                     st.min,
@@ -272,6 +302,12 @@ fn node_details(app: &mut App, i: usize) -> Vec<Line<'static>> {
             out.push(Line::from(Span::styled(line, theme::dim())));
         }
     }
+}
+
+/// Outputs with dtype, shape and their readers.
+fn node_outputs(s: &Session, i: usize, out: &mut Vec<Line<'static>>) {
+    let node = &s.graph().node[i];
+    let ix = &s.analysis.index;
     out.push(section("outputs"));
     for t in node.output.iter().filter(|t| !t.is_empty()) {
         let (dtype, shape) = s.tensor_desc(t);
@@ -294,55 +330,53 @@ fn node_details(app: &mut App, i: usize) -> Vec<Line<'static>> {
             Span::styled(to, theme::dim()),
         ]));
     }
-    if !node.attribute.is_empty() {
-        out.push(section("attributes"));
-        for a in &node.attribute {
-            out.push(Line::from(vec![
-                Span::styled(format!("  {} ", a.name()), theme::dim()),
-                Span::raw(attr_value(a)),
-            ]));
+}
+
+/// The channel groups the node touches, with their status and lock reasons.
+fn node_groups(s: &Session, i: usize, cx: &NodeCx, out: &mut Vec<Line<'static>>) {
+    if cx.groups.is_empty() {
+        return;
+    }
+    out.push(section("channel groups (c cycles)"));
+    for &gid in &cx.groups {
+        let grp = &s.channels.groups[gid];
+        let st = &s.group_status[gid];
+        let role = if s.produced[i].contains(&gid) {
+            "produces"
+        } else {
+            "uses"
+        };
+        let status = if st.locks.is_empty() && grp.channels > 1 {
+            Span::styled("prunable", theme::ok())
+        } else {
+            Span::styled("locked", theme::lock())
+        };
+        let mark = if Some(gid) == cx.highlight {
+            "● "
+        } else {
+            "  "
+        };
+        out.push(Line::from(vec![
+            Span::styled(mark.to_string(), theme::group()),
+            Span::styled(format!("#{gid} "), theme::group()),
+            Span::raw(format!("{} ch, {role}, ", grp.channels)),
+            status,
+        ]));
+        for l in st.locks.iter().take(3) {
+            out.push(Line::from(Span::styled(format!("      {l}"), theme::dim())));
+        }
+        if st.locks.len() > 3 {
+            out.push(Line::from(Span::styled(
+                format!("      +{} more", st.locks.len() - 3),
+                theme::dim(),
+            )));
         }
     }
-    let groups = app.node_group_cycle(i);
-    if !groups.is_empty() {
-        out.push(section("channel groups (c cycles)"));
-        for gid in groups {
-            let grp = &s.channels.groups[gid];
-            let st = &s.group_status[gid];
-            let role = if s.produced[i].contains(&gid) {
-                "produces"
-            } else {
-                "uses"
-            };
-            let status = if st.locks.is_empty() && grp.channels > 1 {
-                Span::styled("prunable", theme::ok())
-            } else {
-                Span::styled("locked", theme::lock())
-            };
-            let mark = if Some(gid) == highlight { "● " } else { "  " };
-            out.push(Line::from(vec![
-                Span::styled(mark.to_string(), theme::group()),
-                Span::styled(format!("#{gid} "), theme::group()),
-                Span::raw(format!("{} ch, {role}, ", grp.channels)),
-                status,
-            ]));
-            for l in st.locks.iter().take(3) {
-                out.push(Line::from(Span::styled(format!("      {l}"), theme::dim())));
-            }
-            if st.locks.len() > 3 {
-                out.push(Line::from(Span::styled(
-                    format!("      +{} more", st.locks.len() - 3),
-                    theme::dim(),
-                )));
-            }
-        }
-    }
-    if let Some(ds) = s.node_diags.get(&i) {
-        out.push(section("diagnostics"));
-        for &k in ds {
-            out.extend(diagnostic_lines(&s.diagnostics[k], s));
-        }
-    }
+}
+
+/// Stack trace, other metadata and the doc string the exporter left on the node.
+fn node_provenance(s: &Session, i: usize, out: &mut Vec<Line<'static>>) {
+    let node = &s.graph().node[i];
     if let Some(st) = node
         .metadata_props
         .iter()
@@ -370,7 +404,6 @@ fn node_details(app: &mut App, i: usize) -> Vec<Line<'static>> {
         out.push(section("doc"));
         out.push(Line::from(d.clone()));
     }
-    out
 }
 
 /// Details of a channel group.

@@ -15,7 +15,6 @@ use crate::quant::{Method, QuantizeRequest};
 use crate::report::Report;
 
 use super::jobs::JobOutcome;
-use super::session::Diagnostic;
 
 /// Deployment targets offered by the Diagnostics view (`t` cycles, starting from the
 /// default target, TensorRT 10, as `pare lint`).
@@ -39,76 +38,13 @@ pub const QUANT_METHODS: [Method; 4] = [
     Method::Minmax,
 ];
 
-pub const EXTRACT_MISSING: &str =
-    "extract: not available yet in this build (src/extract has not landed)";
-pub const QUANT_MISSING: &str =
-    "quantize: not available yet in this build (src/quant has not landed)";
-pub const LINT_MISSING: &str = "lint: not available yet in this build (src/lint has not landed)";
-
-/// Whether each engine is wired in.
-pub fn lint_available() -> bool {
-    true
-}
-pub fn extract_available() -> bool {
-    true
-}
-pub fn quant_available() -> bool {
-    true
-}
-
-/// Lint findings for `target`, as TUI diagnostics: the rule's explanation is the "why", the
-/// automatic fix (or the source-side snippet) the "fix".
-pub fn lint(a: &Analysis, target: Target) -> Vec<Diagnostic> {
-    use super::session::Severity as S;
-    use crate::lint::{LintOptions, Severity as L};
-    let opts = LintOptions {
+/// Lint findings for `target`, as lint reports them (the session places them on nodes).
+pub fn lint(a: &Analysis, target: Target) -> Vec<crate::lint::Diagnostic> {
+    let opts = crate::lint::LintOptions {
         target,
-        ..LintOptions::default()
+        ..crate::lint::LintOptions::default()
     };
-    let report = crate::lint::lint(a, &opts);
-    let g = a.graph();
-    let by_name: std::collections::HashMap<String, usize> = g
-        .node
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.display_name(), i))
-        .collect();
-    report
-        .diagnostics
-        .into_iter()
-        .map(|d| {
-            let node = d.nodes.iter().find_map(|n| by_name.get(n).copied());
-            let mut message = d.message.clone();
-            if let Some(case) = &d.seed_case {
-                message.push_str(&format!(" [seed {case}]"));
-            }
-            let mut fix = String::new();
-            if let Some(f) = &d.fix {
-                fix.push_str(&format!(
-                    "automatic: `pare fix --rule {f}` (verified against the original on random inputs before it is written)"
-                ));
-            }
-            if !d.fix_snippet.is_empty() {
-                if !fix.is_empty() {
-                    fix.push('\n');
-                }
-                fix.push_str(&d.fix_snippet);
-            }
-            Diagnostic {
-                severity: match d.severity {
-                    L::Error => S::Error,
-                    L::Warning => S::Warning,
-                    L::Info => S::Info,
-                },
-                rule: d.rule.clone(),
-                node,
-                message: format!("{}: {message}", d.title),
-                why: (!d.explanation.is_empty()).then(|| d.explanation.clone()),
-                fix: (!fix.is_empty()).then_some(fix),
-                fixable: d.fixable,
-            }
-        })
-        .collect()
+    crate::lint::lint(a, &opts).diagnostics
 }
 
 /// A finished job's outcome: the report's one text rendering and the files it wrote.

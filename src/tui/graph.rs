@@ -104,10 +104,58 @@ fn truncate(s: &str, n: usize) -> String {
 /// Lays out and draws the `hops`-neighbourhood of `sel` into a canvas `width` wide.
 /// `compact` draws one-line boxes (for short panes).
 pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -> GraphView {
+    let dist = neighbourhood(s, sel, hops);
+    let (mut nodes, mut edges, id_of) = boxes(s, &dist);
+    let n_layers = assign_layers(&mut nodes, &edges);
+    let sel_box = id_of.get(&sel).copied();
+    let hidden = cap_layers(&mut nodes, n_layers, sel_box, &dist);
+    edges.retain(|(a, b, _)| !hidden.contains(a) && !hidden.contains(b));
+    let segs = route_long_edges(&mut nodes, edges);
+    let layers = order_layers(&nodes, &segs, &hidden, n_layers);
+    let width = width.max(10);
+    place(&mut nodes, &layers, width, compact);
+    let box_h: u16 = if compact { 1 } else { 3 };
+    let gap_h: u16 = 2;
+    let height = n_layers as u16 * (box_h + gap_h) - gap_h;
+    let mut canvas = Canvas {
+        width,
+        box_h,
+        gap_h,
+        bits: vec![vec![0u8; width as usize]; height as usize],
+        chars: vec![vec![' '; width as usize]; height as usize],
+        cells: vec![vec![Cell::Empty; width as usize]; height as usize],
+    };
+    let attach = Attach::new(&nodes, &segs);
+    let labels = canvas.edges(s, &nodes, &segs, &attach);
+    canvas.lines();
+    let box_y = canvas.boxes(&nodes, &hidden, &attach, compact);
+    canvas.labels(labels);
+    let mut order: Vec<usize> = Vec::new();
+    for l in &layers {
+        for &k in l {
+            if let GKind::Node(i) = nodes[k].kind {
+                order.push(i);
+            }
+        }
+    }
+    GraphView {
+        selected: sel_box,
+        nodes,
+        width,
+        height,
+        chars: canvas.chars,
+        cells: canvas.cells,
+        box_y,
+        box_h,
+        order,
+    }
+}
+
+/// Step 1: the neighbourhood, with BFS distance (negative up, positive down).
+fn neighbourhood(s: &Session, sel: usize, hops: usize) -> HashMap<usize, i64> {
     let g = s.graph();
     let ix = &s.analysis.index;
     let is_const = |i: usize| g.node[i].op_type() == "Constant" && i != sel;
-    // 1. The neighbourhood, with BFS distance (negative up, positive down).
     let mut dist: HashMap<usize, i64> = HashMap::new();
     dist.insert(sel, 0);
     for (forward, sign) in [(false, -1i64), (true, 1)] {
@@ -131,7 +179,31 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
             }
         }
     }
-    // 2. Boxes: real nodes plus graph inputs/outputs at the rim.
+    dist
+}
+
+fn gnode(kind: GKind, label: String, order_key: f64) -> GNode {
+    GNode {
+        kind,
+        label,
+        layer: 0,
+        x: 0,
+        w: 0,
+        order_key,
+    }
+}
+
+/// An edge between boxes, labelled with its tensor.
+type Edge = (usize, usize, String);
+
+/// Step 2: boxes: real nodes plus graph inputs/outputs at the rim, the edges between them, and
+/// each node's box.
+fn boxes(
+    s: &Session,
+    dist: &HashMap<usize, i64>,
+) -> (Vec<GNode>, Vec<Edge>, HashMap<usize, usize>) {
+    let g = s.graph();
+    let ix = &s.analysis.index;
     let mut members: Vec<usize> = dist.keys().copied().collect();
     members.sort_by_key(|&i| s.nodes[i].topo);
     let mut nodes: Vec<GNode> = Vec::new();
@@ -147,16 +219,9 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
     };
     for &i in &members {
         id_of.insert(i, nodes.len());
-        nodes.push(GNode {
-            kind: GKind::Node(i),
-            label: label_of(i),
-            layer: 0,
-            x: 0,
-            w: 0,
-            order_key: s.nodes[i].topo as f64,
-        });
+        nodes.push(gnode(GKind::Node(i), label_of(i), s.nodes[i].topo as f64));
     }
-    let mut edges: Vec<(usize, usize, String)> = Vec::new();
+    let mut edges: Vec<Edge> = Vec::new();
     let mut input_box: HashMap<String, usize> = HashMap::new();
     for &i in &members {
         for t in ix.all_inputs(&g.node[i], i) {
@@ -171,14 +236,7 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
                 }
                 None if ix.inputs.iter().any(|x| x == t) => {
                     let b = *input_box.entry(t.to_string()).or_insert_with(|| {
-                        nodes.push(GNode {
-                            kind: GKind::Input(t.to_string()),
-                            label: format!("⇥ {t}"),
-                            layer: 0,
-                            x: 0,
-                            w: 0,
-                            order_key: -1.0,
-                        });
+                        nodes.push(gnode(GKind::Input(t.to_string()), format!("⇥ {t}"), -1.0));
                         nodes.len() - 1
                     });
                     edges.push((b, id_of[&i], t.to_string()));
@@ -188,29 +246,28 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
         }
         for t in &g.node[i].output {
             if ix.outputs.iter().any(|o| o == t) {
-                nodes.push(GNode {
-                    kind: GKind::Output(t.clone()),
-                    label: format!("{t} ⇥"),
-                    layer: 0,
-                    x: 0,
-                    w: 0,
-                    order_key: f64::MAX,
-                });
+                nodes.push(gnode(GKind::Output(t.clone()), format!("{t} ⇥"), f64::MAX));
                 edges.push((id_of[&i], nodes.len() - 1, t.clone()));
             }
         }
     }
-    // 3. Layers: longest path from the sources (edges always point down).
+    (nodes, edges, id_of)
+}
+
+fn by_order_key(nodes: &[GNode], a: usize, b: usize) -> std::cmp::Ordering {
+    nodes[a]
+        .order_key
+        .partial_cmp(&nodes[b].order_key)
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+/// Step 3: layers: longest path from the sources (edges always point down). Returns the count.
+fn assign_layers(nodes: &mut [GNode], edges: &[Edge]) -> usize {
     let mut layer = vec![0usize; nodes.len()];
     let mut by_order: Vec<usize> = (0..nodes.len()).collect();
-    by_order.sort_by(|&a, &b| {
-        nodes[a]
-            .order_key
-            .partial_cmp(&nodes[b].order_key)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    by_order.sort_by(|&a, &b| by_order_key(nodes, a, b));
     let mut incoming: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    for (a, b, _) in &edges {
+    for (a, b, _) in edges {
         incoming[*b].push(*a);
     }
     for &v in &by_order {
@@ -229,9 +286,17 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
     for (k, n) in nodes.iter_mut().enumerate() {
         n.layer = layer[k];
     }
-    let n_layers = layer.iter().copied().max().unwrap_or(0) + 1;
-    // 4. Cap each layer: keep the boxes closest to the selection.
-    let sel_box = id_of.get(&sel).copied();
+    layer.iter().copied().max().unwrap_or(0) + 1
+}
+
+/// Step 4: caps each layer at [`MAX_PER_LAYER`]: keeps the boxes closest to the selection and
+/// folds the rest into a `+n more` box. Returns the hidden boxes.
+fn cap_layers(
+    nodes: &mut Vec<GNode>,
+    n_layers: usize,
+    sel_box: Option<usize>,
+    dist: &HashMap<usize, i64>,
+) -> HashSet<usize> {
     let mut hidden: HashSet<usize> = HashSet::new();
     for l in 0..n_layers {
         let mut in_layer: Vec<usize> = (0..nodes.len()).filter(|&k| nodes[k].layer == l).collect();
@@ -247,18 +312,19 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
         let extra = in_layer.split_off(MAX_PER_LAYER - 1);
         let count = extra.len();
         hidden.extend(extra);
-        nodes.push(GNode {
-            kind: GKind::More(count),
-            label: format!("+{count} more"),
-            layer: l,
-            x: 0,
-            w: 0,
-            order_key: f64::MAX,
-        });
+        let mut more = gnode(GKind::More(count), format!("+{count} more"), f64::MAX);
+        more.layer = l;
+        nodes.push(more);
     }
-    edges.retain(|(a, b, _)| !hidden.contains(a) && !hidden.contains(b));
-    // 5. Long edges go through dummy boxes, one per crossed layer.
-    let mut segs: Vec<(usize, usize, Option<String>)> = Vec::new();
+    hidden
+}
+
+/// An edge segment between adjacent layers; the last segment of an edge carries its tensor.
+type Seg = (usize, usize, Option<String>);
+
+/// Step 5: long edges go through dummy boxes, one per crossed layer.
+fn route_long_edges(nodes: &mut Vec<GNode>, edges: Vec<Edge>) -> Vec<Seg> {
+    let mut segs: Vec<Seg> = Vec::new();
     for (a, b, t) in edges {
         let (la, lb) = (nodes[a].layer, nodes[b].layer);
         let mut prev = a;
@@ -277,7 +343,16 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
         }
         segs.push((prev, b, Some(t)));
     }
-    // 6. Order within layers: execution order, then two barycentre sweeps.
+    segs
+}
+
+/// Step 6: order within layers: execution order, then barycentre sweeps down, up and down.
+fn order_layers(
+    nodes: &[GNode],
+    segs: &[Seg],
+    hidden: &HashSet<usize>,
+    n_layers: usize,
+) -> Vec<Vec<usize>> {
     let mut layers: Vec<Vec<usize>> = vec![Vec::new(); n_layers];
     for (k, n) in nodes.iter().enumerate() {
         if !hidden.contains(&k) {
@@ -285,22 +360,14 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
         }
     }
     for l in layers.iter_mut() {
-        l.sort_by(|&a, &b| {
-            nodes[a]
-                .order_key
-                .partial_cmp(&nodes[b].order_key)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        l.sort_by(|&a, &b| by_order_key(nodes, a, b));
     }
     let mut pos: HashMap<usize, f64> = HashMap::new();
-    let set_pos = |layers: &Vec<Vec<usize>>, pos: &mut HashMap<usize, f64>| {
-        for l in layers {
-            for (i, &k) in l.iter().enumerate() {
-                pos.insert(k, i as f64);
-            }
+    for l in &layers {
+        for (i, &k) in l.iter().enumerate() {
+            pos.insert(k, i as f64);
         }
-    };
-    set_pos(&layers, &mut pos);
+    }
     for down in [true, false, true] {
         let range: Vec<usize> = if down {
             (1..n_layers).collect()
@@ -308,44 +375,58 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
             (0..n_layers.saturating_sub(1)).rev().collect()
         };
         for l in range {
-            let mut keyed: Vec<(f64, usize)> = layers[l]
-                .iter()
-                .map(|&k| {
-                    let nb: Vec<f64> = segs
-                        .iter()
-                        .filter_map(|(a, b, _)| {
-                            if down && *b == k {
-                                pos.get(a).copied()
-                            } else if !down && *a == k {
-                                pos.get(b).copied()
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
-                    let key = if nb.is_empty() {
-                        pos[&k]
-                    } else {
-                        nb.iter().sum::<f64>() / nb.len() as f64
-                    };
-                    (key, k)
-                })
-                .collect();
-            keyed.sort_by(|a, b| {
-                a.0.partial_cmp(&b.0)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.1.cmp(&b.1))
-            });
-            layers[l] = keyed.into_iter().map(|(_, k)| k).collect();
+            layers[l] = barycentre_order(&layers[l], segs, &pos, down);
             for (i, &k) in layers[l].iter().enumerate() {
                 pos.insert(k, i as f64);
             }
         }
     }
-    // 7. Widths and x positions, each layer centred.
-    let width = width.max(10);
+    layers
+}
+
+/// One layer sorted by the mean position of its neighbours in the layer above (`down`) or
+/// below; a box without neighbours keeps its position.
+fn barycentre_order(
+    layer: &[usize],
+    segs: &[Seg],
+    pos: &HashMap<usize, f64>,
+    down: bool,
+) -> Vec<usize> {
+    let mut keyed: Vec<(f64, usize)> = layer
+        .iter()
+        .map(|&k| {
+            let nb: Vec<f64> = segs
+                .iter()
+                .filter_map(|(a, b, _)| {
+                    if down && *b == k {
+                        pos.get(a).copied()
+                    } else if !down && *a == k {
+                        pos.get(b).copied()
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let key = if nb.is_empty() {
+                pos[&k]
+            } else {
+                nb.iter().sum::<f64>() / nb.len() as f64
+            };
+            (key, k)
+        })
+        .collect();
+    keyed.sort_by(|a, b| {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    });
+    keyed.into_iter().map(|(_, k)| k).collect()
+}
+
+/// Step 7: widths and x positions, each layer centred.
+fn place(nodes: &mut [GNode], layers: &[Vec<usize>], width: u16, compact: bool) {
     let pad: u16 = if compact { 2 } else { 4 };
-    for l in &layers {
+    for l in layers {
         let boxes: Vec<usize> = l
             .iter()
             .copied()
@@ -371,22 +452,34 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
             x += nodes[k].w + 1;
         }
     }
-    // 8. Draw.
-    let box_h: u16 = if compact { 1 } else { 3 };
-    let gap_h: u16 = 2;
-    let height = n_layers as u16 * (box_h + gap_h) - gap_h;
-    let mut bits = vec![vec![0u8; width as usize]; height as usize];
-    let mut chars = vec![vec![' '; width as usize]; height as usize];
-    let mut cells = vec![vec![Cell::Empty; width as usize]; height as usize];
-    let top = |l: usize| l as u16 * (box_h + gap_h);
-    // Attach points: spread several edges over a box's width.
-    let mut outs: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut ins: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (e, (a, b, _)) in segs.iter().enumerate() {
-        outs.entry(*a).or_default().push(e);
-        ins.entry(*b).or_default().push(e);
+}
+
+/// Where edges attach to boxes: several edges spread over a box's width, ordered by the x of
+/// the box at their other end.
+struct Attach {
+    outs: HashMap<usize, Vec<usize>>,
+    ins: HashMap<usize, Vec<usize>>,
+}
+
+impl Attach {
+    fn new(nodes: &[GNode], segs: &[Seg]) -> Self {
+        let mut outs: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut ins: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (e, (a, b, _)) in segs.iter().enumerate() {
+            outs.entry(*a).or_default().push(e);
+            ins.entry(*b).or_default().push(e);
+        }
+        for list in outs.values_mut() {
+            list.sort_by_key(|&e| nodes[segs[e].1].x);
+        }
+        for list in ins.values_mut() {
+            list.sort_by_key(|&e| nodes[segs[e].0].x);
+        }
+        Attach { outs, ins }
     }
-    let attach = |k: usize, list: &Vec<usize>, e: usize, nodes: &Vec<GNode>| -> u16 {
+
+    /// Column where edge `e` leaves (or enters) box `k`, given the box's edge list.
+    fn x(nodes: &[GNode], k: usize, list: &[usize], e: usize) -> u16 {
         let n = &nodes[k];
         if n.kind == GKind::Dummy || list.len() <= 1 {
             return n.x + n.w / 2;
@@ -394,163 +487,191 @@ pub fn layout(s: &Session, sel: usize, hops: usize, width: u16, compact: bool) -
         let i = list.iter().position(|&x| x == e).unwrap_or(0) as u16;
         let inner = n.w.saturating_sub(2).max(1);
         n.x + 1 + inner * (i + 1) / (list.len() as u16 + 1)
-    };
-    let sorted_lists = |m: &mut HashMap<usize, Vec<usize>>, by_target: bool| {
-        for (_, list) in m.iter_mut() {
-            list.sort_by_key(|&e| {
-                let other = if by_target { segs[e].1 } else { segs[e].0 };
-                nodes[other].x
-            });
-        }
-    };
-    sorted_lists(&mut outs, true);
-    sorted_lists(&mut ins, false);
-    let mut labels: Vec<(u16, u16, String)> = Vec::new();
-    for (e, (a, b, t)) in segs.iter().enumerate() {
-        let sx = attach(*a, &outs[a], e, &nodes);
-        let tx = attach(*b, &ins[b], e, &nodes);
-        let sy = top(nodes[*a].layer) + box_h; // first gap row
-        let ty = top(nodes[*b].layer); // target top row
-        let ry = sy;
-        let mark = |bits: &mut Vec<Vec<u8>>, x: u16, y: u16, b: u8| {
-            if let Some(c) = bits
-                .get_mut(y as usize)
-                .and_then(|row| row.get_mut(x as usize))
-            {
-                *c |= b;
-            }
-        };
-        if nodes[*a].kind == GKind::Dummy {
-            for y in top(nodes[*a].layer)..sy {
-                mark(&mut bits, sx, y, UP | DOWN);
-            }
-        }
-        mark(&mut bits, sx, ry, UP);
-        if sx != tx {
-            let (lo, hi) = (sx.min(tx), sx.max(tx));
-            mark(&mut bits, lo, ry, RIGHT);
-            mark(&mut bits, hi, ry, LEFT);
-            for x in lo + 1..hi {
-                mark(&mut bits, x, ry, LEFT | RIGHT);
-            }
-        }
-        mark(&mut bits, tx, ry, DOWN);
-        for y in ry + 1..ty {
-            mark(&mut bits, tx, y, UP | DOWN);
-        }
-        if let Some(t) = t {
-            labels.push((tx + 1, ty.saturating_sub(1), short_shape(s, t)));
+    }
+}
+
+/// Step 8: the drawing: line bits per cell, then characters and what each cell shows.
+struct Canvas {
+    width: u16,
+    box_h: u16,
+    gap_h: u16,
+    bits: Vec<Vec<u8>>,
+    chars: Vec<Vec<char>>,
+    cells: Vec<Vec<Cell>>,
+}
+
+impl Canvas {
+    fn top(&self, layer: usize) -> u16 {
+        layer as u16 * (self.box_h + self.gap_h)
+    }
+
+    fn mark(&mut self, x: u16, y: u16, b: u8) {
+        if let Some(c) = self
+            .bits
+            .get_mut(y as usize)
+            .and_then(|row| row.get_mut(x as usize))
+        {
+            *c |= b;
         }
     }
-    for y in 0..height as usize {
-        for x in 0..width as usize {
-            if bits[y][x] != 0 {
-                chars[y][x] = line_char(bits[y][x]);
-                cells[y][x] = Cell::Line;
+
+    /// Routes every segment (down from the source, across in the first gap row, down into
+    /// the target); returns the shape labels to place next to edge ends.
+    fn edges(
+        &mut self,
+        s: &Session,
+        nodes: &[GNode],
+        segs: &[Seg],
+        at: &Attach,
+    ) -> Vec<(u16, u16, String)> {
+        let mut labels: Vec<(u16, u16, String)> = Vec::new();
+        for (e, (a, b, t)) in segs.iter().enumerate() {
+            let sx = Attach::x(nodes, *a, &at.outs[a], e);
+            let tx = Attach::x(nodes, *b, &at.ins[b], e);
+            let sy = self.top(nodes[*a].layer) + self.box_h; // first gap row
+            let ty = self.top(nodes[*b].layer); // target top row
+            let ry = sy;
+            if nodes[*a].kind == GKind::Dummy {
+                for y in self.top(nodes[*a].layer)..sy {
+                    self.mark(sx, y, UP | DOWN);
+                }
+            }
+            self.mark(sx, ry, UP);
+            if sx != tx {
+                let (lo, hi) = (sx.min(tx), sx.max(tx));
+                self.mark(lo, ry, RIGHT);
+                self.mark(hi, ry, LEFT);
+                for x in lo + 1..hi {
+                    self.mark(x, ry, LEFT | RIGHT);
+                }
+            }
+            self.mark(tx, ry, DOWN);
+            for y in ry + 1..ty {
+                self.mark(tx, y, UP | DOWN);
+            }
+            if let Some(t) = t {
+                labels.push((tx + 1, ty.saturating_sub(1), short_shape(s, t)));
+            }
+        }
+        labels
+    }
+
+    /// Turns line bits into box-drawing characters.
+    fn lines(&mut self) {
+        for (y, row) in self.bits.iter().enumerate() {
+            for (x, &b) in row.iter().enumerate() {
+                if b != 0 {
+                    self.chars[y][x] = line_char(b);
+                    self.cells[y][x] = Cell::Line;
+                }
             }
         }
     }
-    let mut box_y = vec![0u16; nodes.len()];
-    for (k, n) in nodes.iter().enumerate() {
-        if hidden.contains(&k) || n.kind == GKind::Dummy {
-            continue;
+
+    fn put(&mut self, k: usize, x: usize, y: u16, c: char) {
+        self.chars[y as usize][x] = c;
+        self.cells[y as usize][x] = Cell::Box(k);
+    }
+
+    /// Draws the boxes over the lines; returns each box's top row.
+    fn boxes(
+        &mut self,
+        nodes: &[GNode],
+        hidden: &HashSet<usize>,
+        at: &Attach,
+        compact: bool,
+    ) -> Vec<u16> {
+        let mut box_y = vec![0u16; nodes.len()];
+        for (k, n) in nodes.iter().enumerate() {
+            if hidden.contains(&k) || n.kind == GKind::Dummy {
+                continue;
+            }
+            let y = self.top(n.layer);
+            box_y[k] = y;
+            let (x0, x1) = (n.x as usize, (n.x + n.w) as usize);
+            if x1 > self.width as usize {
+                continue;
+            }
+            if compact {
+                self.put(k, x0, y, '[');
+                for (j, c) in n.label.chars().enumerate() {
+                    self.put(k, x0 + 1 + j, y, c);
+                }
+                self.put(k, x1 - 1, y, ']');
+            } else {
+                self.full_box(nodes, k, y, at);
+            }
         }
-        let y = top(n.layer);
-        box_y[k] = y;
+        box_y
+    }
+
+    /// A three-row box with its label and the marks where edges attach.
+    fn full_box(&mut self, nodes: &[GNode], k: usize, y: u16, at: &Attach) {
+        let n = &nodes[k];
         let (x0, x1) = (n.x as usize, (n.x + n.w) as usize);
-        if x1 > width as usize {
-            continue;
+        for x in x0..x1 {
+            let (tc, bc) = if x == x0 {
+                ('╭', '╰')
+            } else if x == x1 - 1 {
+                ('╮', '╯')
+            } else {
+                ('─', '─')
+            };
+            self.put(k, x, y, tc);
+            self.put(k, x, y + 2, bc);
         }
-        let mut put = |x: usize, y: u16, c: char| {
-            chars[y as usize][x] = c;
-            cells[y as usize][x] = Cell::Box(k);
-        };
-        if compact {
-            put(x0, y, '[');
-            for (j, c) in n.label.chars().enumerate() {
-                put(x0 + 1 + j, y, c);
-            }
-            put(x1 - 1, y, ']');
-        } else {
-            let has_in = ins.contains_key(&k);
-            let has_out = outs.contains_key(&k);
-            for x in x0..x1 {
-                let (tc, bc) = if x == x0 {
-                    ('╭', '╰')
-                } else if x == x1 - 1 {
-                    ('╮', '╯')
-                } else {
-                    ('─', '─')
-                };
-                put(x, y, tc);
-                put(x, y + 2, bc);
-            }
-            put(x0, y + 1, '│');
-            put(x1 - 1, y + 1, '│');
-            for x in x0 + 1..x1 - 1 {
-                put(x, y + 1, ' ');
-            }
-            for (j, c) in n.label.chars().enumerate() {
-                put(x0 + 2 + j, y + 1, c);
-            }
-            if has_in {
-                for &e in &ins[&k] {
-                    let tx = attach(k, &ins[&k], e, &nodes) as usize;
-                    if tx > x0 && tx < x1 - 1 {
-                        put(tx, y, '┴');
-                    }
+        self.put(k, x0, y + 1, '│');
+        self.put(k, x1 - 1, y + 1, '│');
+        for x in x0 + 1..x1 - 1 {
+            self.put(k, x, y + 1, ' ');
+        }
+        for (j, c) in n.label.chars().enumerate() {
+            self.put(k, x0 + 2 + j, y + 1, c);
+        }
+        if let Some(list) = at.ins.get(&k) {
+            for &e in list {
+                let tx = Attach::x(nodes, k, list, e) as usize;
+                if tx > x0 && tx < x1 - 1 {
+                    self.put(k, tx, y, '┴');
                 }
             }
-            if has_out {
-                for &e in &outs[&k] {
-                    let sx = attach(k, &outs[&k], e, &nodes) as usize;
-                    if sx > x0 && sx < x1 - 1 {
-                        put(sx, y + 2, '┬');
-                    }
+        }
+        if let Some(list) = at.outs.get(&k) {
+            for &e in list {
+                let sx = Attach::x(nodes, k, list, e) as usize;
+                if sx > x0 && sx < x1 - 1 {
+                    self.put(k, sx, y + 2, '┬');
                 }
             }
         }
     }
-    for (x, y, text) in labels {
-        let n = text.chars().count();
-        let fits = |x: u16| {
-            (x as usize + n) < width as usize
-                && (0..n).all(|j| cells[y as usize][x as usize + j] == Cell::Empty)
-                && cells[y as usize]
-                    .get(x as usize + n)
-                    .is_none_or(|c| *c == Cell::Empty)
-        };
-        let start = if fits(x + 1) {
-            Some(x + 1)
-        } else if x >= n as u16 + 2 && fits(x - n as u16 - 2) {
-            Some(x - n as u16 - 2)
-        } else {
-            None
-        };
-        if let Some(sx) = start {
-            for (j, c) in text.chars().enumerate() {
-                chars[y as usize][sx as usize + j] = c;
-                cells[y as usize][sx as usize + j] = Cell::Label;
+
+    /// Places shape labels right of their edge, else left of it, else not at all.
+    fn labels(&mut self, labels: Vec<(u16, u16, String)>) {
+        let width = self.width as usize;
+        for (x, y, text) in labels {
+            let n = text.chars().count();
+            let cells = &self.cells;
+            let fits = |x: u16| {
+                (x as usize + n) < width
+                    && (0..n).all(|j| cells[y as usize][x as usize + j] == Cell::Empty)
+                    && cells[y as usize]
+                        .get(x as usize + n)
+                        .is_none_or(|c| *c == Cell::Empty)
+            };
+            let start = if fits(x + 1) {
+                Some(x + 1)
+            } else if x >= n as u16 + 2 && fits(x - n as u16 - 2) {
+                Some(x - n as u16 - 2)
+            } else {
+                None
+            };
+            if let Some(sx) = start {
+                for (j, c) in text.chars().enumerate() {
+                    self.chars[y as usize][sx as usize + j] = c;
+                    self.cells[y as usize][sx as usize + j] = Cell::Label;
+                }
             }
         }
-    }
-    let mut order: Vec<usize> = Vec::new();
-    for l in &layers {
-        for &k in l {
-            if let GKind::Node(i) = nodes[k].kind {
-                order.push(i);
-            }
-        }
-    }
-    GraphView {
-        selected: sel_box,
-        nodes,
-        width,
-        height,
-        chars,
-        cells,
-        box_y,
-        box_h,
-        order,
     }
 }

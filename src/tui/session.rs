@@ -6,9 +6,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::analysis::channels::{ChannelAnalysis, analyze_channels};
+use crate::analysis::channels::{Atom, ChannelAnalysis, analyze_channels};
 use crate::error::Result;
 use crate::jobs::{NoProgress, Progress};
+use crate::lint::Diagnostic;
+/// Findings carry lint's severity (re-exported for the views and tests).
+pub use crate::lint::Severity;
 use crate::model::shape::format_shape;
 use crate::model::stats::{node_macs, node_params};
 use crate::model::{Analysis, InputPins, io};
@@ -18,38 +21,73 @@ use crate::tags::{Tag, Tags};
 use super::engines;
 use super::tree::{Placement, Tree, placement};
 
-/// How serious a diagnostic is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Error,
-    Warning,
-    Info,
+/// One finding shown in the Diagnostics view and next to its node: lint's own diagnostic
+/// (shape-inference and channel-analysis notes are written as lint diagnostics too, so the views
+/// render one type), placed on the node it is about.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// The node the finding points at (the first of its nodes that exists in this model).
+    pub node: Option<usize>,
+    pub diag: Diagnostic,
 }
 
-impl Severity {
-    pub fn label(self) -> &'static str {
-        match self {
-            Severity::Error => "error",
-            Severity::Warning => "warn",
-            Severity::Info => "info",
-        }
+impl std::ops::Deref for Finding {
+    type Target = Diagnostic;
+    fn deref(&self) -> &Diagnostic {
+        &self.diag
     }
 }
 
-/// One finding shown in the Diagnostics view and next to its node.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Diagnostic {
-    pub severity: Severity,
-    /// Rule id (`L7`), or the source (`shape`, `channels`).
-    pub rule: String,
-    pub node: Option<usize>,
-    pub message: String,
-    /// Why it matters (what the target does with it).
-    pub why: Option<String>,
-    /// The fix: prose and/or a snippet.
-    pub fix: Option<String>,
-    /// pare can apply the fix automatically.
-    pub fixable: bool,
+impl Finding {
+    /// The headline: the rule's title, the message and the seed case it was found on.
+    pub fn text(&self) -> String {
+        let d = &self.diag;
+        let mut message = d.message.clone();
+        if let Some(case) = &d.seed_case {
+            message.push_str(&format!(" [seed {case}]"));
+        }
+        if d.title.is_empty() {
+            message
+        } else {
+            format!("{}: {message}", d.title)
+        }
+    }
+
+    /// The fix in prose: the automatic one (when pare has it) and the source-side snippet.
+    pub fn fix_text(&self) -> Option<String> {
+        let d = &self.diag;
+        let mut fix = String::new();
+        if let Some(f) = &d.fix {
+            fix.push_str(&format!(
+                "automatic: `pare fix --rule {f}` (verified against the original on random inputs before it is written)"
+            ));
+        }
+        if !d.fix_snippet.is_empty() {
+            if !fix.is_empty() {
+                fix.push('\n');
+            }
+            fix.push_str(&d.fix_snippet);
+        }
+        (!fix.is_empty()).then_some(fix)
+    }
+}
+
+/// An analysis note (not a lint rule) as an informational diagnostic.
+fn note(rule: &str, node: Option<String>, message: String, why: &str, fix: &str) -> Diagnostic {
+    Diagnostic {
+        rule: rule.into(),
+        severity: Severity::Info,
+        nodes: node.into_iter().collect(),
+        message,
+        seed_case: None,
+        fixable: false,
+        title: String::new(),
+        target: String::new(),
+        fix: None,
+        fix_snippet: fix.into(),
+        explanation: why.into(),
+        tensors: Vec::new(),
+    }
 }
 
 /// Display data of one node.
@@ -96,7 +134,7 @@ pub struct Session {
     pub tag_error: Option<String>,
     /// Nodes with a tag (after glob matching).
     pub tagged: HashMap<usize, Tag>,
-    pub diagnostics: Vec<Diagnostic>,
+    pub diagnostics: Vec<Finding>,
     pub node_diags: HashMap<usize, Vec<usize>>,
     pub lint_target: crate::lint::Target,
     pub lint_status: String,
@@ -141,6 +179,106 @@ pub fn load(
     Session::build(analysis, tags, tags_path.map(Path::to_path_buf), progress)
 }
 
+/// Display rows of every node (name, op, scope placement, shape, cost), the name index, and
+/// each node's place in the scope tree.
+fn node_rows(analysis: &Analysis) -> (Vec<NodeInfo>, HashMap<String, usize>, Vec<Placement>) {
+    let g = analysis.graph();
+    let n = g.node.len();
+    let mut topo_pos = vec![0usize; n];
+    for (k, &i) in analysis.index.topo.iter().enumerate() {
+        topo_pos[i] = k;
+    }
+    let mut placements: Vec<Placement> = Vec::with_capacity(n);
+    let mut nodes = Vec::with_capacity(n);
+    let mut by_name = HashMap::with_capacity(n);
+    for (i, node) in g.node.iter().enumerate() {
+        let ns = node
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == "namespace")
+            .map(|p| p.value());
+        let p = placement(node.name(), ns);
+        let out_shape = node
+            .output
+            .first()
+            .map(|o| format_shape(analysis.shapes.shape(o)))
+            .unwrap_or_default();
+        let short = match p.scopes.last() {
+            Some((seg, _)) => seg.clone(),
+            None if node.name().is_empty() => String::new(),
+            None => p.leaf.clone(),
+        };
+        nodes.push(NodeInfo {
+            name: node.display_name(),
+            op: node.op_type().to_string(),
+            short,
+            leaf: if p.leaf.is_empty() {
+                node.display_name()
+            } else {
+                p.leaf.clone()
+            },
+            out_shape,
+            params: node_params(node, g, &analysis.index),
+            macs: node_macs(node, &analysis.shapes),
+            topo: topo_pos[i],
+        });
+        by_name.insert(node.display_name(), i);
+        placements.push(p);
+    }
+    (nodes, by_name, placements)
+}
+
+/// Groups per node, in one pass over layouts and members: every group a node touches, the
+/// groups it produces, and every group's nodes (sorted).
+type Memberships = (Vec<Vec<usize>>, Vec<Vec<usize>>, Vec<Vec<usize>>);
+
+fn memberships(
+    analysis: &Analysis,
+    channels: &ChannelAnalysis,
+    by_name: &HashMap<String, usize>,
+) -> Memberships {
+    let g = analysis.graph();
+    let n = g.node.len();
+    let mut node_groups: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    let mut produced: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut group_nodes: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); channels.groups.len()];
+    let groups_of = |atoms: &[Atom]| -> Vec<usize> {
+        let mut v: Vec<usize> = atoms
+            .iter()
+            .map(|&a| channels.atom_group[a as usize])
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    for (i, node) in g.node.iter().enumerate() {
+        for t in node.input.iter().chain(node.output.iter()) {
+            if let Some(l) = channels.layouts.get(t.as_str()) {
+                node_groups[i].extend(groups_of(&l.atoms));
+            }
+        }
+    }
+    for m in &channels.members {
+        if let Some(&i) = by_name.get(&m.node) {
+            for gid in groups_of(&m.atoms) {
+                node_groups[i].insert(gid);
+                group_nodes[gid].insert(i);
+            }
+        }
+    }
+    for grp in &channels.groups {
+        for p in &grp.producers {
+            if let Some(&i) = by_name.get(p) {
+                produced[i].push(grp.id);
+                node_groups[i].insert(grp.id);
+                group_nodes[grp.id].insert(i);
+            }
+        }
+    }
+    let flat = |v: Vec<BTreeSet<usize>>| v.into_iter().map(|s| s.into_iter().collect()).collect();
+    (flat(node_groups), produced, flat(group_nodes))
+}
+
 impl Session {
     /// Builds everything the views need from an analysed model.
     pub fn build(
@@ -154,100 +292,11 @@ impl Session {
         progress.check_cancel()?;
         progress.phase("building views", None);
         let g = analysis.graph();
-        let n = g.node.len();
-        let mut topo_pos = vec![0usize; n];
-        for (k, &i) in analysis.index.topo.iter().enumerate() {
-            topo_pos[i] = k;
-        }
-        let mut placements: Vec<Placement> = Vec::with_capacity(n);
-        let mut nodes = Vec::with_capacity(n);
-        let mut by_name = HashMap::with_capacity(n);
-        for (i, node) in g.node.iter().enumerate() {
-            let ns = node
-                .metadata_props
-                .iter()
-                .find(|p| p.key() == "namespace")
-                .map(|p| p.value());
-            let p = placement(node.name(), ns);
-            let out_shape = node
-                .output
-                .first()
-                .map(|o| format_shape(analysis.shapes.shape(o)))
-                .unwrap_or_default();
-            let short = match p.scopes.last() {
-                Some((seg, _)) => seg.clone(),
-                None if node.name().is_empty() => String::new(),
-                None => p.leaf.clone(),
-            };
-            nodes.push(NodeInfo {
-                name: node.display_name(),
-                op: node.op_type().to_string(),
-                short,
-                leaf: if p.leaf.is_empty() {
-                    node.display_name()
-                } else {
-                    p.leaf.clone()
-                },
-                out_shape,
-                params: node_params(node, g, &analysis.index),
-                macs: node_macs(node, &analysis.shapes),
-                topo: topo_pos[i],
-            });
-            by_name.insert(node.display_name(), i);
-            placements.push(p);
-        }
+        let (nodes, by_name, placements) = node_rows(&analysis);
         let is_const: Vec<bool> = g.node.iter().map(|n| n.op_type() == "Constant").collect();
         let mut tree = Tree::build(&analysis.index.topo, &placements, &is_const);
         tree.expand_to_fit(120);
-
-        // Group membership per node, in one pass over layouts and members.
-        let mut node_groups: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-        let mut produced: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut group_nodes: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); channels.groups.len()];
-        let groups_of_tensor = |t: &str| -> Vec<usize> {
-            let mut v: Vec<usize> = channels
-                .layouts
-                .get(t)
-                .map(|l| {
-                    l.atoms
-                        .iter()
-                        .map(|&a| channels.atom_group[a as usize])
-                        .collect()
-                })
-                .unwrap_or_default();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        for (i, node) in g.node.iter().enumerate() {
-            for t in node.input.iter().chain(node.output.iter()) {
-                node_groups[i].extend(groups_of_tensor(t));
-            }
-        }
-        for m in &channels.members {
-            if let Some(&i) = by_name.get(&m.node) {
-                let mut gs: Vec<usize> = m
-                    .atoms
-                    .iter()
-                    .map(|&a| channels.atom_group[a as usize])
-                    .collect();
-                gs.sort_unstable();
-                gs.dedup();
-                for gid in gs {
-                    node_groups[i].insert(gid);
-                    group_nodes[gid].insert(i);
-                }
-            }
-        }
-        for grp in &channels.groups {
-            for p in &grp.producers {
-                if let Some(&i) = by_name.get(p) {
-                    produced[i].push(grp.id);
-                    node_groups[i].insert(grp.id);
-                    group_nodes[grp.id].insert(i);
-                }
-            }
-        }
+        let (node_groups, produced, group_nodes) = memberships(&analysis, &channels, &by_name);
         let total_params = crate::model::stats::graph_params(g);
         let total_macs = nodes.iter().filter_map(|n| n.macs).sum();
         let mut s = Session {
@@ -257,15 +306,9 @@ impl Session {
             nodes,
             by_name,
             tree,
-            node_groups: node_groups
-                .into_iter()
-                .map(|s| s.into_iter().collect())
-                .collect(),
+            node_groups,
             produced,
-            group_nodes: group_nodes
-                .into_iter()
-                .map(|s| s.into_iter().collect())
-                .collect(),
+            group_nodes,
             group_status: Vec::new(),
             tags,
             tags_path,
@@ -481,30 +524,35 @@ impl Session {
     /// analysis notes.
     pub fn refresh_diagnostics(&mut self) {
         let mut diags = Vec::new();
-        let mut d = engines::lint(&self.analysis, self.lint_target);
+        let d = engines::lint(&self.analysis, self.lint_target);
         self.lint_status = format!("lint for {}: {} finding(s)", self.lint_target, d.len());
-        diags.append(&mut d);
+        diags.extend(d.into_iter().map(|diag| Finding {
+            node: diag.nodes.iter().find_map(|n| self.by_name.get(n).copied()),
+            diag,
+        }));
         for d in &self.analysis.shapes.diagnostics {
-            diags.push(Diagnostic {
-                severity: Severity::Info,
-                rule: "shape".into(),
+            diags.push(Finding {
                 node: self.by_name.get(&d.node).copied(),
-                message: format!("{} ({}): {}", d.node, d.op_type, d.message),
-                why: Some("pare's shape inference could not fully handle this node; shapes after it may be unknown".into()),
-                fix: Some("pin input shapes with --input-shape NAME:DIMS if they are symbolic".into()),
-                fixable: false,
+                diag: note(
+                    "shape",
+                    Some(d.node.clone()),
+                    format!("{} ({}): {}", d.node, d.op_type, d.message),
+                    "pare's shape inference could not fully handle this node; shapes after it may be unknown",
+                    "pin input shapes with --input-shape NAME:DIMS if they are symbolic",
+                ),
             });
         }
-        for note in &self.channels.notes {
-            let node = self.nodes.iter().position(|n| note.contains(&n.name));
-            diags.push(Diagnostic {
-                severity: Severity::Info,
-                rule: "channels".into(),
+        for n in &self.channels.notes {
+            let node = self.nodes.iter().position(|x| n.contains(&x.name));
+            diags.push(Finding {
                 node,
-                message: note.clone(),
-                why: Some("channel analysis handled this conservatively: the groups it touches are locked".into()),
-                fix: None,
-                fixable: false,
+                diag: note(
+                    "channels",
+                    node.map(|k| self.nodes[k].name.clone()),
+                    n.clone(),
+                    "channel analysis handled this conservatively: the groups it touches are locked",
+                    "",
+                ),
             });
         }
         diags.sort_by(|a, b| {

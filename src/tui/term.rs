@@ -79,7 +79,7 @@ pub fn run(mut app: App) -> io::Result<()> {
                 panic!("PARE_TUI_TEST_PANIC: deliberate panic after the first frame");
             }
         }
-        if app.should_quit {
+        if app.should_quit() {
             break;
         }
         // Poll fast while something runs in the background, slowly otherwise.
@@ -112,7 +112,7 @@ pub fn run(mut app: App) -> io::Result<()> {
                     Event::Resize(_, _) => terminal.autoresize()?,
                     _ => {}
                 }
-                if app.should_quit {
+                if app.should_quit() {
                     break;
                 }
             }

@@ -20,7 +20,7 @@ pub fn demo_app() -> App {
 pub fn app_for(model: Option<&Path>, tags: Option<&Path>) -> App {
     let s = session::load(model, &InputPins::new(), tags, &NoProgress).expect("model loads");
     let mut app = App::new(s, KeyMap::default_map());
-    app.frozen_clock = Some(Duration::from_millis(2500));
+    app.freeze_clock(Duration::from_millis(2500));
     app
 }
 
