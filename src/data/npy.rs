@@ -134,10 +134,14 @@ pub fn read_npy(bytes: &[u8], origin: &Path) -> Result<HostTensor> {
         return Err(npy_err(origin, "no NUMPY magic"));
     }
     let f = NpyFile::new(std::io::Cursor::new(bytes)).map_err(|e| npy_err(origin, e))?;
+    read_whole(f, origin)
+}
+
+/// Every value of `f`, in C order.
+fn read_whole<R: Read + Seek>(f: NpyFile<R>, origin: &Path) -> Result<HostTensor> {
     let shape = shape_of(&f);
     let fortran = f.order() == Order::Fortran;
-    let n: usize = shape.iter().product();
-    let data = read_values(f, 0, n, origin)?;
+    let data = read_values(f, 0, shape.iter().product(), origin)?;
     let h = HostTensor { shape, data };
     Ok(if fortran { fortran_to_c(&h) } else { h })
 }
@@ -157,13 +161,10 @@ pub fn npy_shape(path: &Path) -> Result<Vec<usize>> {
 /// Reads a `.npy` file, or only row `row` along its first axis.
 pub fn read_npy_file(path: &Path, row: Option<usize>) -> Result<HostTensor> {
     let f = open(path)?;
-    let mut shape = shape_of(&f);
     let Some(row) = row else {
-        let fortran = f.order() == Order::Fortran;
-        let data = read_values(f, 0, shape.iter().product(), path)?;
-        let h = HostTensor { shape, data };
-        return Ok(if fortran { fortran_to_c(&h) } else { h });
+        return read_whole(f, path);
     };
+    let mut shape = shape_of(&f);
     if f.order() == Order::Fortran {
         return Err(npy_err(
             path,
