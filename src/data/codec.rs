@@ -247,24 +247,27 @@ pub fn read_tensor_file(path: &Path) -> Result<(Option<String>, HostTensor)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rng::Rng;
 
+    /// Every element type host data has.
+    pub(crate) const HOST_TYPES: [DataType; 7] = [
+        DataType::FLOAT,
+        DataType::DOUBLE,
+        DataType::INT64,
+        DataType::INT32,
+        DataType::INT8,
+        DataType::UINT8,
+        DataType::BOOL,
+    ];
+
     fn all_types() -> Vec<HostTensor> {
         let mut rng = Rng::new(3);
-        [
-            DataType::FLOAT,
-            DataType::DOUBLE,
-            DataType::INT64,
-            DataType::INT32,
-            DataType::INT8,
-            DataType::UINT8,
-            DataType::BOOL,
-        ]
-        .iter()
-        .map(|&d| HostTensor::random(d, &[2, 3], &mut rng).expect("random"))
-        .collect()
+        HOST_TYPES
+            .iter()
+            .map(|&d| HostTensor::random(d, &[2, 3], &mut rng).expect("random"))
+            .collect()
     }
 
     #[test]

@@ -134,10 +134,14 @@ pub fn read_npy(bytes: &[u8], origin: &Path) -> Result<HostTensor> {
         return Err(npy_err(origin, "no NUMPY magic"));
     }
     let f = NpyFile::new(std::io::Cursor::new(bytes)).map_err(|e| npy_err(origin, e))?;
+    read_whole(f, origin)
+}
+
+/// Every value of `f`, in C order.
+fn read_whole<R: Read + Seek>(f: NpyFile<R>, origin: &Path) -> Result<HostTensor> {
     let shape = shape_of(&f);
     let fortran = f.order() == Order::Fortran;
-    let n: usize = shape.iter().product();
-    let data = read_values(f, 0, n, origin)?;
+    let data = read_values(f, 0, shape.iter().product(), origin)?;
     let h = HostTensor { shape, data };
     Ok(if fortran { fortran_to_c(&h) } else { h })
 }
@@ -157,13 +161,10 @@ pub fn npy_shape(path: &Path) -> Result<Vec<usize>> {
 /// Reads a `.npy` file, or only row `row` along its first axis.
 pub fn read_npy_file(path: &Path, row: Option<usize>) -> Result<HostTensor> {
     let f = open(path)?;
-    let mut shape = shape_of(&f);
     let Some(row) = row else {
-        let fortran = f.order() == Order::Fortran;
-        let data = read_values(f, 0, shape.iter().product(), path)?;
-        let h = HostTensor { shape, data };
-        return Ok(if fortran { fortran_to_c(&h) } else { h });
+        return read_whole(f, path);
     };
+    let mut shape = shape_of(&f);
     if f.order() == Order::Fortran {
         return Err(npy_err(
             path,
@@ -266,24 +267,15 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DataType;
     use crate::rng::Rng;
 
     #[test]
     fn npy_round_trip_every_type_and_rows() {
         let mut rng = Rng::new(5);
         let dir = tempfile::tempdir().expect("tmp");
-        for (k, d) in [
-            DataType::FLOAT,
-            DataType::DOUBLE,
-            DataType::INT64,
-            DataType::INT32,
-            DataType::INT8,
-            DataType::UINT8,
-            DataType::BOOL,
-        ]
-        .into_iter()
-        .enumerate()
+        for (k, d) in crate::data::codec::tests::HOST_TYPES
+            .into_iter()
+            .enumerate()
         {
             let t = HostTensor::random(d, &[3, 2, 2], &mut rng).expect("random");
             let bytes = write_npy(&t);
@@ -299,6 +291,13 @@ mod tests {
 
     #[test]
     fn float16_widens_and_bad_files_name_the_file() {
+        let halves: Vec<npyz::half::f16> = [1.5f32, -2.0, 65504.0]
+            .iter()
+            .map(|&x| npyz::half::f16::from_f32(x))
+            .collect();
+        let bytes = encode(&[3], &halves).expect("f16 npy");
+        let h = read_npy(&bytes, Path::new("h.npy")).expect("f16");
+        assert_eq!(h, HostTensor::f32(vec![3], vec![1.5, -2.0, 65504.0]));
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("bad.npy");
         std::fs::write(&p, b"\x93NUMPY\x01\x00garbage").expect("w");

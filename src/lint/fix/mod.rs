@@ -608,11 +608,11 @@ pub fn verification_inputs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)
     crate::data::input_specs(a)
 }
 
+/// Input specs, input sets and notes of a verification.
+type VerifySets = (Vec<InputSpec>, Vec<Vec<HostTensor>>, Vec<String>);
+
 /// Specs and input sets for verification: the given data, else random sets per seed.
-fn verification_sets(
-    a: &Analysis,
-    opts: &FixOptions,
-) -> Result<(Vec<InputSpec>, Vec<Vec<HostTensor>>, Vec<String>)> {
+fn verification_sets(a: &Analysis, opts: &FixOptions) -> Result<VerifySets> {
     if let Some(first) = opts.inputs.first() {
         let specs = a
             .index
