@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 use super::data::{self, BoundaryData, Samples};
 use super::{Piece, Selector, command_line, extract_selection, shell_quote};
+use crate::data::DataArgs;
 use crate::error::{PareError, Result};
 use crate::jobs::Progress;
 use crate::model::io::{SaveOptions, save_model};
 use crate::model::shape::{Dim, format_shape};
 use crate::model::{Analysis, DataType};
 use crate::report::{Report, check_output};
-use crate::data::DataArgs;
 use crate::runtime::EngineChoice;
 
 /// Where the model's input data comes from when a command runs it (extract, split, reduce).

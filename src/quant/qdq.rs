@@ -151,13 +151,13 @@ pub fn insert(
     Ok(weight_dq)
 }
 
+/// An activation tensor and its (layer, input slot) readers.
+type ActReaders = (String, Vec<(usize, usize)>);
+
 /// The quantized layers' activation readers, grouped by original tensor name, and their
 /// weight readers, grouped by weight tensor and channel axis.
-fn readers(
-    plan: &Plan,
-    layers: &[usize],
-) -> (Vec<(String, Vec<(usize, usize)>)>, Vec<WeightReaders>) {
-    let mut act_readers: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+fn readers(plan: &Plan, layers: &[usize]) -> (Vec<ActReaders>, Vec<WeightReaders>) {
+    let mut act_readers: Vec<ActReaders> = Vec::new();
     let mut weight_readers: Vec<WeightReaders> = Vec::new();
     for &li in layers {
         let c: &Candidate = &plan.candidates[li];
