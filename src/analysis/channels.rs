@@ -403,10 +403,12 @@ impl<'a> Builder<'a> {
             ChannelRule::Concat => self.concat(node),
             ChannelRule::Split => self.split(node),
             ChannelRule::Transpose => self.transpose(node),
-            ChannelRule::Reshape => self.reshape(node),
+            ChannelRule::Reshape => self.reshape(node, true),
+            ChannelRule::Flatten => self.reshape(node, false),
             ChannelRule::Squeeze => self.squeeze(node),
             ChannelRule::Reduce(axes) => self.reduce_like(node, axes),
-            ChannelRule::SliceGather => self.slice_gather(node),
+            ChannelRule::Slice => self.slice_gather(node, false),
+            ChannelRule::Gather => self.slice_gather(node, true),
             ChannelRule::Lock => {
                 if self.layouts.contains_key(x) || !out.is_empty() {
                     self.barrier(node, "pare has no channel rule for this op, so it never assumes it is channel-preserving (seed P12)");
@@ -1055,14 +1057,14 @@ impl<'a> Builder<'a> {
         );
     }
 
-    fn slice_gather(&mut self, node: &NodeProto) {
+    fn slice_gather(&mut self, node: &NodeProto, gather: bool) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
         let Some(l) = self.layouts.get(&x).cloned() else {
             return;
         };
         let rank = self.rank(&x).unwrap_or(0);
-        if node.op_type() == "Gather" {
+        if gather {
             let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
             let idx_rank = node.input.get(1).and_then(|i| self.rank(i));
             match (axis, idx_rank) {
@@ -1111,7 +1113,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn reshape(&mut self, node: &NodeProto) {
+    /// Reshape (`shape_input`: the target shape is input 1) and Flatten.
+    fn reshape(&mut self, node: &NodeProto, shape_input: bool) {
         let x = node.input.first().cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
         let Some(l) = self.layouts.get(&x).cloned() else {
@@ -1170,7 +1173,7 @@ impl<'a> Builder<'a> {
             .iter()
             .flat_map(|&a| std::iter::repeat_n(a, rep as usize))
             .collect();
-        if node.op_type() == "Reshape" {
+        if shape_input {
             // The target-shape entry for this axis must follow the new count (seed P7).
             let shape_t = node.input.get(1).cloned().unwrap_or_default();
             let entry = match self.a.shapes.get(&shape_t).and_then(|i| i.value.clone()) {

@@ -158,14 +158,19 @@ pub enum ChannelRule {
     Split,
     /// Transpose: moves the channel axis.
     Transpose,
-    /// Reshape / Flatten: channels repeat over the positions they cover.
+    /// Reshape: channels repeat over the positions they cover; the target-shape entry of
+    /// the channel axis (input 1) is a count to rewrite.
     Reshape,
+    /// Flatten: channels repeat over the positions they cover.
+    Flatten,
     /// Squeeze / Unsqueeze: the channel axis shifts.
     Squeeze,
     /// Reductions and axis-wise ops: pass channels unless the channel axis is reduced.
     Reduce(ReduceAxes),
-    /// Slice / Gather: pass channels unless the channel axis is cut.
-    SliceGather,
+    /// Slice: passes channels unless the channel axis is cut.
+    Slice,
+    /// Gather: passes channels unless it indexes the channel axis.
+    Gather,
 }
 
 /// Per-channel parameters of a channel-wise op.

@@ -81,7 +81,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600),
     OpDef::new("Flatten")
         .shape(flatten)
-        .channels(ChannelRule::Reshape)
+        .channels(ChannelRule::Flatten)
         .index(PRESERVES)
         .trt(600),
     OpDef::new("Transpose")
@@ -116,7 +116,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600),
     OpDef::new("Slice")
         .shape(slice)
-        .channels(ChannelRule::SliceGather)
+        .channels(ChannelRule::Slice)
         .flow(ShapeFlow::Derived)
         .consts(slice_consts)
         .trt_consts(slice_trt)
@@ -124,7 +124,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600),
     OpDef::new("Gather")
         .shape(gather)
-        .channels(ChannelRule::SliceGather)
+        .channels(ChannelRule::Gather)
         .flow(ShapeFlow::Derived)
         .index(PRESERVES)
         .trt(600),

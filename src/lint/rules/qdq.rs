@@ -276,6 +276,14 @@ fn is_weighted(n: &NodeProto) -> bool {
     crate::ops::of_node(n).is_some_and(|d| d.is_weighted())
 }
 
+/// The output-channel axis of a weighted layer's weight, per the op table.
+fn weight_axis(n: &NodeProto, rank: usize) -> Option<usize> {
+    match crate::ops::of_node(n)?.quant {
+        crate::ops::QuantRole::Weighted { axis, .. } => Some(axis.resolve(n, rank)),
+        _ => None,
+    }
+}
+
 fn from_dq<'a>(cx: &LintCtx<'a>, t: &str) -> Option<&'a NodeProto> {
     cx.producer_of(t).filter(|p| is_dq(p))
 }
@@ -297,10 +305,9 @@ fn weighted_inputs(cx: &LintCtx, sink: &mut Sink) {
         match from_dq(cx, w) {
             None => no_w.push(n.display_name()),
             Some(dq) => {
-                let oc = cx.static_shape(w).and_then(|s| {
-                    let axis = if n.op_type() == "ConvTranspose" { 1 } else { 0 };
-                    s.get(axis).copied()
-                });
+                let oc = cx
+                    .static_shape(w)
+                    .and_then(|s| s.get(weight_axis(n, s.len())?).copied());
                 if n.op_type().starts_with("Conv")
                     && scale_len(cx, dq) == Some(1)
                     && oc.is_some_and(|c| c > 1)
