@@ -32,8 +32,8 @@ pub struct DataArgs {
     pub seed: u64,
     /// Engine that computes the boundary data. tract (default) stores float64-exact reference
     /// outputs; ort stores what onnxruntime gives on the source model, run with the cut opaque
-    /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs a build
-    /// with `--features ort`; env PARE_ENGINE).
+    /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs its
+    /// library, found as for `quantize`); auto: ort when it loads. Env PARE_ENGINE.
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<pare::runtime::EngineChoice>,
 }
@@ -253,7 +253,7 @@ fn write_data(
         for p in &bd.problems {
             problems.push(format!("sample {k}: {p}"));
         }
-        js.push(json!({"dir": dir.display().to_string(), "inputs": ni, "outputs": no, "log": bd.log, "problems": bd.problems}));
+        js.push(json!({"dir": dir.display().to_string(), "engine": bd.engine, "inputs": ni, "outputs": no, "log": bd.log, "problems": bd.problems}));
     }
     Ok((js, problems))
 }
@@ -302,6 +302,7 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
     let mut data_json = Vec::new();
     let mut problems = Vec::new();
     let mut data_lines = Vec::new();
+    let mut engine = None;
     if with_data {
         let samples = load_samples(&analysis, &a.data).map_err(Exit::bad)?;
         let sets = data::piece_data(&analysis, &mut piece, &samples, &bar).map_err(Exit::bad)?;
@@ -313,7 +314,11 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
         for n in &samples.notes {
             piece.notes.push(n.clone());
         }
-        let mut how: Vec<String> = vec![samples.source.clone()];
+        engine = sets.first().map(|s| s.engine);
+        let mut how: Vec<String> = vec![
+            samples.source.clone(),
+            format!("engine {}", engine.unwrap_or(samples.engine)),
+        ];
         how.extend(sets.first().map(|s| s.log.clone()).unwrap_or_default());
         data_lines.push(format!(
             "wrote {} ({})",
@@ -348,6 +353,7 @@ pub fn run_extract(a: &ExtractArgs) -> CmdResult {
             "initializer_bytes": piece.initializer_bytes,
             "notes": boundary.notes.iter().chain(&piece.notes).collect::<Vec<_>>(),
             "command": cmd,
+            "engine": engine,
             "test_data": data_json,
             "problems": problems,
         });

@@ -231,8 +231,8 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
             pct(report.macs_before, report.macs_after)
         );
         if let Some(v) = &report.validation {
-            let lat = match (v.latency_ms_before, v.latency_ms_after) {
-                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms -> {a:.1} ms"),
+            let lat = match (v.engine, v.latency_ms_before, v.latency_ms_after) {
+                (Some(e), Some(b), Some(a)) => format!(", {e} latency {b:.1} ms -> {a:.1} ms"),
                 _ => String::new(),
             };
             println!(

@@ -137,8 +137,8 @@ pub struct QuantReport {
     pub two_pass: bool,
     pub weight_method: WeightMethod,
     pub calibration_source: String,
-    /// Engine that ran the calibration (`tract`, `onnxruntime`).
-    pub calibration_engine: String,
+    /// Engine that ran the calibration (JSON `"tract"`, `"onnxruntime"`).
+    pub engine: crate::runtime::EngineKind,
     pub samples: usize,
     pub eval_samples: usize,
     pub input_shapes: Vec<data::ShapeCount>,
@@ -221,14 +221,14 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         ));
     }
 
-    let backend = opts.engine.resolve()?;
+    let engine = opts.engine.resolve()?;
     bound_allocator_arenas();
     let copts = calibrate::CalibrateOptions {
         config: opts.calib,
         two_pass: opts.two_pass,
         threads: opts.threads.max(1),
         symmetric: opts.format == Format::Trt,
-        backend,
+        engine,
     };
     let cal = calibrate::calibrate(model, &plan, &set, &copts, progress)?;
     trim_freed_memory();
@@ -237,7 +237,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         cal.stats.len(),
         cal.samples,
         cal.seconds,
-        backend.name()
+        engine
     ));
     for (t, s) in &cal.stats {
         if s.nans > 0 {
@@ -253,10 +253,17 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
     progress.phase("diagnosing", Some(eval.len() as u64));
     let diag_start = Instant::now();
     let per_layer = !opts.no_layer_diagnostics;
-    // Diagnostics stay on tract: its depth-first order frees each layer's comparison before
-    // the next (onnxruntime ran DeepLabV3's diagnostic graph 2.5x faster but at 1.0 GB peak
-    // instead of 0.66 GB, above onnxruntime's own MinMax calibration).
-    let diag_backend = crate::runtime::Backend::Tract;
+    // Per-layer diagnostics stay on tract: its depth-first order frees each layer's comparison
+    // before the next (onnxruntime ran DeepLabV3's diagnostic graph 2.5x faster but at 1.0 GB
+    // peak instead of 0.66 GB, above onnxruntime's own MinMax calibration). Output-only
+    // diagnostics (two copies of the model) run on the calibration engine.
+    let diag_engine = |per_layer: bool| {
+        if per_layer {
+            crate::runtime::EngineKind::Tract
+        } else {
+            engine
+        }
+    };
     let mut diagnosis = diag::diagnose(
         model,
         &a.index,
@@ -266,7 +273,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         &set,
         &eval,
         copts.threads,
-        diag_backend,
+        diag_engine(per_layer),
         per_layer,
         progress,
     )?;
@@ -314,7 +321,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
                 &set,
                 &eval,
                 copts.threads,
-                diag_backend,
+                diag_engine(false),
                 false,
                 &crate::jobs::NoProgress,
             )?;
@@ -345,7 +352,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
                 &set,
                 &eval,
                 copts.threads,
-                diag_backend,
+                diag_engine(per_layer),
                 per_layer,
                 progress,
             )?;
@@ -445,7 +452,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         two_pass: opts.two_pass,
         weight_method: opts.weight_method,
         calibration_source: set.source.clone(),
-        calibration_engine: backend.name().to_string(),
+        engine,
         samples: set.len(),
         eval_samples: eval.len(),
         input_shapes: set.shape_counts(),
