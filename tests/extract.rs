@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use pare::extract::data::{
-    self, BoundaryData, Runner, boundary_data, host_to_tensor, load_samples, read_npy,
+    self, BoundaryData, Evaluator, boundary_data, host_to_tensor, load_samples, read_npy,
     read_tensor_file, tensor_to_host, write_npy,
 };
 use pare::extract::reduce::{FnOracle, ReduceOptions, piece_from_nodes, reduce};
@@ -68,7 +68,7 @@ fn assert_piece_reproduces(name: &str, what: &str, a: &Analysis, piece: &Piece) 
         .iter()
         .map(|t| t.clone().expect("complete"))
         .collect();
-    let mut r = Runner::new(&pa, &feeds);
+    let mut r = Evaluator::new(&pa, &feeds);
     r.compute(&piece.outputs)
         .unwrap_or_else(|e| panic!("{name} {what}: piece does not run in tract: {e}"));
     for (o, want) in piece.outputs.iter().zip(&bd.outputs) {
@@ -278,7 +278,7 @@ fn if_bodies_bring_their_outer_scope_reads_as_inputs() {
 fn data_dependent_if_runs_by_inlining_the_branch_taken() {
     let a = analysis(common::data_if());
     let s = sample(&a, 0);
-    let mut r = Runner::new(&a, &s);
+    let mut r = Evaluator::new(&a, &s);
     r.compute(&["prob".to_string()])
         .expect("runs with the branch inlined");
     assert!(
@@ -1059,7 +1059,7 @@ fn piece_in_onnxruntime(
     piece: &Piece,
     bd: &pare::extract::data::BoundaryData,
 ) -> Result<Vec<HostTensor>, String> {
-    use pare::runtime::{Backend, InputSpec, prepare};
+    use pare::runtime::{EngineKind, InputSpec, Runner};
     let feeds: Vec<HostTensor> = bd.inputs.iter().flatten().cloned().collect();
     let specs: Vec<InputSpec> = piece
         .inputs
@@ -1071,8 +1071,9 @@ fn piece_in_onnxruntime(
             shape: h.shape.clone(),
         })
         .collect();
-    let engine = prepare(Backend::Ort, &piece.model.proto, &specs).map_err(|e| e.to_string())?;
-    assert_eq!(engine.backend(), "onnxruntime");
+    let engine = Runner::new(EngineKind::OnnxRuntime, &piece.model.proto, &specs)
+        .map_err(|e| e.to_string())?;
+    assert_eq!(engine.engine(), EngineKind::OnnxRuntime);
     let mut got = engine.run(&feeds).map_err(|e| e.to_string())?;
     let names = engine.output_names();
     piece
@@ -1098,7 +1099,7 @@ fn piece_in_onnxruntime(
 #[test]
 fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
     use pare::extract::data::boundary_with;
-    use pare::runtime::Backend;
+    use pare::runtime::EngineKind;
     if !common::with_onnxruntime(
         "onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime",
     ) {
@@ -1111,7 +1112,7 @@ fn onnxruntime_boundary_data_is_reproduced_by_the_piece_in_onnxruntime() {
             let sel = Selector::Range { from, to };
             let (_, piece) = extract_selection(&a, &sel).unwrap_or_else(|e| panic!("{what}: {e}"));
             let s = sample(&a, 5);
-            let mut r = Runner::new(&a, &s).with_backend(Backend::Ort);
+            let mut r = Evaluator::new(&a, &s).on(EngineKind::OnnxRuntime);
             let bd = boundary_with(&mut r, &piece);
             assert!(bd.complete(), "{what}: {:?}", bd.problems);
             let reference = boundary_data(&a, &piece, &s);
@@ -1170,7 +1171,7 @@ fn folded_basic_blocks() -> ModelProto {
 #[test]
 fn onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets() {
     use pare::extract::data::boundary_with;
-    use pare::runtime::Backend;
+    use pare::runtime::EngineKind;
     if !common::with_onnxruntime(
         "onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets",
     ) {
@@ -1196,15 +1197,16 @@ fn onnxruntime_boundary_data_is_computed_with_the_fusions_the_piece_gets() {
     let mut worst = 0f64;
     for seed in 0..4 {
         let s = sample(&a, seed);
-        let mut r = Runner::new(&a, &s).with_backend(Backend::Ort);
+        let mut r = Evaluator::new(&a, &s).on(EngineKind::OnnxRuntime);
         let bd = boundary_with(&mut r, &piece);
         assert!(bd.complete(), "{:?}", bd.problems);
-        assert_eq!(r.backend(), Backend::Ort, "{:?}", bd.log);
+        assert_eq!(r.engine(), EngineKind::OnnxRuntime, "{:?}", bd.log);
+        assert_eq!(bd.engine, EngineKind::OnnxRuntime);
         let got = piece_in_onnxruntime(&piece, &bd).expect("piece in onnxruntime");
         let stored = bd.outputs[0].as_ref().expect("complete");
         worst = worst.max(max_abs_diff(&got[0], stored).expect("same shape"));
         // The stored inputs are the whole model's own tensors, not recomputed at the cut.
-        let mut whole = Runner::new(&a, &s).with_backend(Backend::Ort);
+        let mut whole = Evaluator::new(&a, &s).on(EngineKind::OnnxRuntime);
         whole.compute(&piece.inputs).expect("whole model");
         for (t, h) in piece.inputs.iter().zip(&bd.inputs) {
             let d = max_abs_diff(whole.get(t).expect("computed"), h.as_ref().expect("input"));

@@ -18,7 +18,7 @@ use pare::lint::fix::{FixOptions, fix_model, verification_inputs, write_fixed};
 use pare::model::builder::attr_ints;
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
-use pare::runtime::{Engine, HostData, HostTensor, TractEngine};
+use pare::runtime::{HostData, HostTensor, Runner};
 
 fn python() -> PathBuf {
     common::python("lint interop")
@@ -55,7 +55,7 @@ fn prepare(dir: &Path, c: &Case) -> serde_json::Value {
     let (specs, _) = verification_inputs(&a).expect("specs");
     let inputs = random_inputs(&specs, 42).expect("inputs");
     let fixed_model = pare::model::load_model(&fixed).expect("reload");
-    let engine = TractEngine::new(&fixed_model.proto, &specs)
+    let engine = Runner::tract(&fixed_model.proto, &specs)
         .unwrap_or_else(|e| panic!("{}: tract refuses the fixed model: {e}", c.name));
     let outs = engine.run(&inputs).expect("tract run");
     let mut ins_j = Vec::new();

@@ -11,7 +11,7 @@ use pare::model::{Analysis, InputPins};
 use pare::prune::rewrite::kept_atoms;
 use pare::prune::validate::{input_specs, random_inputs};
 use pare::prune::{PruneOptions, PrunePlan, apply_plan, make_plan};
-use pare::runtime::{Engine, HostTensor, TractEngine, max_abs_diff};
+use pare::runtime::{HostTensor, Runner, max_abs_diff};
 use pare::tags::Tags;
 
 fn analysis(m: ModelProto) -> Analysis {
@@ -21,7 +21,7 @@ fn analysis(m: ModelProto) -> Analysis {
 fn run(m: &ModelProto, a: &Analysis, seed: u64) -> Vec<HostTensor> {
     let (specs, _) = input_specs(a).expect("specs");
     let inputs = random_inputs(&specs, seed).expect("inputs");
-    TractEngine::new(m, &specs)
+    Runner::tract(m, &specs)
         .expect("tract loads")
         .run(&inputs)
         .expect("tract runs")

@@ -19,7 +19,7 @@ use pare::quant::qparams::{self, QParams, QType, WeightMethod};
 use pare::quant::{Format, QuantOptions, quantize};
 use pare::rng::Rng;
 use pare::runtime::{
-    Engine, EngineChoice, HostTensor, InputSpec, TractEngine, sqnr_db, with_outputs,
+    EngineChoice, EngineKind, HostTensor, InputSpec, Runner, sqnr_db, with_outputs,
 };
 use pare::tags::Tags;
 
@@ -1118,7 +1118,7 @@ fn threads_do_not_change_the_result_and_events_arrive_live() {
 fn tract_is_the_engine_without_onnxruntime_and_ort_on_request_fails_clearly() {
     let a = analysis(common::psp());
     let q = quantize(&a, &opts(), &NoProgress).expect("tract");
-    assert_eq!(q.report.calibration_engine, "tract");
+    assert_eq!(q.report.engine, EngineKind::Tract);
     if pare::runtime::ort_available().is_ok() {
         return; // built with `ort` and the library is here: covered below
     }
@@ -1131,7 +1131,7 @@ fn tract_is_the_engine_without_onnxruntime_and_ort_on_request_fails_clearly() {
         &NoProgress,
     )
     .expect("auto falls back to tract");
-    assert_eq!(auto.report.calibration_engine, "tract");
+    assert_eq!(auto.report.engine, EngineKind::Tract);
     let err = quantize(
         &a,
         &QuantOptions {
@@ -1171,7 +1171,7 @@ fn onnxruntime_calibration_matches_tract() {
             &NoProgress,
         )
         .unwrap_or_else(|e| panic!("{name}: onnxruntime: {e}"));
-        assert_eq!(o.report.calibration_engine, "onnxruntime");
+        assert_eq!(o.report.engine, EngineKind::OnnxRuntime);
         assert_eq!(t.report.ranges.len(), o.report.ranges.len(), "{name}");
         for (x, y) in t.report.ranges.iter().zip(&o.report.ranges) {
             assert_eq!(x.tensor, y.tensor);
@@ -1220,8 +1220,8 @@ fn measured_sqnr(
             shape: t.shape.clone(),
         })
         .collect();
-    let ef = TractEngine::new(m, &specs).expect("float engine");
-    let eq = TractEngine::new(q, &specs).expect("quantized model loads in tract");
+    let ef = Runner::tract(m, &specs).expect("float engine");
+    let eq = Runner::tract(q, &specs).expect("quantized model loads in tract");
     let (mut r, mut g) = (Vec::new(), Vec::new());
     for x in inputs {
         let a = ef.run(x).expect("float run");

@@ -23,8 +23,8 @@ pub struct BoundaryDataArgs {
     pub input: pare::data::DataArgs,
     /// Engine that computes the boundary data. tract (default) stores float64-exact reference
     /// outputs; ort stores what onnxruntime gives on the source model, run with the cut opaque
-    /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs a build
-    /// with `--features ort`; env PARE_ENGINE).
+    /// to its fusions so that the piece run alone in onnxruntime reproduces it (needs its
+    /// library, found as for `quantize`); auto: ort when it loads. Env PARE_ENGINE.
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<pare::runtime::EngineChoice>,
 }

@@ -67,9 +67,9 @@ pub struct QuantizeArgs {
     /// Worker threads (samples run in parallel).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Engine for the calibration runs: onnxruntime is several times faster on some models
-    /// and needs a build with `--features ort` plus `pip install onnxruntime` (or
-    /// PARE_ORT_LIB); auto uses it when available, else tract. Default: $PARE_ENGINE, else auto.
+    /// Engine for the calibration runs: onnxruntime is several times faster on some models;
+    /// auto uses it when its library loads (PARE_ORT_LIB, the active virtualenv, ./.venv,
+    /// python3's onnxruntime package), else tract. Default: $PARE_ENGINE, else auto.
     #[arg(long, value_enum)]
     pub engine: Option<pare::runtime::EngineChoice>,
     /// Print one JSON object.

@@ -29,7 +29,7 @@ pub use spec::{
 
 use crate::error::{PareError, Result};
 use crate::model::Analysis;
-use crate::runtime::{Backend, HostTensor};
+use crate::runtime::{EngineKind, HostTensor};
 
 /// One input's data in one sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,7 +93,7 @@ pub struct Samples {
     pub notes: Vec<String>,
     /// The engine that computes tensors from them: tract (with float64 reference outputs)
     /// unless the user chose onnxruntime.
-    pub engine: Backend,
+    pub engine: EngineKind,
 }
 
 /// Loads at most `limit` samples of `source` for the analysed model's inputs (random: exactly
@@ -120,7 +120,7 @@ pub fn load_all(
         sets,
         source: set.source.clone(),
         notes,
-        engine: Backend::Tract,
+        engine: EngineKind::Tract,
     })
 }
 

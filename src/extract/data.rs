@@ -4,7 +4,7 @@
 //!
 //! tract refuses some models users most need to cut apart, typically an `If` whose condition
 //! depends on data (PyTorch's `squeeze(dim)` export) with branches of different ranks. The
-//! [`Runner`] then evaluates each such condition (from pare's shape inference when it knows the
+//! [`Evaluator`] then evaluates each such condition (from pare's shape inference when it knows the
 //! value, else by running the condition's own ancestors), inlines the branch taken and runs
 //! again. It only ever runs the ancestors of the tensors asked for, so an op tract lacks
 //! elsewhere in the model does not matter.
@@ -22,7 +22,7 @@ use crate::model::shape::Dim;
 use crate::model::tensor::DataType;
 pub use crate::model::tensor::f32_to_f16;
 use crate::model::{Analysis, GraphIndex, Model};
-use crate::runtime::{Backend, HostData, HostTensor, InputSpec};
+use crate::runtime::{EngineKind, HostData, HostTensor, InputSpec, Runner};
 
 // Data codecs and sample loading live in `crate::data`; re-exported for the callers here.
 pub use crate::data::{
@@ -157,16 +157,18 @@ fn first_line(s: &str) -> String {
     t
 }
 
-/// Computes tensors of one model for one input sample, caching what it computed.
-pub struct Runner<'a> {
+/// Computes named tensors of one analysed model for one input sample, caching what it
+/// computed: prunes the model to their ancestors, runs that on a [`Runner`], and inlines
+/// `If` branches where tract refuses a data-dependent `If`.
+pub struct Evaluator<'a> {
     a: &'a Analysis,
     cache: HashMap<String, HostTensor>,
-    backend: Backend,
+    engine: EngineKind,
     /// What was done beyond a plain run (If specialisation), for reports.
     pub log: Vec<String>,
 }
 
-impl<'a> Runner<'a> {
+impl<'a> Evaluator<'a> {
     /// `inputs` in the model's input order (`a.index.inputs`).
     pub fn new(a: &'a Analysis, inputs: &[HostTensor]) -> Self {
         let cache = a
@@ -179,32 +181,33 @@ impl<'a> Runner<'a> {
         Self {
             a,
             cache,
-            backend: Backend::Tract,
+            engine: EngineKind::Tract,
             log: Vec::new(),
         }
     }
 
-    /// Runs on `backend` instead of tract (switching to tract for good, with a log line, once
+    /// Runs on `engine` instead of tract (switching to tract for good, with a log line, once
     /// onnxruntime refuses a model).
-    pub fn with_backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
+    pub fn on(mut self, engine: EngineKind) -> Self {
+        self.engine = engine;
         self
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    /// The engine that runs from here on (tract once onnxruntime refused).
+    pub fn engine(&self) -> EngineKind {
+        self.engine
     }
 
     pub fn get(&self, name: &str) -> Option<&HostTensor> {
         self.cache.get(name)
     }
 
-    /// Computes `wanted` (any main-graph tensors) by running their ancestors with tract.
+    /// Computes `wanted` (any main-graph tensors) by running their ancestors.
     pub fn compute(&mut self, wanted: &[String]) -> Result<()> {
         self.compute_in(None, wanted)
     }
 
-    /// [`Runner::compute`] for a piece's boundary: `cut` (the piece inputs) as the piece's own
+    /// [`Evaluator::compute`] for a piece's boundary: `cut` (the piece inputs) as the piece's own
     /// nodes (`members`, top-level positions) see them. A graph optimizer fuses across any
     /// tensor it can (onnxruntime folds a residual `Add` into the `Conv` before it when both
     /// sides are in its blocked layout), so the same nodes round differently in the whole model
@@ -226,7 +229,7 @@ impl<'a> Runner<'a> {
             // At a cut, tensors already at hand are computed again in the same run, so inputs
             // and outputs come from one consistent graph.
             let again = cut.is_some()
-                && self.backend != Backend::Tract
+                && self.engine != EngineKind::Tract
                 && self.a.index.producer.contains_key(t);
             if (self.cache.contains_key(t) && !again) || todo.contains(t) {
                 continue;
@@ -250,7 +253,7 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         let proto = match cut {
-            Some((cut, members)) if self.backend != Backend::Tract => {
+            Some((cut, members)) if self.engine != EngineKind::Tract => {
                 let (source, zeros) = self.with_cut(cut, members);
                 self.cache.extend(zeros);
                 prune_to(&source, &todo)?
@@ -341,24 +344,22 @@ impl<'a> Runner<'a> {
             });
             feeds.push(h.clone());
         }
-        if self.backend != Backend::Tract {
-            let ran =
-                crate::runtime::prepare(self.backend, proto, &specs).and_then(|e| e.run(&feeds));
-            match ran {
+        if self.engine != EngineKind::Tract {
+            match Runner::new(self.engine, proto, &specs).and_then(|r| r.run(&feeds)) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     // Once refused, tract from here on: retrying the same graph family in
                     // onnxruntime would only fail again, slowly.
                     self.log.push(format!(
                         "{} could not run it ({}); used tract",
-                        self.backend.name(),
+                        self.engine,
                         first_line(&e.to_string())
                     ));
-                    self.backend = Backend::Tract;
+                    self.engine = EngineKind::Tract;
                 }
             }
         }
-        crate::runtime::prepare(Backend::Tract, proto, &specs)?.run(&feeds)
+        Runner::tract(proto, &specs)?.run(&feeds)
     }
 
     /// Runs `proto` (pruned to `outputs`); when tract refuses it and it has top-level `If`
@@ -436,6 +437,8 @@ impl<'a> Runner<'a> {
 /// Data for a piece's inputs and outputs, for one sample.
 #[derive(Clone, Debug, Default)]
 pub struct BoundaryData {
+    /// The engine that computed the data (tract where onnxruntime refused).
+    pub engine: EngineKind,
     pub inputs: Vec<Option<HostTensor>>,
     pub outputs: Vec<Option<HostTensor>>,
     /// How it was computed, and anything that went wrong (with tract's reasons).
@@ -454,20 +457,21 @@ impl BoundaryData {
 /// alone and then runs the piece itself on them; what still fails is explained in
 /// `problems`.
 pub fn boundary_data(a: &Analysis, piece: &Piece, sample: &[HostTensor]) -> BoundaryData {
-    let mut runner = Runner::new(a, sample);
+    let mut runner = Evaluator::new(a, sample);
     boundary_with(&mut runner, piece)
 }
 
 /// [`boundary_data`] with a runner that may already hold computed tensors (they are reused).
-pub fn boundary_with(runner: &mut Runner, piece: &Piece) -> BoundaryData {
+pub fn boundary_with(runner: &mut Evaluator, piece: &Piece) -> BoundaryData {
     let mut bd = boundary_f32(runner, piece);
-    if bd.complete() && runner.backend() == Backend::Tract {
+    bd.engine = runner.engine();
+    if bd.complete() && runner.engine() == EngineKind::Tract {
         exact_outputs(piece, &mut bd);
     }
     bd
 }
 
-fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
+fn boundary_f32(runner: &mut Evaluator, piece: &Piece) -> BoundaryData {
     let mut bd = BoundaryData::default();
     let mut all = piece.inputs.clone();
     all.extend(piece.outputs.iter().cloned());
@@ -486,8 +490,8 @@ fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
             .collect();
         bd.log.push(format!(
             "ran the source model with {} up to the piece's outputs{}",
-            runner.backend().name(),
-            if runner.backend() == Backend::Tract {
+            runner.engine(),
+            if runner.engine() == EngineKind::Tract {
                 ""
             } else {
                 ", the cut opaque to its fusions"
@@ -521,14 +525,14 @@ fn boundary_f32(runner: &mut Runner, piece: &Piece) -> BoundaryData {
         .collect();
     bd.log.push(format!(
         "ran the source model with {} up to the piece's inputs",
-        runner.backend().name()
+        runner.engine()
     ));
     // The piece itself, on the computed inputs.
     let feeds: Vec<HostTensor> = bd.inputs.iter().flatten().cloned().collect();
-    let backend = runner.backend();
+    let engine = runner.engine();
     let piece_run =
         crate::model::Analysis::new(piece.model.clone(), &Default::default()).and_then(|pa| {
-            let mut r = Runner::new(&pa, &feeds).with_backend(backend);
+            let mut r = Evaluator::new(&pa, &feeds).on(engine);
             r.compute(&piece.outputs)?;
             bd.log.append(&mut r.log);
             Ok(piece
@@ -700,7 +704,7 @@ fn exact_outputs(piece: &Piece, bd: &mut BoundaryData) {
     let Ok(pa) = Analysis::new(double, &Default::default()) else {
         return;
     };
-    let mut r = Runner::new(&pa, &feeds);
+    let mut r = Evaluator::new(&pa, &feeds);
     if r.compute(&piece.outputs).is_err() {
         return;
     }
@@ -960,7 +964,7 @@ pub fn piece_data(
     let mut out = Vec::new();
     for (k, s) in samples.sets.iter().enumerate() {
         progress.check_cancel()?;
-        let mut runner = Runner::new(a, s).with_backend(samples.engine);
+        let mut runner = Evaluator::new(a, s).on(samples.engine);
         let bd = boundary_with(&mut runner, piece);
         progress.step(k as u64 + 1, &format!("sample {k}"));
         out.push(bd);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::data::{BoundaryData, Runner, Samples, boundary_with, write_test_data};
+use super::data::{BoundaryData, Evaluator, Samples, boundary_with, write_test_data};
 use super::{Piece, build_piece, const_only_nodes, shell_quote};
 use crate::error::{PareError, Result};
 use crate::jobs::Progress;
@@ -328,7 +328,7 @@ struct Tester<'a> {
     oracle: &'a dyn Oracle,
     opts: &'a ReduceOptions,
     progress: &'a dyn Progress,
-    runners: Vec<Runner<'a>>,
+    evaluators: Vec<Evaluator<'a>>,
     tries: Vec<TryRecord>,
     cache: HashMap<Vec<usize>, bool>,
     last_output: HashMap<Vec<usize>, String>,
@@ -391,9 +391,9 @@ impl Tester<'_> {
             source,
         })?;
         let mut note = String::new();
-        if !self.runners.is_empty() {
+        if !self.evaluators.is_empty() {
             let mut data = Vec::new();
-            for r in &mut self.runners {
+            for r in &mut self.evaluators {
                 data.push(boundary_with(r, &piece));
             }
             if let Some(bd) = data.iter().find(|b| b.complete()) {
@@ -451,13 +451,13 @@ pub fn reduce(
         path: opts.work_dir.clone(),
         source,
     })?;
-    let runners: Vec<Runner> = opts
+    let evaluators: Vec<Evaluator> = opts
         .samples
         .as_ref()
         .map(|s| {
             s.sets
                 .iter()
-                .map(|set| Runner::new(a, set).with_backend(s.engine))
+                .map(|set| Evaluator::new(a, set).on(s.engine))
                 .collect()
         })
         .unwrap_or_default();
@@ -467,7 +467,7 @@ pub fn reduce(
         oracle,
         opts,
         progress,
-        runners,
+        evaluators,
         tries: Vec::new(),
         cache: HashMap::new(),
         last_output: HashMap::new(),
@@ -494,8 +494,8 @@ pub fn reduce(
     let nodes: BTreeSet<usize> = c.iter().copied().collect();
     let mut piece = piece_from_nodes(a, &consts, &nodes)?;
     let mut data = Vec::new();
-    let mut runners = std::mem::take(&mut t.runners);
-    for r in &mut runners {
+    let mut evaluators = std::mem::take(&mut t.evaluators);
+    for r in &mut evaluators {
         data.push(boundary_with(r, &piece));
     }
     if let Some(bd) = data.iter().find(|b| b.complete()) {

@@ -189,7 +189,7 @@ pub fn split(a: &Analysis, at: &[String]) -> Result<Split> {
 /// the model inputs), on one input sample; compares every model output.
 pub fn check_split(a: &Analysis, s: &Split, sample: &[HostTensor]) -> Result<SplitCheck> {
     let mut log = Vec::new();
-    let mut r = super::data::Runner::new(a, sample);
+    let mut r = super::data::Evaluator::new(a, sample);
     r.compute(&a.index.outputs)?;
     log.append(&mut r.log);
     let mut values: HashMap<String, HostTensor> = a
@@ -215,7 +215,7 @@ pub fn check_split(a: &Analysis, s: &Split, sample: &[HostTensor]) -> Result<Spl
                 })
             })
             .collect::<Result<_>>()?;
-        let mut pr = super::data::Runner::new(&pa, &feeds);
+        let mut pr = super::data::Evaluator::new(&pa, &feeds);
         pr.compute(&p.outputs)?;
         log.append(&mut pr.log);
         Ok(p.outputs

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::{PareError, Result};
 use crate::model::Analysis;
 use crate::model::proto::ModelProto;
-use crate::runtime::{Engine, HostTensor, InputSpec, TractEngine};
+use crate::runtime::{EngineKind, HostTensor, InputSpec, Runner};
 
 /// What validation found.
 #[derive(Clone, Debug, Serialize, Default)]
@@ -18,6 +18,9 @@ pub struct Validation {
     pub passed: bool,
     /// "tract" when both models ran, "shapes" when only pare's shape inference could check.
     pub method: String,
+    /// The engine that ran both models (`None`: only shapes were compared). Validation runs
+    /// on tract, whose refusals (a data-dependent `If`) are what the shape fallback covers.
+    pub engine: Option<EngineKind>,
     pub output_shapes_before: Vec<Vec<usize>>,
     pub output_shapes_after: Vec<Vec<usize>>,
     pub all_finite: bool,
@@ -29,12 +32,12 @@ pub struct Validation {
 
 pub use crate::data::{input_specs, random_inputs};
 
-fn time_runs(engine: &dyn Engine, inputs: &[HostTensor]) -> Result<(Vec<HostTensor>, f64)> {
-    let out = engine.run(inputs)?;
+fn time_runs(runner: &Runner, inputs: &[HostTensor]) -> Result<(Vec<HostTensor>, f64)> {
+    let out = runner.run(inputs)?;
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let t = Instant::now();
-        engine.run(inputs)?;
+        runner.run(inputs)?;
         best = best.min(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok((out, best))
@@ -88,16 +91,17 @@ pub fn validate_with(
             Some(given) => given.to_vec(),
             None => random_inputs(&specs, seed)?,
         };
-        let e0 = TractEngine::new(&original.model.proto, &specs)?;
+        let e0 = Runner::tract(&original.model.proto, &specs)?;
         let (o0, t0) = time_runs(&e0, &inputs)?;
-        let e1 = TractEngine::new(pruned, &specs)
+        let e1 = Runner::tract(pruned, &specs)
             .map_err(|e| PareError::Runtime(format!("pruned model: {e}")))?;
         let (o1, t1) = time_runs(&e1, &inputs)?;
-        Ok((o0, t0, o1, t1))
+        Ok((o0, t0, o1, t1, e1.engine()))
     };
     match run_both() {
-        Ok((o0, t0, o1, t1)) => {
-            v.method = "tract".into();
+        Ok((o0, t0, o1, t1, engine)) => {
+            v.method = engine.name().into();
+            v.engine = Some(engine);
             v.output_shapes_before = o0.iter().map(|t| t.shape.clone()).collect();
             v.output_shapes_after = o1.iter().map(|t| t.shape.clone()).collect();
             v.all_finite = o1.iter().all(|t| t.to_f64().iter().all(|x| x.is_finite()));

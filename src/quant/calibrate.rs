@@ -13,7 +13,7 @@ use super::data::SampleSet;
 use super::histogram::{HistMode, TensorStats};
 use super::placement::Plan;
 use super::qparams::QParams;
-use super::run::{Engines, for_each_sample};
+use super::run::{RunnerCache, for_each_sample};
 use crate::error::Result;
 use crate::jobs::{JobEvent, Progress};
 use crate::model::proto::ModelProto;
@@ -28,7 +28,7 @@ pub struct CalibrateOptions {
     /// Symmetric INT8 (TensorRT) or asymmetric UINT8 activations (onnxruntime).
     pub symmetric: bool,
     /// Engine that runs the float model over the samples.
-    pub backend: crate::runtime::Backend,
+    pub engine: crate::runtime::EngineKind,
 }
 
 /// What calibration found.
@@ -80,8 +80,8 @@ pub fn calibrate(
         .filter(|t| !graph_inputs.contains(t.as_str()))
         .cloned()
         .collect();
-    let engines = Engines::watching(model.clone(), exposed.clone(), "calibration")
-        .on(opts.backend, opts.threads);
+    let runners = RunnerCache::watching(model.clone(), exposed.clone(), "calibration")
+        .on(opts.engine, opts.threads);
     let slot: HashMap<&str, usize> = tensors
         .iter()
         .enumerate()
@@ -117,7 +117,7 @@ pub fn calibrate(
             }
         };
         for_each_sample(
-            &engines,
+            &runners,
             set,
             &indices,
             opts.threads,
@@ -130,7 +130,7 @@ pub fn calibrate(
                     }
                 }
                 if !exposed_slots.is_empty() {
-                    runner.run(&sample.tensors, &mut |o, v| {
+                    runner.run_f32(&sample.tensors, &mut |o, v| {
                         observe(exposed_slots[o], v);
                         Ok(())
                     })?;

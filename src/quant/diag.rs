@@ -22,14 +22,14 @@ use super::data::SampleSet;
 use super::placement::Plan;
 use super::qdq::{Insert, insert, int_tensor};
 use super::qparams::{QParams, QType, QuantizedWeight};
-use super::run::{Engines, Runner, for_each_sample};
+use super::run::{RunnerCache, for_each_sample};
 use crate::error::{PareError, Result};
 use crate::jobs::{JobEvent, Progress};
 use crate::model::GraphIndex;
 use crate::model::builder::attr_i;
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use crate::model::tensor::{DataType, f32_tensor};
-use crate::runtime::InputSpec;
+use crate::runtime::{EngineKind, InputSpec, Runner, RunnerOptions};
 
 const QSFX: &str = "__pq";
 const ISFX: &str = "__iso";
@@ -488,7 +488,7 @@ pub fn diagnose(
     set: &SampleSet,
     indices: &[usize],
     threads: usize,
-    backend: crate::runtime::Backend,
+    engine: EngineKind,
     per_layer: bool,
     progress: &dyn Progress,
 ) -> Result<Diagnosis> {
@@ -508,11 +508,17 @@ pub fn diagnose(
         })
         .collect();
     let mut dm = build(model, index, plan, params, weights, per_layer, None)?;
-    let mut prepared = Runner::prepare(&dm.model, &specs, backend, threads);
+    // Depth-first on tract: see `RunnerOptions::depth_first`.
+    let opts = RunnerOptions {
+        threads,
+        depth_first: true,
+        ..Default::default()
+    };
+    let mut prepared = Runner::or_tract(engine, &dm.model, &specs, &opts);
     let mut per_layer = per_layer;
     if let Err(e) = &prepared {
         (dm, prepared, per_layer) = runnable_part(
-            model, index, plan, params, weights, &specs, e, per_layer, &mut notes,
+            model, index, plan, params, weights, &specs, &opts, e, per_layer, &mut notes,
         )?;
     }
     let DiagModel {
@@ -520,13 +526,10 @@ pub fn diagnose(
         slots,
         outputs: diag_outputs,
     } = dm;
-    let used = match &prepared {
-        Ok(r) if r.backend() == "onnxruntime" => backend,
-        _ => crate::runtime::Backend::Tract,
-    };
-    let engines = Engines::new(diag_model, "diagnostics").on(used, threads);
+    let used = prepared.as_ref().map_or(EngineKind::Tract, |r| r.engine());
+    let runners = RunnerCache::new(diag_model, "diagnostics").on(used, threads);
     match prepared {
-        Ok(e) => engines.insert(set.shapes[first].clone(), e),
+        Ok(r) => runners.insert(set.shapes[first].clone(), r),
         Err(e) => {
             notes.push(format!("diagnostics could not run in tract: {e}"));
             return Ok(unmeasured(plan, notes, start));
@@ -534,7 +537,7 @@ pub fn diagnose(
     }
     let acc = Mutex::new(Acc::new(plan.candidates.len(), diag_outputs.len()));
     for_each_sample(
-        &engines,
+        &runners,
         set,
         indices,
         threads,
@@ -542,7 +545,7 @@ pub fn diagnose(
         0,
         |sample, runner| {
             let mut vals: Vec<f64> = vec![f64::NAN; slots.len()];
-            runner.run(&sample.tensors, &mut |k, v| {
+            runner.run_f32(&sample.tensors, &mut |k, v| {
                 vals[k] = v.first().map_or(f64::NAN, |&x| x as f64);
                 Ok(())
             })?;
@@ -571,10 +574,12 @@ fn runnable_part(
     params: &HashMap<String, QParams>,
     weights: &HashMap<String, QuantizedWeight>,
     specs: &[InputSpec],
+    opts: &RunnerOptions,
     e: &PareError,
     per_layer: bool,
     notes: &mut Vec<String>,
 ) -> Result<(DiagModel, Result<Runner>, bool)> {
+    let tract_only = |m: &ModelProto| Runner::with_options(EngineKind::Tract, m, specs, opts);
     let mut per_layer = per_layer;
     let all = float_outputs(model, index);
     let mut ok = Vec::new();
@@ -588,7 +593,7 @@ fn runnable_part(
             false,
             Some(std::slice::from_ref(o)),
         )?;
-        if Runner::new(&one.model, specs).is_ok() {
+        if tract_only(&one.model).is_ok() {
             ok.push(o.clone());
         } else {
             notes.push(format!(
@@ -598,13 +603,13 @@ fn runnable_part(
     }
     if per_layer {
         let layers_only = build(model, index, plan, params, weights, true, Some(&[]))?;
-        if Runner::new(&layers_only.model, specs).is_err() {
+        if tract_only(&layers_only.model).is_err() {
             per_layer = false;
             notes.push("per-layer SQNR is not measured: tract cannot run part of the model".into());
         }
     }
     let dm = build(model, index, plan, params, weights, per_layer, Some(&ok))?;
-    let prepared = Runner::new(&dm.model, specs);
+    let prepared = tract_only(&dm.model);
     Ok((dm, prepared, per_layer))
 }
 

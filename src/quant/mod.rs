@@ -141,8 +141,8 @@ pub struct QuantReport {
     pub two_pass: bool,
     pub weight_method: WeightMethod,
     pub calibration_source: String,
-    /// Engine that ran the calibration (`tract`, `onnxruntime`).
-    pub calibration_engine: String,
+    /// Engine that ran the calibration (JSON `"tract"`, `"onnxruntime"`).
+    pub engine: crate::runtime::EngineKind,
     pub samples: usize,
     pub eval_samples: usize,
     pub input_shapes: Vec<data::ShapeCount>,
@@ -210,12 +210,12 @@ struct DiagRun<'a> {
     set: &'a data::SampleSet,
     eval: &'a [usize],
     threads: usize,
+    /// The calibration engine, for output-only diagnostics.
+    engine: crate::runtime::EngineKind,
 }
 
 impl DiagRun<'_> {
-    /// Measures `plan`. Diagnostics stay on tract: its depth-first order frees each layer's
-    /// comparison before the next (onnxruntime ran DeepLabV3's diagnostic graph 2.5x faster
-    /// but at 1.0 GB peak instead of 0.66 GB, above onnxruntime's own MinMax calibration).
+    /// Measures `plan`.
     fn run(
         &self,
         plan: &placement::Plan,
@@ -231,7 +231,15 @@ impl DiagRun<'_> {
             self.set,
             self.eval,
             self.threads,
-            crate::runtime::Backend::Tract,
+            // Per-layer diagnostics stay on tract: its depth-first order frees each layer's
+            // comparison before the next (onnxruntime ran DeepLabV3's diagnostic graph 2.5x
+            // faster but at 1.0 GB peak instead of 0.66 GB, above onnxruntime's own MinMax
+            // calibration). Output-only diagnostics run on the calibration engine.
+            if per_layer {
+                crate::runtime::EngineKind::Tract
+            } else {
+                self.engine
+            },
             per_layer,
             progress,
         )
@@ -403,7 +411,7 @@ fn calibrate_model(
     data::SampleSet,
     placement::Plan,
     calibrate::Calibration,
-    crate::runtime::Backend,
+    crate::runtime::EngineKind,
 )> {
     progress.phase("checking inputs", None);
     let decls = data::input_decls(a.graph(), &a.pins)?;
@@ -429,14 +437,14 @@ fn calibrate_model(
             "nothing to quantize: the model has no Conv, ConvTranspose, Gemm, MatMul, residual Add or pooling on float tensors".into(),
         ));
     }
-    let backend = opts.engine.resolve()?;
+    let engine = opts.engine.resolve()?;
     bound_allocator_arenas();
     let copts = calibrate::CalibrateOptions {
         config: opts.calib,
         two_pass: opts.two_pass,
         threads: opts.threads.max(1),
         symmetric: opts.format == Format::Trt,
-        backend,
+        engine,
     };
     let cal = calibrate::calibrate(&a.model.proto, &plan, &set, &copts, progress)?;
     trim_freed_memory();
@@ -445,7 +453,7 @@ fn calibrate_model(
         cal.stats.len(),
         cal.samples,
         cal.seconds,
-        backend.name()
+        engine
     ));
     for (t, s) in &cal.stats {
         if s.nans > 0 {
@@ -455,7 +463,7 @@ fn calibrate_model(
             ));
         }
     }
-    Ok((set, plan, cal, backend))
+    Ok((set, plan, cal, engine))
 }
 
 /// Quantizes the analysed model: calibration, weights, diagnostics, `--target-sqnr`
@@ -464,7 +472,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
     let start = Instant::now();
     check_options(a, opts)?;
     let mut notes = Vec::new();
-    let (set, mut plan, cal, backend) = calibrate_model(a, opts, &mut notes, progress)?;
+    let (set, mut plan, cal, engine) = calibrate_model(a, opts, &mut notes, progress)?;
     progress.phase("quantizing weights", None);
     let weights = qdq::quantize_weights(a.graph(), &plan, opts.weight_method)?;
     let eval: Vec<usize> = (0..set.len().min(opts.eval_samples.max(1))).collect();
@@ -478,6 +486,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         set: &set,
         eval: &eval,
         threads: opts.threads.max(1),
+        engine,
     };
     let mut diagnosis = run.run(&plan, per_layer, progress)?;
     for n in &diagnosis.notes {
@@ -513,7 +522,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         two_pass: opts.two_pass,
         weight_method: opts.weight_method,
         calibration_source: set.source.clone(),
-        calibration_engine: backend.name().to_string(),
+        engine,
         samples: set.len(),
         eval_samples: eval.len(),
         input_shapes: set.shape_counts(),

@@ -1,11 +1,14 @@
-//! onnxruntime as an optional engine (cargo feature `ort`).
+//! onnxruntime as an engine (cargo feature `ort`, on by default).
 //!
 //! tract runs some vision models several times slower than onnxruntime (DeepLabV3-MobileNetV3
 //! about 6x), and calibration runs the float model once per sample, so where that time matters
 //! pare can use onnxruntime instead. It is never linked: the shared library is loaded at run
 //! time from the `libonnxruntime.so.*` that `pip install onnxruntime` ships in
 //! `onnxruntime/capi/` (or the file `PARE_ORT_LIB` names). Without it, or without the feature,
-//! everything runs on tract as before.
+//! everything runs on tract. Boundary data computed this way is what onnxruntime itself gives
+//! on the source model (run with the cut opaque to its fusions, see
+//! `extract::data::Evaluator::compute_at_cut`), so a piece checked in onnxruntime reproduces
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -15,7 +18,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorRef};
 
-use super::{Engine, HostData, HostTensor};
+use super::{HostData, HostTensor};
 use crate::error::{PareError, Result};
 use crate::model::proto::ModelProto;
 
@@ -111,17 +114,17 @@ pub fn available() -> std::result::Result<(), String> {
 }
 
 /// A model prepared in onnxruntime: a few sessions (one per worker thread, one intra-op
-/// thread each) that return `outputs` as f32 slices.
-pub struct OrtRunner {
+/// thread each, or one session with several) that return the graph outputs.
+pub struct OrtPlan {
     sessions: Vec<Mutex<Session>>,
     outputs: Vec<String>,
 }
 
-impl OrtRunner {
-    /// Prepares `model` (its graph outputs are what [`OrtRunner::run`] hands over) in
-    /// `sessions` sessions of `intra` threads each. Several single-threaded sessions let
-    /// workers fold one sample's activations while another sample runs; one session holds
-    /// one sample's intermediates at a time (less memory on large graphs).
+impl OrtPlan {
+    /// Prepares `model` (its graph outputs are what a run hands over) in `sessions` sessions
+    /// of `intra` threads each. Several single-threaded sessions let workers fold one sample's
+    /// activations while another sample runs; one session holds one sample's intermediates at
+    /// a time (less memory on large graphs).
     pub fn new(model: &ModelProto, sessions: usize, intra: usize) -> Result<Self> {
         let bytes = session_bytes(model);
         let mut all = Vec::new();
@@ -129,7 +132,7 @@ impl OrtRunner {
             all.push(Mutex::new(session(&bytes, intra)?));
         }
         let outputs = output_names(&*all[0].lock().map_err(|_| oerr("session poisoned"))?);
-        Ok(OrtRunner {
+        Ok(OrtPlan {
             sessions: all,
             outputs,
         })
@@ -151,37 +154,55 @@ impl OrtRunner {
             .map_err(|_| oerr("session poisoned"))
     }
 
-    /// Runs on `inputs` (model input order); `f(k, values)` sees output `k` as f32.
-    pub fn run(
+    /// Runs on `inputs` (model input order); `f(k, value)` sees output `k`.
+    fn run_with(
         &self,
         inputs: &[HostTensor],
-        f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+        f: &mut dyn FnMut(usize, &DynValue) -> Result<()>,
     ) -> Result<()> {
         let mut session = self.free_session()?;
         let values: Vec<ort::session::SessionInputValue<'_>> =
             inputs.iter().map(to_value).collect::<Result<_>>()?;
         let outs = session.run(values.as_slice()).map_err(oerr)?;
         for k in 0..self.outputs.len() {
-            let v: &DynValue = &outs[k];
-            if let Ok((_, data)) = v.try_extract_tensor::<f32>() {
-                f(k, data)?;
-            } else if let Ok((_, data)) = v.try_extract_tensor::<f64>() {
-                let c: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-                f(k, &c)?;
-            } else if let Ok((_, data)) = v.try_extract_tensor::<i64>() {
-                let c: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-                f(k, &c)?;
-            } else if let Ok((_, data)) = v.try_extract_tensor::<i32>() {
-                let c: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-                f(k, &c)?;
-            } else {
-                return Err(oerr(format!(
-                    "output '{}' is not a numeric tensor pare can read",
-                    self.outputs[k]
-                )));
-            }
+            f(k, &outs[k])?;
         }
         Ok(())
+    }
+
+    /// Every output with its own type and shape.
+    pub fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
+        let mut res = Vec::with_capacity(self.outputs.len());
+        self.run_with(inputs, &mut |k, v| {
+            res.push(to_host(v).ok_or_else(|| self.unreadable(k))?);
+            Ok(())
+        })?;
+        Ok(res)
+    }
+
+    /// `f(k, values)` sees output `k` as f32 (float32 outputs without a copy).
+    pub fn run_f32(
+        &self,
+        inputs: &[HostTensor],
+        f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.run_with(inputs, &mut |k, v| {
+            if let Ok((_, data)) = v.try_extract_tensor::<f32>() {
+                return f(k, data);
+            }
+            let h = to_host(v)
+                .filter(|h| !matches!(h.data, HostData::Bool(_)))
+                .ok_or_else(|| self.unreadable(k))?;
+            let c: Vec<f32> = h.to_f64().iter().map(|&x| x as f32).collect();
+            f(k, &c)
+        })
+    }
+
+    fn unreadable(&self, k: usize) -> PareError {
+        oerr(format!(
+            "output '{}' is not a tensor type pare can read",
+            self.outputs[k]
+        ))
     }
 }
 
@@ -217,44 +238,6 @@ fn output_names(s: &Session) -> Vec<String> {
     s.outputs().iter().map(|o| o.name().to_string()).collect()
 }
 
-/// onnxruntime behind the [`Engine`] interface: every output with its own type and shape.
-/// Boundary data computed this way is what onnxruntime itself gives on the source model (run
-/// with the cut opaque to its fusions, see `Runner::compute_at_cut`), so a piece checked in
-/// onnxruntime reproduces it (tract's float32 kernels sum in another order everywhere).
-pub struct OrtEngine(OrtRunner);
-
-impl OrtEngine {
-    pub fn new(model: &ModelProto, intra: usize) -> Result<Self> {
-        Ok(Self(OrtRunner::new(model, 1, intra)?))
-    }
-}
-
-impl Engine for OrtEngine {
-    fn backend(&self) -> &'static str {
-        "onnxruntime"
-    }
-
-    fn output_names(&self) -> &[String] {
-        &self.0.outputs
-    }
-
-    fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
-        let mut session = self.0.free_session()?;
-        let values: Vec<ort::session::SessionInputValue<'_>> =
-            inputs.iter().map(to_value).collect::<Result<_>>()?;
-        let outs = session.run(values.as_slice()).map_err(oerr)?;
-        let mut res = Vec::with_capacity(self.0.outputs.len());
-        for (k, name) in self.0.outputs.iter().enumerate() {
-            res.push(to_host(&outs[k]).ok_or_else(|| {
-                oerr(format!(
-                    "output '{name}' is not a tensor type pare can read"
-                ))
-            })?);
-        }
-        Ok(res)
-    }
-}
-
 fn to_host(v: &DynValue) -> Option<HostTensor> {
     fn dims(s: &ort::value::Shape) -> Vec<usize> {
         s.iter().map(|&d| d.max(0) as usize).collect()
@@ -281,28 +264,20 @@ fn to_host(v: &DynValue) -> Option<HostTensor> {
 
 fn to_value(t: &HostTensor) -> Result<ort::session::SessionInputValue<'_>> {
     let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-    let v: ort::session::SessionInputValue<'_> = match &t.data {
-        HostData::F32(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-        HostData::F64(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-        HostData::I64(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-        HostData::I32(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-        HostData::I8(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-        HostData::U8(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-        HostData::Bool(v) => TensorRef::from_array_view((shape, &v[..]))
-            .map_err(oerr)?
-            .into(),
-    };
-    Ok(v)
+    macro_rules! view {
+        ($v:expr) => {
+            TensorRef::from_array_view((shape, &$v[..]))
+                .map_err(oerr)?
+                .into()
+        };
+    }
+    Ok(match &t.data {
+        HostData::F32(v) => view!(v),
+        HostData::F64(v) => view!(v),
+        HostData::I64(v) => view!(v),
+        HostData::I32(v) => view!(v),
+        HostData::I8(v) => view!(v),
+        HostData::U8(v) => view!(v),
+        HostData::Bool(v) => view!(v),
+    })
 }

@@ -177,6 +177,9 @@ pub struct Verification {
     pub reference: String,
     /// How the fixed model ran.
     pub fixed: String,
+    /// The engine that ran both models (`None`: they did not run). Verification runs on
+    /// tract: what tract refuses (a data-dependent `If`) is what the piecewise run covers.
+    pub engine: Option<crate::runtime::EngineKind>,
     pub inputs: Vec<String>,
     pub seeds: Vec<u64>,
     pub tolerance: f64,
@@ -721,6 +724,7 @@ fn verify(
     let refs = match reference::run_many(&a.model.proto, &specs, &sets) {
         Ok((out, how)) => {
             v.reference = how;
+            v.engine = Some(reference::ENGINE);
             out
         }
         Err(e) => {

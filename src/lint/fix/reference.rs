@@ -8,7 +8,10 @@ use std::collections::{HashMap, HashSet};
 use crate::error::{PareError, Result};
 use crate::model::DataType;
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
-use crate::runtime::{Engine, HostTensor, InputSpec, TractEngine};
+use crate::runtime::{EngineKind, HostTensor, InputSpec, Runner};
+
+/// The engine verification runs on.
+pub const ENGINE: EngineKind = EngineKind::Tract;
 
 use super::edit::{host_to_proto, proto_to_host, reads_of};
 
@@ -33,7 +36,7 @@ pub fn run_many(
 ) -> Result<(Vec<Vec<HostTensor>>, String)> {
     // Node names do not change what a model computes, but tract refuses duplicates.
     let model = &unique_node_names(model);
-    let whole = TractEngine::new(model, specs)
+    let whole = Runner::new(ENGINE, model, specs)
         .and_then(|e| sets.iter().map(|i| e.run(i)).collect::<Result<Vec<_>>>());
     match whole {
         Ok(out) => Ok((out, "tract".into())),
@@ -259,8 +262,7 @@ fn run_piece(
         functions: model.functions.clone(),
         ..Default::default()
     };
-    let engine = TractEngine::new(&m, &specs)?;
-    let results = engine.run(&inputs)?;
+    let results = Runner::new(ENGINE, &m, &specs)?.run(&inputs)?;
     for (name, t) in outs.into_iter().zip(results) {
         env.insert(name, t);
     }
