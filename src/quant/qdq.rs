@@ -87,6 +87,9 @@ impl Names {
 /// A weight tensor, where it comes from, its channel axis and its `(node, slot)` readers.
 type WeightReaders = (String, ConstSource, usize, Vec<(usize, usize)>);
 
+/// An activation tensor (original name) and its `(node, slot)` readers.
+type ActReaders = (String, Vec<(usize, usize)>);
+
 /// What to insert.
 pub struct Insert<'a> {
     /// Parameters per activation tensor (original names).
@@ -153,11 +156,8 @@ pub fn insert(
 
 /// The quantized layers' activation readers, grouped by original tensor name, and their
 /// weight readers, grouped by weight tensor and channel axis.
-fn readers(
-    plan: &Plan,
-    layers: &[usize],
-) -> (Vec<(String, Vec<(usize, usize)>)>, Vec<WeightReaders>) {
-    let mut act_readers: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+fn readers(plan: &Plan, layers: &[usize]) -> (Vec<ActReaders>, Vec<WeightReaders>) {
+    let mut act_readers: Vec<ActReaders> = Vec::new();
     let mut weight_readers: Vec<WeightReaders> = Vec::new();
     for &li in layers {
         let c: &Candidate = &plan.candidates[li];

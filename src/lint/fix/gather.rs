@@ -11,15 +11,17 @@ use crate::model::proto::{GraphProto, NodeProto, TensorProto};
 pub fn gather_indices(p: &mut Pass, g: &mut GraphProto) -> Vec<FixAction> {
     let mut e = Emitted::default();
     for mut n in std::mem::take(&mut g.node) {
-        if n.op_type() == "GatherElements" && n.op_domain().is_empty() && n.input.len() >= 2 {
-            if let Some(description) = normalise(p, &mut n, &mut e) {
-                e.actions.push(FixAction {
-                    fix: String::new(),
-                    rules: Vec::new(),
-                    nodes: vec![n.display_name()],
-                    description,
-                });
-            }
+        if n.op_type() == "GatherElements"
+            && n.op_domain().is_empty()
+            && n.input.len() >= 2
+            && let Some(description) = normalise(p, &mut n, &mut e)
+        {
+            e.actions.push(FixAction {
+                fix: String::new(),
+                rules: Vec::new(),
+                nodes: vec![n.display_name()],
+                description,
+            });
         }
         e.nodes.push(n);
     }
