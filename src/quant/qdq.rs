@@ -87,6 +87,9 @@ impl Names {
 /// A weight tensor, where it comes from, its channel axis and its `(node, slot)` readers.
 type WeightReaders = (String, ConstSource, usize, Vec<(usize, usize)>);
 
+/// An activation tensor (original name) and its `(node, slot)` readers.
+type ActReaders = (String, Vec<(usize, usize)>);
+
 /// What to insert.
 pub struct Insert<'a> {
     /// Parameters per activation tensor (original names).
