@@ -154,9 +154,6 @@ pub fn insert(
     Ok(weight_dq)
 }
 
-/// An activation tensor and its (layer, input slot) readers.
-type ActReaders = (String, Vec<(usize, usize)>);
-
 /// The quantized layers' activation readers, grouped by original tensor name, and their
 /// weight readers, grouped by weight tensor and channel axis.
 fn readers(plan: &Plan, layers: &[usize]) -> (Vec<ActReaders>, Vec<WeightReaders>) {
