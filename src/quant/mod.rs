@@ -723,6 +723,11 @@ impl Report for QuantReport {
         );
         let _ = writeln!(
             s,
+            "engine      {} (calibration; per-layer diagnostics on tract)",
+            self.engine
+        );
+        let _ = writeln!(
+            s,
             "layers      {} quantized, {} float   (diagnostics on {} samples, {:.1} s)",
             self.quantized_layers, self.float_layers, self.eval_samples, self.diagnostics_seconds
         );
