@@ -553,3 +553,51 @@ fn exactness_pruning_dead_channels_changes_nothing() {
         }
     }
 }
+
+/// NaN weights (broken exports, diverged training) must not panic the importance ranking: the
+/// sort used to get an inconsistent order from `partial_cmp` and abort `prune --dry-run`.
+#[test]
+fn nan_weights_do_not_panic_the_importance_ranking() {
+    use pare::model::builder::{D, GraphBuilder};
+    // Wide enough (two groups of 64) for the sort to see the inconsistent order.
+    let mut b = GraphBuilder::new("nan_weights");
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let y = b.conv("x", 3, 64, 3, 1, 1, 1);
+    let y = b.relu(&y);
+    let y = b.conv(&y, 64, 64, 3, 1, 1, 1);
+    let y = b.relu(&y);
+    let y = b.conv(&y, 64, 8, 1, 1, 0, 1);
+    b.node_named("/out/Identity", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(8), D::N(8), D::N(8)]);
+    let mut m = b.model();
+    let g = m.graph.as_mut().expect("graph");
+    for t in g
+        .initializer
+        .iter_mut()
+        .filter(|t| t.dims.len() == 4 && t.dims[0] == 64)
+    {
+        let mut v = pare::model::tensor::to_f32(t).expect("floats");
+        let per = v.len() / 64;
+        for k in (0..64).filter(|k| k % 5 == 0) {
+            v[k * per] = f32::NAN;
+        }
+        *t = pare::model::tensor::f32_tensor(t.name(), &t.dims.clone(), &v);
+    }
+    for global in [false, true] {
+        let a = analysis(m.clone());
+        let ca = analyze_channels(&a);
+        let opts = PruneOptions {
+            ratio: 0.5,
+            global,
+            ..Default::default()
+        };
+        let plan = make_plan(&a, &ca, &opts, &NoProgress).expect("plan with NaN weights");
+        let pruned = apply_plan(&a, &ca, &plan).expect("rewrite");
+        let params =
+            |m: &ModelProto| pare::model::stats::graph_params(m.graph.as_ref().expect("graph"));
+        assert!(
+            params(&pruned) < params(&a.model.proto),
+            "global={global}: nothing pruned"
+        );
+    }
+}

@@ -241,10 +241,9 @@ pub fn make_plan(
 fn top_units(scores: &[f64], n: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&x, &y| {
-        scores[y]
-            .partial_cmp(&scores[x])
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(x.cmp(&y))
+        // total_cmp: a NaN score (NaN weights) must not break the sort's total order; it
+        // ranks highest, so a channel whose importance is unknown is kept.
+        scores[y].total_cmp(&scores[x]).then(x.cmp(&y))
     });
     let mut keep: Vec<usize> = idx.into_iter().take(n).collect();
     keep.sort_unstable();
@@ -270,7 +269,7 @@ fn global_keep(
             all.push((v / mean.max(1e-12), *gid, u));
         }
     }
-    all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut removed = vec![0usize; ca.groups.len()];
     let mut n = 0;
     for (_, gid, _) in &all {

@@ -104,9 +104,7 @@ impl Worker {
                                     continue;
                                 };
                                 let mut s = unit_scores(&a, &ca, g, Criterion::L1, 0, &mut cache);
-                                s.sort_by(|x, y| {
-                                    y.partial_cmp(x).unwrap_or(std::cmp::Ordering::Equal)
-                                });
+                                s.sort_by(|x, y| y.total_cmp(x));
                                 if reply_tx.send(Reply::Importance(gid, s)).is_err() {
                                     return;
                                 }
