@@ -1428,3 +1428,18 @@ fn concat_and_split_mismatches_are_diagnosed() {
     assert!(msgs[0].contains("disagree on axis 2"), "{msgs:?}");
     assert!(msgs[1].contains("does not add up"), "{msgs:?}");
 }
+
+/// PRelu's output is X's shape: a per-channel slope (`[3]` as old PyTorch exports write it, or
+/// `[3, 1]`) never makes a dim unknown (onnx backend `test_PReLU_1d_multiparam`).
+#[test]
+fn prelu_output_has_the_input_shape_for_per_channel_slopes() {
+    for slope_dims in [vec![3i64], vec![3, 1]] {
+        let mut b = GraphBuilder::new("prelu").with_opset(9);
+        b.input("x", &[D::N(2), D::N(3), D::N(4)]);
+        let slope = b.init_f32("slope", &slope_dims, &[0.25, 0.5, 0.75]);
+        b.node_named("p", "PRelu", &["x", &slope], &["y"], vec![]);
+        b.output("y", &[D::N(2), D::N(3), D::N(4)]);
+        let info = infer(&b.model());
+        assert_eq!(st(&info, "y"), vec![2, 3, 4], "slope {slope_dims:?}");
+    }
+}

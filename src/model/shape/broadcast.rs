@@ -228,8 +228,14 @@ pub fn cast(cx: &mut OpCtx) -> Vec<TensorInfo> {
 }
 
 /// `PRelu`: unidirectional broadcast of the slope to X, i.e. X's shape.
+/// `PRelu`: the output has X's shape. The slope broadcasts to X only (unidirectionally; before
+/// opset 7 a `[C]` slope runs along the channel axis), so numpy broadcasting of the two would
+/// wrongly give an unknown dim for a per-channel slope.
 pub fn prelu(cx: &mut OpCtx) -> Vec<TensorInfo> {
-    let shape = bshape(cx, &[0, 1]);
+    let shape = match cx.shape(0) {
+        Some(x) => Some(x.to_vec()),
+        None => bshape(cx, &[0, 1]),
+    };
     vec![cx.like_first(shape)]
 }
 
