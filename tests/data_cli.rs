@@ -3,27 +3,16 @@
 //! fix verification read the same files, and a bad file is exit 2 naming it.
 
 mod common;
+
+use common::pare;
 mod lint_support;
 
 use std::path::Path;
-use std::process::Command;
 
 use pare::data::write_npy;
 use pare::model::DataType;
 use pare::rng::Rng;
 use pare::runtime::HostTensor;
-
-fn pare(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pare"))
-        .args(args)
-        .output()
-        .expect("run pare");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf8")

@@ -3,19 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn pare(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pare"))
-        .args(args)
-        .output()
-        .expect("run pare");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::pare;
 
 #[test]
 fn json_report_has_the_documented_keys_and_exact_counts() {

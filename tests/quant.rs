@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::pare;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 use pare::data::{self, DataSource as CalibSource, Preprocess};
 use pare::jobs::{JobEvent, LayerLabel, NoProgress, RecordProgress};
@@ -1439,18 +1440,6 @@ fn every_method_and_two_pass_give_usable_models() {
 }
 
 // ---- CLI ----
-
-fn pare(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pare"))
-        .args(args)
-        .output()
-        .expect("run pare");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn cli_json_report_and_exit_codes() {

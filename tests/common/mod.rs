@@ -12,6 +12,19 @@ use pare::model::Model;
 use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata};
 use pare::model::proto::ModelProto;
 
+/// Runs the pare binary: exit code, stdout, stderr (the CLI tests' one way to call it).
+pub fn pare(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(args)
+        .output()
+        .expect("run pare");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A fresh temporary directory that lives as long as the returned guard.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
