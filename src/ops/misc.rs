@@ -3,7 +3,11 @@
 use super::ChannelRule::{self, Channelwise};
 use super::OpDef;
 use super::PerChannel::Resize;
-use crate::model::shape::rules::{grid_sample, like, nms, passthrough, random, resize, roi};
+use crate::model::shape::rules::{
+    concat_from_sequence, grid_sample, like, nms, optional, optional_get, optional_has, random,
+    resize, roi, sequence_at, sequence_construct, sequence_empty, sequence_erase, sequence_insert,
+    sequence_length, split_to_sequence, string_normalizer,
+};
 
 fn resize_consts(opset: i64) -> &'static [(usize, &'static str)] {
     if opset >= 11 {
@@ -58,8 +62,18 @@ pub const OPS: &[OpDef] = &[
         .nondeterministic()
         .trt(700),
     OpDef::new("Multinomial").nondeterministic(),
-    OpDef::new("Optional").shape(passthrough),
-    OpDef::new("OptionalGetElement").shape(passthrough),
+    OpDef::new("Optional").shape(optional),
+    OpDef::new("OptionalGetElement").shape(optional_get),
+    OpDef::new("OptionalHasElement").shape(optional_has),
+    OpDef::new("SequenceEmpty").shape(sequence_empty),
+    OpDef::new("SequenceConstruct").shape(sequence_construct),
+    OpDef::new("SequenceInsert").shape(sequence_insert),
+    OpDef::new("SequenceErase").shape(sequence_erase),
+    OpDef::new("SequenceAt").shape(sequence_at),
+    OpDef::new("SequenceLength").shape(sequence_length),
+    OpDef::new("SplitToSequence").shape(split_to_sequence),
+    OpDef::new("ConcatFromSequence").shape(concat_from_sequence),
+    OpDef::new("StringNormalizer").shape(string_normalizer),
     OpDef::new("SoftmaxCrossEntropyLoss")
         .trt(702)
         .trt_gaps(&[(800, u16::MAX)]),

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 mod python;
 #[allow(unused_imports)] // each test binary uses its own part
-pub use python::{ort_lib, python, ran_against_onnxruntime, test_venv, with_onnxruntime};
+pub use python::{
+    ort_lib, python, ran_against_onnxruntime, test_venv, try_python, with_onnxruntime,
+};
 
 use pare::model::Model;
 use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata};
