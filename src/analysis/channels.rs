@@ -1009,6 +1009,16 @@ impl<'a> Builder<'a> {
         let Some(l) = self.layouts.get(&x).cloned() else {
             return;
         };
+        if let Some(axis) = self.squeeze_axis(node, &x, l.axis) {
+            match axis {
+                Some(axis) => {
+                    let atoms = l.atoms;
+                    self.layouts.insert(out, Layout { axis, atoms });
+                }
+                None => self.barrier(node, "removes the channel axis"),
+            }
+            return;
+        }
         let (Some(xs), Some(os)) = (self.dims(&x), self.dims(&out)) else {
             self.barrier(node, "ranks unknown");
             return;
@@ -1048,6 +1058,35 @@ impl<'a> Builder<'a> {
             }
             None => self.barrier(node, "removes the channel axis"),
         }
+    }
+
+    /// The channel axis after a Squeeze/Unsqueeze with known axes (`Some(None)`: squeezed
+    /// away); `None` when the axes are not known (then the shapes decide).
+    fn squeeze_axis(&self, node: &NodeProto, x: &str, axis: usize) -> Option<Option<usize>> {
+        let axes = match node.attr_ints("axes") {
+            Some(a) => a.to_vec(),
+            None => self.int_contents(node.input.get(1).filter(|s| !s.is_empty())?)?,
+        };
+        let rank = self.rank(x)?;
+        if node.op_type() == "Unsqueeze" {
+            let mut norm: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, rank + axes.len()))
+                .collect();
+            norm.sort_unstable();
+            let mut new = axis;
+            for a in norm {
+                if a <= new {
+                    new += 1;
+                }
+            }
+            return Some(Some(new));
+        }
+        let norm: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect();
+        if norm.contains(&axis) {
+            return Some(None);
+        }
+        Some(Some(axis - norm.iter().filter(|&&a| a < axis).count()))
     }
 
     fn reduce_like(&mut self, node: &NodeProto, kind: ReduceAxes) {
@@ -1278,7 +1317,8 @@ impl<'a> Builder<'a> {
         let c = l.atoms.len() as i64;
         let splits = "reshape splits the channel axis (pixel/channel shuffle mixes channels)";
         // Find the output axis where the same prefix ends and the channel axis begins.
-        let Some(b) = prefix_end(&xs[..l.axis.min(xs.len())], os) else {
+        let Some(b) = prefix_end(&xs[..l.axis.min(xs.len())], &xs[l.axis.min(xs.len())..], os)
+        else {
             self.barrier(node, splits);
             return;
         };
@@ -1549,11 +1589,20 @@ fn first_output(node: &NodeProto) -> String {
 }
 
 /// The number of leading output dims that hold exactly the input dims `prefix` (those before
-/// the channel axis): by product when all are known, else dim by dim (`batch` = `batch`).
-fn prefix_end(prefix: &[Dim], out: &[Dim]) -> Option<usize> {
-    let known: Option<Vec<i64>> = prefix.iter().map(Dim::known).collect();
-    if let Some(p) = known {
-        let target: i64 = p.iter().product();
+/// the channel axis; `rest` are the channel axis and after): by product when it is known,
+/// else dim by dim (`batch` = `batch`). A fully static output also fixes a symbolic prefix
+/// (`view(1, 16)` of `[batch, 16, 1, 1]` implies batch 1).
+fn prefix_end(prefix: &[Dim], rest: &[Dim], out: &[Dim]) -> Option<usize> {
+    let product = |d: &[Dim]| -> Option<i64> {
+        d.iter()
+            .map(Dim::known)
+            .try_fold(1i64, |acc, v| acc.checked_mul(v?))
+    };
+    let target = product(prefix).or_else(|| {
+        let (n, r) = (product(out)?, product(rest)?);
+        (r > 0 && n % r == 0).then(|| n / r)
+    });
+    if let Some(target) = target {
         let mut acc = 1i64;
         for (k, d) in out.iter().enumerate() {
             if acc == target {
