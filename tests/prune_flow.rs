@@ -201,7 +201,7 @@ fn params_after(a: &Analysis) -> u64 {
 
 /// Fixture models (pare's builders) and the committed PyTorch exports.
 fn corpus() -> Vec<(String, ModelProto)> {
-    let mut v: Vec<(String, ModelProto)> = common::prune_fixtures()
+    let mut v: Vec<(String, ModelProto)> = common::all_prune_fixtures()
         .into_iter()
         .map(|(n, m)| (n.to_string(), m))
         .collect();
