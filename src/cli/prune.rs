@@ -59,10 +59,14 @@ pub struct PruneArgs {
     /// Print the plan; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// Skip the tract validation run.
+    /// Skip the validation run (the report then says "not validated"; exit 0).
     #[arg(long = "no-validate")]
     pub no_validate: bool,
-    /// Exit 1 when validation fails.
+    /// Write the pruned model even when validation does not pass (exit 0, with a warning).
+    /// Without it an unvalidated model is not written and pare exits 1.
+    #[arg(long = "allow-unvalidated")]
+    pub allow_unvalidated: bool,
+    /// Exit 1 when validation fails, even with --allow-unvalidated.
     #[arg(long)]
     pub check: bool,
     #[arg(long)]
@@ -119,14 +123,21 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
         },
         output: a.output.clone().filter(|_| !a.dry_run),
         validate: !(a.no_validate || a.dry_run),
+        allow_unvalidated: a.allow_unvalidated,
     };
     let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let report = prune::run(&analysis, &req, &bar);
     bar.finish();
     let report = report.map_err(Exit::bad)?;
     print(&report, a.json)?;
-    if a.check && !report.validated && !a.dry_run {
-        return Err(Exit::failed(anyhow::anyhow!("validation failed")));
+    let ran = req.validate;
+    if ran && !report.validated && (a.check || !a.allow_unvalidated) {
+        let what = if report.output.is_some() {
+            "validation did not pass"
+        } else {
+            "validation did not pass; the pruned model was not written"
+        };
+        return Err(Exit::failed(anyhow::anyhow!(what)));
     }
     Ok(())
 }

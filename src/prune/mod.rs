@@ -46,6 +46,9 @@ pub struct PruneRequest {
     pub output: Option<PathBuf>,
     /// Compare the pruned model's outputs with the original's on seeded random inputs.
     pub validate: bool,
+    /// Write the output even when validation ran and did not pass (`--allow-unvalidated`);
+    /// otherwise an unvalidated model is not written.
+    pub allow_unvalidated: bool,
 }
 
 impl PruneRequest {
@@ -64,6 +67,9 @@ impl PruneRequest {
         }
         if !self.validate {
             s.push_str(" --no-validate");
+        }
+        if self.allow_unvalidated {
+            s.push_str(" --allow-unvalidated");
         }
         if let Some(t) = tags {
             s.push_str(&format!(" --tags {t}"));
@@ -87,10 +93,15 @@ pub struct PruneReport {
     pub groups: usize,
     pub locked_groups: usize,
     pub pruned_groups: usize,
+    /// Both models ran on one engine with the same output shapes and finite outputs; false
+    /// when validation was skipped or no engine could run them.
     pub validated: bool,
     pub validation: Option<Validation>,
-    /// Written file (None on a dry run).
+    /// Written file (None on a dry run, or when withheld).
     pub output: Option<String>,
+    /// The output not written because validation did not pass (`--allow-unvalidated`
+    /// writes it anyway).
+    pub withheld: Option<String>,
     pub plan: Vec<GroupSummary>,
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
@@ -129,30 +140,57 @@ impl Report for PruneReport {
             human(self.macs_after),
             reduction_pct(self.macs_before, self.macs_after)
         );
-        if let Some(v) = &self.validation {
-            let lat = match (v.latency_ms_before, v.latency_ms_after) {
-                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms → {a:.1} ms"),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                s,
-                "validated  {} ({}){lat}",
-                if v.passed { "yes" } else { "NO" },
-                v.method
-            );
-            for n in &v.notes {
-                let _ = writeln!(s, "  note: {n}");
-            }
-        }
-        match &self.output {
-            Some(o) => {
+        self.render_validation(&mut s);
+        match (&self.output, &self.withheld) {
+            (Some(o), _) => {
                 let _ = writeln!(s, "wrote      {o}");
             }
-            None => {
+            (None, Some(w)) => {
+                let _ = writeln!(
+                    s,
+                    "NOT written {w}: validation did not pass (--allow-unvalidated writes it anyway)"
+                );
+            }
+            (None, None) => {
                 let _ = writeln!(s, "dry run: nothing written");
             }
         }
         s
+    }
+}
+
+impl PruneReport {
+    /// The `validated` line and its notes; a loud warning when an unvalidated model was
+    /// written anyway.
+    fn render_validation(&self, s: &mut String) {
+        let Some(v) = &self.validation else {
+            if self.output.is_some() {
+                let _ = writeln!(s, "validated  no (skipped: --no-validate)");
+            }
+            return;
+        };
+        let lat = match (v.latency_ms_before, v.latency_ms_after) {
+            (Some(b), Some(a)) => format!(", latency {b:.1} ms → {a:.1} ms"),
+            _ => String::new(),
+        };
+        let how = match v.engine {
+            Some(e) => format!("ran both models on {e}"),
+            None => "no engine ran the models".into(),
+        };
+        let _ = writeln!(
+            s,
+            "validated  {} ({how}){lat}",
+            if v.passed { "yes" } else { "NO" }
+        );
+        for n in &v.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        if !v.passed && self.output.is_some() {
+            let _ = writeln!(
+                s,
+                "WARNING: the pruned model did NOT pass validation and was written only because of --allow-unvalidated"
+            );
+        }
     }
 }
 
@@ -167,9 +205,13 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
     progress.check_cancel()?;
     if let Some(out) = &req.output {
-        progress.phase("writing", None);
-        write(&pruned, out)?;
-        rep.output = Some(out.display().to_string());
+        if req.validate && !rep.validated && !req.allow_unvalidated {
+            rep.withheld = Some(out.display().to_string());
+        } else {
+            progress.phase("writing", None);
+            write(&pruned, out)?;
+            rep.output = Some(out.display().to_string());
+        }
     }
     progress.event(JobEvent::Finished {
         summary: format!(
@@ -315,7 +357,7 @@ pub fn report(
     let validation = if skip_validation {
         None
     } else {
-        progress.phase("validating with tract", None);
+        progress.phase("validating", None);
         Some(validate::validate_with(
             a,
             &pruned.model.proto,
@@ -324,7 +366,10 @@ pub fn report(
             opts.inputs.as_deref(),
         ))
     };
-    let engine = validation.as_ref().map(|_| "tract".to_string());
+    let engine = validation
+        .as_ref()
+        .and_then(|v| v.engine)
+        .map(|e| e.name().to_string());
     let ca = &pruned.channels;
     PruneReport {
         params_before: before.params,
@@ -342,6 +387,7 @@ pub fn report(
         validated: validation.as_ref().is_some_and(|v| v.passed),
         validation,
         output: None,
+        withheld: None,
         plan: pruned
             .plan
             .groups

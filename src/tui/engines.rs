@@ -113,5 +113,9 @@ pub fn quantize(a: &Analysis, req: &QuantizeRequest, p: &dyn Progress) -> Result
 /// Prunes with [`crate::prune::run`].
 pub fn prune(a: &Analysis, req: &PruneRequest, p: &dyn Progress) -> Result<JobOutcome> {
     let report = crate::prune::run(a, req, p)?;
-    Ok(outcome(&report, req.output.iter().cloned().collect()))
+    // Only what was written: an unvalidated model is withheld.
+    Ok(outcome(
+        &report,
+        report.output.iter().map(PathBuf::from).collect(),
+    ))
 }

@@ -298,7 +298,7 @@ fn draw_prune(d: &PruneDialog, s: &Session, f: &mut Frame, body: Rect) {
             "validate",
             yes_no(d.validate),
             d.field == 4,
-            "compare with tract",
+            "run both; write only if they run",
         ),
         field_line(
             "output",
