@@ -86,7 +86,7 @@ pub enum KeepReason {
 /// One node kept FP32, and why.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct KeptNode {
-    /// Display name; nested nodes are prefixed by their control-flow node (`/If_0/…`).
+    /// Display name; nested nodes are prefixed by their control-flow node (`/If_0 > /then/Mul`).
     pub node: String,
     pub op: String,
     pub reason: KeepReason,
@@ -325,7 +325,8 @@ pub fn convert(
     } else {
         rewritten(a, o, false, ranges.as_ref(), &ex, &dt)
     };
-    let (macs_total, macs_low) = macs(a, &outcome.converted);
+    let pinned = pinned_for_macs(a, &set);
+    let (macs_total, macs_low) = macs(pinned.as_ref().unwrap_or(a), &outcome.converted);
     progress.phase("measuring fidelity", None);
     let outputs = a.index.outputs.clone();
     let engine = o.engine.resolve()?;
@@ -382,6 +383,25 @@ pub fn convert(
         notes,
     };
     Ok((written, report))
+}
+
+/// With dynamic input dims MACs are unknown: the analysis again with the inputs pinned to
+/// the first sample's shapes (`None` when every MAC is known already, or pinning fails).
+fn pinned_for_macs(a: &Analysis, set: &SampleSet) -> Option<Analysis> {
+    let known = a
+        .graph()
+        .node
+        .iter()
+        .all(|n| crate::model::stats::node_macs(n, &a.shapes).is_some());
+    if known || set.is_empty() {
+        return None;
+    }
+    let s = set.load(0).ok()?;
+    let mut pins = a.pins.clone();
+    for (name, t) in a.index.inputs.iter().zip(&s.tensors) {
+        pins.insert(name.clone(), t.shape.iter().map(|&d| d as i64).collect());
+    }
+    Analysis::new(a.model.clone(), &pins).ok()
 }
 
 /// MACs of the main graph, and those of its converted nodes.
@@ -487,4 +507,112 @@ impl Report for ConvertReport {
         }
         s
     }
+}
+
+/// Reduce ops whose `axes` moved from an attribute to an input at opset 18.
+const REDUCE_AXES_18: &[&str] = &[
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceMean",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+];
+
+/// FP16 Q/DQ scales need opset 19. Raises a model at opset 13–18 to 19, moving Reduce axes
+/// attributes into inputs (the one schema change on the way that pare's models meet);
+/// returns why not when an op changed meaning in between (RoiAlign's default mode at 16).
+fn raise_to_opset_19(m: &mut ModelProto) -> std::result::Result<(), String> {
+    let opset = m.opset("").unwrap_or(1);
+    if opset >= 19 {
+        return Ok(());
+    }
+    if opset < 13 {
+        return Err(format!("opset {opset} is below 13"));
+    }
+    let Some(g) = m.graph.as_mut() else {
+        return Err("no graph".into());
+    };
+    if g.node
+        .iter()
+        .any(|n| n.op_type() == "RoiAlign" || n.subgraphs().next().is_some())
+    {
+        return Err("RoiAlign or control flow present".into());
+    }
+    let mut extra = Vec::new();
+    for (k, n) in g.node.iter_mut().enumerate() {
+        if opset < 18
+            && REDUCE_AXES_18.contains(&n.op_type())
+            && n.op_domain().is_empty()
+            && let Some(pos) = n.attribute.iter().position(|a| a.name() == "axes")
+        {
+            {
+                let axes = n.attribute.remove(pos).ints;
+                let name = format!("{}__axes{k}", n.output.first().cloned().unwrap_or_default());
+                extra.push(crate::model::tensor::i64_tensor(
+                    &name,
+                    &[axes.len() as i64],
+                    &axes,
+                ));
+                n.input.truncate(1);
+                n.input.push(name);
+            }
+        }
+    }
+    g.initializer.extend(extra);
+    for o in m.opset_import.iter_mut() {
+        if o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx") {
+            o.version = Some(19);
+        }
+    }
+    m.ir_version = Some(m.ir_version.unwrap_or(9).max(9));
+    Ok(())
+}
+
+/// `pare quantize --precision fp16`: the Q/DQ model `qdq` of `a` with its non-quantized part
+/// and DQ scales in the low precision (inputs and outputs keep their types). Activation
+/// ranges are measured on the quantized model with the calibration source.
+pub fn lower_quantized(
+    a: &Analysis,
+    mut qdq: ModelProto,
+    opts: &crate::quant::QuantOptions,
+    progress: &dyn Progress,
+) -> Result<(ModelProto, Option<ConvertReport>)> {
+    let Some(precision) = opts.precision else {
+        return Ok((qdq, None));
+    };
+    let raised = raise_to_opset_19(&mut qdq);
+    let mut model = a.model.clone();
+    model.proto = qdq;
+    let qa = Analysis::new(model, &a.pins)?;
+    let o = ConvertOptions {
+        precision,
+        source: opts.source.clone(),
+        samples: opts.samples.clamp(1, 4),
+        preprocess: opts.preprocess.clone(),
+        keep_io_types: true,
+        exclude: Vec::new(),
+        engine: opts.engine,
+    };
+    let (m, mut r) = convert(&qa, &o, progress)?;
+    r.model = qa
+        .model
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if r.fidelity_engine == Some(EngineKind::OnnxRuntime) {
+        r.notes.push(
+            "fidelity here compares with the FP32 Q/DQ model on onnxruntime, whose CPU graph optimizations (Q/DQ fusion) can miscompute FP16 Q/DQ; compare with its optimizations disabled (TensorRT is the consumer of this file)".into(),
+        );
+    }
+    if let Err(why) = raised {
+        r.notes.push(format!(
+            "Q/DQ scales stay FP32 (FP16 scales need opset 19; not raised: {why})"
+        ));
+    }
+    Ok((m, Some(r)))
 }

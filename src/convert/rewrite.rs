@@ -295,9 +295,8 @@ fn body_block(cx: &GraphCx, n: &NodeProto) -> Option<String> {
     if cx.inp.precision == Precision::Bf16 {
         return None;
     }
-    let Some(r) = cx.inp.ranges else {
-        return Some("activations not measured".into());
-    };
+    // Unmeasured (the model did not run): initializer ranges decide, as in the main graph.
+    let r = cx.inp.ranges?;
     for t in n.input.iter().chain(&n.output).filter(|t| !t.is_empty()) {
         if is_float((cx.inp.dtype)(t)) {
             match r.get(t.as_str()) {
@@ -474,7 +473,7 @@ fn rewrite_graph(g: &mut GraphProto, mut cx: GraphCx, io_low: bool, out: &mut Ou
         }
         if n.subgraphs().next().is_some() {
             let block = body_block(&cx, &n);
-            let path = format!("{}{}/", cx.path, n.display_name());
+            let path = format!("{}{} > ", cx.path, n.display_name());
             for sub in n.subgraphs_mut() {
                 let sub_cx = GraphCx {
                     inp,
