@@ -308,3 +308,67 @@ fn bf16_and_cast_to_float() {
     let g = m.graph.as_ref().expect("graph");
     assert_eq!(init_type(g, "big"), Some(DataType::BFLOAT16));
 }
+
+#[test]
+fn quantize_with_fp16_leaves_only_reported_fp32_compute() {
+    use pare::quant::{QuantOptions, quantize};
+    let m = common::resnet_like();
+    let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
+    let o = QuantOptions {
+        samples: 4,
+        eval_samples: 2,
+        quantize_small: true,
+        engine: EngineChoice::Tract,
+        precision: Some(Precision::Fp16),
+        ..Default::default()
+    };
+    let q = quantize(&a, &o, &NoProgress).expect("quantize");
+    let low = q.report.low_precision.as_ref().expect("fp16 pass reported");
+    assert!(low.converted_nodes > 0);
+    assert!(q.report.render_text().contains("float nodes in FP16"));
+    let qa = Analysis::new(common::model(q.model.clone()), &InputPins::new()).expect("qa");
+    let g = q.model.graph.as_ref().expect("graph");
+    assert_eq!(
+        q.model.opset_import[0].version,
+        Some(19),
+        "raised for FP16 scales"
+    );
+    // FP32 compute left: nodes (not Casts) writing FP32 tensors.
+    let fp32: Vec<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() != "Cast")
+        .filter(|n| {
+            n.output
+                .iter()
+                .any(|o| qa.shapes.dtype(o) == Some(DataType::FLOAT))
+        })
+        .map(|n| n.display_name())
+        .collect();
+    for n in &fp32 {
+        assert!(
+            low.kept.iter().any(|k| &k.node == n),
+            "{n} computes in FP32 but the report does not say why: {:?}",
+            low.kept
+        );
+    }
+    assert!(fp32.len() <= low.kept.len());
+    // The DQ scales are FP16.
+    let dq = g
+        .node
+        .iter()
+        .find(|n| n.op_type() == "DequantizeLinear")
+        .expect("dq");
+    assert_eq!(init_type(g, &dq.input[1]), Some(DataType::FLOAT16));
+    // Without the flag nothing changes.
+    let plain = quantize(
+        &a,
+        &QuantOptions {
+            precision: None,
+            ..o
+        },
+        &NoProgress,
+    )
+    .expect("quantize");
+    assert!(plain.report.low_precision.is_none());
+}

@@ -108,3 +108,56 @@ fn converted_models_pass_the_onnx_checker_and_run_in_onnxruntime() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// argv: MODEL. onnx checker (full), onnxruntime runs it (optimizations off: its CPU Q/DQ
+/// fusions mishandle FP16 scales), outputs finite.
+const RUNS: &str = r#"
+import sys, numpy as np, onnx, onnxruntime as ort
+ort.set_default_logger_severity(3)
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+so = ort.SessionOptions()
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+feed = {i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32) for i in s.get_inputs()}
+for o in s.run(None, feed):
+    assert np.isfinite(o.astype(np.float64)).all()
+print("ok")
+"#;
+
+#[test]
+fn quantized_fp16_models_pass_the_checker_and_run_in_onnxruntime() {
+    use pare::convert::Precision;
+    use pare::quant::{QuantOptions, quantize};
+    let py = python();
+    let dir = common::tempdir();
+    for (name, m) in [
+        ("resnet_like", common::resnet_like()),
+        ("same_pad_dw_se", common::same_pad_dw_se()),
+    ] {
+        let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
+        let o = QuantOptions {
+            samples: 4,
+            eval_samples: 2,
+            quantize_small: true,
+            engine: EngineChoice::Tract,
+            precision: Some(Precision::Fp16),
+            ..Default::default()
+        };
+        let q = quantize(&a, &o, &NoProgress).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = dir.path().join(format!("{name}.int8fp16.onnx"));
+        save_model(&common::model(q.model), &out, &SaveOptions::default()).expect("save");
+        let r = Command::new(&py)
+            .arg("-c")
+            .arg(RUNS)
+            .arg(&out)
+            .output()
+            .expect("python");
+        assert!(
+            r.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+}
