@@ -8,6 +8,7 @@ pub mod data;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod fidelity;
 pub mod jobs;
 pub mod lint;
 pub mod model;

@@ -13,10 +13,10 @@ use super::data::SampleSet;
 use super::histogram::{HistMode, TensorStats};
 use super::placement::Plan;
 use super::qparams::QParams;
-use super::run::{RunnerCache, for_each_sample};
 use crate::error::Result;
 use crate::jobs::{JobEvent, Progress};
 use crate::model::proto::ModelProto;
+use crate::runtime::pool::{RunnerCache, for_each_sample};
 use crate::runtime::{HostData, HostTensor};
 
 /// Calibration settings.

@@ -32,7 +32,8 @@ pub mod histogram;
 pub mod placement;
 pub mod qdq;
 pub mod qparams;
-pub mod run;
+/// Kept for old paths: the worker pool now lives in [`crate::runtime::pool`].
+pub use crate::runtime::pool as run;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
