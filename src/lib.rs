@@ -3,6 +3,7 @@
 //! functions in these modules.
 
 pub mod analysis;
+pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod error;

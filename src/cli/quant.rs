@@ -5,11 +5,20 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CmdResult, Exit, ModelArgs, open};
+use pare::convert::Precision;
 use pare::data::DataArgs;
 use pare::jobs::CliProgress;
 use pare::quant::{self, CalibConfig, CalibSource, Format, Method, QuantOptions, WeightMethod};
 use pare::report::{check_output, fmt_db};
 use pare::tags::Tags;
+
+/// `--precision` of `pare quantize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantPrecision {
+    Fp16,
+    Bf16,
+    Fp32,
+}
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -39,6 +48,11 @@ pub struct QuantizeArgs {
     /// (onnxruntime).
     #[arg(long, value_enum, default_value_t = Format::Trt)]
     pub format: Format,
+    /// Precision of the non-quantized part and the DQ scales: fp16 (default for `--format trt`:
+    /// TensorRT 11 builds INT8 + FP16 only from types in the file), bf16, or fp32 (default for
+    /// `--format ort`).
+    #[arg(long, value_enum)]
+    pub precision: Option<QuantPrecision>,
     /// Return the worst layers to float, one at a time, until the output SQNR reaches DB.
     #[arg(long = "target-sqnr", value_name = "DB")]
     pub target_sqnr: Option<f64>,
@@ -114,6 +128,11 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
         engine: a
             .engine
             .unwrap_or_else(pare::runtime::EngineChoice::from_env),
+        precision: match (a.precision, a.format) {
+            (Some(QuantPrecision::Fp16), _) | (None, Format::Trt) => Some(Precision::Fp16),
+            (Some(QuantPrecision::Bf16), _) => Some(Precision::Bf16),
+            (Some(QuantPrecision::Fp32), _) | (None, Format::Ort) => None,
+        },
     };
     let quiet = a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = CliProgress::new(quiet);

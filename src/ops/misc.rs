@@ -36,6 +36,8 @@ pub const OPS: &[OpDef] = &[
     OpDef::new("RoiAlign").shape(roi).trt(805),
     OpDef::new("MaxRoiPool").shape(roi),
     OpDef::new("GridSample").shape(grid_sample).trt(805),
+    // TensorRT 11.2 imports DFT through its built-in plugin.
+    OpDef::new("DFT").trt(1102),
     OpDef::new("EyeLike")
         .shape(like)
         .channels(ChannelRule::None)

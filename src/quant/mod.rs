@@ -85,6 +85,9 @@ pub struct QuantOptions {
     pub no_layer_diagnostics: bool,
     /// Engine for calibration runs (onnxruntime only with the `ort` feature).
     pub engine: crate::runtime::EngineChoice,
+    /// After Q/DQ insertion, convert the rest of the graph and the DQ scales to this precision
+    /// (`pare convert`), for TensorRT 11's strongly typed INT8 + FP16 engines.
+    pub precision: Option<crate::convert::Precision>,
 }
 
 impl Default for QuantOptions {
@@ -105,6 +108,7 @@ impl Default for QuantOptions {
             threads: 2,
             no_layer_diagnostics: false,
             engine: crate::runtime::EngineChoice::from_env(),
+            precision: None,
         }
     }
 }
@@ -167,6 +171,9 @@ pub struct QuantReport {
     pub fallback: Vec<FallbackStep>,
     pub ranges: Vec<TensorRange>,
     pub notes: Vec<String>,
+    /// The FP16/BF16 pass after Q/DQ insertion (`precision`): what stayed FP32 and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_precision: Option<crate::convert::ConvertReport>,
 }
 
 /// A quantized model and its report.
@@ -508,6 +515,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
     }
     progress.phase("writing Q/DQ", None);
     let out = write_qdq(a, opts, &plan, &cal.params, &weights, set.len())?;
+    let (out, low_precision) = crate::convert::lower_quantized(a, out, opts, progress)?;
     let quantized_layers = plan.quantized_count();
     let report = QuantReport {
         output: None,
@@ -543,6 +551,7 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         fallback,
         ranges: ranges(&cal),
         notes,
+        low_precision,
     };
     Ok(Quantized { model: out, report })
 }
@@ -708,6 +717,9 @@ impl QuantReport {
 impl Report for QuantReport {
     fn render_text(&self) -> String {
         let mut s = String::new();
+        if let Some(l) = &self.low_precision {
+            s.push_str(&l.render_text());
+        }
         let fmt = match self.format {
             Format::Trt => "TensorRT: INT8 symmetric, per-channel weights",
             Format::Ort => "onnxruntime: UINT8 activations, INT8 per-channel weights",
