@@ -19,6 +19,7 @@ pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod tags;
+pub mod torch;
 pub mod tui;
 
 pub use error::{PareError, Result};

@@ -48,6 +48,12 @@ enum Command {
     Split(cli::extract::SplitArgs),
     /// Shrink a model to a minimal subgraph on which a check command still fails.
     Reduce(cli::extract::ReduceArgs),
+    /// Load a PyTorch checkpoint (.pt/.pth state_dict, .safetensors) into an ONNX model's
+    /// initializers, matching renamed and BatchNorm-folded weights; reports every leftover.
+    ImportWeights(cli::torch::ImportWeightsArgs),
+    /// Fine-tune a (pruned or quantized) model by distillation from the original (needs the
+    /// `torch` feature).
+    Finetune(cli::torch::FinetuneArgs),
     /// Explore a model in the terminal: scope tree, neighbourhood graph, channel groups, tags, jobs.
     Tui(cli::tui::TuiArgs),
 }
@@ -72,6 +78,8 @@ fn run(cli: Cli) -> CmdResult {
         Some(Command::Extract(a)) => cli::extract::run_extract(&a),
         Some(Command::Split(a)) => cli::extract::run_split(&a),
         Some(Command::Reduce(a)) => cli::extract::run_reduce(&a),
+        Some(Command::ImportWeights(a)) => cli::torch::run_import(&a),
+        Some(Command::Finetune(a)) => cli::torch::run_finetune(&a),
         Some(Command::Tui(a)) => cli::tui::run(&a),
     }
 }

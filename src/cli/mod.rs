@@ -7,6 +7,7 @@ pub mod info;
 pub mod lint;
 pub mod prune;
 pub mod quant;
+pub mod torch;
 pub mod tui;
 
 use std::path::Path;
