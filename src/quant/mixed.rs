@@ -358,6 +358,27 @@ pub fn choose(
     let order = ranking(plan, iso_db);
     let why = reason(target);
     progress.phase("mixed precision", Some(MAX_PROBES as u64));
+    if let Some(v) = base_sqnr.filter(|_| target.agreement.is_none())
+        && target.met(&Measured {
+            sqnr_db: Some(v),
+            agreement: None,
+        })
+    {
+        // Met by the all-INT8 model as the diagnostics measured it: nothing to run.
+        return Ok(Chosen {
+            report: MixedReport {
+                target: *target,
+                reached: true,
+                float_layers: Vec::new(),
+                int8_mac_share: int8_mac_share(plan, &model_macs(cx.a)),
+                reference_seconds: 0.0,
+                probes: Vec::new(),
+                search_seconds: start.elapsed().as_secs_f64(),
+            },
+            fidelity: None,
+            steps: Vec::new(),
+        });
+    }
     let t = Instant::now();
     let reference = {
         let r =
@@ -416,12 +437,7 @@ pub fn choose(
             output_sqnr_db: runs.get(&(i + 1)).and_then(Fidelity::min_sqnr_db),
         })
         .collect();
-    let macs: Vec<u64> =
-        cx.a.graph()
-            .node
-            .iter()
-            .map(|n| crate::model::stats::node_macs(n, &cx.a.shapes).unwrap_or(0))
-            .collect();
+    let macs = model_macs(cx.a);
     Ok(Chosen {
         report: MixedReport {
             target: *target,
@@ -438,6 +454,15 @@ pub fn choose(
         fidelity: runs.remove(&k),
         steps,
     })
+}
+
+/// MACs of every node of the main graph (0 where unknown).
+fn model_macs(a: &Analysis) -> Vec<u64> {
+    a.graph()
+        .node
+        .iter()
+        .map(|n| crate::model::stats::node_macs(n, &a.shapes).unwrap_or(0))
+        .collect()
 }
 
 /// Share of MACs (of the whole model) in layers `plan` quantizes, from `macs[node]`.
