@@ -13,22 +13,26 @@
 //!    TensorRT (`Format::Trt`), or UINT8 asymmetric activations for onnxruntime
 //!    (`Format::Ort`).
 //! 6. **Diagnostics** ([`diag`]): per-layer SQNR (isolated and cumulative), output SQNR and
-//!    max abs error on the same inputs, ranked worst first; `target_sqnr` returns the worst
-//!    layers to float one at a time until the output reaches the target.
+//!    max abs error on the same inputs, ranked worst first.
+//! 7. **Mixed precision** ([`mixed`]): `target_sqnr` / `min_agreement` return the worst-ranked
+//!    layers to float, choosing how many from the ranking and a few confirmation runs.
 //!
 //! Progress goes through [`Progress`]: phases and steps for the bar, and
 //! `JobEvent::Layer { node, value, label }` per layer as values fill in — label
 //! [`LayerLabel::Estimate`] during calibration (SQNR of the layer's quantized input, from the
 //! statistics so far), [`LayerLabel::SqnrDb`] during diagnostics (isolated SQNR, refined with
-//! every sample), [`LayerLabel::Fallback`] when `--target-sqnr` returns a layer to float
-//! (value: output SQNR after that step).
+//! every sample), [`LayerLabel::Fallback`] when the mixed-precision search puts a layer in float
+//! (value: its isolated SQNR), and `JobEvent::Fidelity` after each confirmation run (output
+//! SQNR and task agreement).
 
+pub mod adaround;
 pub mod calibrate;
 pub mod calibrators;
 /// Sample loading is `crate::data`; re-exported under the name calibration code uses.
 pub use crate::data;
 pub mod diag;
 pub mod histogram;
+pub mod mixed;
 pub mod placement;
 pub mod qdq;
 pub mod qparams;
@@ -46,7 +50,7 @@ pub use calibrators::{CalibConfig, Method};
 pub use qparams::{QParams, QType, WeightMethod};
 
 use crate::error::{PareError, Result};
-use crate::jobs::{JobEvent, LayerLabel, Progress};
+use crate::jobs::{JobEvent, Progress};
 use crate::model::Analysis;
 use crate::model::proto::{ModelProto, StringStringEntryProto};
 use crate::report::{Report, fmt_db};
@@ -76,7 +80,12 @@ pub struct QuantOptions {
     pub calib: CalibConfig,
     pub two_pass: bool,
     pub weight_method: WeightMethod,
+    /// Nearest or learned ([`adaround`]) rounding of the INT8 weights.
+    pub rounding: adaround::Rounding,
     pub target_sqnr: Option<f64>,
+    /// Lowest task agreement (top-1 / mask IoU) with the float model: layers go back to
+    /// float until it holds ([`mixed`]).
+    pub min_agreement: Option<f64>,
     pub tags: Tags,
     pub exclude: Vec<String>,
     pub quantize_small: bool,
@@ -101,7 +110,9 @@ impl Default for QuantOptions {
             calib: CalibConfig::default(),
             two_pass: false,
             weight_method: WeightMethod::default(),
+            rounding: adaround::Rounding::default(),
             target_sqnr: None,
+            min_agreement: None,
             tags: Tags::default(),
             exclude: Vec::new(),
             quantize_small: false,
@@ -145,6 +156,10 @@ pub struct QuantReport {
     pub percentile: Option<f64>,
     pub two_pass: bool,
     pub weight_method: WeightMethod,
+    pub rounding: adaround::Rounding,
+    /// What learned rounding did per layer (`--rounding learned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_rounding: Option<adaround::RoundingReport>,
     pub calibration_source: String,
     /// Engine that ran the calibration (JSON `"tract"`, `"onnxruntime"`).
     pub engine: crate::runtime::EngineKind,
@@ -167,8 +182,14 @@ pub struct QuantReport {
     pub layers: Vec<diag::LayerDiag>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_sqnr_db: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
     pub target_reached: Option<bool>,
+    /// Layers returned to float by `--target-sqnr` / `--min-agreement`, worst first.
     pub fallback: Vec<FallbackStep>,
+    /// The mixed-precision search: probes, float layers, INT8 share of MACs, times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixed: Option<mixed::MixedReport>,
     pub ranges: Vec<TensorRange>,
     pub notes: Vec<String>,
     /// The FP16/BF16 pass after Q/DQ insertion (`precision`): what stayed FP32 and why.
@@ -254,74 +275,98 @@ impl DiagRun<'_> {
     }
 }
 
-/// `--target-sqnr`: returns the worst quantized layers to float, one at a time, until the
-/// output SQNR reaches `target`; then measures the final plan again. Returns the steps and
-/// whether the target was reached.
-fn fall_back(
+/// `--target-sqnr` / `--min-agreement`: the fast mixed-precision search ([`mixed`]) on the
+/// isolated SQNR the diagnostics measured; updates `plan` and the diagnosis to the chosen
+/// float set.
+fn mixed_precision(
     run: &DiagRun,
+    opts: &QuantOptions,
     plan: &mut placement::Plan,
     diagnosis: &mut diag::Diagnosis,
-    target: f64,
-    per_layer: bool,
     progress: &dyn Progress,
-) -> Result<(Vec<FallbackStep>, bool)> {
-    let mut order: Vec<(usize, Option<f64>)> = plan
-        .candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.quantized)
-        .map(|(i, _)| (i, diagnosis.layers[i].sqnr_db))
-        .collect();
-    order.sort_by(|x, y| {
-        x.1.unwrap_or(f64::INFINITY)
-            .total_cmp(&y.1.unwrap_or(f64::INFINITY))
-    });
-    let mut current = diagnosis.output_sqnr_db;
-    progress.phase("fallback", Some(order.len() as u64));
-    let mut fallback = Vec::new();
-    for (ci, layer_db) in order {
-        if current.is_none_or(|c| c >= target) {
-            break;
-        }
-        progress.check_cancel()?;
-        if !plan.candidates[ci].quantized {
-            continue; // a residual Add that fell with its convolution
-        }
-        plan.candidates[ci].quantized = false;
-        plan.candidates[ci].reason = Some(format!(
-            "returned to float to reach --target-sqnr {target} dB"
-        ));
-        plan.finalize();
-        current = run
-            .run(plan, false, &crate::jobs::NoProgress)?
-            .output_sqnr_db;
-        let node = plan.candidates[ci].name.clone();
-        progress.step(fallback.len() as u64 + 1, &node);
-        progress.event(JobEvent::Layer {
-            node: node.clone(),
-            value: current.unwrap_or(f64::NAN),
-            label: LayerLabel::Fallback,
-        });
-        fallback.push(FallbackStep {
-            node,
-            layer_sqnr_db: layer_db,
-            output_sqnr_db: current,
-        });
+) -> Result<Option<mixed::Chosen>> {
+    let target = mixed::Target {
+        sqnr_db: opts.target_sqnr,
+        agreement: opts.min_agreement,
+    };
+    if !target.is_set() {
+        return Ok(None);
     }
-    let reached = current.is_none_or(|c| c >= target);
-    if !fallback.is_empty() {
-        progress.phase("diagnosing", Some(run.eval.len() as u64));
-        let before = std::mem::take(&mut diagnosis.layers);
-        *diagnosis = run.run(plan, per_layer, progress)?;
-        // Isolated SQNR does not depend on the other layers: keep the first measurement for
-        // layers the final run no longer shadows.
-        for (l, b) in diagnosis.layers.iter_mut().zip(before) {
-            if l.sqnr_db.is_none() {
-                l.sqnr_db = b.sqnr_db;
-            }
+    let iso: Vec<Option<f64>> = diagnosis.layers.iter().map(|l| l.sqnr_db).collect();
+    let build =
+        |p: &placement::Plan| write_qdq(run.a, opts, p, run.params, run.weights, run.set.len());
+    let cx = mixed::Context {
+        a: run.a,
+        set: run.set,
+        eval: run.eval,
+        threads: run.threads,
+        engine: run.engine,
+        build: &build,
+    };
+    let chosen = mixed::choose(&cx, plan, &iso, diagnosis.output_sqnr_db, &target, progress)?;
+    if chosen.report.float_layers.is_empty() {
+        return Ok(Some(chosen));
+    }
+    for (l, c) in diagnosis.layers.iter_mut().zip(&plan.candidates) {
+        l.quantized = c.quantized;
+        l.reason = c.reason.clone();
+        // Measured in the all-INT8 model, not the one written.
+        l.cumulative_sqnr_db = None;
+    }
+    match &chosen.fidelity {
+        Some(f) => {
+            diagnosis.outputs = f
+                .outputs
+                .iter()
+                .map(|o| diag::OutputDiag {
+                    name: o.name.clone(),
+                    sqnr_db: o.sqnr_db,
+                    max_abs_err: o.max_abs_diff,
+                })
+                .collect();
+            diagnosis.output_sqnr_db = f.min_sqnr_db();
+            diagnosis.max_abs_err = f.outputs.iter().map(|o| o.max_abs_diff).fold(0.0, f64::max);
+        }
+        None => {
+            let d = run.run(plan, false, &crate::jobs::NoProgress)?;
+            (
+                diagnosis.outputs,
+                diagnosis.output_sqnr_db,
+                diagnosis.max_abs_err,
+            ) = (d.outputs, d.output_sqnr_db, d.max_abs_err);
         }
     }
-    Ok((fallback, reached))
+    Ok(Some(chosen))
+}
+
+/// `--rounding learned`: learns the rounding of the quantized weights ([`adaround`]) on the
+/// calibration samples.
+#[allow(clippy::too_many_arguments)]
+fn learn_rounding(
+    a: &Analysis,
+    opts: &QuantOptions,
+    plan: &placement::Plan,
+    weights: &mut HashMap<String, qparams::QuantizedWeight>,
+    cal: &calibrate::Calibration,
+    set: &data::SampleSet,
+    engine: crate::runtime::EngineKind,
+    progress: &dyn Progress,
+) -> Result<Option<adaround::RoundingReport>> {
+    if opts.rounding != adaround::Rounding::Learned {
+        return Ok(None);
+    }
+    let ropts = adaround::RoundingOptions {
+        threads: opts.threads.max(1),
+        engine,
+        ..Default::default()
+    };
+    let r = adaround::learn(a, plan, weights, &cal.params, set, &ropts, progress)?;
+    progress.log(&format!(
+        "learned rounding of {} layers in {:.1} s",
+        r.layers.len(),
+        r.seconds
+    ));
+    Ok(Some(r))
 }
 
 /// The QDQ model: the float model with Q/DQ pairs on the quantized layers and a
@@ -359,7 +404,7 @@ fn write_qdq(
     out.metadata_props.push(StringStringEntryProto::new(
         "pare.quantize",
         format!(
-            "format={} method={} samples={samples} weights={} per_channel={}",
+            "format={} method={} samples={samples} weights={} per_channel={} rounding={}",
             match opts.format {
                 Format::Trt => "trt",
                 Format::Ort => "ort",
@@ -369,7 +414,11 @@ fn write_qdq(
                 WeightMethod::Minmax => "minmax",
                 WeightMethod::Mse => "mse",
             },
-            plan.per_channel
+            plan.per_channel,
+            match opts.rounding {
+                adaround::Rounding::Nearest => "nearest",
+                adaround::Rounding::Learned => "learned",
+            }
         ),
     ));
     Ok(out)
@@ -482,11 +531,15 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
     let mut notes = Vec::new();
     let (set, mut plan, cal, engine) = calibrate_model(a, opts, &mut notes, progress)?;
     progress.phase("quantizing weights", None);
-    let weights = qdq::quantize_weights(a.graph(), &plan, opts.weight_method)?;
+    let mut weights = qdq::quantize_weights(a.graph(), &plan, opts.weight_method)?;
+    let learned_rounding =
+        learn_rounding(a, opts, &plan, &mut weights, &cal, &set, engine, progress)?;
     let eval: Vec<usize> = (0..set.len().min(opts.eval_samples.max(1))).collect();
     progress.phase("diagnosing", Some(eval.len() as u64));
     let diag_start = Instant::now();
-    let per_layer = !opts.no_layer_diagnostics;
+    // The mixed-precision search ranks layers by their isolated SQNR: it needs them.
+    let per_layer =
+        !opts.no_layer_diagnostics || opts.target_sqnr.is_some() || opts.min_agreement.is_some();
     let run = DiagRun {
         a,
         params: &cal.params,
@@ -502,13 +555,9 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
             notes.push(n.clone());
         }
     }
-    let (fallback, reached) = match opts.target_sqnr {
-        Some(target) => {
-            let (f, r) = fall_back(&run, &mut plan, &mut diagnosis, target, per_layer, progress)?;
-            (f, Some(r))
-        }
-        None => (Vec::new(), None),
-    };
+    let chosen = mixed_precision(&run, opts, &mut plan, &mut diagnosis, progress)?;
+    let reached = chosen.as_ref().map(|c| c.report.reached);
+    let (fallback, mixed) = chosen.map_or((Vec::new(), None), |c| (c.steps, Some(c.report)));
     let diagnostics_seconds = diag_start.elapsed().as_secs_f64();
     if let Some(n) = discrete_note(a, &plan, &diagnosis) {
         notes.push(n);
@@ -530,6 +579,8 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         percentile: (opts.calib.method == Method::Percentile).then_some(opts.calib.percentile),
         two_pass: opts.two_pass,
         weight_method: opts.weight_method,
+        rounding: opts.rounding,
+        learned_rounding,
         calibration_source: set.source.clone(),
         engine,
         samples: set.len(),
@@ -547,8 +598,10 @@ pub fn quantize(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         float_layers: plan.candidates.len() - quantized_layers,
         layers: ranked(&diagnosis.layers),
         target_sqnr_db: opts.target_sqnr,
+        min_agreement: opts.min_agreement,
         target_reached: reached,
         fallback,
+        mixed,
         ranges: ranges(&cal),
         notes,
         low_precision,
@@ -739,6 +792,9 @@ impl Report for QuantReport {
             "engine      {} (calibration; per-layer diagnostics on tract)",
             self.engine
         );
+        if let Some(r) = &self.learned_rounding {
+            r.render_text(&mut s);
+        }
         let _ = writeln!(
             s,
             "layers      {} quantized, {} float   (diagnostics on {} samples, {:.1} s)",
@@ -757,15 +813,8 @@ impl Report for QuantReport {
             let _ = writeln!(s, "all outputs SQNR {}", fmt_db(self.output_sqnr_db));
         }
         self.layers_text(&mut s);
-        if !self.fallback.is_empty() {
-            let _ = writeln!(
-                s,
-                "fallback to reach {} dB:",
-                self.target_sqnr_db.unwrap_or(0.0)
-            );
-            for f in &self.fallback {
-                let _ = writeln!(s, "  {:<48} -> output {}", f.node, fmt_db(f.output_sqnr_db));
-            }
+        if let Some(m) = &self.mixed {
+            m.render_text(&mut s);
         }
         for n in &self.notes {
             let _ = writeln!(s, "note        {n}");

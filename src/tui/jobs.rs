@@ -52,6 +52,14 @@ pub struct LayerValue {
     pub label: crate::jobs::LayerLabel,
 }
 
+/// One confirmation run of the mixed-precision search.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FidelityValue {
+    pub float_layers: usize,
+    pub output_sqnr_db: Option<f64>,
+    pub agreement: Option<f64>,
+}
+
 pub struct JobEntry {
     pub kind: JobKind,
     pub title: String,
@@ -67,6 +75,8 @@ pub struct JobEntry {
     pub message: String,
     pub log: Vec<String>,
     pub layers: Vec<LayerValue>,
+    /// The latest whole-model fidelity (quantization's mixed-precision confirmation runs).
+    pub fidelity: Option<FidelityValue>,
     pub status: JobStatus,
     pub outcome: Option<JobOutcome>,
     pub cancel_requested: bool,
@@ -92,6 +102,7 @@ impl JobEntry {
             message: String::new(),
             log: Vec::new(),
             layers: Vec::new(),
+            fidelity: None,
             status: JobStatus::Running,
             outcome: None,
             cancel_requested: false,
@@ -167,6 +178,22 @@ impl JobEntry {
                     }
                     None => self.layers.push(LayerValue { node, value, label }),
                 }
+            }
+            JobEvent::Fidelity {
+                float_layers,
+                output_sqnr_db,
+                agreement,
+            } => {
+                self.log.push(format!(
+                    "{float_layers} layers float: output SQNR {}{}",
+                    crate::report::fmt_db(output_sqnr_db),
+                    agreement.map_or(String::new(), |a| format!(", task agreement {a:.3}"))
+                ));
+                self.fidelity = Some(FidelityValue {
+                    float_layers,
+                    output_sqnr_db,
+                    agreement,
+                });
             }
             JobEvent::Finished { summary } => self.log.push(format!("✓ {summary}")),
             JobEvent::Failed { error } => self.log.push(format!("✗ {error}")),

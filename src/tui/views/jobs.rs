@@ -256,10 +256,24 @@ fn draw_gauge(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect) {
 
 /// Per-layer SQNR bars, the latest that fit.
 fn layer_lines(j: &JobEntry, area: Rect) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::from(Span::styled(
+    let mut head = vec![Span::styled(
         "per-layer SQNR (dB, higher is better)",
         theme::section(),
-    ))];
+    )];
+    // Mixed precision, live: the latest confirmation run and how many layers went to float.
+    if let Some(fd) = &j.fidelity {
+        head.push(Span::styled(
+            format!(
+                "  {} float · output {}{}",
+                fd.float_layers,
+                crate::report::fmt_db(fd.output_sqnr_db),
+                fd.agreement
+                    .map_or(String::new(), |a| format!(" · task agreement {a:.3}"))
+            ),
+            theme::bold(),
+        ));
+    }
+    let mut lines = vec![Line::from(head)];
     if j.layers.is_empty() {
         lines.push(Line::from(Span::styled(
             "  waiting for calibration…",
@@ -276,8 +290,17 @@ fn layer_lines(j: &JobEntry, area: Rect) -> Vec<Line<'static>> {
         .take(area.height.saturating_sub(1) as usize)
         .rev()
     {
+        let float = l.label == crate::jobs::LayerLabel::Fallback;
+        // Float layers give up 6 columns of bar for their " float" mark.
+        let bar_w = if float {
+            bar_w.saturating_sub(6)
+        } else {
+            bar_w
+        };
         let n = ((l.value.max(0.0) / vmax) * bar_w as f64).round() as usize;
-        let color = if l.value < 20.0 {
+        let color = if float {
+            Color::Blue
+        } else if l.value < 20.0 {
             Color::Red
         } else if l.value < 30.0 {
             Color::Yellow
@@ -289,6 +312,7 @@ fn layer_lines(j: &JobEntry, area: Rect) -> Vec<Line<'static>> {
             Span::styled("█".repeat(n.min(bar_w)), Style::default().fg(color)),
             Span::raw(" ".repeat(bar_w.saturating_sub(n))),
             Span::styled(format!(" {:>5.1}", l.value), theme::bold()),
+            Span::styled(if float { " float" } else { "" }, theme::dim()),
         ]));
     }
     lines
