@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use measure::OutputFidelity;
+pub use crate::fidelity::OutputFidelity;
 
 use crate::data::{self, DataSource, DynamicDims, Preprocess, SampleSet};
 use crate::error::{PareError, Result};
@@ -489,10 +489,16 @@ impl Report for ConvertReport {
                     self.fidelity_engine.map(|e| e.name()).unwrap_or("-")
                 ));
                 for f in &self.fidelity {
-                    let top1 = f
-                        .top1_agreement
-                        .map(|t| format!("  top-1 agreement {:.1} %", 100.0 * t))
-                        .unwrap_or_default();
+                    let pct = |label: &str, v: Option<f64>| {
+                        v.map(|t| format!("  {label} {:.1} %", 100.0 * t))
+                            .unwrap_or_default()
+                    };
+                    let top1 = format!(
+                        "{}{}{}",
+                        pct("top-1 agreement", f.top1_agreement),
+                        pct("mask IoU", f.mask_iou),
+                        pct("pixel agreement", f.pixel_agreement)
+                    );
                     s.push_str(&format!(
                         "    {}: SQNR {}{top1}  max |diff| {:.3e}\n",
                         f.name,
