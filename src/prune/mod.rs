@@ -2,9 +2,11 @@
 //! over plain data. [`run`] is the command (`pare prune` and the TUI's prune job): a typed
 //! [`PruneRequest`] in, a [`PruneReport`] out; [`groups`] is `pare groups`.
 
+pub mod budget;
 pub mod importance;
 pub mod plan;
 pub mod rewrite;
+pub mod sensitivity;
 pub mod validate;
 
 use std::fmt::Write as _;
@@ -46,6 +48,8 @@ pub struct PruneRequest {
     pub output: Option<PathBuf>,
     /// Compare the pruned model's outputs with the original's on seeded random inputs.
     pub validate: bool,
+    /// `--target-macs`/`--target-params`: search per-group ratios for a budget first.
+    pub budget: Option<budget::BudgetOptions>,
 }
 
 impl PruneRequest {
@@ -67,6 +71,9 @@ impl PruneRequest {
         }
         if let Some(t) = tags {
             s.push_str(&format!(" --tags {t}"));
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.flags());
         }
         match &self.output {
             Some(out) => s.push_str(&format!(" -o {}", out.display())),
@@ -95,6 +102,9 @@ pub struct PruneReport {
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
     pub engine: Option<String>,
+    /// The budget search (chosen ratios, trace), when a budget was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<budget::BudgetReport>,
 }
 
 impl Report for PruneReport {
@@ -114,6 +124,9 @@ impl Report for PruneReport {
                 g.kept,
                 truncate(&g.producers.join(", "), 70)
             );
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.render_text());
         }
         let _ = writeln!(
             s,
@@ -162,9 +175,21 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
     }
-    let pruned = prune(a, &req.options, progress)?;
+    let mut opts = req.options.clone();
+    let budget = match &req.budget {
+        Some(b) => {
+            let (ratios, rep) = budget::search(a, &opts, b, None, progress)?;
+            opts.group_ratios = ratios;
+            opts.ratio = 0.0;
+            opts.global = false;
+            Some(rep)
+        }
+        None => None,
+    };
+    let pruned = prune(a, &opts, progress)?;
     progress.check_cancel()?;
-    let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
+    let mut rep = report(a, &pruned, &opts, !req.validate, progress);
+    rep.budget = budget;
     progress.check_cancel()?;
     if let Some(out) = &req.output {
         progress.phase("writing", None);
@@ -356,6 +381,7 @@ pub fn report(
             .collect(),
         options: opts.clone(),
         engine,
+        budget: None,
     }
 }
 
