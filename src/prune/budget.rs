@@ -102,6 +102,9 @@ pub struct BudgetOptions {
     pub step: f64,
     /// Rounds the gap is planned to close in (more rounds: finer choices, more runs).
     pub rounds: usize,
+    /// The search measures on at most this many fitting samples (each round runs every
+    /// group's candidate on all of them).
+    pub search_samples: usize,
 }
 
 impl BudgetOptions {
@@ -114,6 +117,7 @@ impl BudgetOptions {
             holdout: 0.25,
             step: 0.125,
             rounds: 6,
+            search_samples: 16,
         }
     }
 
@@ -308,7 +312,7 @@ pub fn search(
         macs: b.target_macs.map(|m| m.of(info.macs)),
         params: b.target_params.map(|p| p.of(info.params)),
     };
-    let mut ev = Evaluator::new(a, &b.data, Some(b.holdout), progress)?;
+    let mut ev = Evaluator::new(a, &b.data, Some(b.holdout), b.search_samples, progress)?;
     ev.transform = transform;
     let mut st = initial_state(&ev, base, b.step)?;
     // The plan before any step: tag ratios may already prune something.

@@ -107,6 +107,7 @@ impl<'a> Evaluator<'a> {
         a: &'a Analysis,
         spec: &SampleSpec,
         holdout: Option<f64>,
+        max_samples: usize,
         progress: &dyn Progress,
     ) -> Result<Self> {
         let decls = analysis_decls(a)?;
@@ -122,6 +123,13 @@ impl<'a> Evaluator<'a> {
         let idx = match holdout {
             Some(f) => crate::fidelity::holdout(set.len(), f).fit,
             None => (0..set.len()).collect(),
+        };
+        // Evenly spaced, so a capped search still covers the whole folder.
+        let idx: Vec<usize> = if idx.len() > max_samples.max(1) {
+            let n = max_samples.max(1);
+            (0..n).map(|i| idx[i * idx.len() / n]).collect()
+        } else {
+            idx
         };
         progress.phase("running the original model", Some(idx.len() as u64));
         let cache = RunnerCache::new(a.model.proto.clone(), "original model").on(engine, threads);
@@ -235,7 +243,7 @@ pub fn sensitivity(
         )));
     }
     let start = Instant::now();
-    let ev = Evaluator::new(a, &req.data, None, progress)?;
+    let ev = Evaluator::new(a, &req.data, None, usize::MAX, progress)?;
     let listed = groups(a, &req.options.tags)?;
     let prunable: Vec<_> = listed.groups.iter().filter(|g| g.prunable).collect();
     let macs = model_info(a).macs;
