@@ -31,6 +31,12 @@ pub enum JobEvent {
         value: f64,
         label: LayerLabel,
     },
+    /// A point of a search trace (budget search: MACs kept as a share of the original, and
+    /// the lowest output SQNR in dB), for the job's chart.
+    Point {
+        x: f64,
+        y: f64,
+    },
     /// The job ended; `summary` is a short human line.
     Finished {
         summary: String,

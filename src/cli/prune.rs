@@ -201,6 +201,7 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
         output: a.output.clone().filter(|_| !a.dry_run),
         validate: !(a.no_validate || a.dry_run),
         budget: budget_options(a).map_err(Exit::bad)?,
+        ..Default::default()
     };
     let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let report = prune::run(&analysis, &req, &bar);

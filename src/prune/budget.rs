@@ -317,7 +317,7 @@ pub fn search(
     let mut st = initial_state(&ev, base, b.step)?;
     // The plan before any step: tag ratios may already prune something.
     let mut cur = ev.measure(&st.options(base), progress)?;
-    let mut trace = vec![point(0, &cur, 0)];
+    let mut trace = vec![point(0, &cur, 0, info.macs, progress)];
     let mut stop = StopReason::NothingLeft;
     let mut round = 0;
     while round < b.rounds * 4 {
@@ -361,14 +361,14 @@ pub fn search(
             ev.measure(&st.options(base), progress)?
         };
         if floor_ok(&combined) {
-            trace.push(point(round, &combined, chosen.len()));
+            trace.push(point(round, &combined, chosen.len(), info.macs, progress));
             cur = combined;
         } else {
             // Together the steps cross the floor: take only the cheapest one.
             st.keep = saved;
             st.keep.insert(ok[0].group, ok[0].keep);
             cur = ok[0].measured.clone();
-            trace.push(point(round, &cur, 1));
+            trace.push(point(round, &cur, 1, info.macs, progress));
         }
         progress.log(&format!(
             "round {round}: MACs {} params {} SQNR {}",
@@ -443,7 +443,18 @@ fn measure_steps(
     Ok(out)
 }
 
-fn point(round: usize, m: &Measured, stepped: usize) -> TracePoint {
+/// A trace point; also sent to the job's chart (MACs share, SQNR clamped to 0..=100 dB).
+fn point(
+    round: usize,
+    m: &Measured,
+    stepped: usize,
+    macs0: u64,
+    progress: &dyn Progress,
+) -> TracePoint {
+    progress.event(crate::jobs::JobEvent::Point {
+        x: m.macs as f64 / macs0.max(1) as f64,
+        y: m.fidelity.min_sqnr_db().unwrap_or(100.0).clamp(0.0, 100.0),
+    });
     TracePoint {
         round,
         macs: m.macs,

@@ -50,6 +50,31 @@ pub struct PruneRequest {
     pub validate: bool,
     /// `--target-macs`/`--target-params`: search per-group ratios for a budget first.
     pub budget: Option<budget::BudgetOptions>,
+    /// Reconstruction after the channels are chosen (`--recover`); the TUI's prune dialog
+    /// sets it. Placeholder until the recovery step lands: only `None` is carried out.
+    pub recover: RecoverMode,
+}
+
+/// `--recover none|bias|lsq`: how consumers of pruned groups are re-fitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverMode {
+    #[default]
+    None,
+    Bias,
+    Lsq,
+}
+
+impl RecoverMode {
+    pub const ALL: [RecoverMode; 3] = [RecoverMode::None, RecoverMode::Bias, RecoverMode::Lsq];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoverMode::None => "none",
+            RecoverMode::Bias => "bias",
+            RecoverMode::Lsq => "lsq",
+        }
+    }
 }
 
 impl PruneRequest {
@@ -74,6 +99,12 @@ impl PruneRequest {
         }
         if let Some(b) = &self.budget {
             s.push_str(&b.flags());
+            if let crate::data::DataSource::Path(p) = &b.data.source {
+                s.push_str(&format!(" --calib {}", p.display()));
+            }
+        }
+        if self.recover != RecoverMode::None {
+            s.push_str(&format!(" --recover {}", self.recover.name()));
         }
         match &self.output {
             Some(out) => s.push_str(&format!(" -o {}", out.display())),

@@ -67,6 +67,8 @@ pub struct JobEntry {
     pub message: String,
     pub log: Vec<String>,
     pub layers: Vec<LayerValue>,
+    /// Search trace points (budget search: MACs share, SQNR dB) for the chart.
+    pub points: Vec<(f64, f64)>,
     pub status: JobStatus,
     pub outcome: Option<JobOutcome>,
     pub cancel_requested: bool,
@@ -92,6 +94,7 @@ impl JobEntry {
             message: String::new(),
             log: Vec::new(),
             layers: Vec::new(),
+            points: Vec::new(),
             status: JobStatus::Running,
             outcome: None,
             cancel_requested: false,
@@ -168,6 +171,7 @@ impl JobEntry {
                     None => self.layers.push(LayerValue { node, value, label }),
                 }
             }
+            JobEvent::Point { x, y } => self.points.push((x, y)),
             JobEvent::Finished { summary } => self.log.push(format!("✓ {summary}")),
             JobEvent::Failed { error } => self.log.push(format!("✗ {error}")),
         }
