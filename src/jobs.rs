@@ -39,6 +39,12 @@ pub enum JobEvent {
         /// Lowest task agreement (top-1 / mask IoU / pixel agreement) with the float model.
         agreement: Option<f64>,
     },
+    /// A point of a search trace (budget search: MACs kept as a share of the original, and
+    /// the lowest output SQNR in dB), for the job's chart.
+    Point {
+        x: f64,
+        y: f64,
+    },
     /// The job ended; `summary` is a short human line.
     Finished {
         summary: String,

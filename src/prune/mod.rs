@@ -2,9 +2,11 @@
 //! over plain data. [`run`] is the command (`pare prune` and the TUI's prune job): a typed
 //! [`PruneRequest`] in, a [`PruneReport`] out; [`groups`] is `pare groups`.
 
+pub mod budget;
 pub mod importance;
 pub mod plan;
 pub mod rewrite;
+pub mod sensitivity;
 pub mod validate;
 
 use std::fmt::Write as _;
@@ -49,6 +51,33 @@ pub struct PruneRequest {
     /// Write the output even when validation ran and did not pass (`--allow-unvalidated`);
     /// otherwise an unvalidated model is not written.
     pub allow_unvalidated: bool,
+    /// `--target-macs`/`--target-params`: search per-group ratios for a budget first.
+    pub budget: Option<budget::BudgetOptions>,
+    /// Reconstruction after the channels are chosen (`--recover`); the TUI's prune dialog
+    /// sets it. Placeholder until the recovery step lands: only `None` is carried out.
+    pub recover: RecoverMode,
+}
+
+/// `--recover none|bias|lsq`: how consumers of pruned groups are re-fitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverMode {
+    #[default]
+    None,
+    Bias,
+    Lsq,
+}
+
+impl RecoverMode {
+    pub const ALL: [RecoverMode; 3] = [RecoverMode::None, RecoverMode::Bias, RecoverMode::Lsq];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoverMode::None => "none",
+            RecoverMode::Bias => "bias",
+            RecoverMode::Lsq => "lsq",
+        }
+    }
 }
 
 impl PruneRequest {
@@ -73,6 +102,15 @@ impl PruneRequest {
         }
         if let Some(t) = tags {
             s.push_str(&format!(" --tags {t}"));
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.flags());
+            if let crate::data::DataSource::Path(p) = &b.data.source {
+                s.push_str(&format!(" --calib {}", p.display()));
+            }
+        }
+        if self.recover != RecoverMode::None {
+            s.push_str(&format!(" --recover {}", self.recover.name()));
         }
         match &self.output {
             Some(out) => s.push_str(&format!(" -o {}", out.display())),
@@ -106,6 +144,9 @@ pub struct PruneReport {
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
     pub engine: Option<String>,
+    /// The budget search (chosen ratios, trace), when a budget was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<budget::BudgetReport>,
 }
 
 impl Report for PruneReport {
@@ -125,6 +166,9 @@ impl Report for PruneReport {
                 g.kept,
                 truncate(&g.producers.join(", "), 70)
             );
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.render_text());
         }
         let _ = writeln!(
             s,
@@ -200,9 +244,21 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
     }
-    let pruned = prune(a, &req.options, progress)?;
+    let mut opts = req.options.clone();
+    let budget = match &req.budget {
+        Some(b) => {
+            let (ratios, rep) = budget::search(a, &opts, b, None, progress)?;
+            opts.group_ratios = ratios;
+            opts.ratio = 0.0;
+            opts.global = false;
+            Some(rep)
+        }
+        None => None,
+    };
+    let pruned = prune(a, &opts, progress)?;
     progress.check_cancel()?;
-    let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
+    let mut rep = report(a, &pruned, &opts, !req.validate, progress);
+    rep.budget = budget;
     progress.check_cancel()?;
     if let Some(out) = &req.output {
         if req.validate && !rep.validated && !req.allow_unvalidated {
@@ -402,6 +458,7 @@ pub fn report(
             .collect(),
         options: opts.clone(),
         engine,
+        budget: None,
     }
 }
 

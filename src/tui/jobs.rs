@@ -77,6 +77,8 @@ pub struct JobEntry {
     pub layers: Vec<LayerValue>,
     /// The latest whole-model fidelity (quantization's mixed-precision confirmation runs).
     pub fidelity: Option<FidelityValue>,
+    /// Search trace points (budget search: MACs share, SQNR dB) for the chart.
+    pub points: Vec<(f64, f64)>,
     pub status: JobStatus,
     pub outcome: Option<JobOutcome>,
     pub cancel_requested: bool,
@@ -103,6 +105,7 @@ impl JobEntry {
             log: Vec::new(),
             layers: Vec::new(),
             fidelity: None,
+            points: Vec::new(),
             status: JobStatus::Running,
             outcome: None,
             cancel_requested: false,
@@ -195,6 +198,7 @@ impl JobEntry {
                     agreement,
                 });
             }
+            JobEvent::Point { x, y } => self.points.push((x, y)),
             JobEvent::Finished { summary } => self.log.push(format!("✓ {summary}")),
             JobEvent::Failed { error } => self.log.push(format!("✗ {error}")),
         }

@@ -176,14 +176,23 @@ fn draw_job_detail(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect, focuse
     } else {
         0
     };
-    let [cmd_r, gauge_r, sum_r, layers_r, log_r] = Layout::vertical([
+    let chart_h = if j.points.is_empty() {
+        0
+    } else {
+        8.min(inner.height / 3)
+    };
+    let [cmd_r, gauge_r, chart_r, sum_r, layers_r, log_r] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(2),
+        Constraint::Length(chart_h),
         Constraint::Length(summary_h),
         Constraint::Length(layers_h),
         Constraint::Min(1),
     ])
     .areas(inner);
+    if chart_h > 0 {
+        draw_trace(&j.points, f, chart_r);
+    }
     f.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled("$ ", theme::dim()),
@@ -252,6 +261,37 @@ fn draw_gauge(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect) {
             g2,
         );
     }
+}
+
+/// The budget search's fidelity (SQNR dB) against MACs kept, one point per round.
+fn draw_trace(points: &[(f64, f64)], f: &mut Frame, area: Rect) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let pts: Vec<(f64, f64)> = points.iter().map(|(x, y)| (x * 100.0, *y)).collect();
+    let xmin = pts.iter().map(|p| p.0).fold(100.0f64, f64::min).floor();
+    let ymax = pts.iter().map(|p| p.1).fold(10.0f64, f64::max).ceil();
+    let data = Dataset::default()
+        .name("SQNR dB")
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(theme::accent())
+        .data(&pts);
+    let chart = Chart::new(vec![data])
+        .x_axis(
+            Axis::default()
+                .title("MACs %")
+                .style(theme::dim())
+                .bounds([xmin, 100.0])
+                .labels([format!("{xmin:.0}"), "100".to_string()]),
+        )
+        .y_axis(
+            Axis::default()
+                .title("dB")
+                .style(theme::dim())
+                .bounds([0.0, ymax])
+                .labels(["0".to_string(), format!("{ymax:.0}")]),
+        );
+    f.render_widget(chart, area);
 }
 
 /// Per-layer SQNR bars, the latest that fit.
