@@ -9,6 +9,7 @@ use pare::data::{self, DataSource, Preprocess};
 use pare::jobs::NoProgress;
 use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::proto::ModelProto;
+use pare::model::tensor::DataType;
 use pare::model::{Analysis, InputPins};
 use pare::quant::calibrate::{CalibrateOptions, calibrate};
 use pare::quant::placement::{self, PlacementOptions};
@@ -161,4 +162,76 @@ fn quantize_reports_held_out_fidelity_and_bias_correction() {
     assert!(off.report.bias_corrected.is_empty());
     assert!(!off.report.fidelity.expect("fidelity").held_out);
     let _: HashMap<String, f64> = HashMap::new();
+}
+
+/// conv 3→8 (channels scaled over three decades, as BatchNorm folding leaves them) → ReLU6 →
+/// depthwise 3×3 → ReLU → conv 1×1 8→4.
+fn separable() -> ModelProto {
+    let mut b = GraphBuilder::new("separable");
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let mut rng = pare::rng::Rng::new(3);
+    let w1: Vec<f32> = (0..8 * 27)
+        .map(|k| rng.range(-1.0, 1.0) * 10f32.powi((k / 27) as i32 % 4 - 2))
+        .collect();
+    let w1 = b.init_f32("w1", &[8, 3, 3, 3], &w1);
+    let b1 = b.init_f32("b1", &[8], &[0.05; 8]);
+    let conv = |b: &mut GraphBuilder, name: &str, ins: &[&str], group: i64, k: i64| {
+        b.node_named(
+            name,
+            "Conv",
+            ins,
+            &[&format!("{name}_y")],
+            vec![
+                attr_ints("kernel_shape", &[k, k]),
+                attr_ints("pads", &[k / 2; 4]),
+                attr_i("group", group),
+            ],
+        )
+        .remove(0)
+    };
+    let y = conv(&mut b, "c1", &["x", &w1, &b1], 1, 3);
+    let lo = b.init_f32("lo", &[], &[0.0]);
+    let hi = b.init_f32("hi", &[], &[6.0]);
+    let y = b.op("Clip", &[&y, &lo, &hi], vec![]);
+    let w2 = b.init_randn("w2", &[8, 1, 3, 3], 0.5);
+    let b2 = b.init_f32("b2", &[8], &[0.0; 8]);
+    let y = conv(&mut b, "dw", &[&y, &w2, &b2], 8, 3);
+    let y = b.relu(&y);
+    let w3 = b.init_randn("w3", &[4, 8, 1, 1], 0.5);
+    let y = conv(&mut b, "pw", &[&y, &w3], 1, 1);
+    b.node_named("out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.model()
+}
+
+#[test]
+fn equalization_keeps_the_function_and_evens_the_channels() {
+    use pare::runtime::{HostTensor, InputSpec, Runner};
+    let m = separable();
+    let (e, report) = pare::quant::equalize::equalize(&m, 4).expect("equalize");
+    assert_eq!(report.pairs, 2, "conv→ReLU6→dw and dw→ReLU→pw");
+    assert_eq!(report.clips_rewritten, 1);
+    assert!(
+        report.spread_after < report.spread_before - 0.3,
+        "{report:?}"
+    );
+    let specs = [InputSpec {
+        name: "x".into(),
+        dtype: DataType::FLOAT,
+        shape: vec![1, 3, 8, 8],
+    }];
+    let rf = Runner::tract(&m, &specs).expect("float");
+    let re = Runner::tract(&e, &specs).expect("equalized");
+    let mut rng = pare::rng::Rng::new(11);
+    for _ in 0..3 {
+        let x = HostTensor::f32(vec![1, 3, 8, 8], rng.normal_vec(192, 2.0));
+        let a = rf.run(std::slice::from_ref(&x)).expect("run")[0].to_f64();
+        let b = re.run(&[x]).expect("run")[0].to_f64();
+        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1.0);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+        assert!(worst / scale < 1e-5, "equalized output moved by {worst}");
+    }
 }
