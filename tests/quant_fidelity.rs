@@ -171,7 +171,7 @@ fn separable() -> ModelProto {
     b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
     let mut rng = pare::rng::Rng::new(3);
     let w1: Vec<f32> = (0..8 * 27)
-        .map(|k| rng.range(-1.0, 1.0) * 10f32.powi((k / 27) as i32 % 4 - 2))
+        .map(|k| rng.range(-1.0, 1.0) * 10f32.powi((k / 27) % 4 - 2))
         .collect();
     let w1 = b.init_f32("w1", &[8, 3, 3, 3], &w1);
     let b1 = b.init_f32("b1", &[8], &[0.05; 8]);
