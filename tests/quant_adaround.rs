@@ -34,6 +34,8 @@ fn opts(rounding: Rounding) -> QuantOptions {
         quantize_small: true,
         engine: EngineChoice::Tract,
         rounding,
+        // Rounding alone: bias correction would also move the nearest-rounded model.
+        bias_correction: false,
         ..Default::default()
     }
 }

@@ -596,10 +596,19 @@ pub fn quantize(
         engine,
         mut weights,
         split,
-        bias_corrected,
+        mut bias_corrected,
     } = calibrate_model(a, opts, &mut notes, progress)?;
     let learned_rounding =
         learn_rounding(a, opts, &plan, &mut weights, &cal, &set, engine, progress)?;
+    if learned_rounding.is_some() && !bias_corrected.is_empty() {
+        // The shift was measured for nearest rounding; learned rounding changed the weights.
+        weights.values_mut().for_each(|w| w.corrected_bias = None);
+        bias_corrected.clear();
+        notes.push(
+            "bias correction not applied: it is measured for nearest rounding, and learned rounding changed the weights after it"
+                .into(),
+        );
+    }
     let eval: Vec<usize> = (0..set.len().min(opts.eval_samples.max(1))).collect();
     progress.phase("diagnosing", Some(eval.len() as u64));
     let diag_start = Instant::now();
