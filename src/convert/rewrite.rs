@@ -339,71 +339,8 @@ fn rewrite_graph(g: &mut GraphProto, mut cx: GraphCx, io_low: bool, out: &mut Ou
             cx.prec.insert(vi.name().to_string(), p);
         }
     }
-    // Initializers: which precisions their readers want.
-    let mut want: HashMap<String, HashSet<Prec>> = HashMap::new();
-    for (k, n) in g.node.iter().enumerate() {
-        for (i, t) in n.input.iter().enumerate() {
-            if inits.contains_key(t.as_str()) && is_float(dtype(t)) {
-                let p = if low[k] && !fixed_fp32_input(n.op_type(), i) {
-                    Prec::Low
-                } else {
-                    Prec::F32
-                };
-                want.entry(t.clone()).or_default().insert(p);
-            }
-        }
-        // Readers inside nested graphs take the stored FP32 tensor (Casting it there).
-        for (_, sub) in n.subgraphs() {
-            for t in outer_refs(sub) {
-                if inits.contains_key(t.as_str()) {
-                    want.entry(t).or_default().insert(Prec::F32);
-                }
-            }
-        }
-    }
-    // Initializers declared as graph inputs (old exporters) keep their declared FP32 type.
-    for i in &g.input {
-        if inits.contains_key(i.name()) {
-            want.entry(i.name().to_string())
-                .or_default()
-                .insert(Prec::F32);
-        }
-    }
     let outputs: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
-    let mut low_copy: HashMap<String, String> = HashMap::new();
-    for t in &old_inits {
-        let name = t.name().to_string();
-        let w = want.get(&name);
-        let wants_low = w.is_some_and(|w| w.contains(&Prec::Low));
-        if !wants_low {
-            g.initializer.push(t.clone());
-            if is_float(dtype(&name)) {
-                cx.prec.insert(name, Prec::F32);
-            }
-            continue;
-        }
-        let only_low = w.is_some_and(|w| w.len() == 1) && !outputs.contains(&name);
-        match lower(t, inp.precision, &mut out.flushed_to_zero) {
-            Some(l) if only_low => {
-                g.initializer.push(l);
-                cx.prec.insert(name, Prec::Low);
-                out.initializers_converted += 1;
-            }
-            Some(mut l) => {
-                let copy = format!("{name}__{}", inp.precision.suffix());
-                l.name = Some(copy.clone());
-                g.initializer.push(t.clone());
-                g.initializer.push(l);
-                cx.prec.insert(name.clone(), Prec::F32);
-                low_copy.insert(name, copy);
-                out.initializers_converted += 1;
-            }
-            None => {
-                g.initializer.push(t.clone());
-                cx.prec.insert(name, Prec::F32);
-            }
-        }
-    }
+    let low_copy = lower_initializers(g, &old_inits, &inits, &low, &outputs, &mut cx, out);
     // Graph outputs computed in low precision but kept FP32: the producer writes a renamed
     // tensor and a final Cast restores the name.
     let mut out_casts: Vec<(String, String)> = Vec::new();
@@ -496,6 +433,86 @@ fn rewrite_graph(g: &mut GraphProto, mut cx: GraphCx, io_low: bool, out: &mut Ou
             set_elem_type(vi, inp.precision.dtype());
         }
     }
+}
+
+/// Lowers the initializers whose readers want the low precision; one read by both precisions
+/// keeps its FP32 tensor and gets a low copy (returned: name -> copy name).
+fn lower_initializers(
+    g: &mut GraphProto,
+    old_inits: &[TensorProto],
+    inits: &HashMap<&str, &TensorProto>,
+    low: &[bool],
+    outputs: &HashSet<String>,
+    cx: &mut GraphCx,
+    out: &mut Outcome,
+) -> HashMap<String, String> {
+    let inp = cx.inp;
+    let dtype = inp.dtype;
+    // Initializers: which precisions their readers want.
+    let mut want: HashMap<String, HashSet<Prec>> = HashMap::new();
+    for (k, n) in g.node.iter().enumerate() {
+        for (i, t) in n.input.iter().enumerate() {
+            if inits.contains_key(t.as_str()) && is_float(dtype(t)) {
+                let p = if low[k] && !fixed_fp32_input(n.op_type(), i) {
+                    Prec::Low
+                } else {
+                    Prec::F32
+                };
+                want.entry(t.clone()).or_default().insert(p);
+            }
+        }
+        // Readers inside nested graphs take the stored FP32 tensor (Casting it there).
+        for (_, sub) in n.subgraphs() {
+            for t in outer_refs(sub) {
+                if inits.contains_key(t.as_str()) {
+                    want.entry(t).or_default().insert(Prec::F32);
+                }
+            }
+        }
+    }
+    // Initializers declared as graph inputs (old exporters) keep their declared FP32 type.
+    for i in &g.input {
+        if inits.contains_key(i.name()) {
+            want.entry(i.name().to_string())
+                .or_default()
+                .insert(Prec::F32);
+        }
+    }
+    let mut low_copy: HashMap<String, String> = HashMap::new();
+    for t in old_inits {
+        let name = t.name().to_string();
+        let w = want.get(&name);
+        let wants_low = w.is_some_and(|w| w.contains(&Prec::Low));
+        if !wants_low {
+            g.initializer.push(t.clone());
+            if is_float(dtype(&name)) {
+                cx.prec.insert(name, Prec::F32);
+            }
+            continue;
+        }
+        let only_low = w.is_some_and(|w| w.len() == 1) && !outputs.contains(&name);
+        match lower(t, inp.precision, &mut out.flushed_to_zero) {
+            Some(l) if only_low => {
+                g.initializer.push(l);
+                cx.prec.insert(name, Prec::Low);
+                out.initializers_converted += 1;
+            }
+            Some(mut l) => {
+                let copy = format!("{name}__{}", inp.precision.suffix());
+                l.name = Some(copy.clone());
+                g.initializer.push(t.clone());
+                g.initializer.push(l);
+                cx.prec.insert(name.clone(), Prec::F32);
+                low_copy.insert(name, copy);
+                out.initializers_converted += 1;
+            }
+            None => {
+                g.initializer.push(t.clone());
+                cx.prec.insert(name, Prec::F32);
+            }
+        }
+    }
+    low_copy
 }
 
 /// Constants and Casts to float have no compute of their own: they run in the low precision
