@@ -137,6 +137,7 @@ fn job_with_injected_progress() {
             Ok(JobOutcome {
                 summary: vec!["output SQNR 31.4 dB".into(), "wrote q.onnx".into()],
                 outputs: vec![],
+                sensitivity: None,
             })
         },
     );

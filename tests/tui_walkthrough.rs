@@ -176,7 +176,10 @@ fn newcomer_walk_on_the_stereo_model() {
     cap("6b. prune job finished", render(&mut app, W, H));
 
     // 7. Quantize with 4 random calibration samples and watch the per-layer SQNR.
-    press(&mut app, "1 Q tab tab left left left tab tab tab ctrl-u");
+    press(
+        &mut app,
+        "1 Q tab tab left left left tab tab tab tab ctrl-u",
+    );
     let quant = dir.path().join("stereo_int8.onnx");
     type_text(&mut app, &quant.display().to_string());
     cap("7. quantize dialog", render(&mut app, W, H));

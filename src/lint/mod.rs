@@ -73,6 +73,31 @@ pub struct Diagnostic {
     /// Graph inputs concerned (model-level findings about inputs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tensors: Vec<String>,
+    /// A pare command that resolves the finding but is not a `pare fix` rewrite: it changes
+    /// the numbers, so it is measured (fidelity against the original) rather than proven equal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<Remedy>,
+}
+
+/// A measured, not proven, way out of a finding (the TUI's fix action runs it as a job).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+pub enum Remedy {
+    /// `pare convert --precision P`: an FP32-only model becomes a mixed-precision one.
+    Convert {
+        precision: crate::convert::Precision,
+    },
+}
+
+impl Remedy {
+    /// The command line, for reports and the TUI.
+    pub fn command(self) -> String {
+        match self {
+            Remedy::Convert { precision } => {
+                format!("pare convert --precision {}", precision.suffix())
+            }
+        }
+    }
 }
 
 /// Lint options.

@@ -201,7 +201,7 @@ pub struct SensitivityRequest {
 }
 
 /// One group pruned alone.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GroupSensitivity {
     pub group: usize,
     pub channels: usize,
@@ -218,7 +218,7 @@ pub struct GroupSensitivity {
 }
 
 /// `pare groups --sensitivity`: every prunable group, most sensitive first.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SensitivityReport {
     pub ratio: f64,
     pub samples: usize,

@@ -781,7 +781,7 @@ impl QuantizeRequest {
                 .join(" --calib "),
         };
         format!(
-            "pare quantize {model} --calib {calib} --samples {} --method {}{} -o {}",
+            "pare quantize {model} --calib {calib} --samples {} --method {}{}{} -o {}",
             o.samples,
             o.calib.method.name(),
             if o.format == Format::Ort {
@@ -789,6 +789,8 @@ impl QuantizeRequest {
             } else {
                 ""
             },
+            o.precision
+                .map_or(String::new(), |p| format!(" --precision {}", p.suffix())),
             self.output.display()
         )
     }

@@ -279,7 +279,7 @@ impl App {
     fn install(&mut self, s: Session) {
         self.background = Background::start(&s);
         self.nodes.reset(&s);
-        *self.groups.pos_mut() = ListPos::default();
+        self.groups = GroupsView::default();
         *self.diags.pos_mut() = ListPos::default();
         self.search.clear();
         self.details.reset();
@@ -456,6 +456,11 @@ impl App {
         let mut changed = self.tick_loading();
         if self.jobs.poll() {
             changed = true;
+            if let Some(r) = self.jobs.take_sensitivity() {
+                let n = self.session.as_ref().map_or(0, |s| s.channels.groups.len());
+                self.groups.set_sensitivity(Some(r), n);
+                self.message = Some("sensitivity measured: o sorts the groups by it".into());
+            }
         }
         if self.background.drain() {
             changed = true;
@@ -601,6 +606,7 @@ impl App {
             Reply::SaveTagsTo(path) => {
                 self.save_tags(Some(&path));
             }
+            Reply::Sensitivity(data) => self.start_sensitivity(&data),
             Reply::Prune(d) => self.start_prune(&d),
             Reply::Quantize(d) => self.start_quantize(&d),
             Reply::Extract(d) => {
@@ -683,6 +689,18 @@ impl App {
                 self.jobs.cancel_current();
             }
             Action::OpenResult => self.open_result(),
+            Action::Sensitivity if self.view == View::Groups => {
+                self.overlay = Some(Overlay::Sensitivity(Prompt {
+                    title: "Sensitivity samples: a folder or file (empty: 16 random)".into(),
+                    input: TextInput::new(""),
+                }));
+            }
+            Action::SortGroups if self.view == View::Groups => {
+                let n = self.session.as_ref().map_or(0, |s| s.channels.groups.len());
+                if !self.groups.toggle_sort(n) {
+                    self.message = Some("no sensitivity yet: S measures it".into());
+                }
+            }
             _ => self.route(a),
         }
     }
@@ -956,6 +974,10 @@ impl App {
         let Some(d) = self.diags.current(s).cloned() else {
             return;
         };
+        if let (false, Some(r)) = (d.fixable, d.remedy) {
+            self.apply_remedy(r);
+            return;
+        }
         if !d.fixable {
             self.message = Some("no automatic fix for this finding".into());
             return;
@@ -971,6 +993,31 @@ impl App {
             format!("fix {rule} at {node}"),
             cmd,
             move |p| engines::apply_fix(&a, &req, &node, p),
+        ));
+    }
+
+    /// Runs a finding's measured remedy (`pare convert`) as a job.
+    fn apply_remedy(&mut self, r: crate::lint::Remedy) {
+        let Some(s) = &self.session else { return };
+        let crate::lint::Remedy::Convert { precision } = r;
+        let out = self.default_output(precision.suffix());
+        if let Err(e) = self.check_not_input(&out) {
+            self.message = Some(e.to_string());
+            return;
+        }
+        let req = engines::convert_request(precision, &out);
+        let cmd = format!(
+            "pare convert {} -o {} --precision {}",
+            self.model_arg(),
+            out.display(),
+            precision.suffix()
+        );
+        let a = s.analysis.clone();
+        self.push_job(JobEntry::spawn(
+            JobKind::Convert,
+            format!("convert {}", precision.suffix()),
+            cmd,
+            move |p| engines::convert(&a, &req, p),
         ));
     }
 
@@ -1044,6 +1091,33 @@ impl App {
         self.push_job(JobEntry::spawn(JobKind::Quantize, title, cmd, move |p| {
             engines::quantize(&a, &req, p)
         }));
+    }
+
+    fn start_sensitivity(&mut self, data: &str) {
+        let Some(s) = &self.session else { return };
+        let req = match engines::sensitivity_request(data, s.tags.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.message = Some(e.to_string());
+                return;
+            }
+        };
+        let calib = match data.trim() {
+            "" => "random".to_string(),
+            d => d.to_string(),
+        };
+        let cmd = format!(
+            "pare groups {} --sensitivity --ratio {} --calib {calib}",
+            self.model_arg(),
+            req.ratio
+        );
+        let a = s.analysis.clone();
+        self.push_job(JobEntry::spawn(
+            JobKind::Sensitivity,
+            "group sensitivity".into(),
+            cmd,
+            move |p| engines::sensitivity(&a, &req, p),
+        ));
     }
 
     fn start_extract(&mut self, d: &ExtractDialog) {

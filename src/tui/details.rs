@@ -125,7 +125,7 @@ pub fn diagnostic_lines(d: &Finding, s: &Session) -> Vec<Line<'static>> {
     }
     if let Some(f) = &d.fix_text() {
         out.push(Line::from(Span::styled(
-            if d.fixable {
+            if d.fixable || d.remedy.is_some() {
                 "fix (a applies it)"
             } else {
                 "fix"

@@ -284,11 +284,22 @@ pub struct QuantizeDialog {
     pub method: usize,
     /// QDQ flavour: false = TensorRT (symmetric INT8), true = onnxruntime (UINT8 activations).
     pub ort_format: bool,
+    /// Precision of the non-quantized part: index into [`QUANT_PRECISIONS`] (FP32 first, the
+    /// CLI's default).
+    pub precision: usize,
     pub output: TextInput,
 }
 
+/// What the quantize dialog's precision field cycles through: `None` keeps FP32 outside the
+/// Q/DQ pairs; FP16/BF16 is what a TensorRT 11 engine needs for mixed INT8 + FP16.
+pub const QUANT_PRECISIONS: [Option<crate::convert::Precision>; 3] = [
+    None,
+    Some(crate::convert::Precision::Fp16),
+    Some(crate::convert::Precision::Bf16),
+];
+
 impl QuantizeDialog {
-    pub const FIELDS: usize = 6;
+    pub const FIELDS: usize = 7;
 
     pub fn new(output: PathBuf) -> Self {
         QuantizeDialog {
@@ -298,6 +309,7 @@ impl QuantizeDialog {
             samples: 32,
             method: 0,
             ort_format: false,
+            precision: 0,
             output: TextInput::new(&output.display().to_string()),
         }
     }
@@ -306,7 +318,7 @@ impl QuantizeDialog {
         if let Some(o) = common(k) {
             return o;
         }
-        let on_text = self.field == 1 || self.field == 5;
+        let on_text = self.field == 1 || self.field == 6;
         if field_move(k, &mut self.field, Self::FIELDS, on_text) {
             return Outcome::Stay;
         }
@@ -314,7 +326,7 @@ impl QuantizeDialog {
             1 => {
                 self.images.handle(k);
             }
-            5 => {
+            6 => {
                 self.output.handle(k);
             }
             f => {
@@ -333,6 +345,11 @@ impl QuantizeDialog {
                                 as usize
                         }
                         4 => self.ort_format = !self.ort_format,
+                        5 => {
+                            self.precision = (self.precision as i32 + d)
+                                .rem_euclid(QUANT_PRECISIONS.len() as i32)
+                                as usize
+                        }
                         _ => {}
                     }
                 }
@@ -361,6 +378,7 @@ impl QuantizeDialog {
                     method: QUANT_METHODS[self.method],
                     ..CalibConfig::default()
                 },
+                precision: QUANT_PRECISIONS[self.precision % QUANT_PRECISIONS.len()],
                 ..QuantOptions::default()
             },
             output: PathBuf::from(&self.output.text),

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::convert::ConvertRequest;
 use crate::error::{PareError, Result};
 use crate::extract::run::ExtractRequest;
 use crate::jobs::Progress;
@@ -53,6 +54,7 @@ fn outcome(report: &impl Report, outputs: Vec<PathBuf>) -> JobOutcome {
     JobOutcome {
         summary: report.render_text().lines().map(str::to_string).collect(),
         outputs,
+        sensitivity: None,
     }
 }
 
@@ -93,6 +95,73 @@ pub fn apply_fix(
         p.log(&format!("fixed {rule}, wrote {}", out.display()));
     }
     Ok(outcome(&report, outputs))
+}
+
+/// The Diagnostics view's measured remedy for an FP32-only model: `pare convert` with
+/// random inputs for the activation ranges (the dialog-free default of the CLI), written to
+/// `out`; its report carries the fidelity against the original.
+pub fn convert_request(precision: crate::convert::Precision, out: &Path) -> ConvertRequest {
+    ConvertRequest {
+        options: crate::convert::ConvertOptions {
+            precision,
+            ..Default::default()
+        },
+        output: out.to_path_buf(),
+    }
+}
+
+/// Converts with [`crate::convert::run`].
+pub fn convert(a: &Analysis, req: &ConvertRequest, p: &dyn Progress) -> Result<JobOutcome> {
+    let report = crate::convert::run(a, req, p)?;
+    let outputs = report.output.iter().map(PathBuf::from).collect();
+    Ok(outcome(&report, outputs))
+}
+
+/// `pare groups --sensitivity` for the Groups view: `data` is a sample folder or file, or
+/// empty for 16 seeded random samples (as the CLI); ratio 0.5, L1, the session's tags.
+pub fn sensitivity_request(
+    data: &str,
+    tags: crate::tags::Tags,
+) -> Result<crate::prune::sensitivity::SensitivityRequest> {
+    use crate::prune::sensitivity::{SampleSpec, SensitivityRequest};
+    let data = data.trim();
+    let spec = if data.is_empty() || data == "random" {
+        SampleSpec::random(0, 16)
+    } else {
+        let path = PathBuf::from(data);
+        if !path.exists() {
+            return Err(PareError::Usage(format!(
+                "{}: no such sample folder or file",
+                path.display()
+            )));
+        }
+        SampleSpec {
+            source: crate::data::DataSource::Path(path),
+            samples: 1 << 20,
+            ..SampleSpec::random(0, 16)
+        }
+    };
+    Ok(SensitivityRequest {
+        data: spec,
+        ratio: 0.5,
+        options: crate::prune::PruneOptions {
+            round_to: 1,
+            tags,
+            ..Default::default()
+        },
+    })
+}
+
+/// Measures every group's sensitivity; the report travels back for the Groups view.
+pub fn sensitivity(
+    a: &Analysis,
+    req: &crate::prune::sensitivity::SensitivityRequest,
+    p: &dyn Progress,
+) -> Result<JobOutcome> {
+    let report = crate::prune::sensitivity::sensitivity(a, req, p)?;
+    let mut out = outcome(&report, Vec::new());
+    out.sensitivity = Some(report);
+    Ok(out)
 }
 
 /// Extracts with [`crate::extract::run::run`]; the files are the piece, then its

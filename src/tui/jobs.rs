@@ -13,6 +13,8 @@ pub enum JobKind {
     Extract,
     Fix,
     Reduce,
+    Convert,
+    Sensitivity,
 }
 
 impl JobKind {
@@ -23,6 +25,8 @@ impl JobKind {
             JobKind::Extract => "extract",
             JobKind::Fix => "fix",
             JobKind::Reduce => "reduce",
+            JobKind::Convert => "convert",
+            JobKind::Sensitivity => "sensitivity",
         }
     }
 }
@@ -34,6 +38,8 @@ pub struct JobOutcome {
     pub summary: Vec<String>,
     /// Files written; the first one is what "open" loads.
     pub outputs: Vec<PathBuf>,
+    /// A sensitivity measurement for the Groups view's column (taken once it arrives).
+    pub sensitivity: Option<crate::prune::sensitivity::SensitivityReport>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -85,6 +85,8 @@ actions! {
     RerunLint => "rerun_lint", "re-lint", "Run the lint again";
     CancelJob => "cancel_job", "cancel", "Cancel the selected job";
     OpenResult => "open_result", "open", "Open the job's output model";
+    Sensitivity => "sensitivity", "sensitivity", "Measure each prunable group's sensitivity (a job: the group pruned alone, output SQNR)";
+    SortGroups => "sort_groups", "sort", "Sort the groups by sensitivity (most sensitive first), or back by id";
 }
 
 /// Where a binding applies.

@@ -23,11 +23,15 @@ use super::theme::{self, fit, fit_left};
 use super::ui::{centered, pane_block};
 
 pub enum Overlay {
-    Help { scroll: u16 },
+    Help {
+        scroll: u16,
+    },
     Prune(PruneDialog),
     Quantize(QuantizeDialog),
     Extract(ExtractDialog),
     SaveAs(Prompt),
+    /// Where the Groups view's sensitivity samples come from.
+    Sensitivity(Prompt),
     ConfirmQuit,
 }
 
@@ -39,6 +43,8 @@ pub enum Reply {
     /// Close, save the tags where they were saved before (or ask), quit when saved.
     SaveAndQuit,
     SaveTagsTo(PathBuf),
+    /// Measure group sensitivity on these samples (empty: random).
+    Sensitivity(String),
     Prune(PruneDialog),
     Quantize(QuantizeDialog),
     Extract(ExtractDialog),
@@ -55,6 +61,10 @@ const QUANT_HINTS: &[Hint] = &[
 ];
 const EXTRACT_HINTS: &[Hint] = &[hint("⏎", "extract (job)"), hint("Esc", "close")];
 const SAVE_HINTS: &[Hint] = &[hint("⏎", "save (atomic write)"), hint("Esc", "cancel")];
+const SENS_HINTS: &[Hint] = &[
+    hint("⏎", "measure (job; empty: 16 random samples)"),
+    hint("Esc", "cancel"),
+];
 const QUIT_HINTS: &[Hint] = &[
     hint("w", "save and quit"),
     hint("q", "quit anyway"),
@@ -84,6 +94,7 @@ impl Overlay {
             Overlay::Quantize(_) => QUANT_HINTS,
             Overlay::Extract(_) => EXTRACT_HINTS,
             Overlay::SaveAs(_) => SAVE_HINTS,
+            Overlay::Sensitivity(_) => SENS_HINTS,
             Overlay::ConfirmQuit => QUIT_HINTS,
         }
     }
@@ -118,6 +129,11 @@ impl Overlay {
                 Outcome::Submit => Reply::SaveTagsTo(PathBuf::from(p.input.text.trim())),
                 Outcome::Stay => Reply::Stay,
             },
+            Overlay::Sensitivity(p) => match p.handle(k) {
+                Outcome::Close => Reply::Close,
+                Outcome::Submit => Reply::Sensitivity(p.input.text.clone()),
+                Outcome::Stay => Reply::Stay,
+            },
             Overlay::Prune(d) => reply(d.handle(k), d, Reply::Prune),
             Overlay::Quantize(d) => reply(d.handle(k), d, Reply::Quantize),
             Overlay::Extract(d) => reply(d.handle(k), d, Reply::Extract),
@@ -136,7 +152,8 @@ impl Overlay {
         match self {
             Overlay::Help { scroll } => draw_help(keymap, help, f, body, *scroll),
             Overlay::ConfirmQuit => draw_confirm_quit(f, body),
-            Overlay::SaveAs(p) => draw_save_as(p, f, body),
+            Overlay::SaveAs(p) => draw_save_as(p, SAVE_HINTS, f, body),
+            Overlay::Sensitivity(p) => draw_save_as(p, SENS_HINTS, f, body),
             Overlay::Prune(d) => {
                 if let Some(s) = s {
                     draw_prune(d, s, f, body)
@@ -210,13 +227,13 @@ fn draw_confirm_quit(f: &mut Frame, body: Rect) {
     );
 }
 
-fn draw_save_as(p: &Prompt, f: &mut Frame, body: Rect) {
+fn draw_save_as(p: &Prompt, hints: &[Hint], f: &mut Frame, body: Rect) {
     let r = centered(body, 70.min(body.width), 5);
     f.render_widget(Clear, r);
     let w = r.width.saturating_sub(4) as usize;
     let lines = vec![
         Line::from(Span::styled(text_value(&p.input, true, w), theme::bold())),
-        Line::from(Span::styled(hint_text(SAVE_HINTS), theme::dim())),
+        Line::from(Span::styled(hint_text(hints), theme::dim())),
     ];
     f.render_widget(
         Paragraph::new(lines).block(pane_block(format!(" {} ", p.title), true)),
@@ -340,8 +357,17 @@ fn draw_prune(d: &PruneDialog, s: &Session, f: &mut Frame, body: Rect) {
     dialog_box(f, r, " Prune ", lines);
 }
 
+/// The quantize dialog's precision value: what runs outside the Q/DQ pairs.
+fn precision_name(p: Option<crate::convert::Precision>) -> &'static str {
+    match p {
+        None => "fp32",
+        Some(crate::convert::Precision::Fp16) => "fp16 (INT8 + FP16, TensorRT 11)",
+        Some(crate::convert::Precision::Bf16) => "bf16 (INT8 + BF16)",
+    }
+}
+
 fn draw_quantize(d: &QuantizeDialog, s: Option<&Session>, f: &mut Frame, body: Rect) {
-    let r = centered(body, 76, 16);
+    let r = centered(body, 76, 17);
     f.render_widget(Clear, r);
     let w = r.width.saturating_sub(22) as usize;
     let cmd = d.request().command_line(&model_arg(s));
@@ -377,9 +403,16 @@ fn draw_quantize(d: &QuantizeDialog, s: Option<&Session>, f: &mut Frame, body: R
         ),
         field_line("format", format.into(), d.field == 4, "←/→ switch"),
         field_line(
-            "output",
-            text_value(&d.output, d.field == 5, w),
+            "precision",
+            precision_name(dialog::QUANT_PRECISIONS[d.precision % dialog::QUANT_PRECISIONS.len()])
+                .into(),
             d.field == 5,
+            "←/→ fp32 fp16 bf16",
+        ),
+        field_line(
+            "output",
+            text_value(&d.output, d.field == 6, w),
+            d.field == 6,
             "",
         ),
         Line::from(""),

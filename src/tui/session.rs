@@ -62,6 +62,12 @@ impl Finding {
                 "automatic: `pare fix --rule {f}` (verified against the original on random inputs before it is written)"
             ));
         }
+        if let Some(r) = d.remedy {
+            fix.push_str(&format!(
+                "measured: `{}` (runs as a job; its report gives the fidelity against the original)",
+                r.command()
+            ));
+        }
         if !d.fix_snippet.is_empty() {
             if !fix.is_empty() {
                 fix.push('\n');
@@ -87,6 +93,7 @@ fn note(rule: &str, node: Option<String>, message: String, why: &str, fix: &str)
         fix_snippet: fix.into(),
         explanation: why.into(),
         tensors: Vec::new(),
+        remedy: None,
     }
 }
 

@@ -22,7 +22,7 @@ pub use tract_probe::{TractFailure, tract_probe};
 
 use super::ctx::LintCtx;
 use super::fix::FixKind;
-use super::{Diagnostic, Severity};
+use super::{Diagnostic, Remedy, Severity};
 
 /// A lint rule.
 pub struct Rule {
@@ -83,6 +83,7 @@ impl<'r> Sink<'r> {
             fix_snippet: self.rule.snippet.to_string(),
             explanation: self.rule.explanation.to_string(),
             tensors: Vec::new(),
+            remedy: None,
         });
     }
 
@@ -97,6 +98,13 @@ impl<'r> Sink<'r> {
         self.emit(severity, Vec::new(), message, fixable);
         if let Some(d) = self.out.last_mut() {
             d.tensors = tensors;
+        }
+    }
+
+    /// Attaches a measured remedy (see [`Remedy`]) to the last finding.
+    pub fn remedy(&mut self, r: Remedy) {
+        if let Some(d) = self.out.last_mut() {
+            d.remedy = Some(r);
         }
     }
 

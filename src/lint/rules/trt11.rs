@@ -1,7 +1,8 @@
 //! TensorRT 11: 5-D GridSample before 11.2, plugins 11.0 removed, and strongly typed builds
 //! (a model without reduced-precision tensors builds an FP32 engine).
 
-use super::{LintCtx, Rule, Severity, Sink, names};
+use super::{LintCtx, Remedy, Rule, Severity, Sink, names};
+use crate::convert::Precision;
 use crate::lint::target::TRT_STRONGLY_TYPED;
 use crate::model::DataType;
 use crate::model::proto::NodeProto;
@@ -169,4 +170,7 @@ fn fp32_engine(cx: &LintCtx, sink: &mut Sink) {
         ),
         false,
     );
+    sink.remedy(Remedy::Convert {
+        precision: Precision::Fp16,
+    });
 }

@@ -74,6 +74,14 @@ impl JobsView {
         changed
     }
 
+    /// The newest finished sensitivity measurement not yet handed to the Groups view.
+    pub fn take_sensitivity(&mut self) -> Option<crate::prune::sensitivity::SensitivityReport> {
+        self.jobs
+            .iter_mut()
+            .rev()
+            .find_map(|j| j.outcome.as_mut()?.sensitivity.take())
+    }
+
     pub fn any_running(&self) -> bool {
         self.jobs.iter().any(|j| j.is_running())
     }
