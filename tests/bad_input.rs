@@ -166,3 +166,107 @@ fn bad_input_shape_flag_is_usage_error() {
         assert!(err.contains("input") && !err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn external_data_through_a_symlink_leaving_the_folder_is_refused() {
+    let outside = common::tempdir();
+    let dir = common::tempdir();
+    let src = common::write(outside.path(), "in.onnx", &common::resnet_like());
+    let m = load_model(&src).expect("load");
+    let out = outside.path().join("big.onnx");
+    save_model(
+        &m,
+        &out,
+        &SaveOptions {
+            external_threshold: Some(64),
+        },
+    )
+    .expect("save");
+    // The model sits in `dir`; its data file name is a link to the file in `outside`.
+    let model = dir.path().join("big.onnx");
+    std::fs::copy(&out, &model).expect("copy");
+    std::os::unix::fs::symlink(
+        outside.path().join("big.onnx.data"),
+        dir.path().join("big.onnx.data"),
+    )
+    .expect("symlink");
+    assert_clean(&model, &["big.onnx.data", "outside the model's directory"]);
+    // The same data file, really inside the folder, loads.
+    std::fs::remove_file(dir.path().join("big.onnx.data")).expect("rm");
+    std::fs::copy(
+        outside.path().join("big.onnx.data"),
+        dir.path().join("big.onnx.data"),
+    )
+    .expect("copy");
+    assert!(load_model(&model).is_ok());
+}
+
+/// resnet_like with NaN and Inf planted in one conv weight.
+fn nan_model(dir: &Path) -> std::path::PathBuf {
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.dims.len() == 4)
+        .expect("a conv weight");
+    let mut v = pare::model::tensor::to_f32(t).expect("floats");
+    v[0] = f32::NAN;
+    v[3] = f32::NAN;
+    v[5] = f32::INFINITY;
+    t.raw_data = Some(
+        v.iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    );
+    t.float_data.clear();
+    common::write(dir, "nan.onnx", &m)
+}
+
+#[test]
+fn nan_weights_are_named_and_never_panic() {
+    let dir = common::tempdir();
+    let p = nan_model(dir.path());
+    let m = load_model(&p).expect("load");
+    let name = m
+        .proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.dims.len() == 4)
+        .unwrap()
+        .name()
+        .to_string();
+    let path = p.to_str().unwrap();
+    let (rc, out, err) = common::pare(&["info", path]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        out.contains(&name) && out.contains("2 NaN and 1 Inf"),
+        "{out}"
+    );
+    let (rc, out, _) = common::pare(&["lint", path]);
+    assert_eq!(rc, 1, "a NaN weight is an error finding: {out}");
+    assert!(out.contains("G13") && out.contains(&name), "{out}");
+    // Analysis and pruning rank the NaN channels deterministically: two runs, same plan.
+    let (rc, g1, err) = common::pare(&["groups", path, "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let (_, g2, _) = common::pare(&["groups", path, "--json"]);
+    assert_eq!(g1, g2);
+    let args = ["prune", path, "--ratio", "0.5", "--dry-run", "--json"];
+    let (rc1, p1, e1) = common::pare(&args);
+    let (rc2, p2, _) = common::pare(&args);
+    assert!(rc1 == 0 || rc1 == 2, "no panic: rc {rc1} {e1}");
+    assert!(!e1.contains("panicked"), "{e1}");
+    assert_eq!((rc1, strip_times(&p1)), (rc2, strip_times(&p2)));
+}
+
+/// The JSON without its timings, for comparing two runs.
+fn strip_times(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.contains("seconds") && !l.contains("_ms"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -20,6 +20,7 @@ pub struct InfoArgs {
 
 pub fn run(a: &InfoArgs) -> CmdResult {
     let analysis = open(a.model.as_deref(), &a.model_args).map_err(Exit::bad)?;
-    let report = info::model_info(&analysis);
+    let mut report = info::model_info(&analysis);
+    report.non_finite = info::non_finite(&analysis.model.proto);
     print(&report, a.json)
 }

@@ -53,6 +53,10 @@ pub struct ModelInfo {
     pub tensor_count: usize,
     pub heaviest: Vec<NodeCost>,
     pub shape_diagnostics: Vec<ShapeDiagnostic>,
+    /// Weights and constants holding NaN or Inf ([`non_finite`]; filled by `pare info`, which
+    /// reads every value once — the cheap [`model_info`] the searches call leaves it empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub non_finite: Vec<NonFinite>,
     /// Shape (as text) of each heaviest layer's first output, for the text rendering.
     #[serde(skip)]
     pub heaviest_out_shapes: Vec<String>,
@@ -179,6 +183,7 @@ pub fn model_info(a: &Analysis) -> ModelInfo {
         tensor_count,
         heaviest,
         shape_diagnostics: a.shapes.diagnostics.clone(),
+        non_finite: Vec::new(),
         heaviest_out_shapes,
         dynamic_shown,
     }
@@ -343,7 +348,63 @@ fn render_text(info: &ModelInfo) -> String {
             d.node, d.op_type, d.message
         );
     }
+    for t in &info.non_finite {
+        let _ = writeln!(
+            s,
+            "WARNING    tensor '{}' holds {} NaN and {} Inf of {} values (pare lint: G13)",
+            t.tensor, t.nan, t.inf, t.values
+        );
+    }
     s
+}
+
+/// A float weight or constant with NaN or Inf values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NonFinite {
+    pub tensor: String,
+    pub nan: usize,
+    pub inf: usize,
+    pub values: usize,
+}
+
+/// Float initializers (every graph) and main-graph Constant values holding NaN or Inf, by
+/// name. Reads every float value once (one tensor at a time).
+pub fn non_finite(model: &crate::model::proto::ModelProto) -> Vec<NonFinite> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, t: &crate::model::proto::TensorProto| {
+        if !crate::model::DataType(t.data_type()).is_float() {
+            return;
+        }
+        let Ok(v) = crate::model::tensor::to_f32(t) else {
+            return;
+        };
+        let nan = v.iter().filter(|x| x.is_nan()).count();
+        let inf = v.iter().filter(|x| x.is_infinite()).count();
+        if nan + inf > 0 {
+            out.push(NonFinite {
+                tensor: name.to_string(),
+                nan,
+                inf,
+                values: v.len(),
+            });
+        }
+    };
+    crate::model::io::any_tensor(model, &mut |t| {
+        if !t.name().is_empty() {
+            check(t.name(), t);
+        }
+        false
+    });
+    if let Some(g) = &model.graph {
+        for n in g.node.iter().filter(|n| n.op_type() == "Constant") {
+            if let (Some(t), Some(o)) = (n.attr_t("value"), n.output.first()) {
+                check(o, t);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+    out.dedup_by(|a, b| a.tensor == b.tensor);
+    out
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -252,6 +252,21 @@ pub fn for_each_tensor_mut(
     Ok(())
 }
 
+/// Whether `full` (inside `base` by its components) leaves `base` once symbolic links are
+/// followed: a model from elsewhere must not read arbitrary files (onnx's checker refuses the
+/// same). A file that does not exist is reported as missing later.
+fn escapes(base: &Path, full: &Path) -> bool {
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let (Ok(b), Ok(f)) = (base.canonicalize(), full.canonicalize()) else {
+        return false;
+    };
+    !f.starts_with(b)
+}
+
 /// Replaces every external reference with a `raw_data` slice of the mapped external file.
 fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result<()> {
     let mut maps: HashMap<String, Bytes> = HashMap::new();
@@ -280,6 +295,11 @@ fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result
             return Err(err("points outside the model's directory".into()));
         }
         let full = base.join(rel);
+        if escapes(base, &full) {
+            return Err(err(
+                "resolves outside the model's directory (through a symbolic link)".into(),
+            ));
+        }
         if !maps.contains_key(&location) {
             let data = map_file(&full).map_err(|e| match e {
                 PareError::NotFound { .. } => {

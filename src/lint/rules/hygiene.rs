@@ -3,12 +3,27 @@
 
 use std::collections::HashMap;
 
-use super::{LintCtx, Rule, Severity, Sink, list};
+use super::{LintCtx, Rule, Severity, Sink, list, names};
 use crate::lint::ctx::{declared_info, dims_str};
 use crate::lint::fix::FixKind;
+use crate::model::DataType;
 use crate::model::shape::Dim;
 
 pub const RULES: &[Rule] = &[
+    Rule {
+        id: "G13",
+        title: "Non-finite weights (NaN or Inf)",
+        seed_case: None,
+        applies: "all targets: error",
+        explanation: "A NaN or Inf in a weight, bias or constant makes every output it reaches NaN or \
+            saturated. It comes from diverged training runs, broken exports or corrupted files; no \
+            runtime complains, the model is silently useless. Pruning ranks such channels last \
+            (deterministically) and quantization cannot scale them, so fix the source.",
+        snippet: "import torch\nsd = torch.load(\"ckpt.pt\")\n\
+            print([k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()])",
+        fix: None,
+        check: non_finite,
+    },
     Rule {
         id: "G9",
         title: "Stored value_info contradicts the inferred shape",
@@ -235,4 +250,50 @@ fn unnamed(cx: &LintCtx, sink: &mut Sink) {
         ),
         true,
     );
+}
+
+/// Initializers and Constant values (every graph) holding NaN or Inf, each named with counts.
+fn non_finite(cx: &LintCtx, sink: &mut Sink) {
+    let mut tensors: Vec<(&str, &crate::model::proto::TensorProto)> =
+        cx.initializers.iter().map(|(n, t)| (*n, *t)).collect();
+    for nr in &cx.nodes {
+        let n = nr.node;
+        if n.op_type() == "Constant"
+            && let (Some(t), Some(o)) = (n.attr_t("value"), n.output.first())
+        {
+            tensors.push((o.as_str(), t));
+        }
+    }
+    tensors.sort_by_key(|(n, _)| *n);
+    for (name, t) in tensors {
+        if !DataType(t.data_type()).is_float() {
+            continue;
+        }
+        let Ok(v) = crate::model::tensor::to_f32(t) else {
+            continue;
+        };
+        let nan = v.iter().filter(|x| x.is_nan()).count();
+        let inf = v.iter().filter(|x| x.is_infinite()).count();
+        if nan + inf == 0 {
+            continue;
+        }
+        let readers = names(cx.consumers_of(name));
+        sink.emit_tensors(
+            Severity::Error,
+            vec![name.to_string()],
+            format!(
+                "tensor '{name}' holds {nan} NaN and {inf} Inf of {} values (read by {})",
+                v.len(),
+                if readers.is_empty() {
+                    "no node".to_string()
+                } else {
+                    list(&readers, 3)
+                }
+            ),
+            false,
+        );
+        if let Some(d) = sink.last_mut() {
+            d.nodes = readers;
+        }
+    }
 }

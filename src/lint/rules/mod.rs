@@ -108,6 +108,11 @@ impl<'r> Sink<'r> {
         }
     }
 
+    /// The last finding, to adjust what `emit` filled in.
+    pub fn last_mut(&mut self) -> Option<&mut Diagnostic> {
+        self.out.last_mut()
+    }
+
     pub fn finish(self) -> Vec<Diagnostic> {
         self.out
     }
