@@ -56,6 +56,16 @@ pub struct PruneArgs {
     /// preprocessing, as for every command that runs a model.
     #[command(flatten)]
     pub data: pare::data::DataArgs,
+    /// Share of --calib held out for fidelity (never used to choose or fit anything).
+    #[command(flatten)]
+    pub holdout: pare::fidelity::HoldoutArgs,
+    /// Repair consumers of pruned channels on the --calib samples: least squares toward the
+    /// original's outputs, bias folding, or nothing (default: lsq with --calib, else none).
+    #[arg(long, value_enum)]
+    pub recover: Option<pare::prune::recover::RecoverMode>,
+    /// Engine for fidelity and recovery runs (default: $PARE_ENGINE, else auto).
+    #[arg(long, value_enum)]
+    pub engine: Option<pare::runtime::EngineChoice>,
     /// Print the plan; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -95,6 +105,50 @@ fn validation_inputs(
     Ok(samples.sets.into_iter().next())
 }
 
+/// Fidelity and recovery settings: `--calib` samples (held-out part for fidelity, the rest
+/// for recovery), or without `--calib` a few random inputs for fidelity alone when
+/// validating (`--no-validate` runs nothing).
+fn calib_options(a: &PruneArgs) -> anyhow::Result<Option<prune::recover::CalibOptions>> {
+    use prune::recover::{CalibOptions, RecoverMode, RecoverOptions};
+    let given = !a.data.data.is_empty();
+    let mode = a.recover.unwrap_or(if given {
+        RecoverMode::Lsq
+    } else {
+        RecoverMode::None
+    });
+    if !given && mode != RecoverMode::None {
+        anyhow::bail!(
+            "--recover {} needs calibration samples: --calib DIR (or --calib random)",
+            mode.name()
+        );
+    }
+    if !given && (a.no_validate || a.dry_run) {
+        return Ok(None);
+    }
+    let random = !a.data.has_files();
+    Ok(Some(CalibOptions {
+        source: a.data.source_or_random()?,
+        given,
+        samples: a.data.limit(if !given {
+            2
+        } else if random {
+            8
+        } else {
+            10_000
+        })?,
+        preprocess: a.data.preprocess.preprocess()?,
+        holdout: a.holdout.holdout,
+        engine: a
+            .engine
+            .unwrap_or_else(pare::runtime::EngineChoice::from_env),
+        recover: RecoverOptions {
+            mode,
+            seed: a.data.seed,
+            ..Default::default()
+        },
+    }))
+}
+
 pub fn run_prune(a: &PruneArgs) -> CmdResult {
     if !a.dry_run && a.output.is_none() {
         return Err(Exit::bad(anyhow::anyhow!(
@@ -116,9 +170,11 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
             seed: a.data.seed,
             inputs: validation_inputs(&analysis, &a.data).map_err(Exit::bad)?,
             tags: load_tags(&a.tags).map_err(Exit::bad)?,
+            activations: None,
         },
         output: a.output.clone().filter(|_| !a.dry_run),
         validate: !(a.no_validate || a.dry_run),
+        calib: calib_options(a).map_err(Exit::bad)?,
     };
     let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let report = prune::run(&analysis, &req, &bar);

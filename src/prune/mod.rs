@@ -4,6 +4,7 @@
 
 pub mod importance;
 pub mod plan;
+pub mod recover;
 pub mod rewrite;
 pub mod validate;
 
@@ -34,6 +35,7 @@ impl Criterion {
             Criterion::Fpgm => "fpgm",
             Criterion::BnScale => "bn-scale",
             Criterion::Random => "random",
+            Criterion::Activation => "activation",
         }
     }
 }
@@ -46,6 +48,9 @@ pub struct PruneRequest {
     pub output: Option<PathBuf>,
     /// Compare the pruned model's outputs with the original's on seeded random inputs.
     pub validate: bool,
+    /// Samples for fidelity (held-out part) and recovery (fit part); `None` measures no
+    /// fidelity.
+    pub calib: Option<recover::CalibOptions>,
 }
 
 impl PruneRequest {
@@ -95,6 +100,14 @@ pub struct PruneReport {
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
     pub engine: Option<String>,
+    /// Pruned (and recovered) model against the original on held-out samples.
+    pub fidelity: Option<crate::fidelity::Fidelity>,
+    /// The same before recovery ran (only when it ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity_before_recovery: Option<crate::fidelity::Fidelity>,
+    pub recovery: Option<recover::Recovery>,
+    /// Time of each phase.
+    pub phases: Vec<recover::PhaseTime>,
 }
 
 impl Report for PruneReport {
@@ -144,6 +157,7 @@ impl Report for PruneReport {
                 let _ = writeln!(s, "  note: {n}");
             }
         }
+        self.render_fidelity(&mut s);
         match &self.output {
             Some(o) => {
                 let _ = writeln!(s, "wrote      {o}");
@@ -156,15 +170,91 @@ impl Report for PruneReport {
     }
 }
 
+impl PruneReport {
+    /// Recovery, fidelity (before and after recovery) and phase times.
+    fn render_fidelity(&self, s: &mut String) {
+        if let Some(r) = &self.recovery {
+            let count = |m: recover::FitMethod| r.layers.iter().filter(|l| l.method == m).count();
+            let _ = writeln!(
+                s,
+                "recovery   {}: {} layers by least squares, {} by bias folding, {} unchanged ({} samples, {:.1} s)",
+                r.mode.name(),
+                count(recover::FitMethod::Lsq),
+                count(recover::FitMethod::Bias),
+                count(recover::FitMethod::Unchanged),
+                r.samples,
+                r.seconds
+            );
+        }
+        if let Some(f) = &self.fidelity_before_recovery {
+            let _ = write!(s, "before recovery:\n{}", f.render_text());
+        }
+        if let Some(f) = &self.fidelity {
+            s.push_str(&f.render_text());
+        }
+        if self.fidelity.is_some() {
+            let p: Vec<String> = self
+                .phases
+                .iter()
+                .map(|p| format!("{} {:.2} s", p.phase, p.seconds))
+                .collect();
+            let _ = writeln!(s, "time       {}", p.join(", "));
+        }
+    }
+}
+
 /// `pare prune`: plans, rewrites, validates (unless asked not to) and writes the model when
 /// the request names an output.
 pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<PruneReport> {
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
     }
-    let pruned = prune(a, &req.options, progress)?;
+    let t = std::time::Instant::now();
+    let mut options = req.options.clone();
+    let mut phases = Vec::new();
+    if options.criterion == Criterion::Activation {
+        let c = req.calib.as_ref().filter(|c| c.given).ok_or_else(|| {
+            PareError::Usage("--criterion activation needs --calib samples".into())
+        })?;
+        options.activations = Some(std::sync::Arc::new(recover::activation_stats(
+            a, c, progress,
+        )?));
+        phases.push(recover::PhaseTime::since("activation statistics", t));
+    }
+    let t = std::time::Instant::now();
+    let mut pruned = prune(a, &options, progress)?;
+    phases.push(recover::PhaseTime::since("plan and rewrite", t));
     progress.check_cancel()?;
+    let calib = match &req.calib {
+        Some(c) => {
+            let mut model = pruned.model.proto.clone();
+            let out = recover::calibrate_and_measure(
+                a,
+                &pruned.channels,
+                &pruned.plan,
+                &mut model,
+                c,
+                progress,
+            )?;
+            if out.recovery.is_some() {
+                pruned.model.file_size = prost::Message::encoded_len(&model) as u64;
+                pruned.model.proto = model;
+                pruned.analysis = Analysis::new(pruned.model.clone(), &a.pins)?;
+            }
+            out
+        }
+        None => recover::CalibOutcome::default(),
+    };
+    phases.extend(calib.phases);
+    let t = std::time::Instant::now();
     let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
+    if req.validate {
+        phases.push(recover::PhaseTime::since("validation", t));
+    }
+    rep.fidelity = calib.fidelity;
+    rep.fidelity_before_recovery = calib.fidelity_before_recovery;
+    rep.recovery = calib.recovery;
+    rep.phases = phases;
     progress.check_cancel()?;
     if let Some(out) = &req.output {
         progress.phase("writing", None);
@@ -356,6 +446,10 @@ pub fn report(
             .collect(),
         options: opts.clone(),
         engine,
+        fidelity: None,
+        fidelity_before_recovery: None,
+        recovery: None,
+        phases: Vec::new(),
     }
 }
 

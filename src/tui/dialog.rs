@@ -209,6 +209,7 @@ impl PruneDialog {
             },
             output: Some(PathBuf::from(self.output.text.trim())),
             validate: self.validate,
+            calib: None,
         }
     }
 
