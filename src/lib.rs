@@ -3,6 +3,7 @@
 //! functions in these modules.
 
 pub mod analysis;
+pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod tags;
+pub mod torch;
 pub mod tui;
 
 pub use error::{PareError, Result};

@@ -31,13 +31,16 @@ enum Command {
     Groups(cli::prune::GroupsArgs),
     /// Structured channel pruning with validation.
     Prune(cli::prune::PruneArgs),
-    /// Deployment lint for TensorRT 7.1/8.6/10, onnxruntime or tract: what will break, where, why.
+    /// Deployment lint for TensorRT 11 (default)/7.1/8.6/10, onnxruntime or tract: what will break, where, why.
     Lint(cli::lint::LintArgs),
     /// Rewrite what lint can fix safely (If folding, Clip bounds, ConvTranspose padding, …),
     /// proven equal on seeded inputs before writing.
     Fix(cli::lint::FixArgs),
     /// INT8 post-training quantization to QDQ (TensorRT or onnxruntime), with per-layer SQNR.
     Quantize(cli::quant::QuantizeArgs),
+    /// Mixed FP16/BF16 with the precision in the file (TensorRT 11 builds no FP16 otherwise):
+    /// nodes that would overflow stay FP32, each named with its reason; fidelity vs FP32.
+    Convert(cli::convert::ConvertArgs),
     /// Cut a subgraph out as a standalone model (by tensors, one node or a node range),
     /// optionally with real boundary data.
     Extract(cli::extract::ExtractArgs),
@@ -45,6 +48,12 @@ enum Command {
     Split(cli::extract::SplitArgs),
     /// Shrink a model to a minimal subgraph on which a check command still fails.
     Reduce(cli::extract::ReduceArgs),
+    /// Load a PyTorch checkpoint (.pt/.pth state_dict, .safetensors) into an ONNX model's
+    /// initializers, matching renamed and BatchNorm-folded weights; reports every leftover.
+    ImportWeights(cli::torch::ImportWeightsArgs),
+    /// Fine-tune a (pruned or quantized) model by distillation from the original (needs the
+    /// `torch` feature).
+    Finetune(cli::torch::FinetuneArgs),
     /// Explore a model in the terminal: scope tree, neighbourhood graph, channel groups, tags, jobs.
     Tui(cli::tui::TuiArgs),
 }
@@ -65,9 +74,12 @@ fn run(cli: Cli) -> CmdResult {
         Some(Command::Lint(a)) => cli::lint::run_lint(&a),
         Some(Command::Fix(a)) => cli::lint::run_fix(&a),
         Some(Command::Quantize(a)) => cli::quant::run(&a),
+        Some(Command::Convert(a)) => cli::convert::run(&a),
         Some(Command::Extract(a)) => cli::extract::run_extract(&a),
         Some(Command::Split(a)) => cli::extract::run_split(&a),
         Some(Command::Reduce(a)) => cli::extract::run_reduce(&a),
+        Some(Command::ImportWeights(a)) => cli::torch::run_import(&a),
+        Some(Command::Finetune(a)) => cli::torch::run_finetune(&a),
         Some(Command::Tui(a)) => cli::tui::run(&a),
     }
 }

@@ -6,12 +6,13 @@
 mod common;
 
 use pare::data::{DataSource, Preprocess};
+use pare::prune::sensitivity::SampleSpec;
 use pare::jobs::NoProgress;
 use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
-use pare::prune::recover::{CalibOptions, FitMethod, RecoverMode, RecoverOptions};
-use pare::prune::{PruneOptions, PruneReport, PruneRequest};
+use pare::prune::recover::{CalibOptions, FitMethod, RecoverOptions};
+use pare::prune::{PruneOptions, PruneReport, PruneRequest, RecoverMode};
 use pare::rng::Rng;
 use pare::runtime::{EngineChoice, EngineKind};
 
@@ -111,18 +112,20 @@ fn prune_with(m: ModelProto, mode: RecoverMode) -> PruneReport {
         output: None,
         validate: false,
         calib: Some(CalibOptions {
-            source: DataSource::Random { seed: 3 },
+            data: SampleSpec {
+                source: DataSource::Random { seed: 3 },
+                samples: 8,
+                preprocess: Preprocess::default(),
+                engine: EngineChoice::Tract,
+            },
             given: true,
-            samples: 8,
-            preprocess: Preprocess::default(),
             holdout: 0.25,
-            engine: EngineChoice::Tract,
             recover: RecoverOptions {
-                mode,
                 engine: EngineKind::Tract,
                 ..Default::default()
             },
         }),
+        recover: mode,
         ..Default::default()
     };
     pare::prune::run(&a, &req, &NoProgress).expect("prune")
@@ -187,8 +190,6 @@ fn fidelity_is_in_the_json_with_calib_random_on_held_out_samples() {
         "random",
         "--samples",
         "8",
-        "--engine",
-        "tract",
     ]);
     let f = &v["fidelity"];
     assert_eq!(f["samples"], 2, "{f}");

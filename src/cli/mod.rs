@@ -1,11 +1,13 @@
 //! Argument structs and printing for each subcommand. Each `run` function parses nothing and
 //! decides nothing beyond presentation: it calls the library and prints what it returns.
 
+pub mod convert;
 pub mod extract;
 pub mod info;
 pub mod lint;
 pub mod prune;
 pub mod quant;
+pub mod torch;
 pub mod tui;
 
 use std::path::Path;

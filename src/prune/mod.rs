@@ -2,10 +2,12 @@
 //! over plain data. [`run`] is the command (`pare prune` and the TUI's prune job): a typed
 //! [`PruneRequest`] in, a [`PruneReport`] out; [`groups`] is `pare groups`.
 
+pub mod budget;
 pub mod importance;
 pub mod plan;
 pub mod recover;
 pub mod rewrite;
+pub mod sensitivity;
 pub mod validate;
 
 use std::fmt::Write as _;
@@ -51,6 +53,41 @@ pub struct PruneRequest {
     /// Samples for fidelity (held-out part) and recovery (fit part); `None` measures no
     /// fidelity.
     pub calib: Option<recover::CalibOptions>,
+    /// Write the output even when validation ran and did not pass (`--allow-unvalidated`);
+    /// otherwise an unvalidated model is not written.
+    pub allow_unvalidated: bool,
+    /// `--target-macs`/`--target-params`: search per-group ratios for a budget first.
+    pub budget: Option<budget::BudgetOptions>,
+    /// Reconstruction after the channels are chosen (`--recover`); needs `calib` with real
+    /// samples unless `None`.
+    pub recover: RecoverMode,
+}
+
+/// `--recover none|bias|lsq`: how consumers of pruned groups are re-fitted (see
+/// [`recover`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverMode {
+    /// Leave the kept weights as they are.
+    #[default]
+    None,
+    /// Fold the removed channels' mean contribution into each consumer's bias.
+    Bias,
+    /// Ridge least squares of each consumer toward the original's output (bias folding
+    /// where a fit does not apply).
+    Lsq,
+}
+
+impl RecoverMode {
+    pub const ALL: [RecoverMode; 3] = [RecoverMode::None, RecoverMode::Bias, RecoverMode::Lsq];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoverMode::None => "none",
+            RecoverMode::Bias => "bias",
+            RecoverMode::Lsq => "lsq",
+        }
+    }
 }
 
 impl PruneRequest {
@@ -70,8 +107,25 @@ impl PruneRequest {
         if !self.validate {
             s.push_str(" --no-validate");
         }
+        if self.allow_unvalidated {
+            s.push_str(" --allow-unvalidated");
+        }
         if let Some(t) = tags {
             s.push_str(&format!(" --tags {t}"));
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.flags());
+            if let crate::data::DataSource::Path(p) = &b.data.source {
+                s.push_str(&format!(" --calib {}", p.display()));
+            }
+        }
+        if let (None, Some(c)) = (&self.budget, &self.calib)
+            && let crate::data::DataSource::Path(p) = &c.data.source
+        {
+            s.push_str(&format!(" --calib {}", p.display()));
+        }
+        if self.recover != RecoverMode::None {
+            s.push_str(&format!(" --recover {}", self.recover.name()));
         }
         match &self.output {
             Some(out) => s.push_str(&format!(" -o {}", out.display())),
@@ -92,10 +146,15 @@ pub struct PruneReport {
     pub groups: usize,
     pub locked_groups: usize,
     pub pruned_groups: usize,
+    /// Both models ran on one engine with the same output shapes and finite outputs; false
+    /// when validation was skipped or no engine could run them.
     pub validated: bool,
     pub validation: Option<Validation>,
-    /// Written file (None on a dry run).
+    /// Written file (None on a dry run, or when withheld).
     pub output: Option<String>,
+    /// The output not written because validation did not pass (`--allow-unvalidated`
+    /// writes it anyway).
+    pub withheld: Option<String>,
     pub plan: Vec<GroupSummary>,
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
@@ -108,6 +167,9 @@ pub struct PruneReport {
     pub recovery: Option<recover::Recovery>,
     /// Time of each phase.
     pub phases: Vec<recover::PhaseTime>,
+    /// The budget search (chosen ratios, trace), when a budget was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<budget::BudgetReport>,
 }
 
 impl Report for PruneReport {
@@ -128,6 +190,9 @@ impl Report for PruneReport {
                 truncate(&g.producers.join(", "), 70)
             );
         }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.render_text());
+        }
         let _ = writeln!(
             s,
             "params     {} → {} (−{:.1}%)",
@@ -142,27 +207,19 @@ impl Report for PruneReport {
             human(self.macs_after),
             reduction_pct(self.macs_before, self.macs_after)
         );
-        if let Some(v) = &self.validation {
-            let lat = match (v.latency_ms_before, v.latency_ms_after) {
-                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms → {a:.1} ms"),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                s,
-                "validated  {} ({}){lat}",
-                if v.passed { "yes" } else { "NO" },
-                v.method
-            );
-            for n in &v.notes {
-                let _ = writeln!(s, "  note: {n}");
-            }
-        }
+        self.render_validation(&mut s);
         self.render_fidelity(&mut s);
-        match &self.output {
-            Some(o) => {
+        match (&self.output, &self.withheld) {
+            (Some(o), _) => {
                 let _ = writeln!(s, "wrote      {o}");
             }
-            None => {
+            (None, Some(w)) => {
+                let _ = writeln!(
+                    s,
+                    "NOT written {w}: validation did not pass (--allow-unvalidated writes it anyway)"
+                );
+            }
+            (None, None) => {
                 let _ = writeln!(s, "dry run: nothing written");
             }
         }
@@ -203,39 +260,89 @@ impl PruneReport {
     }
 }
 
+impl PruneReport {
+    /// The `validated` line and its notes; a loud warning when an unvalidated model was
+    /// written anyway.
+    fn render_validation(&self, s: &mut String) {
+        let Some(v) = &self.validation else {
+            if self.output.is_some() {
+                let _ = writeln!(s, "validated  no (skipped: --no-validate)");
+            }
+            return;
+        };
+        let lat = match (v.latency_ms_before, v.latency_ms_after) {
+            (Some(b), Some(a)) => format!(", latency {b:.1} ms → {a:.1} ms"),
+            _ => String::new(),
+        };
+        let how = match v.engine {
+            Some(e) => format!("ran both models on {e}"),
+            None => "no engine ran the models".into(),
+        };
+        let _ = writeln!(
+            s,
+            "validated  {} ({how}){lat}",
+            if v.passed { "yes" } else { "NO" }
+        );
+        for n in &v.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        if !v.passed && self.output.is_some() {
+            let _ = writeln!(
+                s,
+                "WARNING: the pruned model did NOT pass validation and was written only because of --allow-unvalidated"
+            );
+        }
+    }
+}
+
 /// `pare prune`: plans, rewrites, validates (unless asked not to) and writes the model when
 /// the request names an output.
 pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<PruneReport> {
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
     }
-    let t = std::time::Instant::now();
-    let mut options = req.options.clone();
+    let mut opts = req.options.clone();
     let mut phases = Vec::new();
-    if options.criterion == Criterion::Activation {
+    let mode = match &req.calib {
+        Some(c) if c.given => req.recover,
+        _ if req.recover == RecoverMode::None => RecoverMode::None,
+        _ => {
+            return Err(PareError::Usage(format!(
+                "--recover {} needs calibration samples (--calib DIR)",
+                req.recover.name()
+            )));
+        }
+    };
+    if opts.criterion == Criterion::Activation {
+        let t = std::time::Instant::now();
         let c = req.calib.as_ref().filter(|c| c.given).ok_or_else(|| {
             PareError::Usage("--criterion activation needs --calib samples".into())
         })?;
-        options.activations = Some(std::sync::Arc::new(recover::activation_stats(
+        opts.activations = Some(std::sync::Arc::new(recover::activation_stats(
             a, c, progress,
         )?));
         phases.push(recover::PhaseTime::since("activation statistics", t));
     }
+    let budget = match &req.budget {
+        Some(b) => {
+            let t = std::time::Instant::now();
+            let (ratios, rep) = budget::search(a, &opts, b, None, progress)?;
+            opts.group_ratios = ratios;
+            opts.ratio = 0.0;
+            opts.global = false;
+            phases.push(recover::PhaseTime::since("budget search", t));
+            Some(rep)
+        }
+        None => None,
+    };
     let t = std::time::Instant::now();
-    let mut pruned = prune(a, &options, progress)?;
+    let mut pruned = prune(a, &opts, progress)?;
     phases.push(recover::PhaseTime::since("plan and rewrite", t));
     progress.check_cancel()?;
     let calib = match &req.calib {
         Some(c) => {
             let mut model = pruned.model.proto.clone();
-            let out = recover::calibrate_and_measure(
-                a,
-                &pruned.channels,
-                &pruned.plan,
-                &mut model,
-                c,
-                progress,
-            )?;
+            let out = recover::calibrate_and_measure(a, &pruned, &mut model, c, mode, progress)?;
             if out.recovery.is_some() {
                 pruned.model.file_size = prost::Message::encoded_len(&model) as u64;
                 pruned.model.proto = model;
@@ -247,19 +354,24 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     };
     phases.extend(calib.phases);
     let t = std::time::Instant::now();
-    let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
+    let mut rep = report(a, &pruned, &opts, !req.validate, progress);
     if req.validate {
         phases.push(recover::PhaseTime::since("validation", t));
     }
+    rep.budget = budget;
     rep.fidelity = calib.fidelity;
     rep.fidelity_before_recovery = calib.fidelity_before_recovery;
     rep.recovery = calib.recovery;
     rep.phases = phases;
     progress.check_cancel()?;
     if let Some(out) = &req.output {
-        progress.phase("writing", None);
-        write(&pruned, out)?;
-        rep.output = Some(out.display().to_string());
+        if req.validate && !rep.validated && !req.allow_unvalidated {
+            rep.withheld = Some(out.display().to_string());
+        } else {
+            progress.phase("writing", None);
+            write(&pruned, out)?;
+            rep.output = Some(out.display().to_string());
+        }
     }
     progress.event(JobEvent::Finished {
         summary: format!(
@@ -405,7 +517,7 @@ pub fn report(
     let validation = if skip_validation {
         None
     } else {
-        progress.phase("validating with tract", None);
+        progress.phase("validating", None);
         Some(validate::validate_with(
             a,
             &pruned.model.proto,
@@ -414,7 +526,10 @@ pub fn report(
             opts.inputs.as_deref(),
         ))
     };
-    let engine = validation.as_ref().map(|_| "tract".to_string());
+    let engine = validation
+        .as_ref()
+        .and_then(|v| v.engine)
+        .map(|e| e.name().to_string());
     let ca = &pruned.channels;
     PruneReport {
         params_before: before.params,
@@ -432,6 +547,7 @@ pub fn report(
         validated: validation.as_ref().is_some_and(|v| v.passed),
         validation,
         output: None,
+        withheld: None,
         plan: pruned
             .plan
             .groups
@@ -450,6 +566,7 @@ pub fn report(
         fidelity_before_recovery: None,
         recovery: None,
         phases: Vec::new(),
+        budget: None,
     }
 }
 

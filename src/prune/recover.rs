@@ -32,31 +32,8 @@ use crate::rng::Rng;
 use crate::runtime::pool::{RunnerCache, for_each_sample};
 use crate::runtime::{EngineKind, HostTensor, with_outputs};
 
-/// How consumers of pruned channels are repaired (`--recover`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecoverMode {
-    /// Leave the kept weights as they are.
-    #[default]
-    None,
-    /// Fold the removed channels' mean contribution into each consumer's bias.
-    Bias,
-    /// Ridge least squares of each consumer toward the original's output (bias folding
-    /// where a fit does not apply).
-    Lsq,
-}
-
-impl RecoverMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            RecoverMode::None => "none",
-            RecoverMode::Bias => "bias",
-            RecoverMode::Lsq => "lsq",
-        }
-    }
-}
+use super::sensitivity::SampleSpec;
+use super::{Pruned, RecoverMode};
 
 /// Knobs of the reconstruction.
 #[derive(Clone, Debug)]
@@ -1176,19 +1153,13 @@ pub fn activation_stats(
             tensors.push((x.clone(), l.axis));
         }
     }
-    let set = SampleSet::open_with(
-        crate::data::analysis_decls(a)?,
-        &opts.source,
-        opts.samples,
-        opts.preprocess.clone(),
-        crate::data::DynamicDims::Guess,
-    )?;
+    let set = open_samples(a, &opts.data)?;
     let split = crate::fidelity::HoldoutArgs {
         holdout: opts.holdout,
     }
     .split(set.len())?;
     let ropts = RecoverOptions {
-        engine: opts.engine.resolve()?,
+        engine: opts.data.engine.resolve()?,
         ..opts.recover.clone()
     };
     let cx = FitContext {
@@ -1226,19 +1197,27 @@ pub fn measure_fidelity(
     Ok(acc.finish(held_out, &set.source, engine))
 }
 
-/// Where fidelity and recovery get their samples (`--calib`, `--samples`, `--holdout`,
-/// `--engine`, `--recover`).
+/// Where fidelity and recovery get their samples (`--calib`, `--samples`, `--holdout`).
 #[derive(Clone, Debug)]
 pub struct CalibOptions {
-    pub source: crate::data::DataSource,
+    pub data: SampleSpec,
     /// False when the user gave no `--calib`: a few random inputs measure fidelity only.
     pub given: bool,
-    pub samples: usize,
-    pub preprocess: crate::data::Preprocess,
     /// Share of the samples held out for fidelity.
     pub holdout: f64,
-    pub engine: crate::runtime::EngineChoice,
+    /// Knobs of the fits (the mode comes from the request).
     pub recover: RecoverOptions,
+}
+
+/// The samples of `spec` for the inputs of `a`.
+fn open_samples(a: &Analysis, spec: &SampleSpec) -> Result<SampleSet> {
+    SampleSet::open_with(
+        crate::data::analysis_decls(a)?,
+        &spec.source,
+        spec.samples,
+        spec.preprocess.clone(),
+        crate::data::DynamicDims::Guess,
+    )
 }
 
 /// How long one phase of a prune took (`phases` in `pare prune --json`).
@@ -1271,27 +1250,17 @@ pub struct CalibOutcome {
 /// part (all of it without `--calib`: random inputs fit nothing).
 pub fn calibrate_and_measure(
     a: &Analysis,
-    ca: &ChannelAnalysis,
-    plan: &super::PrunePlan,
+    p: &Pruned,
     pruned: &mut ModelProto,
     opts: &CalibOptions,
+    mode: RecoverMode,
     progress: &dyn Progress,
 ) -> Result<CalibOutcome> {
+    let (ca, plan) = (&p.channels, &p.plan);
     let mut out = CalibOutcome::default();
     let t = Instant::now();
-    let decls = crate::data::analysis_decls(a)?;
-    let set = SampleSet::open_with(
-        decls,
-        &opts.source,
-        opts.samples,
-        opts.preprocess.clone(),
-        crate::data::DynamicDims::Guess,
-    )?;
-    let mode = if opts.given {
-        opts.recover.mode
-    } else {
-        RecoverMode::None
-    };
+    let set = open_samples(a, &opts.data)?;
+    let mode = if opts.given { mode } else { RecoverMode::None };
     let split = if mode == RecoverMode::None && !opts.given {
         crate::fidelity::holdout(set.len(), 0.0)
     } else {
@@ -1303,7 +1272,7 @@ pub fn calibrate_and_measure(
     // Without recovery nothing was fitted: every sample is as good as held out, except
     // that `--calib` users asked for a split and get the same samples either way.
     let held_out = split.held_out || (mode == RecoverMode::None && !opts.given);
-    let engine = opts.engine.resolve()?;
+    let engine = opts.data.engine.resolve()?;
     out.phases.push(PhaseTime::since("loading samples", t));
     let original = &a.model.proto;
     if mode != RecoverMode::None {
@@ -1322,6 +1291,7 @@ pub fn calibrate_and_measure(
         let t = Instant::now();
         let ropts = RecoverOptions {
             engine,
+            mode,
             ..opts.recover.clone()
         };
         let cx = FitContext {
