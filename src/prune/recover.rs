@@ -48,18 +48,24 @@ pub struct RecoverOptions {
     pub engine: EngineKind,
     pub threads: usize,
     pub seed: u64,
+    /// Also fit on left-right mirrored copies of image-like samples.
+    pub flip: bool,
 }
 
 impl Default for RecoverOptions {
     fn default() -> Self {
         RecoverOptions {
             mode: RecoverMode::Lsq,
-            ridge: 1e-4,
+            ridge: std::env::var("PARE_RIDGE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1e-3),
             positions: 256,
             max_unknowns: 4096,
             engine: EngineKind::Tract,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             seed: 0,
+            flip: std::env::var("PARE_NOFLIP").is_err(),
         }
     }
 }
@@ -83,6 +89,10 @@ pub struct LayerRecovery {
     pub inputs_total: usize,
     pub fit_sqnr_before_db: Option<f64>,
     pub fit_sqnr_after_db: Option<f64>,
+    /// The fit's SQNR on the fold it did not see (two-fold, by sample).
+    pub cv_sqnr_db: Option<f64>,
+    /// The chosen ridge strength (relative to XᵀX's mean diagonal).
+    pub ridge: Option<f64>,
     pub note: Option<String>,
 }
 
@@ -295,9 +305,28 @@ struct GroupSystem {
     yty: f64,
 }
 
-/// The normal equations of one consumer, over all its groups.
+impl GroupSystem {
+    fn zeros(d: usize, m: usize) -> Self {
+        GroupSystem {
+            xtx: Mat::zeros(d, d),
+            xty: Mat::zeros(d, m),
+            yty: 0.0,
+        }
+    }
+
+    fn sum(a: &GroupSystem, b: &GroupSystem) -> GroupSystem {
+        GroupSystem {
+            xtx: &a.xtx + &b.xtx,
+            xty: &a.xty + &b.xty,
+            yty: a.yty + b.yty,
+        }
+    }
+}
+
+/// The normal equations of one consumer, over all its groups, in two folds (by sample) so
+/// the ridge strength can be chosen on data the fit did not see.
 struct LayerSystem {
-    groups: Vec<GroupSystem>,
+    groups: Vec<[GroupSystem; 2]>,
     rows: u64,
 }
 
@@ -305,15 +334,46 @@ impl LayerSystem {
     fn new(groups: usize, d: usize, m: usize) -> Self {
         LayerSystem {
             groups: (0..groups)
-                .map(|_| GroupSystem {
-                    xtx: Mat::zeros(d, d),
-                    xty: Mat::zeros(d, m),
-                    yty: 0.0,
-                })
+                .map(|_| [GroupSystem::zeros(d, m), GroupSystem::zeros(d, m)])
                 .collect(),
             rows: 0,
         }
     }
+}
+
+/// Ridge strengths tried (relative to the mean diagonal of XᵀX).
+const RIDGE_GRID: [f64; 6] = [1e-7, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+
+/// Chooses λ by two-fold cross-validation over all groups of a layer (fit on one fold,
+/// residual on the other, both ways) and returns it with the cross-validated residual; the
+/// pruned weights themselves (no fit) compete as λ = ∞ and win as `None`.
+fn choose_ridge(sys: &LayerSystem, w0: &[Mat<f64>], intercept: bool) -> (Option<f64>, f64) {
+    let keep: f64 = sys
+        .groups
+        .iter()
+        .zip(w0)
+        .map(|(f, w)| residual(&f[0], w.as_ref()) + residual(&f[1], w.as_ref()))
+        .sum();
+    let mut best = (None, keep);
+    for &l in &RIDGE_GRID {
+        let mut cv = 0.0;
+        for (f, w) in sys.groups.iter().zip(w0) {
+            for k in 0..2 {
+                let fit = ridge_solve(
+                    f[k].xtx.as_ref(),
+                    f[k].xty.as_ref(),
+                    Some(w.as_ref()),
+                    l,
+                    intercept,
+                );
+                cv += fit.map_or(f64::INFINITY, |x| residual(&f[1 - k], x.as_ref()));
+            }
+        }
+        if cv < best.1 {
+            best = (Some(l), cv);
+        }
+    }
+    best
 }
 
 /// One consumer's layout in the pruned model: groups, unknowns per group, outputs per group.
@@ -403,6 +463,46 @@ fn resolved_pads(geom: &ConvGeom, ih: usize, iw: usize, oh: usize, ow: usize) ->
     }
 }
 
+/// The inputs mirrored left-right when every one is image-like (4-D float, width > 1): a
+/// mirrored photo is as natural as the photo, so it doubles the fitting data for free.
+fn hflip(inputs: &[HostTensor]) -> Option<Vec<HostTensor>> {
+    inputs
+        .iter()
+        .map(|t| {
+            let (&[_, _, h, w], crate::runtime::HostData::F32(v)) = (&t.shape[..], &t.data) else {
+                return None;
+            };
+            if w < 2 || h < 2 {
+                return None;
+            }
+            let mut out = v.clone();
+            for (dst, src) in out.chunks_mut(w).zip(v.chunks(w)) {
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+            Some(HostTensor {
+                shape: t.shape.clone(),
+                data: crate::runtime::HostData::F32(out),
+            })
+        })
+        .collect()
+}
+
+/// `k` of `0..n` without repetition (all of them when `n <= k`), in increasing order.
+fn sample_positions(n: usize, k: usize, rng: &mut Rng) -> impl Iterator<Item = usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    if n > k {
+        for i in 0..k {
+            let j = i + rng.below((n - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        all.sort_unstable();
+    }
+    all.into_iter()
+}
+
 /// im2col rows of a conv on sampled output positions: X from the pruned input, Y from the
 /// original output at the kept output channels.
 fn conv_rows(
@@ -434,10 +534,7 @@ fn conv_rows(
     let [kh, kw] = geom.kernel;
     let mut pos: Vec<(usize, usize)> = Vec::new();
     for b in 0..n {
-        let total = oh * ow;
-        for _ in 0..positions.min(total) {
-            pos.push((b, rng.below(total as u64) as usize));
-        }
+        pos.extend(sample_positions(oh * ow, positions, rng).map(|q| (b, q)));
     }
     let p = pos.len();
     let mut out = Vec::with_capacity(s.groups);
@@ -493,13 +590,7 @@ fn dense_rows(
         )));
     }
     let n = xs.len() / k;
-    let rows: Vec<usize> = if n <= positions {
-        (0..n).collect()
-    } else {
-        (0..positions)
-            .map(|_| rng.below(n as u64) as usize)
-            .collect()
-    };
+    let rows: Vec<usize> = sample_positions(n, positions, rng).collect();
     let mut xb = vec![0.0f64; rows.len() * s.d];
     let mut yb = vec![0.0f64; rows.len() * s.cout_g];
     for (r, &i) in rows.iter().enumerate() {
@@ -517,8 +608,9 @@ fn dense_rows(
 }
 
 /// Adds one sample's rows to the system (XᵀX and XᵀY with faer's matmul).
-fn accumulate(sys: &mut LayerSystem, rows: &Rows, d: usize, m: usize) {
+fn accumulate(sys: &mut LayerSystem, rows: &Rows, d: usize, m: usize, fold: usize) {
     for (gs, (xb, yb)) in sys.groups.iter_mut().zip(rows) {
+        let gs = &mut gs[fold % 2];
         let p = xb.len() / d.max(1);
         let x = MatRef::from_row_major_slice(xb, p, d);
         let y = MatRef::from_row_major_slice(yb, p, m);
@@ -531,11 +623,14 @@ fn accumulate(sys: &mut LayerSystem, rows: &Rows, d: usize, m: usize) {
         .map_or(0, |(xb, _)| (xb.len() / d.max(1)) as u64);
 }
 
-/// Ridge solution `(XᵀX + λI)⁻¹ XᵀY`, λ relative to the mean diagonal (the bias column is not
-/// shrunk). A failed Cholesky retries with a stronger ridge.
+/// Ridge solution `(XᵀX + λI)⁻¹ (XᵀY + λW₀)`: least squares shrunk toward `w0` (the pruned
+/// layer's own weights, the best guess where the calibration data says little) rather than
+/// toward zero. λ is `ridge` times the mean diagonal of XᵀX; the bias row is not shrunk. A
+/// failed Cholesky retries with a stronger ridge.
 pub fn ridge_solve(
     xtx: MatRef<'_, f64>,
     xty: MatRef<'_, f64>,
+    w0: Option<MatRef<'_, f64>>,
     ridge: f64,
     intercept: bool,
 ) -> Option<Mat<f64>> {
@@ -545,14 +640,20 @@ pub fn ridge_solve(
     let mut lambda = (ridge * mean_diag).max(1e-12);
     for _ in 0..6 {
         let mut a = xtx.to_owned();
+        let mut rhs = xty.to_owned();
         for i in 0..reg {
             a[(i, i)] += lambda;
+            if let Some(w0) = w0 {
+                for j in 0..rhs.ncols() {
+                    rhs[(i, j)] += lambda * w0[(i, j)];
+                }
+            }
         }
         if intercept && reg < d {
             a[(d - 1, d - 1)] += 1e-12 * (1.0 + a[(d - 1, d - 1)]);
         }
         if let Ok(llt) = a.as_ref().llt(Side::Lower) {
-            let w: Mat<f64> = llt.solve(xty);
+            let w: Mat<f64> = llt.solve(&rhs);
             let finite = (0..w.ncols()).all(|j| (0..w.nrows()).all(|i| w[(i, j)].is_finite()));
             if finite {
                 return Some(w);
@@ -767,21 +868,31 @@ fn layer_system(
         cx.progress,
         0,
         |sample, r| {
-            let x = r.run(&sample.tensors)?;
-            let y = orig.get(cx.set, sample.index)?.run(&sample.tensors)?;
-            let (Some(x), Some(y)) = (x.first(), y.first()) else {
-                return Err(PareError::Runtime(format!(
-                    "recover '{}': no activation",
-                    c.name
-                )));
-            };
-            let mut rng = Rng::new(o.seed ^ ((sample.index as u64) << 20) ^ c.node as u64);
-            let rows = match &c.kind {
-                OpKind::Conv(geom) => conv_rows(c, geom, s, x, y, o.positions, &mut rng)?,
-                _ => dense_rows(c, s, x, y, o.positions, &mut rng)?,
-            };
-            let mut g = sys.lock().map_err(|_| poisoned())?;
-            accumulate(&mut g, &rows, s.d, s.cout_g);
+            let mut variants = vec![sample.tensors.clone()];
+            if o.flip {
+                variants.extend(hflip(&sample.tensors));
+            }
+            let orig = orig.get(cx.set, sample.index)?;
+            let fold = cx.fit.iter().position(|&i| i == sample.index).unwrap_or(0);
+            for (v, inputs) in variants.iter().enumerate() {
+                let x = r.run(inputs)?;
+                let y = orig.run(inputs)?;
+                let (Some(x), Some(y)) = (x.first(), y.first()) else {
+                    return Err(PareError::Runtime(format!(
+                        "recover '{}': no activation",
+                        c.name
+                    )));
+                };
+                let mut rng = Rng::new(
+                    o.seed ^ ((sample.index as u64) << 20) ^ ((v as u64) << 40) ^ c.node as u64,
+                );
+                let rows = match &c.kind {
+                    OpKind::Conv(geom) => conv_rows(c, geom, s, x, y, o.positions, &mut rng)?,
+                    _ => dense_rows(c, s, x, y, o.positions, &mut rng)?,
+                };
+                let mut g = sys.lock().map_err(|_| poisoned())?;
+                accumulate(&mut g, &rows, s.d, s.cout_g, fold);
+            }
             Ok(())
         },
     )?;
@@ -810,16 +921,27 @@ fn fit_lsq(
         return Ok(None);
     }
     let w0 = current_weights(pruned, c, &s)?;
+    let (ridge, cv) = choose_ridge(&sys, &w0, s.intercept);
     let (mut signal, mut before, mut after) = (0.0, 0.0, 0.0);
     let mut ws = Vec::with_capacity(s.groups);
-    for (gs, w0) in sys.groups.iter().zip(&w0) {
-        let Some(w) = ridge_solve(gs.xtx.as_ref(), gs.xty.as_ref(), cx.opts.ridge, s.intercept)
-        else {
+    for (f, w0) in sys.groups.iter().zip(&w0) {
+        let gs = GroupSystem::sum(&f[0], &f[1]);
+        signal += gs.yty;
+        before += residual(&gs, w0.as_ref());
+        let w = match ridge {
+            Some(l) => ridge_solve(
+                gs.xtx.as_ref(),
+                gs.xty.as_ref(),
+                Some(w0.as_ref()),
+                l,
+                s.intercept,
+            ),
+            None => Some(w0.clone()),
+        };
+        let Some(w) = w else {
             return Ok(None);
         };
-        signal += gs.yty;
-        before += residual(gs, w0.as_ref());
-        after += residual(gs, w.as_ref());
+        after += residual(&gs, w.as_ref());
         ws.push(w);
     }
     let mut rec = LayerRecovery {
@@ -829,11 +951,13 @@ fn fit_lsq(
         inputs_total: c.total_in,
         fit_sqnr_before_db: db(signal, before),
         fit_sqnr_after_db: db(signal, after),
+        cv_sqnr_db: db(signal, cv),
+        ridge,
         note: None,
     };
-    if after > before {
+    if ridge.is_none() {
         rec.method = FitMethod::Unchanged;
-        rec.note = Some("the fit was no better than the pruned weights".into());
+        rec.note = Some("on held-out calibration samples no fit beat the pruned weights".into());
         return Ok(Some(rec));
     }
     write_weights(pruned, c, &s, &ws)?;
@@ -914,6 +1038,8 @@ fn fold_bias(
         inputs_total: c.total_in,
         fit_sqnr_before_db: None,
         fit_sqnr_after_db: None,
+        cv_sqnr_db: None,
+        ridge: None,
         note: why,
     };
     let Some((dims, w)) = member_values(a, &c.weight) else {
@@ -985,6 +1111,8 @@ fn or_unchanged(c: &Consumer, r: Result<LayerRecovery>) -> Result<LayerRecovery>
             inputs_total: c.total_in,
             fit_sqnr_before_db: None,
             fit_sqnr_after_db: None,
+            cv_sqnr_db: None,
+            ridge: None,
             note: Some(e.to_string()),
         }),
         ok => ok,
