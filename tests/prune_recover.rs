@@ -6,12 +6,12 @@
 mod common;
 
 use pare::data::{DataSource, Preprocess};
-use pare::prune::sensitivity::SampleSpec;
 use pare::jobs::NoProgress;
 use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::prune::recover::{CalibOptions, FitMethod, RecoverOptions};
+use pare::prune::sensitivity::SampleSpec;
 use pare::prune::{PruneOptions, PruneReport, PruneRequest, RecoverMode};
 use pare::rng::Rng;
 use pare::runtime::{EngineChoice, EngineKind};

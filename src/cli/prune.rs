@@ -66,8 +66,10 @@ pub struct PruneArgs {
     /// Fraction of channels to remove (per group, or overall with --global).
     #[arg(long, default_value_t = 0.5)]
     pub ratio: f64,
-    #[arg(long, value_enum, default_value_t = Criterion::L1)]
-    pub criterion: Criterion,
+    /// How channels are ranked (default: activation with --calib files, where a channel's
+    /// weight norm times its activation RMS measures what it carries; else l1).
+    #[arg(long, value_enum)]
+    pub criterion: Option<Criterion>,
     /// Kept channel counts are multiples of N in every group.
     #[arg(long = "round-to", default_value_t = 8)]
     pub round_to: usize,
@@ -241,7 +243,11 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
     let req = PruneRequest {
         options: PruneOptions {
             ratio: a.ratio,
-            criterion: a.criterion,
+            criterion: a.criterion.unwrap_or(if a.data.has_files() {
+                Criterion::Activation
+            } else {
+                Criterion::L1
+            }),
             round_to: a.round_to.max(1),
             global: a.global,
             max_ratio: a.max_ratio,

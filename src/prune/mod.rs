@@ -326,7 +326,20 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     let budget = match &req.budget {
         Some(b) => {
             let t = std::time::Instant::now();
-            let (ratios, rep) = budget::search(a, &opts, b, None, progress)?;
+            // Candidates are measured as repaired (cheaply, by bias folding) when a repair
+            // will run on the result.
+            let folder = match &req.calib {
+                Some(c) if mode != RecoverMode::None => {
+                    Some(recover::BiasFolder::new(a, c, progress)?)
+                }
+                _ => None,
+            };
+            let fold = |p: &Pruned| match &folder {
+                Some(f) => f.apply(a, p),
+                None => Ok(p.model.proto.clone()),
+            };
+            let transform: Option<&sensitivity::Transform> = folder.as_ref().map(|_| &fold as _);
+            let (ratios, rep) = budget::search(a, &opts, b, transform, progress)?;
             opts.group_ratios = ratios;
             opts.ratio = 0.0;
             opts.global = false;
