@@ -355,7 +355,16 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     let calib = match &req.calib {
         Some(c) => {
             let mut model = pruned.model.proto.clone();
-            let out = recover::calibrate_and_measure(a, &pruned, &mut model, c, mode, progress)?;
+            let out =
+                match recover::calibrate_and_measure(a, &pruned, &mut model, c, mode, progress) {
+                    Ok(out) => out,
+                    // Fidelity on random inputs is a courtesy: a model no engine runs is
+                    // reported by validation, not turned into an error here.
+                    Err(e) if !c.given && !matches!(e, PareError::Cancelled) => {
+                        recover::CalibOutcome::default()
+                    }
+                    Err(e) => return Err(e),
+                };
             if out.recovery.is_some() {
                 pruned.model.file_size = prost::Message::encoded_len(&model) as u64;
                 pruned.model.proto = model;
