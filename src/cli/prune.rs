@@ -66,8 +66,10 @@ pub struct PruneArgs {
     /// Fraction of channels to remove (per group, or overall with --global).
     #[arg(long, default_value_t = 0.5)]
     pub ratio: f64,
-    #[arg(long, value_enum, default_value_t = Criterion::L1)]
-    pub criterion: Criterion,
+    /// How channels are ranked (default: activation with --calib files, where a channel's
+    /// weight norm times its activation RMS measures what it carries; else l1).
+    #[arg(long, value_enum)]
+    pub criterion: Option<Criterion>,
     /// Kept channel counts are multiples of N in every group.
     #[arg(long = "round-to", default_value_t = 8)]
     pub round_to: usize,
@@ -88,6 +90,13 @@ pub struct PruneArgs {
     /// preprocessing, as for every command that runs a model.
     #[command(flatten)]
     pub data: pare::data::DataArgs,
+    /// Share of --calib held out for fidelity (never used to choose or fit anything).
+    #[command(flatten)]
+    pub holdout: pare::fidelity::HoldoutArgs,
+    /// Repair consumers of pruned channels on the --calib samples: least squares toward the
+    /// original's outputs, bias folding, or nothing (default: lsq with --calib, else none).
+    #[arg(long, value_enum)]
+    pub recover: Option<pare::prune::RecoverMode>,
     /// Print the plan; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -164,6 +173,7 @@ fn budget_options(a: &PruneArgs) -> anyhow::Result<Option<prune::budget::BudgetO
     o.target_macs = b.target_macs.as_deref().map(str::parse).transpose()?;
     o.target_params = b.target_params.as_deref().map(str::parse).transpose()?;
     o.min_sqnr_db = b.min_sqnr;
+    o.holdout = a.holdout.holdout;
     Ok(Some(o))
 }
 
@@ -179,6 +189,47 @@ fn validation_inputs(
     Ok(samples.sets.into_iter().next())
 }
 
+/// `--recover`, defaulting to `lsq` with `--calib` and `none` without.
+fn recover_mode(a: &PruneArgs) -> anyhow::Result<prune::RecoverMode> {
+    use prune::RecoverMode;
+    let given = !a.data.data.is_empty();
+    let mode = a.recover.unwrap_or(if given {
+        RecoverMode::Lsq
+    } else {
+        RecoverMode::None
+    });
+    if !given && mode != RecoverMode::None {
+        anyhow::bail!(
+            "--recover {} needs calibration samples: --calib DIR",
+            mode.name()
+        );
+    }
+    Ok(mode)
+}
+
+/// Fidelity and recovery settings: `--calib` samples (held-out part for fidelity, the rest
+/// for recovery), or without `--calib` a few random inputs for fidelity alone when
+/// validating (`--no-validate` runs nothing).
+fn calib_options(a: &PruneArgs) -> anyhow::Result<Option<prune::recover::CalibOptions>> {
+    let given = !a.data.data.is_empty();
+    if !given && (a.no_validate || a.dry_run) {
+        return Ok(None);
+    }
+    let mut data = sample_spec(&a.data, if given { 8 } else { 2 })?;
+    if !given {
+        data.samples = 2;
+    }
+    Ok(Some(prune::recover::CalibOptions {
+        data,
+        given,
+        holdout: a.holdout.holdout,
+        recover: prune::recover::RecoverOptions {
+            seed: a.data.seed,
+            ..Default::default()
+        },
+    }))
+}
+
 pub fn run_prune(a: &PruneArgs) -> CmdResult {
     if !a.dry_run && a.output.is_none() {
         return Err(Exit::bad(anyhow::anyhow!(
@@ -192,7 +243,11 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
     let req = PruneRequest {
         options: PruneOptions {
             ratio: a.ratio,
-            criterion: a.criterion,
+            criterion: a.criterion.unwrap_or(if a.data.has_files() {
+                Criterion::Activation
+            } else {
+                Criterion::L1
+            }),
             round_to: a.round_to.max(1),
             global: a.global,
             max_ratio: a.max_ratio,
@@ -206,7 +261,8 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
         validate: !(a.no_validate || a.dry_run),
         allow_unvalidated: a.allow_unvalidated,
         budget: budget_options(a).map_err(Exit::bad)?,
-        ..Default::default()
+        calib: calib_options(a).map_err(Exit::bad)?,
+        recover: recover_mode(a).map_err(Exit::bad)?,
     };
     let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let report = prune::run(&analysis, &req, &bar);

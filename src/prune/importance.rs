@@ -24,6 +24,10 @@ pub enum Criterion {
     BnScale,
     /// Seeded random ranking (a baseline).
     Random,
+    /// Norm of each channel's consumer weights × RMS of the channel's activation on the
+    /// --calib samples: a channel that carries little signal into its consumers goes first
+    /// (weights alone miss a channel that is large but nearly constant, or always small).
+    Activation,
 }
 
 /// A weight tensor read as f32: its dims and values.
@@ -33,9 +37,21 @@ type DimsAndValues = (Vec<i64>, Vec<f32>);
 #[derive(Default)]
 pub struct WeightCache {
     cache: HashMap<String, Option<DimsAndValues>>,
+    /// Per-channel RMS of tensors on calibration data (for [`Criterion::Activation`]).
+    pub activations: Option<std::sync::Arc<HashMap<String, Vec<f64>>>>,
 }
 
 impl WeightCache {
+    /// A cache that also knows per-channel activation RMS (for [`Criterion::Activation`]).
+    pub fn with_activations(
+        activations: Option<std::sync::Arc<HashMap<String, Vec<f64>>>>,
+    ) -> Self {
+        WeightCache {
+            cache: HashMap::new(),
+            activations,
+        }
+    }
+
     fn get(&mut self, a: &Analysis, t: &str) -> Option<&DimsAndValues> {
         self.cache
             .entry(t.to_string())
@@ -110,9 +126,24 @@ pub fn unit_scores(
         .members
         .iter()
         .any(|&m| ca.members[m].role == Role::NormScale);
+    let acts = cache.activations.clone();
     let mut used = 0;
     for &mi in &group.members {
         let m = &ca.members[mi];
+        // The channel RMS of the consumer's input, for the activation criterion.
+        let rms = match (&acts, criterion) {
+            (Some(acts), Criterion::Activation) if m.role == Role::ConsumerWeight => a
+                .graph()
+                .node
+                .iter()
+                .find(|n| n.display_name() == m.node)
+                .and_then(|n| n.input.first())
+                .and_then(|x| acts.get(x)),
+            _ => None,
+        };
+        if criterion == Criterion::Activation && rms.is_none() {
+            continue;
+        }
         let relevant = match criterion {
             Criterion::BnScale if has_bn => m.role == Role::NormScale,
             Criterion::Fpgm => m.role == Role::ProducerWeight,
@@ -126,6 +157,14 @@ pub fn unit_scores(
         };
         let rows = rows(dims, values, m.axis);
         let per_index: Vec<f64> = match criterion {
+            Criterion::Activation => rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let norm = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+                    norm * rms.and_then(|x| x.get(i)).copied().unwrap_or(0.0)
+                })
+                .collect(),
             Criterion::L2 => rows
                 .iter()
                 .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())

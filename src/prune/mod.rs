@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod importance;
 pub mod plan;
+pub mod recover;
 pub mod rewrite;
 pub mod sensitivity;
 pub mod validate;
@@ -36,6 +37,7 @@ impl Criterion {
             Criterion::Fpgm => "fpgm",
             Criterion::BnScale => "bn-scale",
             Criterion::Random => "random",
+            Criterion::Activation => "activation",
         }
     }
 }
@@ -48,23 +50,31 @@ pub struct PruneRequest {
     pub output: Option<PathBuf>,
     /// Compare the pruned model's outputs with the original's on seeded random inputs.
     pub validate: bool,
+    /// Samples for fidelity (held-out part) and recovery (fit part); `None` measures no
+    /// fidelity.
+    pub calib: Option<recover::CalibOptions>,
     /// Write the output even when validation ran and did not pass (`--allow-unvalidated`);
     /// otherwise an unvalidated model is not written.
     pub allow_unvalidated: bool,
     /// `--target-macs`/`--target-params`: search per-group ratios for a budget first.
     pub budget: Option<budget::BudgetOptions>,
-    /// Reconstruction after the channels are chosen (`--recover`); the TUI's prune dialog
-    /// sets it. Placeholder until the recovery step lands: only `None` is carried out.
+    /// Reconstruction after the channels are chosen (`--recover`); needs `calib` with real
+    /// samples unless `None`.
     pub recover: RecoverMode,
 }
 
-/// `--recover none|bias|lsq`: how consumers of pruned groups are re-fitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// `--recover none|bias|lsq`: how consumers of pruned groups are re-fitted (see
+/// [`recover`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoverMode {
+    /// Leave the kept weights as they are.
     #[default]
     None,
+    /// Fold the removed channels' mean contribution into each consumer's bias.
     Bias,
+    /// Ridge least squares of each consumer toward the original's output (bias folding
+    /// where a fit does not apply).
     Lsq,
 }
 
@@ -109,6 +119,11 @@ impl PruneRequest {
                 s.push_str(&format!(" --calib {}", p.display()));
             }
         }
+        if let (None, Some(c)) = (&self.budget, &self.calib)
+            && let crate::data::DataSource::Path(p) = &c.data.source
+        {
+            s.push_str(&format!(" --calib {}", p.display()));
+        }
         if self.recover != RecoverMode::None {
             s.push_str(&format!(" --recover {}", self.recover.name()));
         }
@@ -144,6 +159,14 @@ pub struct PruneReport {
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
     pub engine: Option<String>,
+    /// Pruned (and recovered) model against the original on held-out samples.
+    pub fidelity: Option<crate::fidelity::Fidelity>,
+    /// The same before recovery ran (only when it ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity_before_recovery: Option<crate::fidelity::Fidelity>,
+    pub recovery: Option<recover::Recovery>,
+    /// Time of each phase.
+    pub phases: Vec<recover::PhaseTime>,
     /// The budget search (chosen ratios, trace), when a budget was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<budget::BudgetReport>,
@@ -185,6 +208,7 @@ impl Report for PruneReport {
             reduction_pct(self.macs_before, self.macs_after)
         );
         self.render_validation(&mut s);
+        self.render_fidelity(&mut s);
         match (&self.output, &self.withheld) {
             (Some(o), _) => {
                 let _ = writeln!(s, "wrote      {o}");
@@ -200,6 +224,39 @@ impl Report for PruneReport {
             }
         }
         s
+    }
+}
+
+impl PruneReport {
+    /// Recovery, fidelity (before and after recovery) and phase times.
+    fn render_fidelity(&self, s: &mut String) {
+        if let Some(r) = &self.recovery {
+            let count = |m: recover::FitMethod| r.layers.iter().filter(|l| l.method == m).count();
+            let _ = writeln!(
+                s,
+                "recovery   {}: {} layers by least squares, {} by bias folding, {} unchanged ({} samples, {:.1} s)",
+                r.mode.name(),
+                count(recover::FitMethod::Lsq),
+                count(recover::FitMethod::Bias),
+                count(recover::FitMethod::Unchanged),
+                r.samples,
+                r.seconds
+            );
+        }
+        if let Some(f) = &self.fidelity_before_recovery {
+            let _ = write!(s, "before recovery:\n{}", f.render_text());
+        }
+        if let Some(f) = &self.fidelity {
+            s.push_str(&f.render_text());
+        }
+        if self.fidelity.is_some() {
+            let p: Vec<String> = self
+                .phases
+                .iter()
+                .map(|p| format!("{} {:.2} s", p.phase, p.seconds))
+                .collect();
+            let _ = writeln!(s, "time       {}", p.join(", "));
+        }
     }
 }
 
@@ -245,20 +302,89 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
         check_output(a.model.path.as_deref(), out)?;
     }
     let mut opts = req.options.clone();
+    let mut phases = Vec::new();
+    let mode = match &req.calib {
+        Some(c) if c.given => req.recover,
+        _ if req.recover == RecoverMode::None => RecoverMode::None,
+        _ => {
+            return Err(PareError::Usage(format!(
+                "--recover {} needs calibration samples (--calib DIR)",
+                req.recover.name()
+            )));
+        }
+    };
+    if opts.criterion == Criterion::Activation {
+        let t = std::time::Instant::now();
+        let c = req.calib.as_ref().filter(|c| c.given).ok_or_else(|| {
+            PareError::Usage("--criterion activation needs --calib samples".into())
+        })?;
+        opts.activations = Some(std::sync::Arc::new(recover::activation_stats(
+            a, c, progress,
+        )?));
+        phases.push(recover::PhaseTime::since("activation statistics", t));
+    }
     let budget = match &req.budget {
         Some(b) => {
-            let (ratios, rep) = budget::search(a, &opts, b, None, progress)?;
+            let t = std::time::Instant::now();
+            // Candidates are measured as repaired (cheaply, by bias folding) when a repair
+            // will run on the result.
+            let folder = match &req.calib {
+                Some(c) if mode != RecoverMode::None => {
+                    Some(recover::BiasFolder::new(a, c, progress)?)
+                }
+                _ => None,
+            };
+            let fold = |p: &Pruned| match &folder {
+                Some(f) => f.apply(a, p),
+                None => Ok(p.model.proto.clone()),
+            };
+            let transform: Option<&sensitivity::Transform> = folder.as_ref().map(|_| &fold as _);
+            let (ratios, rep) = budget::search(a, &opts, b, transform, progress)?;
             opts.group_ratios = ratios;
             opts.ratio = 0.0;
             opts.global = false;
+            phases.push(recover::PhaseTime::since("budget search", t));
             Some(rep)
         }
         None => None,
     };
-    let pruned = prune(a, &opts, progress)?;
+    let t = std::time::Instant::now();
+    let mut pruned = prune(a, &opts, progress)?;
+    phases.push(recover::PhaseTime::since("plan and rewrite", t));
     progress.check_cancel()?;
+    let calib = match &req.calib {
+        Some(c) => {
+            let mut model = pruned.model.proto.clone();
+            let out =
+                match recover::calibrate_and_measure(a, &pruned, &mut model, c, mode, progress) {
+                    Ok(out) => out,
+                    // Fidelity on random inputs is a courtesy: a model no engine runs is
+                    // reported by validation, not turned into an error here.
+                    Err(e) if !c.given && !matches!(e, PareError::Cancelled) => {
+                        recover::CalibOutcome::default()
+                    }
+                    Err(e) => return Err(e),
+                };
+            if out.recovery.is_some() {
+                pruned.model.file_size = prost::Message::encoded_len(&model) as u64;
+                pruned.model.proto = model;
+                pruned.analysis = Analysis::new(pruned.model.clone(), &a.pins)?;
+            }
+            out
+        }
+        None => recover::CalibOutcome::default(),
+    };
+    phases.extend(calib.phases);
+    let t = std::time::Instant::now();
     let mut rep = report(a, &pruned, &opts, !req.validate, progress);
+    if req.validate {
+        phases.push(recover::PhaseTime::since("validation", t));
+    }
     rep.budget = budget;
+    rep.fidelity = calib.fidelity;
+    rep.fidelity_before_recovery = calib.fidelity_before_recovery;
+    rep.recovery = calib.recovery;
+    rep.phases = phases;
     progress.check_cancel()?;
     if let Some(out) = &req.output {
         if req.validate && !rep.validated && !req.allow_unvalidated {
@@ -458,6 +584,10 @@ pub fn report(
             .collect(),
         options: opts.clone(),
         engine,
+        fidelity: None,
+        fidelity_before_recovery: None,
+        recovery: None,
+        phases: Vec::new(),
         budget: None,
     }
 }

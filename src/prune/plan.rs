@@ -40,6 +40,9 @@ pub struct PruneOptions {
     pub inputs: Option<Vec<crate::runtime::HostTensor>>,
     #[serde(skip)]
     pub tags: Tags,
+    /// Per-channel activation RMS on calibration data (`--criterion activation`).
+    #[serde(skip)]
+    pub activations: Option<std::sync::Arc<std::collections::HashMap<String, Vec<f64>>>>,
 }
 
 impl Default for PruneOptions {
@@ -55,6 +58,7 @@ impl Default for PruneOptions {
             group_ratios: BTreeMap::new(),
             inputs: None,
             tags: Tags::default(),
+            activations: None,
         }
     }
 }
@@ -201,7 +205,7 @@ pub fn make_plan(
         )));
     }
     let (tag_locks, tag_ratios) = tag_effects(a, ca, &opts.tags)?;
-    let mut cache = WeightCache::default();
+    let mut cache = WeightCache::with_activations(opts.activations.clone());
     progress.phase("ranking", Some(ca.groups.len() as u64));
     let mut plans = Vec::with_capacity(ca.groups.len());
     let mut scored: Vec<(usize, Vec<f64>)> = Vec::new();

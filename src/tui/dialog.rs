@@ -252,8 +252,20 @@ impl PruneDialog {
                 b.target_macs = Some(crate::prune::budget::Amount::Fraction(f));
                 b
             }),
+            calib: self.calib_options(),
             recover: self.recover,
         }
+    }
+
+    /// Fidelity and recovery on the folder typed in (none without one).
+    fn calib_options(&self) -> Option<crate::prune::recover::CalibOptions> {
+        let spec = self.samples();
+        (!spec.is_random()).then(|| crate::prune::recover::CalibOptions {
+            data: spec,
+            given: true,
+            holdout: crate::fidelity::HoldoutArgs::default().holdout,
+            recover: Default::default(),
+        })
     }
 
     /// The calibration samples: the folder typed in, else 8 random samples.

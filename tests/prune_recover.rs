@@ -1,0 +1,221 @@
+//! Reconstruction after pruning (`--recover lsq|bias`) and fidelity on held-out samples.
+//! The fixtures are built so the exact answer is known: removed channels that are linear
+//! combinations of kept ones (least squares must recover the original outputs), and
+//! constant channels (bias folding must).
+
+mod common;
+
+use pare::data::{DataSource, Preprocess};
+use pare::jobs::NoProgress;
+use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
+use pare::model::proto::ModelProto;
+use pare::model::{Analysis, InputPins};
+use pare::prune::recover::{CalibOptions, FitMethod, RecoverOptions};
+use pare::prune::sensitivity::SampleSpec;
+use pare::prune::{PruneOptions, PruneReport, PruneRequest, RecoverMode};
+use pare::rng::Rng;
+use pare::runtime::{EngineChoice, EngineKind};
+
+/// A 1x1 or kxk conv with explicit weights.
+fn conv(
+    b: &mut GraphBuilder,
+    name: &str,
+    x: &str,
+    w: (&[i64], &[f32]),
+    bias: Option<&[f32]>,
+) -> String {
+    let k = w.0[2];
+    let pad = (k - 1) / 2;
+    let wn = b.init_f32(&format!("{name}.weight"), w.0, w.1);
+    let mut ins = vec![x.to_string(), wn];
+    if let Some(bv) = bias {
+        ins.push(b.init_f32(&format!("{name}.bias"), &[w.0[0]], bv));
+    }
+    let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+    let out = format!("{name}_out");
+    b.node_named(
+        name,
+        "Conv",
+        &ins,
+        &[&out],
+        vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_ints("pads", &[pad, pad, pad, pad]),
+            attr_i("group", 1),
+        ],
+    );
+    out
+}
+
+fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() * scale).collect()
+}
+
+/// x(4) → conv1 1x1 (8 channels, no bias: every channel is a linear combination of any 4
+/// others) → conv2 3x3 (6 channels, padded) → y.
+fn linear_pair() -> ModelProto {
+    let mut rng = Rng::new(7);
+    let mut b = GraphBuilder::new("linear_pair");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let h = conv(
+        &mut b,
+        "conv1",
+        &x,
+        (&[8, 4, 1, 1], &randn(&mut rng, 32, 0.5)),
+        None,
+    );
+    let w2 = randn(&mut rng, 6 * 8 * 9, 0.2);
+    let y = conv(
+        &mut b,
+        "conv2",
+        &h,
+        (&[6, 8, 3, 3], &w2),
+        Some(&randn(&mut rng, 6, 0.1)),
+    );
+    b.output(&y, &[D::N(1), D::N(6), D::N(8), D::N(8)]);
+    b.model()
+}
+
+/// x(4) → conv1 1x1 (8 channels; channels 4..8 have zero weights and a large bias, like a
+/// BatchNorm-folded channel whose gamma went to zero) → conv2 1x1 → y.
+fn constant_channels() -> ModelProto {
+    let mut rng = Rng::new(11);
+    let mut b = GraphBuilder::new("constant_channels");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let mut w1 = vec![0.0f32; 32];
+    for o in 0..4 {
+        for i in 0..4 {
+            w1[o * 4 + i] = if o == i { 1.0 } else { 0.3 };
+        }
+    }
+    let b1 = [0.1, -0.1, 0.2, 0.0, 3.0, -2.0, 1.5, 4.0];
+    let h = conv(&mut b, "conv1", &x, (&[8, 4, 1, 1], &w1), Some(&b1));
+    let mut w2 = randn(&mut rng, 6 * 8, 0.5);
+    for o in 0..6 {
+        for i in 4..8 {
+            w2[o * 8 + i] *= 0.1; // small weights on large constants
+        }
+    }
+    let y = conv(&mut b, "conv2", &h, (&[6, 8, 1, 1], &w2), Some(&[0.0; 6]));
+    b.output(&y, &[D::N(1), D::N(6), D::N(8), D::N(8)]);
+    b.model()
+}
+
+fn prune_with(m: ModelProto, mode: RecoverMode) -> PruneReport {
+    let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
+    let req = PruneRequest {
+        options: PruneOptions {
+            ratio: 0.5,
+            round_to: 1,
+            ..Default::default()
+        },
+        output: None,
+        validate: false,
+        calib: Some(CalibOptions {
+            data: SampleSpec {
+                source: DataSource::Random { seed: 3 },
+                samples: 8,
+                preprocess: Preprocess::default(),
+                engine: EngineChoice::Tract,
+            },
+            given: true,
+            holdout: 0.25,
+            recover: RecoverOptions {
+                engine: EngineKind::Tract,
+                ..Default::default()
+            },
+        }),
+        recover: mode,
+        ..Default::default()
+    };
+    pare::prune::run(&a, &req, &NoProgress).expect("prune")
+}
+
+fn sqnr(f: &Option<pare::fidelity::Fidelity>) -> f64 {
+    f.as_ref()
+        .and_then(|f| f.min_sqnr_db())
+        .unwrap_or(f64::INFINITY)
+}
+
+#[test]
+fn least_squares_recovers_linear_combinations_exactly() {
+    let rep = prune_with(linear_pair(), RecoverMode::Lsq);
+    assert_eq!(rep.pruned_groups, 1, "{:?}", rep.plan);
+    let r = rep.recovery.as_ref().expect("recovery ran");
+    assert_eq!(r.layers.len(), 1);
+    assert_eq!(r.layers[0].method, FitMethod::Lsq, "{:?}", r.layers);
+    let before = sqnr(&rep.fidelity_before_recovery);
+    let after = sqnr(&rep.fidelity);
+    assert!(before < 30.0, "pruning alone should hurt: {before} dB");
+    assert!(after >= 60.0, "least squares should be exact: {after} dB");
+    assert!(rep.fidelity.as_ref().is_some_and(|f| f.held_out));
+}
+
+#[test]
+fn bias_folding_is_exact_for_constant_channels() {
+    let rep = prune_with(constant_channels(), RecoverMode::Bias);
+    let kept: Vec<usize> = rep.plan.iter().map(|g| g.kept).collect();
+    assert!(kept.contains(&4), "{:?}", rep.plan);
+    let r = rep.recovery.as_ref().expect("recovery ran");
+    assert_eq!(r.layers[0].method, FitMethod::Bias);
+    let before = sqnr(&rep.fidelity_before_recovery);
+    let after = sqnr(&rep.fidelity);
+    assert!(before < 20.0, "dropping constants should hurt: {before} dB");
+    assert!(after >= 60.0, "bias folding should be exact: {after} dB");
+    // No recovery: the report says so and the numbers are the unrepaired ones.
+    let none = prune_with(constant_channels(), RecoverMode::None);
+    assert!(none.recovery.is_none() && none.fidelity_before_recovery.is_none());
+    assert!((sqnr(&none.fidelity) - before).abs() < 1e-6);
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = common::pare(args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).expect("json")
+}
+
+#[test]
+fn fidelity_is_in_the_json_with_calib_random_on_held_out_samples() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "r.onnx", &common::resnet_like());
+    let p = p.to_str().expect("utf8");
+    let v = json(&[
+        "prune",
+        p,
+        "--dry-run",
+        "--json",
+        "--ratio",
+        "0.5",
+        "--calib",
+        "random",
+        "--samples",
+        "8",
+    ]);
+    let f = &v["fidelity"];
+    assert_eq!(f["samples"], 2, "{f}");
+    assert_eq!(f["held_out"], true);
+    assert!(f["outputs"][0]["sqnr_db"].is_number(), "{f}");
+    assert!(v["fidelity_before_recovery"].is_object());
+    let r = &v["recovery"];
+    assert_eq!(r["mode"], "lsq");
+    let fit: Vec<u64> = serde_json::from_value(r["fit_samples"].clone()).expect("fit");
+    let eval: Vec<u64> = serde_json::from_value(r["eval_samples"].clone()).expect("eval");
+    assert_eq!((fit.len(), eval.len()), (6, 2));
+    assert!(fit.iter().all(|k| !eval.contains(k)), "{fit:?} {eval:?}");
+    assert!(
+        v["phases"].as_array().is_some_and(|p| p.len() >= 3),
+        "{}",
+        v["phases"]
+    );
+
+    // Without --calib: a few random inputs, and the report says so; no recovery.
+    let out = dir.path().join("p.onnx");
+    let v = json(&["prune", p, "-o", out.to_str().expect("utf8"), "--json"]);
+    let notes = v["fidelity"]["notes"].to_string();
+    assert!(notes.contains("random inputs"), "{notes}");
+    assert!(v["recovery"].is_null());
+    // Recovery needs samples.
+    let (code, _, err) = common::pare(&["prune", p, "--dry-run", "--recover", "lsq"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--calib"), "{err}");
+}
