@@ -39,8 +39,8 @@ pub const CHOICE_SAMPLES: usize = 4;
 /// Calibration samples activation equalization measures per-channel ranges on.
 pub const EQUALIZE_SAMPLES: usize = 8;
 
-/// Elements per channel and sample the candidates are scored on (a strided subset beyond).
-const MAX_PER_CHANNEL: usize = 2048;
+/// Elements per tensor and sample the candidates are scored on (a strided subset beyond).
+const MAX_SCORED: usize = 16384;
 
 /// Fractions of the observed range tried besides the named calibrators.
 const FRACTIONS: [f64; 11] = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
@@ -166,31 +166,25 @@ fn score(v: &[f32], batch: usize, gains: Option<&[f64]>, cands: &[Candidate], ou
             (1.0 / s, s, k.params.zero_point as f32, lo as f32, hi as f32)
         })
         .collect();
-    let mut sums = vec![0.0f64; cands.len()];
-    let mut chunk = |vals: &[f32], w: f64| {
-        // Every tensor's channels have the same length, so a common stride keeps the
-        // comparison between candidates fair while bounding the work per channel.
-        let stride = (vals.len() / MAX_PER_CHANNEL).max(1);
-        for (sum, &(inv, s, zp, lo, hi)) in sums.iter_mut().zip(&fakes) {
-            let mut e = 0.0f32;
-            for &x in vals.iter().step_by(stride) {
-                if x == 0.0 {
-                    continue;
-                }
-                let q = ((x * inv).round() + zp).clamp(lo, hi);
-                let d = (q - zp) * s - x;
-                e += d * d;
-            }
-            *sum += w * e as f64;
-        }
+    // A strided subset of at most MAX_SCORED elements: the comparison between candidates
+    // needs the error's distribution, not every element.
+    let stride = (v.len() / MAX_SCORED).max(1);
+    let weight = |i: usize| match gains {
+        Some(g) if hw > 0 => g[(i / hw) % c],
+        _ => 1.0,
     };
-    match gains {
-        Some(g) if hw > 0 => {
-            for (i, vals) in v.chunks(hw).enumerate() {
-                chunk(vals, g[i % c]);
-            }
+    let mut sums = vec![0.0f64; cands.len()];
+    for i in (0..v.len()).step_by(stride) {
+        let x = v[i];
+        if x == 0.0 {
+            continue;
         }
-        _ => chunk(v, 1.0),
+        let w = weight(i);
+        for (sum, &(inv, s, zp, lo, hi)) in sums.iter_mut().zip(&fakes) {
+            let q = ((x * inv).round() + zp).clamp(lo, hi);
+            let d = (q - zp) * s - x;
+            *sum += w * (d * d) as f64;
+        }
     }
     for (o, s) in out.iter_mut().zip(sums) {
         *o += s;
