@@ -102,6 +102,14 @@ pub struct QuantizeArgs {
     /// weight rounding causes is measured on the calibration samples and removed).
     #[arg(long = "no-bias-correction")]
     pub no_bias_correction: bool,
+    /// One calibrator (--method) for every activation: no per-tensor choice of the range by the
+    /// error it causes in the consuming layers.
+    #[arg(long = "no-calibrator-choice")]
+    pub no_calibrator_choice: bool,
+    /// Keep the activations between a convolution and a depthwise one as they are: no
+    /// per-channel range equalization (it changes weights and ReLU6 bounds, not the function).
+    #[arg(long = "no-act-equalize")]
+    pub no_act_equalize: bool,
     /// Cross-layer equalization: even out the channel ranges of conv → ReLU/ReLU6 → conv
     /// chains first (the function is unchanged). Off by default: on trained MobileNetV2 it
     /// lowered top-1 agreement.
@@ -166,6 +174,8 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
         },
         bias_correction: !a.no_bias_correction,
         equalize: a.equalize,
+        choose_calibrator: !a.no_calibrator_choice,
+        act_equalize: !a.no_act_equalize,
         holdout: a.holdout.holdout,
     };
     let quiet = a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());

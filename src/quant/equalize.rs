@@ -52,6 +52,8 @@ struct Pair {
     /// conv2 is depthwise: its weight is `[C, 1, k…]`.
     depthwise2: bool,
     act: Act,
+    /// The tensor between the convs (conv2's input).
+    x2: String,
 }
 
 /// Equalizes every eligible conv pair of `model`, `iterations` sweeps (chains converge in a
@@ -121,6 +123,115 @@ pub fn equalize(model: &ModelProto, iterations: usize) -> Result<(ModelProto, Eq
         let t = &g.initializer[i];
         g.initializer[i] = f32_tensor(t.name(), &t.dims.clone(), &v);
     }
+    report.clips_rewritten = bounds.len();
+    rewrite_clips(g, &bounds, &pairs);
+    Ok((m, report))
+}
+
+/// The activations that [`equalize_activations`] can even out: inputs of depthwise convs fed
+/// by a convolution (through Relu, `Clip(0, m)` or nothing), with their channel counts.
+pub fn activation_pairs(model: &ModelProto) -> Vec<(String, usize)> {
+    let opset = model.opset("").unwrap_or(0);
+    model.graph.as_ref().map_or_else(Vec::new, |g| {
+        find_pairs(g, opset)
+            .into_iter()
+            .filter(|p| p.depthwise2)
+            .map(|p| {
+                let c = g.initializer[p.w1].dims.first().copied().unwrap_or(0);
+                (p.x2, c.max(0) as usize)
+            })
+            .collect()
+    })
+}
+
+/// Activation-range equalization: in `conv1 → act → depthwise conv2`, scales channel `c` of
+/// the activation so that every channel reaches the same largest value (`amax` per channel,
+/// measured on calibration samples), at most by `cap`. Per-channel weight quantization makes
+/// this free for both weights — conv1's row `c` and conv2's filter `c` each have their own
+/// scale — while the one per-tensor activation scale no longer drowns the small channels
+/// (on MobileNetV2 the first ReLU6 output has channels below 0.03 next to ones reaching 4).
+/// The float function is unchanged (ReLU6 bounds become per-channel, see the module doc).
+/// The report's spreads are of the activations' per-channel ranges.
+pub fn equalize_activations(
+    model: &ModelProto,
+    amax: &HashMap<String, Vec<f32>>,
+    cap: f32,
+) -> Result<(ModelProto, EqualizeReport)> {
+    let mut m = model.clone();
+    let opset = model.opset("").unwrap_or(0);
+    let g = m
+        .graph
+        .as_mut()
+        .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
+    let pairs: Vec<Pair> = find_pairs(g, opset)
+        .into_iter()
+        .filter(|p| p.depthwise2)
+        .filter(|p| {
+            let c = g.initializer[p.w1]
+                .dims
+                .first()
+                .copied()
+                .unwrap_or(0)
+                .max(0) as usize;
+            amax.get(&p.x2).is_some_and(|a| a.len() == c && c > 0)
+        })
+        .collect();
+    let mut report = EqualizeReport {
+        pairs: pairs.len(),
+        ..Default::default()
+    };
+    let spread = |a: &[f32]| -> f64 {
+        let nz = a.iter().filter(|&&x| x > 0.0);
+        let hi = nz.clone().fold(0.0f32, |m, &x| m.max(x));
+        let lo = nz.fold(f32::INFINITY, |m, &x| m.min(x));
+        if hi > 0.0 && lo.is_finite() {
+            (hi as f64 / lo as f64).log10()
+        } else {
+            0.0
+        }
+    };
+    let mut bounds: HashMap<usize, Vec<f32>> = HashMap::new();
+    let (mut before, mut after) = (0.0, 0.0);
+    for p in &pairs {
+        let a = &amax[&p.x2];
+        let top = a.iter().fold(0.0f32, |m, &x| m.max(x));
+        // Channel c is multiplied by 1/s_c (s_c <= 1): the operations of `equalize`.
+        let s: Vec<f32> = a
+            .iter()
+            .map(|&x| {
+                if top > 0.0 && x > top * 1e-6 {
+                    (x / top).max(1.0 / cap)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let scaled: Vec<f32> = a.iter().zip(&s).map(|(x, s)| x / s).collect();
+        before += spread(a);
+        after += spread(&scaled);
+        let (d1, d2) = (
+            g.initializer[p.w1].dims.clone(),
+            g.initializer[p.w2].dims.clone(),
+        );
+        let c = s.len();
+        let mut apply = |i: usize, f: &dyn Fn(&mut Vec<f32>)| -> Result<()> {
+            let t = &g.initializer[i];
+            let mut v = to_f32(t)?;
+            f(&mut v);
+            g.initializer[i] = f32_tensor(t.name(), &t.dims.clone(), &v);
+            Ok(())
+        };
+        apply(p.w1, &|v| scale_rows(Some(v), &d1, &s, true))?;
+        if let Some(b) = p.b1 {
+            apply(b, &|v| scale_rows(Some(v), &[c as i64], &s, true))?;
+        }
+        apply(p.w2, &|v| scale_w2(Some(v), &d2, &s, true))?;
+        if let Act::Clip(n, m) = p.act {
+            bounds.insert(n, s.iter().map(|s| m / s).collect());
+        }
+    }
+    report.spread_before = before / pairs.len().max(1) as f64;
+    report.spread_after = after / pairs.len().max(1) as f64;
     report.clips_rewritten = bounds.len();
     rewrite_clips(g, &bounds, &pairs);
     Ok((m, report))
@@ -306,6 +417,7 @@ fn find_pairs(g: &GraphProto, opset: i64) -> Vec<Pair> {
             w2,
             depthwise2,
             act,
+            x2,
         });
     }
     pairs

@@ -1,0 +1,173 @@
+//! Per-tensor calibrator choice by downstream error, and activation-range equalization.
+
+mod common;
+
+use std::collections::HashMap;
+
+use pare::jobs::NoProgress;
+use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
+use pare::model::proto::ModelProto;
+use pare::model::tensor::DataType;
+use pare::model::{Analysis, InputPins};
+use pare::quant::{QuantOptions, quantize};
+use pare::runtime::{EngineChoice, HostTensor, InputSpec, Runner};
+
+fn analysis(m: ModelProto) -> Analysis {
+    Analysis::new(common::model(m), &InputPins::new()).expect("analysis")
+}
+
+fn conv(b: &mut GraphBuilder, name: &str, ins: &[&str], group: i64, k: i64) -> String {
+    b.node_named(
+        name,
+        "Conv",
+        ins,
+        &[&format!("{name}_y")],
+        vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_ints("pads", &[k / 2; 4]),
+            attr_i("group", group),
+        ],
+    )
+    .remove(0)
+}
+
+/// `x` → 1×1 conv 2→4 → ReLU6 → depthwise 1×1. Channel 0 of the activation is large (up to
+/// ~15) but its depthwise weight is tiny; channels 1–3 stay below ~0.1 and their weights are
+/// large. The activation's own MSE keeps the range near channel 0's; the output wants the
+/// small channels resolved.
+fn lopsided() -> ModelProto {
+    let mut b = GraphBuilder::new("lopsided");
+    b.input("x", &[D::N(1), D::N(2), D::N(8), D::N(8)]);
+    let w1 = b.init_f32(
+        "w1",
+        &[4, 2, 1, 1],
+        &[5.0, 5.0, 0.02, -0.01, -0.015, 0.02, 0.01, 0.025],
+    );
+    let b1 = b.init_f32("b1", &[4], &[0.0, 0.01, 0.0, 0.005]);
+    let y = conv(&mut b, "c1", &["x", &w1, &b1], 1, 1);
+    let lo = b.init_f32("lo", &[], &[0.0]);
+    let hi = b.init_f32("hi", &[], &[100.0]);
+    let y = b.op("Clip", &[&y, &lo, &hi], vec![]);
+    let w2 = b.init_f32("w2", &[4, 1, 1, 1], &[0.01, 50.0, 60.0, 40.0]);
+    let b2 = b.init_f32("b2", &[4], &[0.0; 4]);
+    let y = conv(&mut b, "dw", &[&y, &w2, &b2], 4, 1);
+    b.node_named("out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.model()
+}
+
+fn opts(choose: bool) -> QuantOptions {
+    QuantOptions {
+        samples: 16,
+        eval_samples: 8,
+        quantize_small: true,
+        engine: EngineChoice::Tract,
+        bias_correction: false,
+        act_equalize: false,
+        choose_calibrator: choose,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn calibrator_choice_follows_the_downstream_error_not_the_tensors_own() {
+    let a = analysis(lopsided());
+    let plain = quantize(&a, &opts(false), &NoProgress).expect("plain");
+    let chosen = quantize(&a, &opts(true), &NoProgress).expect("chosen");
+    assert!(plain.report.calibrator_choice.is_none());
+    let c = chosen
+        .report
+        .calibrator_choice
+        .as_ref()
+        .expect("choice report");
+    // The ReLU6 output's range is no longer the MSE one: something downstream liked better.
+    assert!(
+        c.chosen.iter().any(|(m, _)| m != "mse"),
+        "every tensor kept mse: {c:?}"
+    );
+    assert!(c.mean_gain_db > 0.0, "{c:?}");
+    let (p, q) = (
+        plain.report.output_sqnr_db.expect("sqnr"),
+        chosen.report.output_sqnr_db.expect("sqnr"),
+    );
+    assert!(q > p + 3.0, "output SQNR {p:.1} dB -> {q:.1} dB");
+}
+
+/// conv 3→8 (channels spanning four decades) → ReLU6 → depthwise 3×3 → ReLU → pointwise.
+fn separable() -> ModelProto {
+    let mut b = GraphBuilder::new("separable");
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let mut rng = pare::rng::Rng::new(3);
+    let w1: Vec<f32> = (0..8 * 27)
+        .map(|k| rng.range(-1.0, 1.0) * 10f32.powi((k / 27) % 4 - 2))
+        .collect();
+    let w1 = b.init_f32("w1", &[8, 3, 3, 3], &w1);
+    let b1 = b.init_f32("b1", &[8], &[0.05; 8]);
+    let y = conv(&mut b, "c1", &["x", &w1, &b1], 1, 3);
+    let lo = b.init_f32("lo", &[], &[0.0]);
+    let hi = b.init_f32("hi", &[], &[6.0]);
+    let y = b.op("Clip", &[&y, &lo, &hi], vec![]);
+    let w2 = b.init_randn("w2", &[8, 1, 3, 3], 0.5);
+    let b2 = b.init_f32("b2", &[8], &[0.0; 8]);
+    let y = conv(&mut b, "dw", &[&y, &w2, &b2], 8, 3);
+    let y = b.relu(&y);
+    let w3 = b.init_randn("w3", &[4, 8, 1, 1], 0.5);
+    let y = conv(&mut b, "pw", &[&y, &w3], 1, 1);
+    b.node_named("out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.model()
+}
+
+#[test]
+fn activation_equalization_keeps_the_function_and_evens_the_ranges() {
+    let m = separable();
+    let pairs = pare::quant::equalize::activation_pairs(&m);
+    assert_eq!(pairs.len(), 1, "only conv→ReLU6→depthwise: {pairs:?}");
+    assert_eq!(pairs[0].1, 8);
+    let amax: HashMap<String, Vec<f32>> = [(
+        pairs[0].0.clone(),
+        vec![0.002, 0.02, 0.2, 2.0, 6.0, 0.0, 1.0, 0.05],
+    )]
+    .into();
+    let (e, report) =
+        pare::quant::equalize::equalize_activations(&m, &amax, 100.0).expect("equalize");
+    assert_eq!((report.pairs, report.clips_rewritten), (1, 1));
+    assert!(
+        report.spread_after < report.spread_before - 1.0,
+        "{report:?}"
+    );
+    let specs = [InputSpec {
+        name: "x".into(),
+        dtype: DataType::FLOAT,
+        shape: vec![1, 3, 8, 8],
+    }];
+    let rf = Runner::tract(&m, &specs).expect("float");
+    let re = Runner::tract(&e, &specs).expect("equalized");
+    let mut rng = pare::rng::Rng::new(11);
+    for _ in 0..3 {
+        let x = HostTensor::f32(vec![1, 3, 8, 8], rng.normal_vec(192, 2.0));
+        let a = rf.run(std::slice::from_ref(&x)).expect("run")[0].to_f64();
+        let b = re.run(&[x]).expect("run")[0].to_f64();
+        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1.0);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+        assert!(worst / scale < 1e-5, "equalized output moved by {worst}");
+    }
+}
+
+#[test]
+fn quantize_equalizes_activations_measured_on_calibration_samples() {
+    let a = analysis(separable());
+    let o = QuantOptions {
+        act_equalize: true,
+        ..opts(true)
+    };
+    let q = quantize(&a, &o, &NoProgress).expect("quantize");
+    let r = q.report.activation_equalization.as_ref().expect("report");
+    assert_eq!(r.pairs, 1);
+    assert!(r.spread_after < r.spread_before, "{r:?}");
+    let off = quantize(&a, &opts(true), &NoProgress).expect("quantize");
+    assert!(off.report.activation_equalization.is_none());
+}
