@@ -112,6 +112,19 @@ pub struct FinetuneArgs {
     /// Samples held out to measure fidelity before and after.
     #[arg(long, default_value_t = 16)]
     pub eval_samples: usize,
+    /// Training crop HxW; samples are loaded at 8/7 of it and randomly cropped and flipped.
+    #[arg(long, default_value = "224x224")]
+    pub crop: String,
+    /// Samples read (training + held out).
+    #[arg(long, default_value_t = 256)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Measure held-out agreement every N steps (the curve in the report).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    #[command(flatten)]
+    pub preprocess: pare::data::PreprocessArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -128,19 +141,45 @@ pub fn run_finetune(_a: &FinetuneArgs) -> CmdResult {
     )))
 }
 
-/// With the `torch` feature: not implemented yet — exit 2 rather than pretend.
+/// With the `torch` feature: distillation on libtorch.
 #[cfg(feature = "torch")]
 pub fn run_finetune(a: &FinetuneArgs) -> CmdResult {
-    let _ = (
-        a.steps,
-        a.batch,
-        a.lr,
-        a.loss,
-        a.device,
-        a.eval_samples,
-        a.json,
-    );
-    Err(Exit::bad(anyhow::anyhow!(
-        "pare finetune: distillation training is not implemented in this build yet"
-    )))
+    use pare::torch::finetune::{FinetuneRequest, Loss as L, finetune};
+    let crop = a
+        .crop
+        .split_once(['x', 'X'])
+        .and_then(|(h, w)| Some((h.trim().parse().ok()?, w.trim().parse().ok()?)))
+        .ok_or_else(|| Exit::bad(anyhow::anyhow!("--crop '{}': expected HxW", a.crop)))?;
+    let device = match a.device {
+        Device::Cpu => tch::Device::Cpu,
+        Device::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        Device::Cuda => {
+            return Err(Exit::bad(anyhow::anyhow!(
+                "--device cuda: libtorch sees no CUDA device here"
+            )));
+        }
+    };
+    let data = a.data.display().to_string();
+    let req = FinetuneRequest {
+        student: a.student.clone(),
+        teacher: a.teacher.clone(),
+        output: a.output.clone(),
+        data: pare::data::DataSource::parse(&[data], a.seed).map_err(Exit::bad)?,
+        preprocess: a.preprocess.preprocess().map_err(Exit::bad)?,
+        samples: a.samples,
+        crop,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        loss: match a.loss {
+            Loss::Mse => L::Mse,
+            Loss::Kl => L::Kl,
+        },
+        device,
+        eval_samples: a.eval_samples,
+        seed: a.seed,
+        eval_every: a.eval_every,
+    };
+    let report = finetune(&req).map_err(Exit::bad)?;
+    print(&report, a.json)
 }

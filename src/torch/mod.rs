@@ -2,6 +2,10 @@
 //! Rust (always built); the libtorch executor and fine-tuning need the `torch` feature.
 
 pub mod checkpoint;
+#[cfg(feature = "torch")]
+pub mod exec;
+#[cfg(feature = "torch")]
+pub mod finetune;
 pub mod import;
 pub mod pickle;
 
