@@ -31,6 +31,20 @@ pub enum JobEvent {
         value: f64,
         label: LayerLabel,
     },
+    /// A whole-model fidelity measurement (quantization's mixed-precision search: each
+    /// confirmation run, with the number of layers it kept float).
+    Fidelity {
+        float_layers: usize,
+        output_sqnr_db: Option<f64>,
+        /// Lowest task agreement (top-1 / mask IoU / pixel agreement) with the float model.
+        agreement: Option<f64>,
+    },
+    /// A point of a search trace (budget search: MACs kept as a share of the original, and
+    /// the lowest output SQNR in dB), for the job's chart.
+    Point {
+        x: f64,
+        y: f64,
+    },
     /// The job ended; `summary` is a short human line.
     Finished {
         summary: String,
@@ -49,7 +63,8 @@ pub enum LayerLabel {
     Estimate,
     /// Isolated SQNR (dB) of the layer, refined with every diagnosed sample.
     SqnrDb,
-    /// Output SQNR (dB) after `--target-sqnr` returned this layer to float.
+    /// The layer went back to float (`--target-sqnr` / `--min-agreement`); the value is its
+    /// isolated SQNR (dB).
     Fallback,
 }
 

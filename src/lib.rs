@@ -3,10 +3,12 @@
 //! functions in these modules.
 
 pub mod analysis;
+pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod fidelity;
 pub mod jobs;
 pub mod lint;
 pub mod model;

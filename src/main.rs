@@ -31,13 +31,16 @@ enum Command {
     Groups(cli::prune::GroupsArgs),
     /// Structured channel pruning with validation.
     Prune(cli::prune::PruneArgs),
-    /// Deployment lint for TensorRT 7.1/8.6/10, onnxruntime or tract: what will break, where, why.
+    /// Deployment lint for TensorRT 11 (default)/7.1/8.6/10, onnxruntime or tract: what will break, where, why.
     Lint(cli::lint::LintArgs),
     /// Rewrite what lint can fix safely (If folding, Clip bounds, ConvTranspose padding, …),
     /// proven equal on seeded inputs before writing.
     Fix(cli::lint::FixArgs),
     /// INT8 post-training quantization to QDQ (TensorRT or onnxruntime), with per-layer SQNR.
     Quantize(cli::quant::QuantizeArgs),
+    /// Mixed FP16/BF16 with the precision in the file (TensorRT 11 builds no FP16 otherwise):
+    /// nodes that would overflow stay FP32, each named with its reason; fidelity vs FP32.
+    Convert(cli::convert::ConvertArgs),
     /// Cut a subgraph out as a standalone model (by tensors, one node or a node range),
     /// optionally with real boundary data.
     Extract(cli::extract::ExtractArgs),
@@ -71,6 +74,7 @@ fn run(cli: Cli) -> CmdResult {
         Some(Command::Lint(a)) => cli::lint::run_lint(&a),
         Some(Command::Fix(a)) => cli::lint::run_fix(&a),
         Some(Command::Quantize(a)) => cli::quant::run(&a),
+        Some(Command::Convert(a)) => cli::convert::run(&a),
         Some(Command::Extract(a)) => cli::extract::run_extract(&a),
         Some(Command::Split(a)) => cli::extract::run_split(&a),
         Some(Command::Reduce(a)) => cli::extract::run_reduce(&a),

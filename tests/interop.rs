@@ -103,7 +103,7 @@ fn pruned_models_pass_the_onnx_checker_and_run_in_onnxruntime() {
     let py = python();
     let dir = common::tempdir();
     let mut pairs = Vec::new();
-    let mut models: Vec<(String, pare::model::proto::ModelProto)> = common::prune_fixtures()
+    let mut models: Vec<(String, pare::model::proto::ModelProto)> = common::all_prune_fixtures()
         .into_iter()
         .map(|(n, m)| (n.to_string(), m))
         .collect();

@@ -51,7 +51,7 @@ fn prune_default(m: ModelProto, ratio: f64) -> (Analysis, ModelProto, PrunePlan,
 
 #[test]
 fn every_fixture_prunes_and_runs_with_the_same_output_shapes() {
-    for (name, m) in common::prune_fixtures() {
+    for (name, m) in common::all_prune_fixtures() {
         let (a, pruned, plan, _) = prune_default(m.clone(), 0.5);
         assert!(plan.pruned_groups() > 0, "{name}: nothing was pruned");
         let before = run(&m, &a, 1);
@@ -470,7 +470,7 @@ fn demo_model_groups_are_what_it_promises() {
 
 #[test]
 fn exactness_keep_everything_reproduces_the_original() {
-    for (name, m) in common::prune_fixtures() {
+    for (name, m) in common::all_prune_fixtures() {
         let a = analysis(m.clone());
         let ca = analyze_channels(&a);
         let plan = PrunePlan::keep_all(&ca);
@@ -520,7 +520,7 @@ fn kill(m: &mut ModelProto, ca: &ChannelAnalysis, dead: &[bool]) {
 
 #[test]
 fn exactness_pruning_dead_channels_changes_nothing() {
-    for (name, m) in common::prune_fixtures() {
+    for (name, m) in common::all_prune_fixtures() {
         let a = analysis(m.clone());
         let ca = analyze_channels(&a);
         // Kill the last 3/8 of every prunable group's units.

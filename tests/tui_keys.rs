@@ -263,7 +263,9 @@ fn prune_job_runs_in_the_background_and_opens_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pruned.onnx");
     let mut app = demo_app();
-    press(&mut app, "p tab tab tab tab tab ctrl-u");
+    // Validation off: the demo's If runs only on onnxruntime, which CI may lack, and an
+    // unvalidated prune is (rightly) not written; tests/prune_flow.rs covers that refusal.
+    press(&mut app, "p tab tab tab tab right tab ctrl-u");
     type_text(&mut app, &out.display().to_string());
     press(&mut app, "enter");
     assert_eq!(app.view(), View::Jobs);
@@ -276,7 +278,7 @@ fn prune_job_runs_in_the_background_and_opens_the_result() {
         "{summary}"
     );
     assert!(j.log.iter().any(|l| l.contains("ranking")), "{:?}", j.log);
-    assert!(out.exists());
+    assert!(out.exists(), "{summary}\n{:?}", j.log);
     press(&mut app, "o");
     app.settle(Duration::from_secs(30));
     let s = app.session().expect("result opened");

@@ -56,12 +56,12 @@ fn newcomer_walk_on_the_stereo_model() {
         "2b. the If, its neighbourhood and details",
         render(&mut app, W, H),
     );
-    // The Diagnostics view opens on the default target, TensorRT 10 (as `pare lint`); `t`
+    // The Diagnostics view opens on the default target, TensorRT 11 (as `pare lint`); `t`
     // cycles to TensorRT 7.1, which cannot import the If.
     press(&mut app, "3");
     {
         let s = app.session().unwrap();
-        assert!(s.lint_status.contains("tensorrt-10"), "{}", s.lint_status);
+        assert!(s.lint_status.contains("tensorrt-11"), "{}", s.lint_status);
     }
     press(&mut app, "t");
     let if_id = sel;

@@ -82,6 +82,24 @@ pub enum CountPlace {
     Tensor { tensor: String, index: usize },
     /// Element `index` of an int attribute (or the int attribute itself with index 0).
     Attribute { attribute: String, index: usize },
+    /// Element `index` of the node's input `input` (Split sizes, Slice starts/ends). The
+    /// rewrite gives the node a private constant holding `base` with the new counts, because
+    /// such constants are often shared (PyTorch dedupes `[16, 16]`) or computed at run time
+    /// from `Shape` (opset-13 `chunk`), where the run-time formula would not follow an uneven
+    /// pruning of the pieces.
+    Input {
+        input: usize,
+        index: usize,
+        /// The whole input's values before pruning (negative slice bounds normalised).
+        #[serde(skip)]
+        base: Vec<i64>,
+        /// The constant's stored values; `None` when computed at run time.
+        #[serde(skip)]
+        stored: Option<Vec<i64>>,
+        /// Element type of the input (Slice allows int32).
+        #[serde(skip)]
+        dtype: i32,
+    },
 }
 
 /// A set of channels that must be pruned together.
@@ -224,6 +242,28 @@ impl<'a> Builder<'a> {
         self.a.shapes.static_shape(t)
     }
 
+    /// The dims of a tensor, symbolic ones included: channel groups depend on the channel
+    /// axis only, so a symbolic batch, height or width must not lock anything.
+    fn dims(&self, t: &str) -> Option<&'a [Dim]> {
+        self.a.shapes.shape(t)
+    }
+
+    /// One concrete dim of a tensor (the others may be symbolic).
+    fn dim(&self, t: &str, axis: usize) -> Option<i64> {
+        self.dims(t)?.get(axis)?.known()
+    }
+
+    /// Known integer contents of a tensor: an initializer or Constant, or what shape
+    /// inference computed (shape arithmetic).
+    fn int_contents(&self, t: &str) -> Option<Vec<i64>> {
+        if let Some(src) = self.const_source(t)
+            && let Some(v) = int_values(self.a, &src)
+        {
+            return Some(v);
+        }
+        self.a.shapes.get(t)?.int_values()
+    }
+
     fn rank(&self, t: &str) -> Option<usize> {
         self.a.shapes.shape(t).map(|s| s.len())
     }
@@ -288,14 +328,14 @@ impl<'a> Builder<'a> {
 
     /// Gives `tensor` fresh locked atoms on axis 1 (or its only axis), when its size is known.
     fn opaque(&mut self, producer: &str, tensor: &str, reason: &str) {
-        let Some(shape) = self.shape(tensor) else {
+        let Some(rank) = self.rank(tensor).filter(|&r| r > 0) else {
             return;
         };
-        if shape.is_empty() {
+        let axis = if rank >= 2 { 1 } else { 0 };
+        let Some(n) = self.dim(tensor, axis) else {
             return;
-        }
-        let axis = if shape.len() >= 2 { 1 } else { 0 };
-        let n = shape[axis].max(0) as usize;
+        };
+        let n = n.max(0) as usize;
         let atoms = self.new_space(producer, tensor, n);
         self.locks.push((atoms.clone(), reason.to_string()));
         self.layouts
@@ -473,26 +513,24 @@ impl<'a> Builder<'a> {
             .rank(out)
             .or_else(|| self.rank(node.input.first().map(String::as_str).unwrap_or("")))
             .unwrap_or(0);
-        let Some(shape) = self.shape(operand) else {
-            self.barrier(node, &format!("operand '{operand}' has an unknown shape"));
+        let Some(shape) = self.dims(operand) else {
+            self.barrier(node, &format!("operand '{operand}' has an unknown rank"));
             return false;
         };
         // Align from the right (numpy broadcasting).
         let offset = out_rank as isize - shape.len() as isize;
         let pos = layout.axis as isize - offset;
-        if pos < 0 || pos as usize >= shape.len() || shape[pos as usize] == 1 {
+        if pos < 0 || pos as usize >= shape.len() || shape[pos as usize] == Dim::Known(1) {
             return true; // broadcast over channels
         }
         let pos = pos as usize;
-        if shape[pos] as usize != layout.atoms.len() {
-            self.barrier(
-                node,
-                &format!(
-                    "operand '{operand}' has {} entries on the channel axis, expected {}",
-                    shape[pos],
-                    layout.atoms.len()
-                ),
+        if shape[pos] != Dim::Known(layout.atoms.len() as i64) {
+            let why = format!(
+                "operand '{operand}' has {} entries on the channel axis, expected {}",
+                shape[pos],
+                layout.atoms.len()
             );
+            self.barrier(node, &why);
             return false;
         }
         if self.is_const(operand) {
@@ -520,23 +558,23 @@ impl<'a> Builder<'a> {
 
     fn elementwise(&mut self, node: &NodeProto) {
         let out = node.output.first().cloned().unwrap_or_default();
-        let out_rank = self.rank(&out);
-        let Some(out_shape) = self.shape(&out) else {
-            // Without a static output shape pare cannot align operands.
+        let Some(out_rank) = self.rank(&out) else {
+            // Without the output's rank pare cannot align operands.
             if node.input.iter().any(|i| self.layouts.contains_key(i)) {
                 self.barrier(
                     node,
-                    "output shape unknown (pin input shapes with --input-shape)",
+                    "output rank unknown (pin input shapes with --input-shape)",
                 );
             }
             return;
         };
-        // The reference layout: an operand whose channel axis has the output's full size.
+        // The reference layout: an operand whose channel axis has the output's full size
+        // (only that axis needs to be known; the others may be symbolic).
         let reference = node.input.iter().filter(|i| !i.is_empty()).find_map(|i| {
             let l = self.layouts.get(i)?;
             let r = self.rank(i)?;
-            let axis = l.axis + out_rank? - r;
-            (out_shape.get(axis).copied() == Some(l.atoms.len() as i64)).then(|| Layout {
+            let axis = (l.axis + out_rank).checked_sub(r)?;
+            (self.dim(&out, axis) == Some(l.atoms.len() as i64)).then(|| Layout {
                 axis,
                 atoms: l.atoms.clone(),
             })
@@ -587,11 +625,10 @@ impl<'a> Builder<'a> {
             self.barrier(node, "weight has a negative dimension");
             return;
         }
-        let cin = x_layout.as_ref().map(|l| l.atoms.len()).or_else(|| {
-            self.shape(&x)
-                .and_then(|s| s.get(1).copied())
-                .map(|c| c.max(0) as usize)
-        });
+        let cin = x_layout
+            .as_ref()
+            .map(|l| l.atoms.len())
+            .or_else(|| self.dim(&x, 1).map(|c| c.max(0) as usize));
         let cout = if transpose {
             w1 as usize * group
         } else {
@@ -827,11 +864,11 @@ impl<'a> Builder<'a> {
                     return;
                 }
                 None => {
-                    let Some(s) = self.shape(i) else {
-                        self.barrier(node, "an input has an unknown shape");
+                    let Some(n) = self.dim(i, ch) else {
+                        self.barrier(node, "an input has an unknown size on the channel axis");
                         return;
                     };
-                    let n = s.get(ch).copied().unwrap_or(1).max(0) as usize;
+                    let n = n.max(0) as usize;
                     let atoms = self.new_space(&node.display_name(), i, n);
                     self.locks.push((
                         atoms.clone(),
@@ -858,6 +895,8 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Split along the channel axis: each output carries its range of the input's atoms
+    /// (Concat in reverse), and its size becomes the count of kept atoms in that range.
     fn split(&mut self, node: &NodeProto) {
         let x = node.input.first().cloned().unwrap_or_default();
         let Some(l) = self.layouts.get(&x).cloned() else {
@@ -865,70 +904,77 @@ impl<'a> Builder<'a> {
         };
         let rank = self.rank(&x).unwrap_or(0);
         let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
+        let outputs: Vec<String> = node.output.clone();
         if axis != l.axis {
-            for o in node.output.clone() {
+            for o in outputs.into_iter().filter(|o| !o.is_empty()) {
                 self.layouts.insert(o, l.clone());
             }
             return;
         }
-        let sizes: Vec<usize> = node
-            .output
-            .iter()
-            .map(|o| {
-                self.shape(o)
-                    .and_then(|s| s.get(axis).copied())
-                    .unwrap_or(-1)
-            })
-            .map(|v| v.max(0) as usize)
-            .collect();
-        if sizes.iter().sum::<usize>() != l.atoms.len() {
-            self.barrier(node, "split sizes unknown");
+        let split_in = node.input.get(1).filter(|s| !s.is_empty()).cloned();
+        let attr = node.attr_ints("split").map(<[i64]>::to_vec);
+        // Sizes: the attribute, the input's (constant or inferred) values, else output dims.
+        let sizes = attr
+            .clone()
+            .or_else(|| split_in.as_ref().and_then(|t| self.int_contents(t)))
+            .or_else(|| outputs.iter().map(|o| self.dim(o, axis)).collect());
+        let sizes = sizes.filter(|v| {
+            v.len() == outputs.len()
+                && v.iter().all(|&n| n >= 0)
+                && v.iter().sum::<i64>() == l.atoms.len() as i64
+        });
+        let Some(sizes) = sizes else {
+            self.barrier(node, "split sizes on the channel axis unknown");
             return;
-        }
-        // The split sizes must follow the kept counts: rewrite the constant or attribute.
-        let split_src = node.input.get(1).filter(|s| !s.is_empty()).cloned();
+        };
         let mut start = 0;
-        for (k, (o, n)) in node.output.clone().into_iter().zip(sizes).enumerate() {
-            let atoms = l.atoms[start..start + n].to_vec();
-            start += n;
-            let place = match &split_src {
-                Some(t) if self.is_const(t) => Some(CountPlace::Tensor {
-                    tensor: self.const_source(t).unwrap_or_else(|| t.clone()),
-                    index: k,
-                }),
-                Some(_) => None,
-                None if node.attr_ints("split").is_some() => Some(CountPlace::Attribute {
+        let mut pieces = Vec::with_capacity(sizes.len());
+        for (o, &n) in outputs.iter().zip(&sizes) {
+            let atoms = l.atoms[start..start + n as usize].to_vec();
+            start += n as usize;
+            pieces.push(atoms.clone());
+            if !o.is_empty() {
+                self.layouts.insert(o.clone(), Layout { axis, atoms });
+            }
+        }
+        let stored = split_in.as_ref().and_then(|t| {
+            self.const_source(t)
+                .and_then(|src| int_values(self.a, &src))
+        });
+        for (k, atoms) in pieces.iter().enumerate() {
+            let place = match (&attr, &split_in) {
+                (Some(_), _) => CountPlace::Attribute {
                     attribute: "split".into(),
                     index: k,
-                }),
-                None => None,
+                },
+                (None, Some(_)) => CountPlace::Input {
+                    input: 1,
+                    index: k,
+                    base: sizes.clone(),
+                    stored: stored.clone(),
+                    dtype: DataType::INT64.0,
+                },
+                // Even split (no sizes, or opset 18 `num_outputs`): tied below.
+                (None, None) => continue,
             };
-            match place {
-                Some(place) => self.counts.push(CountMember {
-                    node: node.display_name(),
-                    place,
-                    atoms: atoms.clone(),
-                }),
-                None => {
-                    // Equal split (num_outputs or no split input): keep pieces equal by tying them.
-                    self.notes.push(format!(
-                        "Split '{}' splits evenly: its pieces are pruned alike",
-                        node.display_name()
-                    ));
-                }
-            }
-            self.layouts.insert(o, Layout { axis, atoms });
+            self.counts.push(CountMember {
+                node: node.display_name(),
+                place,
+                atoms: atoms.clone(),
+            });
         }
-        if split_src.is_none() && node.attr_ints("split").is_none() {
-            let pieces: Vec<Vec<Atom>> = node
-                .output
-                .iter()
-                .filter_map(|o| self.layouts.get(o).map(|l| l.atoms.clone()))
-                .collect();
-            for p in pieces.iter().skip(1) {
-                if p.len() == pieces[0].len() {
+        if attr.is_none() && split_in.is_none() && !pieces.is_empty() {
+            // The runtime splits evenly: the pieces are pruned alike, or not at all.
+            if pieces.iter().all(|p| p.len() == pieces[0].len()) {
+                for p in &pieces[1..] {
                     self.unify(&pieces[0], p);
                 }
+                self.notes.push(format!(
+                    "Split '{}' splits evenly: its pieces are pruned alike",
+                    node.display_name()
+                ));
+            } else {
+                self.barrier(node, "splits unevenly without explicit sizes");
             }
         }
     }
@@ -963,20 +1009,40 @@ impl<'a> Builder<'a> {
         let Some(l) = self.layouts.get(&x).cloned() else {
             return;
         };
-        let (Some(xs), Some(os)) = (self.shape(&x), self.shape(&out)) else {
-            self.barrier(node, "shapes unknown");
+        if let Some(axis) = self.squeeze_axis(node, &x, l.axis) {
+            match axis {
+                Some(axis) => {
+                    let atoms = l.atoms;
+                    self.layouts.insert(out, Layout { axis, atoms });
+                }
+                None => self.barrier(node, "removes the channel axis"),
+            }
+            return;
+        }
+        let (Some(xs), Some(os)) = (self.dims(&x), self.dims(&out)) else {
+            self.barrier(node, "ranks unknown");
             return;
         };
+        // Symbolic dims (batch) count as non-unit; a dim nothing is known about could be 1.
+        if xs[..l.axis.min(xs.len())].contains(&Dim::Unknown) || os.contains(&Dim::Unknown) {
+            self.barrier(node, "shapes unknown");
+            return;
+        }
         // Map axes by matching non-unit structure: count the dims before the channel axis.
-        let before: i64 = xs[..l.axis].iter().filter(|&&d| d != 1).count() as i64;
+        let one = Dim::Known(1);
+        let c = Dim::Known(l.atoms.len() as i64);
+        let before = xs[..l.axis.min(xs.len())]
+            .iter()
+            .filter(|&d| *d != one)
+            .count();
         let mut seen = 0;
         let mut found = None;
-        for (k, &d) in os.iter().enumerate() {
-            if seen == before && d == l.atoms.len() as i64 {
+        for (k, d) in os.iter().enumerate() {
+            if seen == before && *d == c {
                 found = Some(k);
                 break;
             }
-            if d != 1 {
+            if *d != one {
                 seen += 1;
             }
         }
@@ -992,6 +1058,35 @@ impl<'a> Builder<'a> {
             }
             None => self.barrier(node, "removes the channel axis"),
         }
+    }
+
+    /// The channel axis after a Squeeze/Unsqueeze with known axes (`Some(None)`: squeezed
+    /// away); `None` when the axes are not known (then the shapes decide).
+    fn squeeze_axis(&self, node: &NodeProto, x: &str, axis: usize) -> Option<Option<usize>> {
+        let axes = match node.attr_ints("axes") {
+            Some(a) => a.to_vec(),
+            None => self.int_contents(node.input.get(1).filter(|s| !s.is_empty())?)?,
+        };
+        let rank = self.rank(x)?;
+        if node.op_type() == "Unsqueeze" {
+            let mut norm: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, rank + axes.len()))
+                .collect();
+            norm.sort_unstable();
+            let mut new = axis;
+            for a in norm {
+                if a <= new {
+                    new += 1;
+                }
+            }
+            return Some(Some(new));
+        }
+        let norm: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect();
+        if norm.contains(&axis) {
+            return Some(None);
+        }
+        Some(Some(axis - norm.iter().filter(|&&a| a < axis).count()))
     }
 
     fn reduce_like(&mut self, node: &NodeProto, kind: ReduceAxes) {
@@ -1082,35 +1177,130 @@ impl<'a> Builder<'a> {
             }
             return;
         }
-        // Slice: fine when no sliced axis is the channel axis.
-        let axes: Option<Vec<usize>> = match node.input.get(3).filter(|s| !s.is_empty()) {
-            Some(t) => match self.a.shapes.get(t).and_then(|i| i.value.clone()) {
-                Some(Value::Int(v)) => v
-                    .iter()
-                    .map(|d| d.known().map(|a| norm_axis(a, rank)))
-                    .collect(),
-                _ => None,
-            },
-            None => {
-                let starts = node
-                    .input
-                    .get(1)
-                    .and_then(|s| self.a.shapes.shape(s))
-                    .map(|s| s.first().and_then(Dim::known).unwrap_or(0));
-                starts.map(|n| (0..n.max(0) as usize).collect())
-            }
-        };
-        let xs = self.shape(&x);
-        let os = self.shape(&out);
-        let unchanged = xs
-            .zip(os)
-            .is_some_and(|(a, b)| a.get(l.axis) == b.get(l.axis));
-        match axes {
-            Some(ax) if !ax.contains(&l.axis) || unchanged => {
-                self.layouts.insert(out, l);
-            }
-            _ => self.barrier(node, "slices the channel axis"),
+        self.slice(node, l, rank);
+    }
+
+    /// The starts, ends, axes and steps of a Slice: attributes before opset 10, inputs 1-4
+    /// after. `None` where not known before running.
+    fn slice_params(&self, node: &NodeProto, k: usize, attr: &str) -> Option<Vec<i64>> {
+        if node.attr_ints("starts").is_some() {
+            return node.attr_ints(attr).map(<[i64]>::to_vec);
         }
+        let t = node.input.get(k).filter(|s| !s.is_empty())?;
+        self.int_contents(t)
+    }
+
+    /// Slice: channels pass when the channel axis is not cut; a cut with step 1 keeps the
+    /// atoms of its range, and its start/end become counts of kept atoms before them.
+    fn slice(&mut self, node: &NodeProto, l: Layout, rank: usize) {
+        let out = first_output(node);
+        let legacy = node.attr_ints("starts").is_some();
+        let (starts, ends) = (
+            self.slice_params(node, 1, "starts"),
+            self.slice_params(node, 2, "ends"),
+        );
+        let has_axes = node.attr_ints("axes").is_some()
+            || (!legacy && node.input.get(3).is_some_and(|s| !s.is_empty()));
+        let axes: Option<Vec<usize>> = if has_axes {
+            self.slice_params(node, 3, "axes")
+                .map(|v| v.iter().map(|&a| norm_axis(a, rank)).collect())
+        } else {
+            let n = starts.as_ref().map(Vec::len).or_else(|| {
+                let t = node.input.get(1)?;
+                self.dims(t)?.first()?.known().map(|n| n.max(0) as usize)
+            });
+            n.map(|n| (0..n).collect())
+        };
+        let Some(axes) = axes else {
+            self.barrier(node, "sliced axes unknown");
+            return;
+        };
+        let Some(k) = axes.iter().position(|&a| a == l.axis) else {
+            self.layouts.insert(out, l);
+            return;
+        };
+        let step = match node.input.get(4).filter(|s| !s.is_empty() && !legacy) {
+            Some(_) => self
+                .slice_params(node, 4, "steps")
+                .and_then(|v| v.get(k).copied()),
+            None => Some(1),
+        };
+        let (Some(starts), Some(ends), Some(1)) = (starts, ends, step) else {
+            let c = Some(l.atoms.len() as i64);
+            if self.dim(&first_output(node), l.axis) == c
+                && self.dim(node.input.first().map_or("", String::as_str), l.axis) == c
+            {
+                // The whole axis, whatever the run-time bounds: they follow the new size.
+                self.layouts.insert(out, l);
+                return;
+            }
+            self.barrier(
+                node,
+                "slices the channel axis with unknown bounds or a step",
+            );
+            return;
+        };
+        let (Some(&s0), Some(&e0)) = (starts.get(k), ends.get(k)) else {
+            self.barrier(node, "slice bounds do not cover the channel axis");
+            return;
+        };
+        let c = l.atoms.len() as i64;
+        let clamp = |v: i64| (if v < 0 { v + c } else { v }).clamp(0, c);
+        let (s, e) = (clamp(s0), clamp(e0).max(clamp(s0)));
+        if legacy && ((s0 < 0 && s > 0) || (e0 < 0 && e < c)) {
+            self.barrier(
+                node,
+                "negative slice bounds in attributes on the channel axis",
+            );
+            return;
+        }
+        let atoms = l.atoms[s as usize..e as usize].to_vec();
+        // A bound inside the axis becomes the number of kept atoms before it; an end at or
+        // past the axis end stays (Slice clamps it to the new size).
+        let bounds = [(1, "starts", starts, s0, s), (2, "ends", ends, e0, e)];
+        for (input, attribute, values, raw, v) in bounds {
+            if raw >= c || (v == 0 && raw >= 0) {
+                continue;
+            }
+            let place = if legacy {
+                CountPlace::Attribute {
+                    attribute: attribute.into(),
+                    index: k,
+                }
+            } else {
+                let t = node.input.get(input).cloned().unwrap_or_default();
+                let stored = self
+                    .const_source(&t)
+                    .and_then(|src| int_values(self.a, &src));
+                let mut base = values;
+                base[k] = v;
+                let dtype = self
+                    .a
+                    .shapes
+                    .get(&t)
+                    .and_then(|i| i.dtype)
+                    .unwrap_or(DataType::INT64);
+                CountPlace::Input {
+                    input,
+                    index: k,
+                    base,
+                    stored,
+                    dtype: dtype.0,
+                }
+            };
+            self.counts.push(CountMember {
+                node: node.display_name(),
+                place,
+                atoms: l.atoms[..v as usize].to_vec(),
+            });
+        }
+        self.layouts.insert(
+            out,
+            Layout {
+                axis: l.axis,
+                atoms,
+            },
+        );
     }
 
     /// Reshape (`shape_input`: the target shape is input 1) and Flatten.
@@ -1120,36 +1310,32 @@ impl<'a> Builder<'a> {
         let Some(l) = self.layouts.get(&x).cloned() else {
             return;
         };
-        let (Some(xs), Some(os)) = (self.shape(&x), self.shape(&out)) else {
-            self.barrier(node, "shapes unknown (pin input shapes with --input-shape)");
+        let (Some(xs), Some(os)) = (self.dims(&x), self.dims(&out)) else {
+            self.barrier(node, "ranks unknown (pin input shapes with --input-shape)");
             return;
         };
-        let prefix: i64 = xs[..l.axis].iter().product();
         let c = l.atoms.len() as i64;
+        let splits = "reshape splits the channel axis (pixel/channel shuffle mixes channels)";
         // Find the output axis where the same prefix ends and the channel axis begins.
-        let mut acc = 1i64;
-        let mut b = None;
-        for (k, &d) in os.iter().enumerate() {
-            if acc == prefix {
-                b = Some(k);
-                break;
-            }
-            acc *= d;
-        }
-        let Some(b) = b else {
-            self.barrier(
-                node,
-                "reshape splits the channel axis (pixel/channel shuffle mixes channels)",
-            );
+        let Some(b) = prefix_end(&xs[..l.axis.min(xs.len())], &xs[l.axis.min(xs.len())..], os)
+        else {
+            self.barrier(node, splits);
             return;
         };
         // Skip unit dims the reshape inserted before the channels.
         let mut b = b;
-        while b < os.len() && os[b] == 1 && c != 1 {
+        while b < os.len() && os[b] == Dim::Known(1) && c != 1 {
             b += 1;
         }
-        let Some(&ob) = os.get(b) else {
+        let Some(ob) = os.get(b) else {
             self.barrier(node, "channel axis disappears");
+            return;
+        };
+        let Some(ob) = ob.known() else {
+            self.barrier(
+                node,
+                "size of the reshaped channel axis unknown (pin input shapes with --input-shape)",
+            );
             return;
         };
         // ob must be c × (product of the following input dims it absorbed).
@@ -1157,15 +1343,15 @@ impl<'a> Builder<'a> {
         let mut ok = ob == c;
         let mut k = l.axis + 1;
         while !ok && k < xs.len() && c * rep < ob {
-            rep *= xs[k];
+            let Some(d) = xs[k].known() else {
+                break;
+            };
+            rep *= d;
             ok = c * rep == ob;
             k += 1;
         }
         if !ok {
-            self.barrier(
-                node,
-                "reshape splits the channel axis (pixel/channel shuffle mixes channels)",
-            );
+            self.barrier(node, splits);
             return;
         }
         let atoms: Vec<Atom> = l
@@ -1400,6 +1586,36 @@ impl<'a> Builder<'a> {
 /// A node's first output name, empty when it has none (malformed nodes never panic).
 fn first_output(node: &NodeProto) -> String {
     node.output.first().cloned().unwrap_or_default()
+}
+
+/// The number of leading output dims that hold exactly the input dims `prefix` (those before
+/// the channel axis; `rest` are the channel axis and after): by product when it is known,
+/// else dim by dim (`batch` = `batch`). A fully static output also fixes a symbolic prefix
+/// (`view(1, 16)` of `[batch, 16, 1, 1]` implies batch 1).
+fn prefix_end(prefix: &[Dim], rest: &[Dim], out: &[Dim]) -> Option<usize> {
+    let product = |d: &[Dim]| -> Option<i64> {
+        d.iter()
+            .map(Dim::known)
+            .try_fold(1i64, |acc, v| acc.checked_mul(v?))
+    };
+    let target = product(prefix).or_else(|| {
+        let (n, r) = (product(out)?, product(rest)?);
+        (r > 0 && n % r == 0).then(|| n / r)
+    });
+    if let Some(target) = target {
+        let mut acc = 1i64;
+        for (k, d) in out.iter().enumerate() {
+            if acc == target {
+                return Some(k);
+            }
+            acc = acc.checked_mul(d.known()?)?;
+        }
+        return (acc == target).then_some(out.len());
+    }
+    let same = out.len() >= prefix.len()
+        && !prefix.contains(&Dim::Unknown)
+        && out[..prefix.len()] == *prefix;
+    same.then_some(prefix.len())
 }
 
 fn norm_axis(a: i64, rank: usize) -> usize {

@@ -15,7 +15,8 @@ use pare::report::check_output;
 pub struct LintArgs {
     /// The ONNX model to check.
     pub model: Option<PathBuf>,
-    /// Deployment target: tensorrt-7.1, tensorrt-8.6, tensorrt-10 (any tensorrt-X.Y from 6.0),
+    /// Deployment target: tensorrt-11 (the default: 11.5; tensorrt-11.0 … 11.4 for older
+    /// minors), tensorrt-7.1, tensorrt-8.6, tensorrt-10 (any tensorrt-X.Y from 6.0),
     /// onnxruntime or tract.
     #[arg(long, short = 't', default_value_t = Target::default())]
     pub target: Target,

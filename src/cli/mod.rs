@@ -1,6 +1,7 @@
 //! Argument structs and printing for each subcommand. Each `run` function parses nothing and
 //! decides nothing beyond presentation: it calls the library and prints what it returns.
 
+pub mod convert;
 pub mod extract;
 pub mod info;
 pub mod lint;

@@ -22,6 +22,36 @@ pub struct GroupsArgs {
     /// Print JSON: every group with its members.
     #[arg(long)]
     pub json: bool,
+    /// Measure each prunable group's sensitivity: the fidelity when only that group is
+    /// pruned at --ratio, and the MACs that saves (most sensitive first).
+    #[arg(long)]
+    pub sensitivity: bool,
+    /// With --sensitivity: the ratio each group is pruned at.
+    #[arg(long, default_value_t = 0.5, requires = "sensitivity")]
+    pub ratio: f64,
+    #[arg(long, value_enum, default_value_t = Criterion::L1, requires = "sensitivity")]
+    pub criterion: Criterion,
+    /// With --sensitivity: samples (`--calib DIR`, default 16 random), `--samples N`, image
+    /// preprocessing.
+    #[command(flatten)]
+    pub data: pare::data::DataArgs,
+}
+
+/// The budget flags of `pare prune` (issue 15): a size target, the search picks per-group
+/// ratios that keep fidelity highest.
+#[derive(Args, Debug, Default)]
+pub struct BudgetArgs {
+    /// Keep this share of the original's MACs (0.8) or this many (1.2G); per-group ratios are
+    /// searched (replaces --ratio).
+    #[arg(long = "target-macs", value_name = "F|N")]
+    pub target_macs: Option<String>,
+    /// Keep this share of the original's parameters (0.5) or this many (3M).
+    #[arg(long = "target-params", value_name = "F|N")]
+    pub target_params: Option<String>,
+    /// With a target: stop the search before the output SQNR (on the calibration samples)
+    /// falls below DB.
+    #[arg(long = "min-sqnr", value_name = "DB")]
+    pub min_sqnr: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +82,8 @@ pub struct PruneArgs {
     pub min_channels: usize,
     #[arg(long)]
     pub tags: Option<PathBuf>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
     /// Validation data (`--data`; default: one seeded random sample), `--seed` and image
     /// preprocessing, as for every command that runs a model.
     #[command(flatten)]
@@ -59,10 +91,14 @@ pub struct PruneArgs {
     /// Print the plan; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// Skip the tract validation run.
+    /// Skip the validation run (the report then says "not validated"; exit 0).
     #[arg(long = "no-validate")]
     pub no_validate: bool,
-    /// Exit 1 when validation fails.
+    /// Write the pruned model even when validation does not pass (exit 0, with a warning).
+    /// Without it an unvalidated model is not written and pare exits 1.
+    #[arg(long = "allow-unvalidated")]
+    pub allow_unvalidated: bool,
+    /// Exit 1 when validation fails, even with --allow-unvalidated.
     #[arg(long)]
     pub check: bool,
     #[arg(long)]
@@ -79,8 +115,56 @@ fn load_tags(p: &Option<PathBuf>) -> anyhow::Result<Tags> {
 pub fn run_groups(a: &GroupsArgs) -> CmdResult {
     let analysis = open(a.model.as_deref(), &a.model_args).map_err(Exit::bad)?;
     let tags = load_tags(&a.tags).map_err(Exit::bad)?;
-    let report = prune::groups(&analysis, &tags).map_err(Exit::bad)?;
-    print(&report, a.json)
+    if !a.sensitivity {
+        let report = prune::groups(&analysis, &tags).map_err(Exit::bad)?;
+        return print(&report, a.json);
+    }
+    let req = prune::sensitivity::SensitivityRequest {
+        data: sample_spec(&a.data, 16).map_err(Exit::bad)?,
+        ratio: a.ratio,
+        options: PruneOptions {
+            criterion: a.criterion,
+            round_to: 1,
+            tags,
+            ..Default::default()
+        },
+    };
+    let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let report = prune::sensitivity::sensitivity(&analysis, &req, &bar);
+    bar.finish();
+    print(&report.map_err(Exit::bad)?, a.json)
+}
+
+/// Samples for sensitivity and budget searches: `--calib` (all files up to --samples), else
+/// `default_random` seeded random samples.
+fn sample_spec(
+    d: &pare::data::DataArgs,
+    default_random: usize,
+) -> anyhow::Result<prune::sensitivity::SampleSpec> {
+    let source = d.source_or_random()?;
+    let random = matches!(source, pare::data::DataSource::Random { .. });
+    Ok(prune::sensitivity::SampleSpec {
+        source,
+        samples: d.limit(if random { default_random } else { 1 << 20 })?,
+        preprocess: d.preprocess.preprocess()?,
+        engine: pare::runtime::EngineChoice::from_env(),
+    })
+}
+
+/// The budget search the flags ask for, `None` without a target.
+fn budget_options(a: &PruneArgs) -> anyhow::Result<Option<prune::budget::BudgetOptions>> {
+    let b = &a.budget;
+    if b.target_macs.is_none() && b.target_params.is_none() {
+        if b.min_sqnr.is_some() {
+            anyhow::bail!("--min-sqnr needs --target-macs or --target-params");
+        }
+        return Ok(None);
+    }
+    let mut o = prune::budget::BudgetOptions::new(sample_spec(&a.data, 8)?);
+    o.target_macs = b.target_macs.as_deref().map(str::parse).transpose()?;
+    o.target_params = b.target_params.as_deref().map(str::parse).transpose()?;
+    o.min_sqnr_db = b.min_sqnr;
+    Ok(Some(o))
 }
 
 /// The first sample of `--data` files for validation; `None` for random inputs.
@@ -116,17 +200,27 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
             seed: a.data.seed,
             inputs: validation_inputs(&analysis, &a.data).map_err(Exit::bad)?,
             tags: load_tags(&a.tags).map_err(Exit::bad)?,
+            ..Default::default()
         },
         output: a.output.clone().filter(|_| !a.dry_run),
         validate: !(a.no_validate || a.dry_run),
+        allow_unvalidated: a.allow_unvalidated,
+        budget: budget_options(a).map_err(Exit::bad)?,
+        ..Default::default()
     };
     let bar = CliProgress::new(a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let report = prune::run(&analysis, &req, &bar);
     bar.finish();
     let report = report.map_err(Exit::bad)?;
     print(&report, a.json)?;
-    if a.check && !report.validated && !a.dry_run {
-        return Err(Exit::failed(anyhow::anyhow!("validation failed")));
+    let ran = req.validate;
+    if ran && !report.validated && (a.check || !a.allow_unvalidated) {
+        let what = if report.output.is_some() {
+            "validation did not pass"
+        } else {
+            "validation did not pass; the pruned model was not written"
+        };
+        return Err(Exit::failed(anyhow::anyhow!(what)));
     }
     Ok(())
 }

@@ -18,23 +18,34 @@ pub enum Target {
 }
 
 /// TensorRT versions pare knows rules for (the published operator matrices plus 10.15, whose
-/// importer some rules cite).
+/// importer some rules cite, and the 11.x minors where the parser changed: 11.0 strongly typed
+/// networks and removed plugins, 11.2 DFT and 5-D GridSample, 11.5 opset 25 and axis-less
+/// Squeeze).
 pub const TRT_VERSIONS: &[u16] = &[
-    600, 700, 701, 702, 800, 802, 804, 805, 806, 900, 903, 1000, 1001, 1015,
+    600, 700, 701, 702, 800, 802, 804, 805, 806, 900, 903, 1000, 1001, 1015, 1100, 1102, 1105,
 ];
 
 /// What `tensorrt-10` means: the 10.0/10.1 parser, the newest with a published matrix here.
 /// Rules that relaxed later say so in their messages; `tensorrt-10.15` checks the newest rules.
 pub const TRT10_DEFAULT: u16 = 1001;
 
+/// What `tensorrt-11` means: the current 11.x parser (11.5). `tensorrt-11.0` … `tensorrt-11.4`
+/// check the older minors (opsets 9–24, no axis-less Squeeze; DFT and 5-D GridSample from 11.2).
+pub const TRT11_DEFAULT: u16 = 1105;
+
+/// First TensorRT version whose networks are always strongly typed (precision only from the
+/// ONNX file: FP16 tensors and Casts, explicit Q/DQ).
+pub const TRT_STRONGLY_TYPED: u16 = 1100;
+
+/// The default target everywhere (`pare lint`, the TUI): the current TensorRT.
 impl Default for Target {
     fn default() -> Self {
-        Target::TensorRt(TRT10_DEFAULT)
+        Target::TensorRt(TRT11_DEFAULT)
     }
 }
 
 impl Target {
-    /// Parses `tensorrt-7.1`, `tensorrt-8.6`, `tensorrt-10`, `trt-8.6`, `onnxruntime`/`ort`,
+    /// Parses `tensorrt-7.1`, `tensorrt-8.6`, `tensorrt-10`, `tensorrt-11`, `trt-8.6`, `onnxruntime`/`ort`,
     /// `tract`. Any TensorRT version from 6.0 is accepted and checked with the rules of the
     /// newest known version at or below it.
     pub fn parse(s: &str) -> Result<Target, String> {
@@ -52,7 +63,7 @@ impl Target {
             .or_else(|| l.strip_prefix("trt"));
         let bad = || {
             format!(
-                "unknown target '{s}': use tensorrt-7.1, tensorrt-8.6, tensorrt-10 (or any tensorrt-X.Y from 6.0), onnxruntime or tract"
+                "unknown target '{s}': use tensorrt-7.1, tensorrt-8.6, tensorrt-10, tensorrt-11 (or any tensorrt-X.Y from 6.0), onnxruntime or tract"
             )
         };
         let v = v.ok_or_else(bad)?;
@@ -64,6 +75,7 @@ impl Target {
         };
         let code = match (major, minor) {
             (10, None) => TRT10_DEFAULT,
+            (11, None) => TRT11_DEFAULT,
             (m, None) => m * 100,
             (m, Some(n)) if n < 100 => m * 100 + n,
             _ => return Err(bad()),
@@ -98,6 +110,7 @@ impl Target {
     pub fn id(&self) -> String {
         match self {
             Target::TensorRt(v) if *v == TRT10_DEFAULT => "tensorrt-10".into(),
+            Target::TensorRt(v) if *v == TRT11_DEFAULT => "tensorrt-11".into(),
             Target::TensorRt(v) => format!("tensorrt-{}", version_str(*v)),
             Target::OnnxRuntime => "onnxruntime".into(),
             Target::Tract => "tract".into(),
@@ -108,6 +121,7 @@ impl Target {
     pub fn display(&self) -> String {
         match self {
             Target::TensorRt(v) if *v == TRT10_DEFAULT => "TensorRT 10 (10.0/10.1 parser)".into(),
+            Target::TensorRt(v) if *v == TRT11_DEFAULT => "TensorRT 11 (11.5 parser)".into(),
             Target::TensorRt(v) => format!("TensorRT {}", version_str(*v)),
             Target::OnnxRuntime => "onnxruntime".into(),
             Target::Tract => "tract".into(),
@@ -118,6 +132,7 @@ impl Target {
     pub fn short(&self) -> String {
         match self {
             Target::TensorRt(v) if *v == TRT10_DEFAULT => "TensorRT 10".into(),
+            Target::TensorRt(v) if *v == TRT11_DEFAULT => "TensorRT 11".into(),
             Target::TensorRt(v) => format!("TensorRT {}", version_str(*v)),
             other => other.display(),
         }
@@ -133,7 +148,8 @@ impl Target {
                 803..=899 => (1, 17),
                 900..=999 => (1, 19),
                 1000..=1014 => (9, 20),
-                _ => (9, 24),
+                1015..=1104 => (9, 24),
+                _ => (9, 25),
             },
             // onnxruntime 1.2x runs opsets 7 to 23.
             Target::OnnxRuntime => (7, 23),
@@ -194,6 +210,13 @@ mod tests {
         assert!(Target::parse("openvino").is_err());
         assert_eq!(Target::TensorRt(701).id(), "tensorrt-7.1");
         assert_eq!(Target::TensorRt(TRT10_DEFAULT).id(), "tensorrt-10");
+        assert_eq!(Target::parse("tensorrt-11"), Ok(Target::TensorRt(1105)));
+        assert_eq!(Target::parse("tensorrt-11.5"), Ok(Target::TensorRt(1105)));
+        assert_eq!(Target::parse("tensorrt-11.3"), Ok(Target::TensorRt(1102)));
+        assert_eq!(Target::parse("tensorrt-11.1"), Ok(Target::TensorRt(1100)));
+        assert_eq!(Target::default().id(), "tensorrt-11");
+        assert_eq!(Target::TensorRt(1100).opset_range(), (9, 24));
+        assert_eq!(Target::TensorRt(1105).opset_range(), (9, 25));
     }
 
     /// The operator matrix as it was written before it moved into the op table.
@@ -234,6 +257,8 @@ mod tests {
         (903, "CastLike Hardmax"),
         (1000, "Gelu Mish"),
         (1001, "DeformConv"),
+        (1100, "Swish"),
+        (1102, "DFT"),
     ];
 
     #[test]
@@ -265,5 +290,9 @@ mod tests {
             OpSupport::Dropped { since: 800 }
         );
         assert_eq!(trt_op_support("Conv", 600), OpSupport::Supported);
+        assert_eq!(trt_op_support("Swish", 1015), OpSupport::From(1100));
+        assert_eq!(trt_op_support("Swish", 1100), OpSupport::Supported);
+        assert_eq!(trt_op_support("DFT", 1100), OpSupport::From(1102));
+        assert_eq!(trt_op_support("DFT", 1105), OpSupport::Supported);
     }
 }

@@ -6,16 +6,24 @@ use serde::Serialize;
 
 use super::Analysis;
 use super::proto::ValueInfoProto;
-use super::shape::{Dim, ShapeDiagnostic, format_shape};
+use super::shape::{
+    ShapeDiagnostic, TensorInfo, ValueKind, declared_info, format_info, shape_json,
+};
 use super::stats::{NodeCost, activation_bytes, graph_params, node_costs};
-use super::tensor::DataType;
 
-/// A graph input or output as scripts see it: shape entries are ints or symbol names.
+/// A graph input or output as scripts see it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct IoInfo {
     pub name: String,
+    /// `sequence`, `optional` or `map` for a value that is not a tensor; absent for tensors.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<&'static str>,
+    /// Element type (of a sequence's or optional's elements for those); `unknown` when not
+    /// known.
     pub dtype: String,
-    pub shape: Vec<serde_json::Value>,
+    /// Dims as ints, symbol names or `"?"` (of the elements for a sequence or optional);
+    /// `null` when the rank is unknown, so that it never reads as a scalar's `[]`.
+    pub shape: Option<Vec<serde_json::Value>>,
 }
 
 /// Everything `pare info` reports.
@@ -54,26 +62,29 @@ pub struct ModelInfo {
 }
 
 fn io_info(vi: &ValueInfoProto, a: &Analysis) -> IoInfo {
-    let inferred = a.shapes.get(vi.name());
-    let dtype = inferred
-        .and_then(|t| t.dtype)
-        .or_else(|| vi.tensor_type().and_then(|t| t.elem_type).map(DataType))
-        .map(|d| d.name().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let shape = inferred
-        .and_then(|t| t.shape.as_ref())
-        .map(|s| {
-            s.iter()
-                .map(|d| match d {
-                    Dim::Known(v) => serde_json::Value::from(*v),
-                    Dim::Sym(s) => serde_json::Value::from(s.clone()),
-                    Dim::Unknown => serde_json::Value::from("?"),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let declared = declared_info(vi);
+    // Inference knows more than the declaration, unless it knows nothing at all.
+    let info = match a.shapes.get(vi.name()) {
+        Some(t) if *t != TensorInfo::default() => t,
+        _ => &declared,
+    };
+    let (value_type, elem) = match &info.kind {
+        ValueKind::Tensor => (None, info),
+        ValueKind::Sequence(s) => (Some(info.kind.name()), &s.elem),
+        ValueKind::Optional(e) => (Some(info.kind.name()), &**e),
+        ValueKind::Map => (Some(info.kind.name()), &TensorInfo::default()),
+    };
+    let dtype = elem
+        .dtype
+        .or(declared.dtype)
+        .map_or_else(|| "unknown".into(), |d| d.name().to_string());
+    let shape = match shape_json(elem.shape.as_deref()) {
+        serde_json::Value::Array(v) => Some(v),
+        _ => None,
+    };
     IoInfo {
         name: vi.name().to_string(),
+        value_type,
         dtype,
         shape,
     }
@@ -124,13 +135,13 @@ pub fn model_info(a: &Analysis) -> ModelInfo {
         .iter()
         .map(|c| {
             let out = g.node[c.node].output.first().cloned().unwrap_or_default();
-            format_shape(a.shapes.shape(&out))
+            format_info(a.shapes.get(&out))
         })
         .collect();
     let dynamic_shown = dynamic
         .iter()
         .take(8)
-        .map(|n| format!("{n} {}", format_shape(a.shapes.shape(n))))
+        .map(|n| format!("{n} {}", format_info(a.shapes.get(n))))
         .collect();
     ModelInfo {
         file: a.model.path.as_ref().map(|p| p.display().to_string()),
@@ -203,20 +214,25 @@ pub fn human(n: u64) -> String {
 }
 
 fn io_line(io: &IoInfo) -> String {
-    let dims: Vec<String> = io
-        .shape
-        .iter()
-        .map(|v| match v {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect();
-    let shape = if io.shape.is_empty() && io.dtype == "unknown" {
-        "?".to_string()
-    } else {
-        format!("[{}]", dims.join(", "))
+    let shape = match &io.shape {
+        // Unknown rank: `?`, never the `[]` of a scalar.
+        None => "?".to_string(),
+        Some(dims) => {
+            let dims: Vec<String> = dims
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            format!("[{}]", dims.join(", "))
+        }
     };
-    format!("  {:<28} {:<8} {}", io.name, io.dtype, shape)
+    match io.value_type {
+        None => format!("  {:<28} {:<8} {}", io.name, io.dtype, shape),
+        Some("map") => format!("  {:<28} map", io.name),
+        Some(t) => format!("  {:<28} {t}<{} {shape}>", io.name, io.dtype),
+    }
 }
 
 /// Renders the report `pare info` prints.

@@ -33,7 +33,7 @@ pub const OPS: &[OpDef] = &[
     act("Sigmoid").trt(600).fuses(),
     act("HardSigmoid").trt(600).fuses(),
     act("HardSwish").trt(804).fuses(),
-    act("Swish"),
+    act("Swish").trt(1100),
     act("Mish").trt(1000),
     act("Gelu").trt(1000),
     act("Tanh").trt(600),

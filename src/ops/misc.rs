@@ -3,7 +3,11 @@
 use super::ChannelRule::{self, Channelwise};
 use super::OpDef;
 use super::PerChannel::Resize;
-use crate::model::shape::rules::{grid_sample, like, nms, passthrough, random, resize, roi};
+use crate::model::shape::rules::{
+    concat_from_sequence, grid_sample, like, nms, optional, optional_get, optional_has, random,
+    resize, roi, sequence_at, sequence_construct, sequence_empty, sequence_erase, sequence_insert,
+    sequence_length, split_to_sequence, string_normalizer,
+};
 
 fn resize_consts(opset: i64) -> &'static [(usize, &'static str)] {
     if opset >= 11 {
@@ -32,6 +36,8 @@ pub const OPS: &[OpDef] = &[
     OpDef::new("RoiAlign").shape(roi).trt(805),
     OpDef::new("MaxRoiPool").shape(roi),
     OpDef::new("GridSample").shape(grid_sample).trt(805),
+    // TensorRT 11.2 imports DFT through its built-in plugin.
+    OpDef::new("DFT").trt(1102),
     OpDef::new("EyeLike")
         .shape(like)
         .channels(ChannelRule::None)
@@ -58,8 +64,18 @@ pub const OPS: &[OpDef] = &[
         .nondeterministic()
         .trt(700),
     OpDef::new("Multinomial").nondeterministic(),
-    OpDef::new("Optional").shape(passthrough),
-    OpDef::new("OptionalGetElement").shape(passthrough),
+    OpDef::new("Optional").shape(optional),
+    OpDef::new("OptionalGetElement").shape(optional_get),
+    OpDef::new("OptionalHasElement").shape(optional_has),
+    OpDef::new("SequenceEmpty").shape(sequence_empty),
+    OpDef::new("SequenceConstruct").shape(sequence_construct),
+    OpDef::new("SequenceInsert").shape(sequence_insert),
+    OpDef::new("SequenceErase").shape(sequence_erase),
+    OpDef::new("SequenceAt").shape(sequence_at),
+    OpDef::new("SequenceLength").shape(sequence_length),
+    OpDef::new("SplitToSequence").shape(split_to_sequence),
+    OpDef::new("ConcatFromSequence").shape(concat_from_sequence),
+    OpDef::new("StringNormalizer").shape(string_normalizer),
     OpDef::new("SoftmaxCrossEntropyLoss")
         .trt(702)
         .trt_gaps(&[(800, u16::MAX)]),

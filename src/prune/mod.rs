@@ -2,9 +2,11 @@
 //! over plain data. [`run`] is the command (`pare prune` and the TUI's prune job): a typed
 //! [`PruneRequest`] in, a [`PruneReport`] out; [`groups`] is `pare groups`.
 
+pub mod budget;
 pub mod importance;
 pub mod plan;
 pub mod rewrite;
+pub mod sensitivity;
 pub mod validate;
 
 use std::fmt::Write as _;
@@ -46,6 +48,36 @@ pub struct PruneRequest {
     pub output: Option<PathBuf>,
     /// Compare the pruned model's outputs with the original's on seeded random inputs.
     pub validate: bool,
+    /// Write the output even when validation ran and did not pass (`--allow-unvalidated`);
+    /// otherwise an unvalidated model is not written.
+    pub allow_unvalidated: bool,
+    /// `--target-macs`/`--target-params`: search per-group ratios for a budget first.
+    pub budget: Option<budget::BudgetOptions>,
+    /// Reconstruction after the channels are chosen (`--recover`); the TUI's prune dialog
+    /// sets it. Placeholder until the recovery step lands: only `None` is carried out.
+    pub recover: RecoverMode,
+}
+
+/// `--recover none|bias|lsq`: how consumers of pruned groups are re-fitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverMode {
+    #[default]
+    None,
+    Bias,
+    Lsq,
+}
+
+impl RecoverMode {
+    pub const ALL: [RecoverMode; 3] = [RecoverMode::None, RecoverMode::Bias, RecoverMode::Lsq];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoverMode::None => "none",
+            RecoverMode::Bias => "bias",
+            RecoverMode::Lsq => "lsq",
+        }
+    }
 }
 
 impl PruneRequest {
@@ -65,8 +97,20 @@ impl PruneRequest {
         if !self.validate {
             s.push_str(" --no-validate");
         }
+        if self.allow_unvalidated {
+            s.push_str(" --allow-unvalidated");
+        }
         if let Some(t) = tags {
             s.push_str(&format!(" --tags {t}"));
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.flags());
+            if let crate::data::DataSource::Path(p) = &b.data.source {
+                s.push_str(&format!(" --calib {}", p.display()));
+            }
+        }
+        if self.recover != RecoverMode::None {
+            s.push_str(&format!(" --recover {}", self.recover.name()));
         }
         match &self.output {
             Some(out) => s.push_str(&format!(" -o {}", out.display())),
@@ -87,14 +131,22 @@ pub struct PruneReport {
     pub groups: usize,
     pub locked_groups: usize,
     pub pruned_groups: usize,
+    /// Both models ran on one engine with the same output shapes and finite outputs; false
+    /// when validation was skipped or no engine could run them.
     pub validated: bool,
     pub validation: Option<Validation>,
-    /// Written file (None on a dry run).
+    /// Written file (None on a dry run, or when withheld).
     pub output: Option<String>,
+    /// The output not written because validation did not pass (`--allow-unvalidated`
+    /// writes it anyway).
+    pub withheld: Option<String>,
     pub plan: Vec<GroupSummary>,
     pub options: PruneOptions,
     /// Engine that ran the validation (`tract`, `onnxruntime`); `None` when nothing ran.
     pub engine: Option<String>,
+    /// The budget search (chosen ratios, trace), when a budget was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<budget::BudgetReport>,
 }
 
 impl Report for PruneReport {
@@ -115,6 +167,9 @@ impl Report for PruneReport {
                 truncate(&g.producers.join(", "), 70)
             );
         }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.render_text());
+        }
         let _ = writeln!(
             s,
             "params     {} → {} (−{:.1}%)",
@@ -129,30 +184,57 @@ impl Report for PruneReport {
             human(self.macs_after),
             reduction_pct(self.macs_before, self.macs_after)
         );
-        if let Some(v) = &self.validation {
-            let lat = match (v.latency_ms_before, v.latency_ms_after) {
-                (Some(b), Some(a)) => format!(", tract latency {b:.1} ms → {a:.1} ms"),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                s,
-                "validated  {} ({}){lat}",
-                if v.passed { "yes" } else { "NO" },
-                v.method
-            );
-            for n in &v.notes {
-                let _ = writeln!(s, "  note: {n}");
-            }
-        }
-        match &self.output {
-            Some(o) => {
+        self.render_validation(&mut s);
+        match (&self.output, &self.withheld) {
+            (Some(o), _) => {
                 let _ = writeln!(s, "wrote      {o}");
             }
-            None => {
+            (None, Some(w)) => {
+                let _ = writeln!(
+                    s,
+                    "NOT written {w}: validation did not pass (--allow-unvalidated writes it anyway)"
+                );
+            }
+            (None, None) => {
                 let _ = writeln!(s, "dry run: nothing written");
             }
         }
         s
+    }
+}
+
+impl PruneReport {
+    /// The `validated` line and its notes; a loud warning when an unvalidated model was
+    /// written anyway.
+    fn render_validation(&self, s: &mut String) {
+        let Some(v) = &self.validation else {
+            if self.output.is_some() {
+                let _ = writeln!(s, "validated  no (skipped: --no-validate)");
+            }
+            return;
+        };
+        let lat = match (v.latency_ms_before, v.latency_ms_after) {
+            (Some(b), Some(a)) => format!(", latency {b:.1} ms → {a:.1} ms"),
+            _ => String::new(),
+        };
+        let how = match v.engine {
+            Some(e) => format!("ran both models on {e}"),
+            None => "no engine ran the models".into(),
+        };
+        let _ = writeln!(
+            s,
+            "validated  {} ({how}){lat}",
+            if v.passed { "yes" } else { "NO" }
+        );
+        for n in &v.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        if !v.passed && self.output.is_some() {
+            let _ = writeln!(
+                s,
+                "WARNING: the pruned model did NOT pass validation and was written only because of --allow-unvalidated"
+            );
+        }
     }
 }
 
@@ -162,14 +244,30 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
     }
-    let pruned = prune(a, &req.options, progress)?;
+    let mut opts = req.options.clone();
+    let budget = match &req.budget {
+        Some(b) => {
+            let (ratios, rep) = budget::search(a, &opts, b, None, progress)?;
+            opts.group_ratios = ratios;
+            opts.ratio = 0.0;
+            opts.global = false;
+            Some(rep)
+        }
+        None => None,
+    };
+    let pruned = prune(a, &opts, progress)?;
     progress.check_cancel()?;
-    let mut rep = report(a, &pruned, &req.options, !req.validate, progress);
+    let mut rep = report(a, &pruned, &opts, !req.validate, progress);
+    rep.budget = budget;
     progress.check_cancel()?;
     if let Some(out) = &req.output {
-        progress.phase("writing", None);
-        write(&pruned, out)?;
-        rep.output = Some(out.display().to_string());
+        if req.validate && !rep.validated && !req.allow_unvalidated {
+            rep.withheld = Some(out.display().to_string());
+        } else {
+            progress.phase("writing", None);
+            write(&pruned, out)?;
+            rep.output = Some(out.display().to_string());
+        }
     }
     progress.event(JobEvent::Finished {
         summary: format!(
@@ -315,7 +413,7 @@ pub fn report(
     let validation = if skip_validation {
         None
     } else {
-        progress.phase("validating with tract", None);
+        progress.phase("validating", None);
         Some(validate::validate_with(
             a,
             &pruned.model.proto,
@@ -324,7 +422,10 @@ pub fn report(
             opts.inputs.as_deref(),
         ))
     };
-    let engine = validation.as_ref().map(|_| "tract".to_string());
+    let engine = validation
+        .as_ref()
+        .and_then(|v| v.engine)
+        .map(|e| e.name().to_string());
     let ca = &pruned.channels;
     PruneReport {
         params_before: before.params,
@@ -342,6 +443,7 @@ pub fn report(
         validated: validation.as_ref().is_some_and(|v| v.passed),
         validation,
         output: None,
+        withheld: None,
         plan: pruned
             .plan
             .groups
@@ -356,6 +458,7 @@ pub fn report(
             .collect(),
         options: opts.clone(),
         engine,
+        budget: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! One rounding rule applies per group (seed P16): every member of a group keeps the same
 //! multiple of `round_to` channels, because the group is pruned as one set of indices.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -29,6 +29,11 @@ pub struct PruneOptions {
     /// Never keep fewer channels than this in a group.
     pub min_channels: usize,
     pub seed: u64,
+    /// Per-group ratios (group id → ratio) chosen by a budget search or given by a caller;
+    /// they replace `ratio` for those groups. Tags (skip, lock, ratio) still win. A ratio of 0
+    /// keeps the whole group.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_ratios: BTreeMap<usize, f64>,
     /// Validation data (`--data`): one input set in model-input order, used instead of the
     /// seeded random inputs when given.
     #[serde(skip)]
@@ -47,6 +52,7 @@ impl Default for PruneOptions {
             max_ratio: 0.9,
             min_channels: 1,
             seed: 0,
+            group_ratios: BTreeMap::new(),
             inputs: None,
             tags: Tags::default(),
         }
@@ -185,6 +191,15 @@ pub fn make_plan(
             opts.ratio
         )));
     }
+    if let Some((g, r)) = opts
+        .group_ratios
+        .iter()
+        .find(|(_, r)| !(0.0..1.0).contains(*r))
+    {
+        return Err(PareError::Usage(format!(
+            "ratio {r} of channel group {g} must be in [0, 1)"
+        )));
+    }
     let (tag_locks, tag_ratios) = tag_effects(a, ca, &opts.tags)?;
     let mut cache = WeightCache::default();
     progress.phase("ranking", Some(ca.groups.len() as u64));
@@ -194,7 +209,9 @@ pub fn make_plan(
         progress.check_cancel()?;
         let mut locked = grp.locks.clone();
         locked.extend(tag_locks[grp.id].iter().cloned());
-        let ratio = tag_ratios[grp.id].unwrap_or(opts.ratio);
+        let ratio = tag_ratios[grp.id]
+            .or_else(|| opts.group_ratios.get(&grp.id).copied())
+            .unwrap_or(opts.ratio);
         let prunable = locked.is_empty()
             && grp.channels > opts.round_to.max(1).min(grp.channels)
             && grp.channels > 1;
@@ -223,7 +240,11 @@ pub fn make_plan(
     if opts.global {
         global_keep(ca, opts, &scored, &tag_ratios, &mut plans);
     } else {
+        // A ratio of 0 keeps the group whole (rounding must not prune what nobody asked for).
         for (gid, scores) in &scored {
+            if plans[*gid].ratio <= 0.0 {
+                continue;
+            }
             let grp: &ChannelGroup = &ca.groups[*gid];
             let keep_n = rounded_keep(
                 grp.channels,

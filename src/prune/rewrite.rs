@@ -143,8 +143,30 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
     // Count rewrites.
     let mut tensor_counts: HashMap<String, Vec<(usize, i64)>> = HashMap::new();
     let mut attr_counts: HashMap<(String, String), Vec<(usize, i64)>> = HashMap::new();
+    let mut input_counts: BTreeMap<(String, usize), InputEdit> = BTreeMap::new();
     for c in &ca.counts {
         let n = c.atoms.iter().filter(|x| keep[**x as usize]).count() as i64;
+        if let CountPlace::Input {
+            input,
+            index,
+            base,
+            stored,
+            dtype,
+        } = &c.place
+        {
+            // Every entry is applied: `base` may hold normalised bounds the stored one lacks.
+            let e = input_counts
+                .entry((c.node.clone(), *input))
+                .or_insert_with(|| InputEdit {
+                    values: base.clone(),
+                    stored: stored.clone(),
+                    dtype: DataType(*dtype),
+                });
+            if let Some(x) = e.values.get_mut(*index) {
+                *x = n;
+            }
+            continue;
+        }
         if n as usize == c.atoms.len() {
             continue;
         }
@@ -157,6 +179,7 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
                 .entry((c.node.clone(), attribute.clone()))
                 .or_default()
                 .push((*index, n)),
+            CountPlace::Input { .. } => {}
         }
     }
     let mut model = a.model.proto.clone();
@@ -221,9 +244,60 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
             }
         }
     }
+    private_inputs(g, input_counts)?;
     // Intermediate value infos describe the old channel counts; shape inference recomputes them.
     g.value_info.clear();
     Ok(model)
+}
+
+/// New values for one node input (Split sizes, Slice starts/ends).
+struct InputEdit {
+    values: Vec<i64>,
+    /// The constant's values before pruning; `None` when computed at run time.
+    stored: Option<Vec<i64>>,
+    dtype: DataType,
+}
+
+/// Gives each node whose Split sizes or Slice bounds changed a private constant: the original
+/// may be shared with other nodes (other blocks, other axes) or computed at run time by a
+/// formula that does not follow uneven pruning.
+fn private_inputs(
+    g: &mut crate::model::proto::GraphProto,
+    edits: BTreeMap<(String, usize), InputEdit>,
+) -> Result<()> {
+    let mut taken: std::collections::HashSet<String> = g
+        .initializer
+        .iter()
+        .map(|t| t.name().to_string())
+        .chain(g.node.iter().flat_map(|n| n.output.iter().cloned()))
+        .chain(g.input.iter().map(|i| i.name().to_string()))
+        .collect();
+    for ((node_name, input), e) in edits {
+        if e.stored.as_ref() == Some(&e.values) {
+            continue;
+        }
+        let Some(node) = g.node.iter_mut().find(|n| n.display_name() == node_name) else {
+            continue;
+        };
+        let Some(slot) = node.input.get_mut(input) else {
+            continue;
+        };
+        let mut name = format!("{slot}_pruned");
+        let mut k = 1;
+        while taken.contains(&name) {
+            k += 1;
+            name = format!("{slot}_pruned{k}");
+        }
+        taken.insert(name.clone());
+        let mut t = i64_tensor(&name, &[e.values.len() as i64], &e.values);
+        if e.dtype != DataType::INT64 {
+            t.data_type = Some(e.dtype.0);
+            t = cast_ints(&t, &e.values)?;
+        }
+        g.initializer.push(t);
+        *slot = name;
+    }
+    Ok(())
 }
 
 fn cast_ints(base: &TensorProto, v: &[i64]) -> Result<TensorProto> {

@@ -13,10 +13,10 @@ use super::data::SampleSet;
 use super::histogram::{HistMode, TensorStats};
 use super::placement::Plan;
 use super::qparams::QParams;
-use super::run::{RunnerCache, for_each_sample};
 use crate::error::Result;
 use crate::jobs::{JobEvent, Progress};
 use crate::model::proto::ModelProto;
+use crate::runtime::pool::{RunnerCache, for_each_sample};
 use crate::runtime::{HostData, HostTensor};
 
 /// Calibration settings.
@@ -29,6 +29,11 @@ pub struct CalibrateOptions {
     pub symmetric: bool,
     /// Engine that runs the float model over the samples.
     pub engine: crate::runtime::EngineKind,
+    /// Samples to calibrate on (indices into the set); empty means all of them.
+    pub fit: Vec<usize>,
+    /// Model outputs (besides the calibrated tensors) whose element-wise mean over the samples
+    /// calibration also returns: bias correction's probes ride along this way.
+    pub means: Vec<String>,
 }
 
 /// What calibration found.
@@ -40,6 +45,41 @@ pub struct Calibration {
     pub samples: usize,
     /// Bytes of calibrator state (bounded: independent of the number of samples).
     pub state_bytes: usize,
+    /// Per `CalibrateOptions::means` output, its element-wise mean over the samples.
+    pub means: HashMap<String, Vec<f64>>,
+}
+
+/// Running element-wise sums of the `means` outputs.
+struct MeanSums(Vec<Mutex<(Vec<f64>, usize)>>);
+
+impl MeanSums {
+    fn new(n: usize) -> Self {
+        MeanSums((0..n).map(|_| Mutex::new((Vec::new(), 0))).collect())
+    }
+    fn add(&self, k: usize, v: &[f32]) {
+        if let Some(Ok(mut s)) = self.0.get(k).map(|m| m.lock()) {
+            if s.0.len() != v.len() {
+                if s.1 > 0 {
+                    return; // a shape change: keep the first shape's mean
+                }
+                s.0 = vec![0.0; v.len()];
+            }
+            for (a, &x) in s.0.iter_mut().zip(v) {
+                *a += x as f64;
+            }
+            s.1 += 1;
+        }
+    }
+    fn finish(self, names: &[String]) -> HashMap<String, Vec<f64>> {
+        names
+            .iter()
+            .zip(self.0)
+            .filter_map(|(n, m)| {
+                let (sum, count) = m.into_inner().ok()?;
+                (count > 0).then(|| (n.clone(), sum.iter().map(|s| s / count as f64).collect()))
+            })
+            .collect()
+    }
 }
 
 /// Quantization parameters of one tensor.
@@ -80,8 +120,9 @@ pub fn calibrate(
         .filter(|t| !graph_inputs.contains(t.as_str()))
         .cloned()
         .collect();
-    let runners = RunnerCache::watching(model.clone(), exposed.clone(), "calibration")
-        .on(opts.engine, opts.threads);
+    let watched: Vec<String> = exposed.iter().chain(&opts.means).cloned().collect();
+    let runners =
+        RunnerCache::watching(model.clone(), watched, "calibration").on(opts.engine, opts.threads);
     let slot: HashMap<&str, usize> = tensors
         .iter()
         .enumerate()
@@ -94,10 +135,16 @@ pub fn calibrate(
         .filter_map(|(j, i)| slot.get(i.name.as_str()).map(|&k| (j, k)))
         .collect();
     let exposed_slots: Vec<usize> = exposed.iter().map(|t| slot[t.as_str()]).collect();
-    let indices: Vec<usize> = (0..set.len()).collect();
+    let indices: Vec<usize> = if opts.fit.is_empty() {
+        (0..set.len()).collect()
+    } else {
+        opts.fit.clone()
+    };
+    let n_samples = indices.len();
+    let sums = MeanSums::new(opts.means.len());
     let needs_hist = opts.config.method.needs_histogram();
     let passes = if opts.two_pass && needs_hist { 2 } else { 1 };
-    progress.phase("calibrating", Some((set.len() * passes) as u64));
+    progress.phase("calibrating", Some((n_samples * passes) as u64));
 
     let run_pass = |mode: HistMode,
                     modes: Option<&Vec<HistMode>>,
@@ -108,7 +155,7 @@ pub fn calibrate(
             .map(|k| Mutex::new(TensorStats::new(modes.map_or(mode, |m| m[k]))))
             .collect();
         let done = AtomicUsize::new(0);
-        let checkpoint = (set.len() / 4).max(1);
+        let checkpoint = (n_samples / 4).max(1);
         let observe = |k: usize, v: &[f32]| {
             let mut scratch = TensorStats::new(modes.map_or(mode, |m| m[k]));
             scratch.observe(v);
@@ -122,21 +169,25 @@ pub fn calibrate(
             &indices,
             opts.threads,
             progress,
-            (pass * set.len()) as u64,
+            (pass * n_samples) as u64,
             |sample, runner| {
                 for &(j, k) in &input_slots {
                     if let Some(v) = f32_values(&sample.tensors[j]) {
                         observe(k, &v);
                     }
                 }
-                if !exposed_slots.is_empty() {
+                if !exposed_slots.is_empty() || !opts.means.is_empty() {
                     runner.run_f32(&sample.tensors, &mut |o, v| {
-                        observe(exposed_slots[o], v);
+                        match exposed_slots.get(o) {
+                            Some(&k) => observe(k, v),
+                            None if pass == 0 => sums.add(o - exposed_slots.len(), v),
+                            None => {}
+                        }
                         Ok(())
                     })?;
                 }
                 let d = done.fetch_add(1, Ordering::SeqCst) + 1;
-                if live && (d.is_multiple_of(checkpoint) || d == set.len()) {
+                if live && (d.is_multiple_of(checkpoint) || d == n_samples) {
                     emit_estimates(plan, &tensors, &shared, opts, progress);
                 }
                 Ok(())
@@ -178,8 +229,9 @@ pub fn calibrate(
         stats: by_name,
         params,
         seconds: start.elapsed().as_secs_f64(),
-        samples: set.len(),
+        samples: n_samples,
         state_bytes,
+        means: sums.finish(&opts.means),
     })
 }
 

@@ -22,13 +22,13 @@ use super::data::SampleSet;
 use super::placement::Plan;
 use super::qdq::{Insert, insert, int_tensor};
 use super::qparams::{QParams, QType, QuantizedWeight};
-use super::run::{RunnerCache, for_each_sample};
 use crate::error::{PareError, Result};
 use crate::jobs::{JobEvent, Progress};
 use crate::model::GraphIndex;
 use crate::model::builder::attr_i;
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use crate::model::tensor::{DataType, f32_tensor};
+use crate::runtime::pool::{RunnerCache, for_each_sample};
 use crate::runtime::{EngineKind, InputSpec, Runner, RunnerOptions};
 
 const QSFX: &str = "__pq";

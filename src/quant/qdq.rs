@@ -133,6 +133,9 @@ pub fn insert(
         if let ConstSource::Initializer(i) = src {
             drop_inits.insert(*i);
         }
+        if let Some(b) = &qw.corrected_bias {
+            drop_inits.extend(edits.corrected_bias(g, t, readers, b, ins.suffix));
+        }
     }
     let Edits {
         rewire,
@@ -214,6 +217,29 @@ impl Edits {
             new_inits: Vec::new(),
             weight_dq: HashMap::new(),
         }
+    }
+
+    /// Points the bias input (slot 2) of `readers` at a new initializer holding `bias` (bias
+    /// correction); returns the float biases' initializer indices, which may become unread.
+    fn corrected_bias(
+        &mut self,
+        g: &GraphProto,
+        t: &str,
+        readers: &[(usize, usize)],
+        bias: &[f32],
+        suffix: &str,
+    ) -> Vec<usize> {
+        let name = self.names.fresh(format!("{t}_bias_corrected{suffix}"));
+        self.new_inits
+            .push(f32_tensor(&name, &[bias.len() as i64], bias));
+        let mut old = Vec::new();
+        for &(n, _) in readers {
+            if let Some(b) = g.node.get(n).and_then(|n| n.input.get(2)) {
+                old.extend(g.initializer.iter().position(|i| i.name() == b));
+                self.rewire.insert((n, 2), name.clone());
+            }
+        }
+        old
     }
 
     /// The reader that comes first in topological order.

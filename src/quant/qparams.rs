@@ -129,6 +129,10 @@ pub struct QuantizedWeight {
     pub axis: usize,
     pub values: Vec<i8>,
     pub scales: Vec<f32>,
+    /// Bias correction ([`super::bias_correct`]): the layer's bias with the mean output shift
+    /// this weight's rounding causes removed. Q/DQ insertion points the layer's bias input at
+    /// it; `None` keeps the float bias.
+    pub corrected_bias: Option<Vec<f32>>,
 }
 
 impl QuantizedWeight {
@@ -201,6 +205,7 @@ pub fn quantize_weight(
         axis,
         values,
         scales,
+        corrected_bias: None,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::model::proto::{ModelProto, ValueInfoProto};
 use crate::model::tensor::DataType;
 use crate::rng::Rng;
 
+pub mod pool;
 mod runner;
 pub mod tract;
 pub use runner::{Runner, RunnerOptions};

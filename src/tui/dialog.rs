@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::prune::Criterion;
+use crate::prune::{Criterion, RecoverMode};
 
 use super::engines::QUANT_METHODS;
 
@@ -139,10 +139,26 @@ pub struct PruneDialog {
     pub global: bool,
     pub validate: bool,
     pub output: TextInput,
+    /// Calibration folder for the budget search (empty: random inputs).
+    pub calib: TextInput,
+    /// Share of the original's MACs to keep; `None` prunes by `ratio` instead.
+    pub target_macs: Option<f64>,
+    pub recover: RecoverMode,
 }
 
+/// MACs targets the dialog cycles through (`None`: no budget).
+pub const MACS_TARGETS: [Option<f64>; 7] = [
+    None,
+    Some(0.9),
+    Some(0.8),
+    Some(0.75),
+    Some(0.7),
+    Some(0.6),
+    Some(0.5),
+];
+
 impl PruneDialog {
-    pub const FIELDS: usize = 6;
+    pub const FIELDS: usize = 9;
 
     pub fn new(output: PathBuf) -> Self {
         PruneDialog {
@@ -153,6 +169,9 @@ impl PruneDialog {
             global: false,
             validate: true,
             output: TextInput::new(&output.display().to_string()),
+            calib: TextInput::default(),
+            target_macs: None,
+            recover: RecoverMode::None,
         }
     }
 
@@ -160,12 +179,17 @@ impl PruneDialog {
         if let Some(o) = common(k) {
             return o;
         }
-        let on_text = self.field == 5;
+        let on_text = self.field == 5 || self.field == 6;
         if field_move(k, &mut self.field, Self::FIELDS, on_text) {
             return Outcome::Stay;
         }
         if on_text {
-            self.output.handle(k);
+            let t = if self.field == 5 {
+                &mut self.output
+            } else {
+                &mut self.calib
+            };
+            t.handle(k);
             return Outcome::Stay;
         }
         if let Some(d) = delta(k) {
@@ -190,6 +214,19 @@ impl PruneDialog {
                 }
                 3 => self.global = !self.global,
                 4 => self.validate = !self.validate,
+                7 => {
+                    let i = MACS_TARGETS
+                        .iter()
+                        .position(|t| *t == self.target_macs)
+                        .unwrap_or(0) as i32;
+                    self.target_macs =
+                        MACS_TARGETS[(i + d).rem_euclid(MACS_TARGETS.len() as i32) as usize];
+                }
+                8 => {
+                    let all = RecoverMode::ALL;
+                    let i = all.iter().position(|m| *m == self.recover).unwrap_or(0) as i32;
+                    self.recover = all[(i + d).rem_euclid(all.len() as i32) as usize];
+                }
                 _ => {}
             }
         }
@@ -209,7 +246,25 @@ impl PruneDialog {
             },
             output: Some(PathBuf::from(self.output.text.trim())),
             validate: self.validate,
+            allow_unvalidated: false,
+            budget: self.target_macs.map(|f| {
+                let mut b = crate::prune::budget::BudgetOptions::new(self.samples());
+                b.target_macs = Some(crate::prune::budget::Amount::Fraction(f));
+                b
+            }),
+            recover: self.recover,
         }
+    }
+
+    /// The calibration samples: the folder typed in, else 8 random samples.
+    fn samples(&self) -> crate::prune::sensitivity::SampleSpec {
+        let calib = self.calib.text.trim();
+        let mut spec = crate::prune::sensitivity::SampleSpec::random(0, 8);
+        if !calib.is_empty() {
+            spec.source = crate::data::DataSource::Path(PathBuf::from(calib));
+            spec.samples = usize::MAX;
+        }
+        spec
     }
 
     /// The equivalent command line; `tags` names the tags file when there are tags.

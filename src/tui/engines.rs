@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{PareError, Result};
 use crate::extract::run::ExtractRequest;
 use crate::jobs::Progress;
-use crate::lint::target::TRT10_DEFAULT;
+use crate::lint::target::{TRT10_DEFAULT, TRT11_DEFAULT};
 use crate::lint::{FixOptions, FixRequest, Target};
 use crate::model::Analysis;
 use crate::prune::PruneRequest;
@@ -17,11 +17,12 @@ use crate::report::Report;
 use super::jobs::JobOutcome;
 
 /// Deployment targets offered by the Diagnostics view (`t` cycles, starting from the
-/// default target, TensorRT 10, as `pare lint`).
-pub const TARGETS: [Target; 3] = [
-    Target::TensorRt(TRT10_DEFAULT),
+/// default target, TensorRT 11, as `pare lint`).
+pub const TARGETS: [Target; 4] = [
+    Target::TensorRt(TRT11_DEFAULT),
     Target::TensorRt(701),
     Target::TensorRt(806),
+    Target::TensorRt(TRT10_DEFAULT),
 ];
 
 /// The target after `t` in [`TARGETS`].
@@ -113,5 +114,9 @@ pub fn quantize(a: &Analysis, req: &QuantizeRequest, p: &dyn Progress) -> Result
 /// Prunes with [`crate::prune::run`].
 pub fn prune(a: &Analysis, req: &PruneRequest, p: &dyn Progress) -> Result<JobOutcome> {
     let report = crate::prune::run(a, req, p)?;
-    Ok(outcome(&report, req.output.iter().cloned().collect()))
+    // Only what was written: an unvalidated model is withheld.
+    Ok(outcome(
+        &report,
+        report.output.iter().map(PathBuf::from).collect(),
+    ))
 }

@@ -52,6 +52,14 @@ pub struct LayerValue {
     pub label: crate::jobs::LayerLabel,
 }
 
+/// One confirmation run of the mixed-precision search.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FidelityValue {
+    pub float_layers: usize,
+    pub output_sqnr_db: Option<f64>,
+    pub agreement: Option<f64>,
+}
+
 pub struct JobEntry {
     pub kind: JobKind,
     pub title: String,
@@ -67,6 +75,10 @@ pub struct JobEntry {
     pub message: String,
     pub log: Vec<String>,
     pub layers: Vec<LayerValue>,
+    /// The latest whole-model fidelity (quantization's mixed-precision confirmation runs).
+    pub fidelity: Option<FidelityValue>,
+    /// Search trace points (budget search: MACs share, SQNR dB) for the chart.
+    pub points: Vec<(f64, f64)>,
     pub status: JobStatus,
     pub outcome: Option<JobOutcome>,
     pub cancel_requested: bool,
@@ -92,6 +104,8 @@ impl JobEntry {
             message: String::new(),
             log: Vec::new(),
             layers: Vec::new(),
+            fidelity: None,
+            points: Vec::new(),
             status: JobStatus::Running,
             outcome: None,
             cancel_requested: false,
@@ -168,6 +182,23 @@ impl JobEntry {
                     None => self.layers.push(LayerValue { node, value, label }),
                 }
             }
+            JobEvent::Fidelity {
+                float_layers,
+                output_sqnr_db,
+                agreement,
+            } => {
+                self.log.push(format!(
+                    "{float_layers} layers float: output SQNR {}{}",
+                    crate::report::fmt_db(output_sqnr_db),
+                    agreement.map_or(String::new(), |a| format!(", task agreement {a:.3}"))
+                ));
+                self.fidelity = Some(FidelityValue {
+                    float_layers,
+                    output_sqnr_db,
+                    agreement,
+                });
+            }
+            JobEvent::Point { x, y } => self.points.push((x, y)),
             JobEvent::Finished { summary } => self.log.push(format!("✓ {summary}")),
             JobEvent::Failed { error } => self.log.push(format!("✗ {error}")),
         }

@@ -265,10 +265,13 @@ fn group_line(s: &Session) -> Line<'static> {
 }
 
 fn draw_prune(d: &PruneDialog, s: &Session, f: &mut Frame, body: Rect) {
-    let r = centered(body, 76, 16);
+    let r = centered(body, 76, 19);
     f.render_widget(Clear, r);
     let w = r.width.saturating_sub(22) as usize;
     let cmd = d.command(&model_arg(Some(s)), tags_arg(s).as_deref());
+    let target = d
+        .target_macs
+        .map_or("off".to_string(), |t| format!("{:.0}% of MACs", t * 100.0));
     let mut lines = vec![
         field_line(
             "ratio",
@@ -298,13 +301,26 @@ fn draw_prune(d: &PruneDialog, s: &Session, f: &mut Frame, body: Rect) {
             "validate",
             yes_no(d.validate),
             d.field == 4,
-            "compare with tract",
+            "run both; write only if they run",
         ),
         field_line(
             "output",
             text_value(&d.output, d.field == 5, w),
             d.field == 5,
             "",
+        ),
+        field_line(
+            "calib",
+            text_value(&d.calib, d.field == 6, w),
+            d.field == 6,
+            "folder; empty: random",
+        ),
+        field_line("target", target, d.field == 7, "budget: per-group ratios"),
+        field_line(
+            "recover",
+            d.recover.name().to_string(),
+            d.field == 8,
+            "none bias lsq",
         ),
         Line::from(""),
         group_line(s),
@@ -317,7 +333,7 @@ fn draw_prune(d: &PruneDialog, s: &Session, f: &mut Frame, body: Rect) {
     ];
     if let Some(e) = &s.tag_error {
         lines.insert(
-            7,
+            10,
             Line::from(Span::styled(format!("  tags: {e}"), theme::lock())),
         );
     }

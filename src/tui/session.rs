@@ -12,7 +12,7 @@ use crate::jobs::{NoProgress, Progress};
 use crate::lint::Diagnostic;
 /// Findings carry lint's severity (re-exported for the views and tests).
 pub use crate::lint::Severity;
-use crate::model::shape::format_shape;
+use crate::model::shape::{ValueKind, format_info, format_shape};
 use crate::model::stats::{node_macs, node_params};
 use crate::model::{Analysis, InputPins, io};
 use crate::prune::{Criterion, PruneOptions, make_plan};
@@ -201,7 +201,7 @@ fn node_rows(analysis: &Analysis) -> (Vec<NodeInfo>, HashMap<String, usize>, Vec
         let out_shape = node
             .output
             .first()
-            .map(|o| format_shape(analysis.shapes.shape(o)))
+            .map(|o| format_info(analysis.shapes.get(o)))
             .unwrap_or_default();
         let short = match p.scopes.last() {
             Some((seg, _)) => seg.clone(),
@@ -574,6 +574,10 @@ impl Session {
     /// dtype and shape of a tensor, for boundaries and details.
     pub fn tensor_desc(&self, name: &str) -> (String, String) {
         let info = self.analysis.shapes.get(name);
+        // A sequence, optional or map: its type with what is known of its elements.
+        if let Some(t) = info.filter(|t| t.kind != ValueKind::Tensor) {
+            return (format_info(Some(t)), String::new());
+        }
         let dtype = info
             .and_then(|t| t.dtype)
             .or_else(|| {

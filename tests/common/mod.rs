@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 mod python;
 #[allow(unused_imports)] // each test binary uses its own part
-pub use python::{ort_lib, python, ran_against_onnxruntime, test_venv, with_onnxruntime};
+pub use python::{
+    ort_lib, python, ran_against_onnxruntime, test_venv, try_python, with_onnxruntime,
+};
 
 use pare::model::Model;
 use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints, attr_s, set_node_metadata};
@@ -358,6 +360,95 @@ pub fn custom_op() -> ModelProto {
     m
 }
 
+/// SiLU as YOLOv8 exports it: `x * sigmoid(x)`.
+fn silu(b: &mut GraphBuilder, x: &str) -> String {
+    let s = b.op("Sigmoid", &[x], vec![]);
+    b.mul(x, &s)
+}
+
+fn conv_silu(b: &mut GraphBuilder, x: &str, cin: i64, cout: i64, k: i64, s: i64) -> String {
+    let c = b.conv(x, cin, cout, k, s, k / 2, 1);
+    silu(b, &c)
+}
+
+/// How a C2f block cuts its `cv1` output in two along the channels.
+#[derive(Clone, Copy)]
+enum Chunk {
+    /// `Split` whose sizes are computed from `Shape` at run time (PyTorch's opset-13 `chunk`).
+    DynamicSplit,
+    /// `Split` with a constant sizes initializer (shared between blocks of equal width).
+    ConstSplit,
+    /// Two `Slice`s on axis 1 (`x[:, :c]`, `x[:, c:]`).
+    Slices,
+}
+
+/// One YOLOv8 C2f block: cv1 → chunk(2) → `n` bottlenecks (conv, conv, residual Add) on the
+/// last piece → Concat of every piece → cv2.
+fn c2f(b: &mut GraphBuilder, x: &str, c: i64, n: usize, chunk: Chunk) -> String {
+    let h = c / 2;
+    let y = conv_silu(b, x, c, c, 1, 1);
+    let mut parts: Vec<String> = match chunk {
+        Chunk::DynamicSplit => {
+            let shape = b.op("Shape", &[&y], vec![]);
+            let one = b.const_i64(&[1]);
+            let dim = b.op("Gather", &[&shape, &one], vec![attr_i("axis", 0)]);
+            let add = b.add(&dim, &one);
+            let two = b.const_i64(&[2]);
+            let half = b.op("Div", &[&add, &two], vec![]);
+            let rest = b.op("Sub", &[&dim, &half], vec![]);
+            let sizes = b.concat(&[&half, &rest], 0);
+            b.node("Split", &[&y, &sizes], 2, vec![attr_i("axis", 1)])
+        }
+        Chunk::ConstSplit => {
+            let name = format!("split_sizes_{c}");
+            if !b.initializers.iter().any(|t| t.name() == name) {
+                b.init_i64(&name, &[2], &[h, h]);
+            }
+            b.node("Split", &[&y, &name], 2, vec![attr_i("axis", 1)])
+        }
+        Chunk::Slices => {
+            let (zero, mid, end, axis) = (
+                b.const_i64(&[0]),
+                b.const_i64(&[h]),
+                b.const_i64(&[i64::MAX]),
+                b.const_i64(&[1]),
+            );
+            vec![
+                b.op("Slice", &[&y, &zero, &mid, &axis], vec![]),
+                b.op("Slice", &[&y, &mid, &end, &axis], vec![]),
+            ]
+        }
+    };
+    for _ in 0..n {
+        let last = parts.last().cloned().unwrap_or_default();
+        let t = conv_silu(b, &last, h, h, 3, 1);
+        let t = conv_silu(b, &t, h, h, 3, 1);
+        let t = b.add(&last, &t);
+        parts.push(t);
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let cat = b.concat(&refs, 1);
+    conv_silu(b, &cat, h * (2 + n as i64), c, 1, 1)
+}
+
+/// A YOLOv8-style backbone: C2f blocks whose `chunk` is a run-time `Split`, a constant
+/// `Split` (sizes shared by two blocks) and two channel `Slice`s, then a 1x1 head.
+pub fn yolo_c2f() -> ModelProto {
+    let mut b = GraphBuilder::new("yolo_c2f").with_opset(13);
+    b.input("images", &[D::N(1), D::N(3), D::N(32), D::N(32)]);
+    let x = conv_silu(&mut b, "images", 3, 16, 3, 2);
+    let x = conv_silu(&mut b, &x, 16, 32, 3, 2);
+    let x = c2f(&mut b, &x, 32, 1, Chunk::DynamicSplit);
+    let x = c2f(&mut b, &x, 32, 2, Chunk::ConstSplit);
+    let x = c2f(&mut b, &x, 32, 1, Chunk::ConstSplit);
+    let x = conv_silu(&mut b, &x, 32, 48, 3, 2);
+    let x = c2f(&mut b, &x, 48, 1, Chunk::Slices);
+    let z = b.conv(&x, 48, 8, 1, 1, 0, 1);
+    b.node_named("/head", "Identity", &[&z], &["features"], vec![]);
+    b.output("features", &[D::N(1), D::N(8), D::N(4), D::N(4)]);
+    b.model()
+}
+
 /// Every runnable pruning fixture, by name.
 pub fn prune_fixtures() -> Vec<(&'static str, ModelProto)> {
     vec![
@@ -368,6 +459,15 @@ pub fn prune_fixtures() -> Vec<(&'static str, ModelProto)> {
         ("same_pad_dw_se", same_pad_dw_se()),
         ("flatten_view", flatten_view()),
     ]
+}
+
+/// Every pruning fixture: [`prune_fixtures`] and the C2f model whose Split sizes come from
+/// run-time shape arithmetic (kept apart because extraction's pieces of it, with those sizes
+/// as a boundary input, are not runnable in tract).
+pub fn all_prune_fixtures() -> Vec<(&'static str, ModelProto)> {
+    let mut v = prune_fixtures();
+    v.push(("yolo_c2f", yolo_c2f()));
+    v
 }
 
 // ---- Extraction fixtures (nested-scope reads, data-dependent If, Loop, local functions). ----

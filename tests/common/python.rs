@@ -182,13 +182,19 @@ fn find() -> Result<PathBuf, String> {
     provisioned()
 }
 
+/// The interop Python, or why there is none: for a suite that skips, saying why, instead of
+/// failing when it cannot be provided.
+pub fn try_python() -> Result<PathBuf, String> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PY.get_or_init(find).clone()
+}
+
 /// The Python with onnx, onnxruntime and numpy for the interop suite `suite`; found or created
 /// once per process. Fails the calling test, naming the command that provides it, when there
 /// is none.
 pub fn python(suite: &str) -> PathBuf {
-    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PY.get_or_init(find) {
-        Ok(p) => p.clone(),
+    match try_python() {
+        Ok(p) => p,
         Err(why) => panic!(
             "{suite}: no Python with onnx, onnxruntime and numpy: {why}\n\
              provide it with:\n  {}\n(or set PARE_PYTHON to such a Python)",

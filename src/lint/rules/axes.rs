@@ -23,7 +23,7 @@ pub const RULES: &[Rule] = &[
         id: "L9",
         title: "Squeeze without axes on a dynamic shape",
         seed_case: Some("Q11"),
-        applies: "TensorRT 10.1+: error; earlier: warning",
+        applies: "TensorRT 10.1–11.4: error; earlier: warning; 11.5+: accepted",
         explanation: "A Squeeze without axes removes every dim that is 1 — which TensorRT must know at \
             build time. With dynamic dims it cannot: 'Cannot infer squeeze dimensions from a dynamic \
             shape! Please re-export your model with the Squeeze axes input set.'",
@@ -87,6 +87,9 @@ fn squeeze_axes(cx: &LintCtx, sink: &mut Sink) {
 
 fn squeeze_no_axes(cx: &LintCtx, sink: &mut Sink) {
     let Some(v) = cx.target.trt() else { return };
+    if v >= 1105 {
+        return; // 11.5 resolves axis-less Squeeze at build time
+    }
     for nr in cx
         .nodes
         .iter()

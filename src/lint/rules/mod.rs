@@ -14,6 +14,7 @@ mod qdq;
 mod resize;
 mod shapes;
 mod tract_probe;
+mod trt11;
 mod trt_misc;
 
 pub use gather::non_negative as gather_non_negative;
@@ -116,6 +117,7 @@ pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
         resize::RULES,
         convtranspose::RULES,
         trt_misc::RULES,
+        trt11::RULES,
         qdq::RULES,
         shapes::RULES,
         hygiene::RULES,

@@ -3,6 +3,7 @@
 
 use super::{LintCtx, Rule, Severity, Sink};
 use crate::lint::fix::FixKind;
+use crate::lint::target::TRT_STRONGLY_TYPED;
 use crate::model::DataType;
 use crate::model::proto::NodeProto;
 
@@ -25,7 +26,7 @@ pub const RULES: &[Rule] = &[
         id: "L2",
         title: "Q/DQ zero point of type UINT8",
         seed_case: Some("Q9"),
-        applies: "TensorRT ≤ 8.6: error; 9.0+: warning (silently treated as INT8)",
+        applies: "TensorRT ≤ 8.6: error; 9.0–10.x: warning (silently treated as INT8); 11+: error",
         explanation: "TensorRT quantizes to INT8. UINT8 Q/DQ is rejected up to 8.6; later versions warn \
             'TensorRT will use INT8 instead' and reinterpret the values — wrong results for anything \
             above 127.",
@@ -37,7 +38,7 @@ pub const RULES: &[Rule] = &[
         id: "L3",
         title: "Q/DQ scale or zero point not an initializer, or zero point missing",
         seed_case: Some("Q9"),
-        applies: "TensorRT ≤ 7.2: scale/zero point must be initializers; 8.0: all three inputs required: error",
+        applies: "TensorRT ≤ 7.2: scale/zero point must be initializers; 8.0: all three inputs required; 11+: constant scales and zero points: error",
         explanation: "Early TensorRT versions read Q/DQ scales and zero points only from initializers, and \
             8.0 requires the zero point input to be present.",
         snippet: "# emit constant scales and an explicit zero point (0) for every Q/DQ node",
@@ -59,7 +60,7 @@ pub const RULES: &[Rule] = &[
         id: "L5",
         title: "Per-axis scale on an activation",
         seed_case: Some("Q9"),
-        applies: "TensorRT 8.0: error; others: warning",
+        applies: "TensorRT 8.0 and 11+: error; others: warning",
         explanation: "TensorRT quantizes activations per tensor; per-channel scales are for weights (axis 0 \
             for Conv, 1 for ConvTranspose). The 8.0 importer assumes per-axis Q/DQ is on KCRS weights.",
         snippet: "quantize_static(..., per_channel=True)   # per-channel applies to weights only",
@@ -132,6 +133,16 @@ fn has_qdq(cx: &LintCtx) -> bool {
     qdq_nodes(cx).next().is_some()
 }
 
+/// TensorRT 11 takes precision only from the file, so a Q/DQ it cannot import is fatal; pare's
+/// own TensorRT-format quantization writes what it accepts.
+fn trt11_fix(cx: &LintCtx) -> &'static str {
+    if cx.target.trt().is_some_and(|v| v >= TRT_STRONGLY_TYPED) {
+        "; fix: `pare quantize --format trt` (symmetric INT8, constant per-tensor activation scales)"
+    } else {
+        ""
+    }
+}
+
 fn zero_point(cx: &LintCtx, sink: &mut Sink) {
     if cx.target.trt().is_none() {
         return;
@@ -147,7 +158,7 @@ fn zero_point(cx: &LintCtx, sink: &mut Sink) {
         sink.emit(
             Severity::Error,
             nodes.clone(),
-            format!("{} Q/DQ node(s) with a non-zero zero point: {} supports symmetric quantization only", nodes.len(), cx.target.short()),
+            format!("{} Q/DQ node(s) with a non-zero zero point: {} supports symmetric quantization only{}", nodes.len(), cx.target.short(), trt11_fix(cx)),
             false,
         );
     }
@@ -167,6 +178,11 @@ fn uint8(cx: &LintCtx, sink: &mut Sink) {
     }
     let (sev, what) = if v < 900 {
         (Severity::Error, "rejects UINT8 quantization")
+    } else if v >= TRT_STRONGLY_TYPED {
+        (
+            Severity::Error,
+            "rejects UINT8 (onnxruntime-style asymmetric) Q/DQ on the GPU",
+        )
     } else {
         (
             Severity::Warning,
@@ -177,9 +193,10 @@ fn uint8(cx: &LintCtx, sink: &mut Sink) {
         sev,
         nodes.clone(),
         format!(
-            "{} Q/DQ node(s) with UINT8 zero points: {} {what}",
+            "{} Q/DQ node(s) with UINT8 zero points: {} {what}{}",
             nodes.len(),
-            cx.target.short()
+            cx.target.short(),
+            trt11_fix(cx)
         ),
         false,
     );
@@ -190,7 +207,7 @@ fn scale_init(cx: &LintCtx, sink: &mut Sink) {
     for n in qdq_nodes(cx) {
         let mut p = Vec::new();
         let mut fixable = true;
-        if v <= 702 {
+        if v <= 702 || v >= TRT_STRONGLY_TYPED {
             for (i, what) in [(1usize, "scale"), (2, "zero point")] {
                 let t = cx.input(n, i);
                 if !t.is_empty() && !cx.is_weights(t) {
@@ -208,9 +225,10 @@ fn scale_init(cx: &LintCtx, sink: &mut Sink) {
                 Severity::Error,
                 vec![n.display_name()],
                 format!(
-                    "{}: {} needs constant Q/DQ parameters",
+                    "{}: {} needs constant Q/DQ parameters{}",
                     p.join("; "),
-                    cx.target.short()
+                    cx.target.short(),
+                    trt11_fix(cx)
                 ),
                 fixable,
             );
@@ -234,7 +252,7 @@ fn positive_scale(cx: &LintCtx, sink: &mut Sink) {
         sink.emit(
             Severity::Error,
             nodes.clone(),
-            format!("{} Q/DQ node(s) with a zero, negative or non-finite scale: {} requires positive scales", nodes.len(), cx.target.short()),
+            format!("{} Q/DQ node(s) with a zero, negative or non-finite scale: {} requires positive scales{}", nodes.len(), cx.target.short(), trt11_fix(cx)),
             false,
         );
     }
@@ -263,9 +281,9 @@ fn per_axis_activation(cx: &LintCtx, sink: &mut Sink) {
         .collect();
     if !nodes.is_empty() {
         sink.emit(
-            if v == 800 { Severity::Error } else { Severity::Warning },
+            if v == 800 || v >= TRT_STRONGLY_TYPED { Severity::Error } else { Severity::Warning },
             nodes.clone(),
-            format!("{} activation Q/DQ node(s) with per-axis scales: {} quantizes activations per tensor", nodes.len(), cx.target.short()),
+            format!("{} activation Q/DQ node(s) with per-axis scales: {} quantizes activations per tensor{}", nodes.len(), cx.target.short(), trt11_fix(cx)),
             false,
         );
     }

@@ -7,7 +7,7 @@
 //! that never runs. With an unknown condition the two branches' infos are merged.
 
 use super::infer::{Infer, declared_info, graph_attr};
-use super::{Dim, TensorInfo, Value};
+use super::{Dim, SeqInfo, TensorInfo, Value, ValueKind};
 use crate::model::graph::GraphIndex;
 use crate::model::proto::{GraphProto, NodeProto};
 use crate::model::tensor::DataType;
@@ -30,10 +30,30 @@ pub fn merge_infos(a: &TensorInfo, b: &TensorInfo) -> TensorInfo {
     } else {
         None
     };
+    let kind = match (&a.kind, &b.kind) {
+        (x, y) if x == y => x.clone(),
+        (ValueKind::Sequence(x), ValueKind::Sequence(y)) => {
+            let items = match (&x.items, &y.items) {
+                (Some(p), Some(q)) if p.len() == q.len() => {
+                    Some(p.iter().zip(q).map(|(u, v)| merge_infos(u, v)).collect())
+                }
+                _ => None,
+            };
+            ValueKind::Sequence(Box::new(SeqInfo {
+                elem: merge_infos(&x.elem, &y.elem),
+                items,
+            }))
+        }
+        (ValueKind::Optional(x), ValueKind::Optional(y)) => {
+            ValueKind::Optional(Box::new(merge_infos(x, y)))
+        }
+        _ => ValueKind::Tensor,
+    };
     TensorInfo {
         dtype,
         shape,
         value,
+        kind,
     }
 }
 

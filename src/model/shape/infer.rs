@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use super::ctx::OpCtx;
 use super::sym::SymTable;
 use super::tensor_ops::tensor_value;
-use super::{Dim, InputPins, ShapeDiagnostic, TensorInfo, Value};
+use super::{Dim, InputPins, SeqInfo, ShapeDiagnostic, TensorInfo, Value, ValueKind};
 use crate::model::graph::GraphIndex;
-use crate::model::proto::{Dimension, GraphProto, NodeProto, ValueInfoProto, attribute_type};
+use crate::model::proto::{
+    Dimension, GraphProto, NodeProto, TypeProto, TypeValue, ValueInfoProto, attribute_type,
+};
 use crate::model::tensor::DataType;
 use crate::ops::{ControlFlow, ShapeKind};
 
@@ -72,21 +74,40 @@ pub fn constant(cx: &mut OpCtx) -> Vec<TensorInfo> {
 
 /// Declared info of a value-info (graph input or output).
 pub fn declared_info(vi: &ValueInfoProto) -> TensorInfo {
-    let Some(tt) = vi.tensor_type() else {
-        return TensorInfo::default();
-    };
-    let dtype = tt.elem_type.filter(|&t| t != 0).map(DataType);
-    let shape = tt.shape.as_ref().map(|s| {
-        s.dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(Dimension::DimValue(v)) if *v >= 0 => Dim::Known(*v),
-                Some(Dimension::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
-                _ => Dim::Unknown,
-            })
-            .collect()
-    });
-    TensorInfo::new(dtype, shape)
+    vi.r#type.as_ref().map(declared_type).unwrap_or_default()
+}
+
+/// Info of a declared type: a tensor's dtype and shape, or the sequence, optional or map it
+/// is with what the declaration says of its elements.
+fn declared_type(tp: &TypeProto) -> TensorInfo {
+    let elem = |t: &Option<Box<TypeProto>>| t.as_deref().map(declared_type).unwrap_or_default();
+    match &tp.value {
+        Some(TypeValue::TensorType(tt)) | Some(TypeValue::SparseTensorType(tt)) => {
+            let dtype = tt.elem_type.filter(|&t| t != 0).map(DataType);
+            let shape = tt.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(Dimension::DimValue(v)) if *v >= 0 => Dim::Known(*v),
+                        Some(Dimension::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                        _ => Dim::Unknown,
+                    })
+                    .collect()
+            });
+            TensorInfo::new(dtype, shape)
+        }
+        Some(TypeValue::SequenceType(s)) => {
+            TensorInfo::of_kind(ValueKind::Sequence(Box::new(SeqInfo {
+                elem: elem(&s.elem_type),
+                items: None,
+            })))
+        }
+        Some(TypeValue::OptionalType(o)) => {
+            TensorInfo::of_kind(ValueKind::Optional(Box::new(elem(&o.elem_type))))
+        }
+        Some(TypeValue::MapType(_)) => TensorInfo::of_kind(ValueKind::Map),
+        None => TensorInfo::default(),
+    }
 }
 
 /// State of one inference run.
@@ -181,7 +202,8 @@ impl Infer {
     fn node(&mut self, graph: &GraphProto, index: &GraphIndex, id: usize, node: &NodeProto) {
         let op = node.op_type();
         let domain = node.op_domain();
-        if !domain.is_empty() {
+        let custom = domain_rule(domain, op);
+        if !domain.is_empty() && custom.is_none() {
             self.set_unknown_outputs(node);
             self.diag(
                 node,
@@ -190,7 +212,7 @@ impl Infer {
             return;
         }
         // Ops missing from the table get the documented fallback: outputs unknown.
-        let rule = match crate::ops::lookup(op).map(|d| d.shape) {
+        let rule = match custom.or_else(|| crate::ops::lookup(op).map(|d| d.shape)) {
             Some(ShapeKind::Rule(r)) => r,
             Some(ShapeKind::Control(ControlFlow::If)) => {
                 return super::control::infer_if(self, graph, index, id, node);
@@ -240,6 +262,23 @@ impl Infer {
             }
         }
     }
+}
+
+/// Shape rules of ops outside the default domain, which the op table (default domain only)
+/// does not hold.
+fn domain_rule(domain: &str, op: &str) -> Option<ShapeKind> {
+    match (domain, op) {
+        ("ai.onnx.preview.training", "Gradient") => Some(ShapeKind::Rule(gradient)),
+        _ => None,
+    }
+}
+
+/// `Gradient` (`ai.onnx.preview.training`): output i is the gradient with respect to input i
+/// (the i-th of `xs`), so it has that input's dtype and shape.
+fn gradient(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    (0..cx.node.output.len())
+        .map(|i| TensorInfo::new(cx.dtype(i), cx.shape(i).map(<[Dim]>::to_vec)))
+        .collect()
 }
 
 /// Reads a graph attribute of a node.

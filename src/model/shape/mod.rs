@@ -29,13 +29,14 @@ mod infer;
 mod linalg;
 mod nn;
 mod reduce;
+mod seq;
 pub mod sym;
 mod tensor_ops;
 mod tract;
 
 pub use control::merge_infos;
 pub use ctx::OpCtx;
-pub use infer::Rule;
+pub use infer::{Rule, declared_info};
 
 /// Every shape rule, for the op table (`crate::ops`) to point at.
 pub(crate) mod rules {
@@ -46,10 +47,15 @@ pub(crate) mod rules {
     pub use super::infer::constant;
     pub use super::linalg::{einsum, gemm, matmul};
     pub use super::nn::{
-        batch_norm, dequantize, dynamic_quantize, grid_sample, layer_norm, like, nms, passthrough,
-        quantize, random, resize, roi,
+        batch_norm, dequantize, dynamic_quantize, grid_sample, layer_norm, like, nms, quantize,
+        random, resize, roi,
     };
     pub use super::reduce::{arg, reduce, topk};
+    pub use super::seq::{
+        concat_from_sequence, optional, optional_get, optional_has, sequence_at,
+        sequence_construct, sequence_empty, sequence_erase, sequence_insert, sequence_length,
+        split_to_sequence, string_normalizer,
+    };
     pub use super::tensor_ops::{
         compress, concat, constant_of_shape, depth_space, expand, flatten, gather, gather_elements,
         gather_nd, nonzero, one_hot, pad, range, reshape, shape, size, slice, split, squeeze, tile,
@@ -106,6 +112,93 @@ pub fn format_shape(shape: Option<&[Dim]>) -> String {
     }
 }
 
+/// The shape as JSON for reports: dims as numbers, symbol names or `"?"`; `null` when the rank
+/// is unknown (an empty list would claim a scalar).
+pub fn shape_json(shape: Option<&[Dim]>) -> serde_json::Value {
+    match shape {
+        None => serde_json::Value::Null,
+        Some(s) => s
+            .iter()
+            .map(|d| match d {
+                Dim::Known(v) => serde_json::Value::from(*v),
+                Dim::Sym(s) => serde_json::Value::from(s.clone()),
+                Dim::Unknown => serde_json::Value::from("?"),
+            })
+            .collect(),
+    }
+}
+
+/// One value as text: a tensor's shape (`[1, 3, ?]`, `?` for unknown rank), or a non-tensor's
+/// type with what is known of its elements (`sequence<float32 [2, 3, 4]>`, `map`). The one
+/// rendering every report uses, so that no value of unknown rank or kind reads as a scalar.
+pub fn format_info(info: Option<&TensorInfo>) -> String {
+    let Some(info) = info else {
+        return "?".to_string();
+    };
+    let elem = |e: &TensorInfo| {
+        let dt = e.dtype.map_or("?", DataType::name);
+        format!("{dt} {}", format_info(Some(e)))
+    };
+    match &info.kind {
+        ValueKind::Tensor => format_shape(info.shape.as_deref()),
+        ValueKind::Sequence(s) => format!("sequence<{}>", elem(&s.elem)),
+        ValueKind::Optional(e) => format!("optional<{}>", elem(e)),
+        ValueKind::Map => "map".to_string(),
+    }
+}
+
+/// What kind of ONNX value a name holds. Most are tensors, but sequences, optionals and maps
+/// flow along the same edges; reports say so instead of showing a tensor of unknown (or,
+/// worse, scalar) shape, and the sequence ops need their elements to infer anything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ValueKind {
+    /// A tensor: [`TensorInfo::dtype`] and [`TensorInfo::shape`] describe it.
+    #[default]
+    Tensor,
+    /// A sequence of tensors; the outer info's dtype and shape stay unknown.
+    Sequence(Box<SeqInfo>),
+    /// An optional: what is known of its value when present.
+    Optional(Box<TensorInfo>),
+    /// A map (`ai.onnx.ml`), whose contents inference does not follow.
+    Map,
+}
+
+impl ValueKind {
+    /// The name reports use for the kind (`tensor`, `sequence`, `optional`, `map`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ValueKind::Tensor => "tensor",
+            ValueKind::Sequence(_) => "sequence",
+            ValueKind::Optional(_) => "optional",
+            ValueKind::Map => "map",
+        }
+    }
+}
+
+/// What inference knows about a sequence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeqInfo {
+    /// What every element has in common.
+    pub elem: TensorInfo,
+    /// The elements one by one, when the ops that built the sequence fix them (so that
+    /// `SequenceAt`, `SequenceLength` and `ConcatFromSequence` give exact results).
+    pub items: Option<Vec<TensorInfo>>,
+}
+
+impl SeqInfo {
+    /// A sequence of exactly `items`; `dtype` is the element type when there are none.
+    pub fn of_items(dtype: Option<DataType>, items: Vec<TensorInfo>) -> Self {
+        let elem = match items.split_first() {
+            Some((first, rest)) => rest.iter().fold(first.clone(), |a, b| merge_infos(&a, b)),
+            None => TensorInfo::new(dtype, None),
+        };
+        Self {
+            elem,
+            items: Some(items),
+        }
+    }
+}
+
 /// The known contents of a small tensor (constants, shape arithmetic), row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -123,6 +216,8 @@ pub struct TensorInfo {
     pub shape: Option<Shape>,
     /// Contents, when small and computable without running the model.
     pub value: Option<Value>,
+    /// Tensor, or the sequence/optional/map it is instead.
+    pub kind: ValueKind,
 }
 
 impl TensorInfo {
@@ -131,6 +226,21 @@ impl TensorInfo {
             dtype,
             shape,
             value: None,
+            kind: ValueKind::Tensor,
+        }
+    }
+    /// A value of a non-tensor kind (its own dtype and shape unknown).
+    pub fn of_kind(kind: ValueKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+    /// The sequence this value is, if it is one.
+    pub fn seq(&self) -> Option<&SeqInfo> {
+        match &self.kind {
+            ValueKind::Sequence(s) => Some(s),
+            _ => None,
         }
     }
     /// Sets the known contents (callers keep values small, see [`MAX_VALUE_ELEMS`]).

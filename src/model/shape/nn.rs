@@ -6,7 +6,7 @@
 //! scale such as 1/3 stored as f32 gives the same size they do.
 
 use super::ctx::OpCtx;
-use super::eval::with_value;
+
 use super::{Dim, Shape, TensorInfo};
 use crate::model::tensor::DataType;
 
@@ -263,11 +263,4 @@ pub fn random(cx: &mut OpCtx) -> Vec<TensorInfo> {
         .attr_ints("shape")
         .map(|s| s.iter().map(|&v| Dim::Known(v)).collect());
     vec![TensorInfo::new(dt, s)]
-}
-
-/// Ops whose outputs are all copies of input 0 (shape, dtype and value).
-pub fn passthrough(cx: &mut OpCtx) -> Vec<TensorInfo> {
-    let info = cx.like_first(cx.shape(0).map(<[Dim]>::to_vec));
-    let v = cx.value(0).cloned();
-    vec![with_value(info, v); cx.node.output.len().max(1)]
 }

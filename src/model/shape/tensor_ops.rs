@@ -760,13 +760,7 @@ pub fn range(cx: &mut OpCtx) -> Vec<TensorInfo> {
 pub fn expand(cx: &mut OpCtx) -> Vec<TensorInfo> {
     let dtype = cx.dtype(0);
     let Some(target) = cx.int_dims(1) else {
-        let k = cx
-            .shape(1)
-            .and_then(|s| s.first())
-            .and_then(Dim::known)
-            .and_then(sane_rank);
-        let rank = k.map(|k| k.max(cx.rank(0).unwrap_or(0)));
-        return vec![unknown_rank(dtype, rank)];
+        return vec![expand_unknown_target(cx)];
     };
     let target = target.to_vec();
     let Some(out) = super::broadcast::broadcast_shapes(cx, &[cx.shape(0), Some(&target)]) else {
@@ -777,6 +771,29 @@ pub fn expand(cx: &mut OpCtx) -> Vec<TensorInfo> {
         _ => None,
     };
     vec![with_value(TensorInfo::new(dtype, Some(out)), v)]
+}
+
+/// `Expand` whose target shape is not constant: its length fixes the rank, and a dim of the
+/// input other than 1 survives broadcasting whatever the target says there.
+fn expand_unknown_target(cx: &OpCtx) -> TensorInfo {
+    let dtype = cx.dtype(0);
+    let k = cx
+        .shape(1)
+        .and_then(|s| s.first())
+        .and_then(Dim::known)
+        .and_then(sane_rank);
+    let (Some(k), Some(x)) = (k, cx.shape(0)) else {
+        return unknown_rank(dtype, k.filter(|_| cx.rank(0).is_some()));
+    };
+    let rank = k.max(x.len());
+    let shape = (0..rank)
+        .map(|i| match (i + x.len()).checked_sub(rank).map(|j| &x[j]) {
+            Some(Dim::Known(v)) if *v != 1 => Dim::Known(*v),
+            Some(d) if i < rank - k => d.clone(),
+            _ => Dim::Unknown,
+        })
+        .collect();
+    TensorInfo::new(dtype, Some(shape))
 }
 
 /// `Tile`: each dim times its repeat count.

@@ -176,14 +176,23 @@ fn draw_job_detail(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect, focuse
     } else {
         0
     };
-    let [cmd_r, gauge_r, sum_r, layers_r, log_r] = Layout::vertical([
+    let chart_h = if j.points.is_empty() {
+        0
+    } else {
+        8.min(inner.height / 3)
+    };
+    let [cmd_r, gauge_r, chart_r, sum_r, layers_r, log_r] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(2),
+        Constraint::Length(chart_h),
         Constraint::Length(summary_h),
         Constraint::Length(layers_h),
         Constraint::Min(1),
     ])
     .areas(inner);
+    if chart_h > 0 {
+        draw_trace(&j.points, f, chart_r);
+    }
     f.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled("$ ", theme::dim()),
@@ -254,12 +263,57 @@ fn draw_gauge(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect) {
     }
 }
 
+/// The budget search's fidelity (SQNR dB) against MACs kept, one point per round.
+fn draw_trace(points: &[(f64, f64)], f: &mut Frame, area: Rect) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let pts: Vec<(f64, f64)> = points.iter().map(|(x, y)| (x * 100.0, *y)).collect();
+    let xmin = pts.iter().map(|p| p.0).fold(100.0f64, f64::min).floor();
+    let ymax = pts.iter().map(|p| p.1).fold(10.0f64, f64::max).ceil();
+    let data = Dataset::default()
+        .name("SQNR dB")
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(theme::accent())
+        .data(&pts);
+    let chart = Chart::new(vec![data])
+        .x_axis(
+            Axis::default()
+                .title("MACs %")
+                .style(theme::dim())
+                .bounds([xmin, 100.0])
+                .labels([format!("{xmin:.0}"), "100".to_string()]),
+        )
+        .y_axis(
+            Axis::default()
+                .title("dB")
+                .style(theme::dim())
+                .bounds([0.0, ymax])
+                .labels(["0".to_string(), format!("{ymax:.0}")]),
+        );
+    f.render_widget(chart, area);
+}
+
 /// Per-layer SQNR bars, the latest that fit.
 fn layer_lines(j: &JobEntry, area: Rect) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::from(Span::styled(
+    let mut head = vec![Span::styled(
         "per-layer SQNR (dB, higher is better)",
         theme::section(),
-    ))];
+    )];
+    // Mixed precision, live: the latest confirmation run and how many layers went to float.
+    if let Some(fd) = &j.fidelity {
+        head.push(Span::styled(
+            format!(
+                "  {} float · output {}{}",
+                fd.float_layers,
+                crate::report::fmt_db(fd.output_sqnr_db),
+                fd.agreement
+                    .map_or(String::new(), |a| format!(" · task agreement {a:.3}"))
+            ),
+            theme::bold(),
+        ));
+    }
+    let mut lines = vec![Line::from(head)];
     if j.layers.is_empty() {
         lines.push(Line::from(Span::styled(
             "  waiting for calibration…",
@@ -276,8 +330,17 @@ fn layer_lines(j: &JobEntry, area: Rect) -> Vec<Line<'static>> {
         .take(area.height.saturating_sub(1) as usize)
         .rev()
     {
+        let float = l.label == crate::jobs::LayerLabel::Fallback;
+        // Float layers give up 6 columns of bar for their " float" mark.
+        let bar_w = if float {
+            bar_w.saturating_sub(6)
+        } else {
+            bar_w
+        };
         let n = ((l.value.max(0.0) / vmax) * bar_w as f64).round() as usize;
-        let color = if l.value < 20.0 {
+        let color = if float {
+            Color::Blue
+        } else if l.value < 20.0 {
             Color::Red
         } else if l.value < 30.0 {
             Color::Yellow
@@ -289,6 +352,7 @@ fn layer_lines(j: &JobEntry, area: Rect) -> Vec<Line<'static>> {
             Span::styled("█".repeat(n.min(bar_w)), Style::default().fg(color)),
             Span::raw(" ".repeat(bar_w.saturating_sub(n))),
             Span::styled(format!(" {:>5.1}", l.value), theme::bold()),
+            Span::styled(if float { " float" } else { "" }, theme::dim()),
         ]));
     }
     lines

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::data::{Sample, SampleSet};
+use super::{EngineKind, InputSpec, Runner, RunnerOptions};
+use crate::data::{Sample, SampleSet};
 use crate::error::{PareError, Result};
 use crate::jobs::Progress;
 use crate::model::proto::ModelProto;
-use crate::runtime::{EngineKind, InputSpec, Runner, RunnerOptions};
 
 /// Runners of one model prepared on first use, one per distinct set of input shapes (dynamic
 /// inputs).

@@ -1,0 +1,769 @@
+//! Learned rounding of INT8 weights (`--rounding learned`), after AdaRound (Nagel et al.,
+//! "Up or Down? Adaptive Rounding for Post-Training Quantization", 2020).
+//!
+//! Rounding every weight to the nearest grid point minimises the *weight* error, not the
+//! layer's *output* error: errors of neighbouring weights that see correlated inputs add up.
+//! AdaRound chooses, per weight, floor or ceil so that the layer output on calibration
+//! activations stays closest to the float layer's. For one output channel with float weights
+//! `w`, dequantized weights `ŵ` (each `s·floor(w/s)` or `s·ceil(w/s)`), float input patches `x`
+//! and their fake-quantized copies `x̃`, the loss is
+//!
+//! `Σ_p (ŵ·x̃_p − w·x_p)² = ŵᵀHŵ − 2ŵᵀCw + const`,  `H = Σ x̃x̃ᵀ`, `C = Σ x̃xᵀ`
+//!
+//! (the "asymmetric" reconstruction: it also absorbs the input's quantization error). AdaRound
+//! relaxes the binary choice with a rectified sigmoid and anneals a regulariser over
+//! ~10⁴ gradient steps. This module optimises the same objective over the same binary choices
+//! directly: greedy coordinate descent from nearest rounding, flipping one weight at a time
+//! when that lowers the loss (exact change `2δr_j + δ²H_jj` with `r = Hŵ − Cw`, updated in
+//! `O(K)` per flip). A sweep costs what one gradient step costs, and a few sweeps reach a
+//! local minimum; the loss never rises above nearest rounding's on the calibration patches.
+//!
+//! Bounded: at most [`RoundingOptions::positions`] sampled output positions per layer from
+//! [`RoundingOptions::samples`] calibration samples; layers with more than
+//! [`RoundingOptions::max_k`] inputs per output channel keep nearest rounding; `H` and `C` of
+//! a batch of layers at a time (at most [`RoundingOptions::memory`] bytes).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::placement::{Kind, Plan};
+use super::qparams::{QParams, QuantizedWeight};
+use crate::data::SampleSet;
+use crate::error::{PareError, Result};
+use crate::jobs::{NoProgress, Progress};
+use crate::model::Analysis;
+use crate::model::proto::NodeProto;
+use crate::runtime::pool::{RunnerCache, for_each_sample};
+use crate::runtime::{EngineKind, HostTensor};
+use tract_onnx::prelude::tract_ndarray as nd;
+
+/// How weights are rounded to the INT8 grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// Round to nearest (ties to even).
+    #[default]
+    Nearest,
+    /// Choose floor or ceil per weight to minimise each layer's output error on calibration
+    /// activations.
+    Learned,
+}
+
+/// Bounds on the work learned rounding does.
+#[derive(Clone, Debug)]
+pub struct RoundingOptions {
+    /// Calibration samples whose activations are used.
+    pub samples: usize,
+    /// Output positions sampled per layer (over all samples).
+    pub positions: usize,
+    /// Most coordinate-descent sweeps per output channel.
+    pub sweeps: usize,
+    /// Layers with more inputs per output channel keep nearest rounding.
+    pub max_k: usize,
+    /// Bytes of `H`/`C` statistics held at once.
+    pub memory: usize,
+    pub threads: usize,
+    pub engine: EngineKind,
+}
+
+impl Default for RoundingOptions {
+    fn default() -> Self {
+        RoundingOptions {
+            samples: 32,
+            positions: 2048,
+            sweeps: 4,
+            max_k: 2304,
+            memory: 256 << 20,
+            threads: 2,
+            engine: EngineKind::Tract,
+        }
+    }
+}
+
+/// One layer's result, on its sampled calibration patches.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerRounding {
+    pub node: String,
+    /// Inputs per output channel.
+    pub k: usize,
+    pub positions: usize,
+    /// Weights rounded the other way than nearest.
+    pub flipped: usize,
+    /// Output SQNR of the layer with nearest rounding (dB).
+    pub nearest_db: Option<f64>,
+    /// Output SQNR with learned rounding (dB).
+    pub learned_db: Option<f64>,
+}
+
+/// What learned rounding did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoundingReport {
+    pub layers: Vec<LayerRounding>,
+    /// Layers left at nearest rounding, and why.
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+}
+
+impl RoundingReport {
+    /// One summary line: layers, flipped weights, the median layer-output SQNR gain.
+    pub fn render_text(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        let flipped: usize = self.layers.iter().map(|l| l.flipped).sum();
+        let mut gains: Vec<f64> = self
+            .layers
+            .iter()
+            .filter_map(|l| Some(l.learned_db? - l.nearest_db?))
+            .collect();
+        gains.sort_by(f64::total_cmp);
+        let median = gains.get(gains.len() / 2).copied().unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "rounding    learned on {} layers ({} left nearest): {flipped} weights flipped, layer output SQNR +{median:.1} dB median, {:.1} s",
+            self.layers.len(),
+            self.skipped.len(),
+            self.seconds
+        );
+    }
+}
+
+/// Geometry of a layer's input → patch mapping.
+#[derive(Clone, Debug)]
+enum Geometry {
+    /// 2-D convolution, NCHW input, weight `[M, C/g, kh, kw]`.
+    Conv {
+        group: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+    },
+    /// Rows of the input's last dimension times a 2-D weight; `trans` when the weight is
+    /// `[N, K]` (Gemm transB=1).
+    Dense { trans: bool },
+}
+
+/// One layer being learned: its statistics per group.
+struct Job {
+    node: String,
+    input: String,
+    weight: String,
+    q_in: Option<QParams>,
+    geo: Geometry,
+    /// Output channels and inputs per output channel.
+    m: usize,
+    k: usize,
+    groups: usize,
+    /// Per group: `H` and `C`, `k×k` row-major.
+    h: Vec<Vec<f32>>,
+    c: Vec<Vec<f32>>,
+    /// Per output channel: Σ y² and Σ (y − ŷ_nearest)².
+    signal: Vec<f64>,
+    err: Vec<f64>,
+    positions: usize,
+    /// Float weights as `[m][k]`.
+    w: Vec<f32>,
+    /// Dequantized nearest weights as `[m][k]`.
+    wq: Vec<f32>,
+}
+
+fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    n.attribute
+        .iter()
+        .find(|a| a.name() == name)
+        .map(|a| a.ints.clone())
+}
+
+fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
+    n.attribute
+        .iter()
+        .find(|a| a.name() == name)
+        .and_then(|a| a.i)
+}
+
+/// The layer's geometry, or why it keeps nearest rounding.
+fn geometry(n: &NodeProto, wdims: &[i64]) -> std::result::Result<Geometry, String> {
+    let two = |v: Option<Vec<i64>>, d: usize| -> std::result::Result<[usize; 2], String> {
+        match v.as_deref() {
+            None => Ok([d, d]),
+            Some([a, b]) if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
+            Some(_) => Err("not a 2-D convolution".into()),
+        }
+    };
+    match n.op_type() {
+        "Conv" if wdims.len() == 4 => {
+            let auto = n
+                .attribute
+                .iter()
+                .find(|a| a.name() == "auto_pad")
+                .and_then(|a| a.s.as_ref())
+                .map(|s| String::from_utf8_lossy(s).to_string());
+            if auto
+                .as_deref()
+                .is_some_and(|a| a != "NOTSET" && a != "VALID")
+            {
+                return Err("auto_pad SAME is not supported".into());
+            }
+            let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+            if pads.len() != 4 || pads[0] != pads[2] || pads[1] != pads[3] || pads[0] < 0 {
+                return Err("asymmetric padding".into());
+            }
+            Ok(Geometry::Conv {
+                group: attr_int(n, "group").unwrap_or(1).max(1) as usize,
+                kernel: [wdims[2] as usize, wdims[3] as usize],
+                stride: two(attr_ints(n, "strides"), 1)?,
+                pad: [pads[0] as usize, pads[1] as usize],
+                dilation: two(attr_ints(n, "dilations"), 1)?,
+            })
+        }
+        "Gemm" if wdims.len() == 2 => {
+            if attr_int(n, "transA").unwrap_or(0) != 0 {
+                return Err("Gemm with transA".into());
+            }
+            Ok(Geometry::Dense {
+                trans: attr_int(n, "transB").unwrap_or(0) != 0,
+            })
+        }
+        "MatMul" if wdims.len() == 2 => Ok(Geometry::Dense { trans: false }),
+        op => Err(format!("{op} with a {}-D weight", wdims.len())),
+    }
+}
+
+/// Weights as `[m][k]` rows (output channel major), from the tensor's own layout.
+fn rows(values: &[f32], wdims: &[i64], geo: &Geometry) -> (usize, usize, Vec<f32>) {
+    match geo {
+        Geometry::Conv { .. } | Geometry::Dense { trans: true } => {
+            let m = wdims[0].max(0) as usize;
+            let k = values.len() / m.max(1);
+            (m, k, values.to_vec())
+        }
+        Geometry::Dense { trans: false } => {
+            let (k, m) = (wdims[0].max(0) as usize, wdims[1].max(0) as usize);
+            let mut out = vec![0.0; values.len()];
+            for j in 0..k {
+                for o in 0..m {
+                    out[o * k + j] = values[j * m + o];
+                }
+            }
+            (m, k, out)
+        }
+    }
+}
+
+/// Index in the weight tensor of row-major `[m][k]` element `(o, j)`.
+fn weight_index(geo: &Geometry, m: usize, k: usize, o: usize, j: usize) -> usize {
+    match geo {
+        Geometry::Dense { trans: false } => j * m + o,
+        _ => o * k + j,
+    }
+}
+
+/// Prepares the layers learned rounding can serve; says in `skipped` why others cannot.
+fn jobs(
+    a: &Analysis,
+    plan: &Plan,
+    weights: &HashMap<String, QuantizedWeight>,
+    params: &HashMap<String, QParams>,
+    opts: &RoundingOptions,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<Job>> {
+    let g = a.graph();
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for c in plan.candidates.iter().filter(|c| c.quantized) {
+        if let Some(w) = &c.weight {
+            *uses.entry(w.tensor.as_str()).or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for c in plan.candidates.iter().filter(|c| c.quantized) {
+        let (Kind::Weighted, Some(wr)) = (&c.kind, &c.weight) else {
+            continue;
+        };
+        let n = &g.node[c.node];
+        let Some(qw) = weights.get(&wr.tensor) else {
+            continue;
+        };
+        let skip = |why: String| format!("{}: {why}", c.name);
+        if uses[wr.tensor.as_str()] > 1 {
+            skipped.push(skip("weight shared with another layer".into()));
+            continue;
+        }
+        let geo = match geometry(n, &qw.dims) {
+            Ok(g) => g,
+            Err(why) => {
+                skipped.push(skip(why));
+                continue;
+            }
+        };
+        let Some(tp) = super::placement::const_tensor(g, &wr.source) else {
+            continue;
+        };
+        let values = crate::model::tensor::to_f32(tp)?;
+        let (m, k, w) = rows(&values, &qw.dims, &geo);
+        if k > opts.max_k || m == 0 || k == 0 {
+            skipped.push(skip(format!(
+                "{k} inputs per channel (limit {})",
+                opts.max_k
+            )));
+            continue;
+        }
+        let deq = qw.dequantized();
+        let (_, _, wq) = rows(&deq, &qw.dims, &geo);
+        let groups = match geo {
+            Geometry::Conv { group, .. } if m % group == 0 => group,
+            Geometry::Conv { .. } => {
+                skipped.push(skip("channels not divisible by group".into()));
+                continue;
+            }
+            Geometry::Dense { .. } => 1,
+        };
+        let input = n.input.first().cloned().unwrap_or_default();
+        let q_in = c
+            .acts
+            .iter()
+            .find(|(slot, _)| *slot == 0)
+            .and_then(|(_, t)| params.get(plan.shared.get(t).unwrap_or(t)))
+            .copied();
+        out.push(Job {
+            node: c.name.clone(),
+            input,
+            weight: wr.tensor.clone(),
+            q_in,
+            geo,
+            m,
+            k,
+            groups,
+            h: vec![vec![0.0; k * k]; groups],
+            c: vec![vec![0.0; k * k]; groups],
+            signal: vec![0.0; m],
+            err: vec![0.0; m],
+            positions: 0,
+            w,
+            wq,
+        });
+    }
+    Ok(out)
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        self.groups * self.k * self.k * 8
+    }
+
+    /// Output positions of input `x` (shape `dims`): `(n, oy, ox)` for a convolution, rows
+    /// for a dense layer.
+    fn positions_of(&self, dims: &[usize]) -> Option<Vec<[usize; 3]>> {
+        match &self.geo {
+            Geometry::Conv {
+                kernel,
+                stride,
+                pad,
+                dilation,
+                ..
+            } => {
+                let [n, _, h, w] = dims.try_into().ok()?;
+                let out = |i: usize, d: usize| -> Option<usize> {
+                    let span = dilation[d] * (kernel[d] - 1) + 1;
+                    (i + 2 * pad[d])
+                        .checked_sub(span)
+                        .map(|v| v / stride[d] + 1)
+                };
+                let (oh, ow) = (out(h, 0)?, out(w, 1)?);
+                Some(
+                    (0..n)
+                        .flat_map(|b| (0..oh).flat_map(move |y| (0..ow).map(move |x| [b, y, x])))
+                        .collect(),
+                )
+            }
+            Geometry::Dense { .. } => {
+                let last = *dims.last()?;
+                if last != self.k {
+                    return None;
+                }
+                let rows = dims.iter().product::<usize>() / last.max(1);
+                Some((0..rows).map(|r| [r, 0, 0]).collect())
+            }
+        }
+    }
+
+    /// The input patch of group `gi` at position `p` into `out` (length `k`).
+    fn patch(&self, x: &[f32], dims: &[usize], gi: usize, p: [usize; 3], out: &mut [f32]) {
+        match &self.geo {
+            Geometry::Conv {
+                kernel,
+                stride,
+                pad,
+                dilation,
+                ..
+            } => {
+                let (c, h, w) = (dims[1], dims[2], dims[3]);
+                let cg = c / self.groups;
+                let mut j = 0;
+                for ci in gi * cg..(gi + 1) * cg {
+                    let base = (p[0] * c + ci) * h * w;
+                    for ky in 0..kernel[0] {
+                        let iy = (p[1] * stride[0] + ky * dilation[0]) as isize - pad[0] as isize;
+                        for kx in 0..kernel[1] {
+                            let ix =
+                                (p[2] * stride[1] + kx * dilation[1]) as isize - pad[1] as isize;
+                            out[j] = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                            {
+                                x[base + iy as usize * w + ix as usize]
+                            } else {
+                                0.0
+                            };
+                            j += 1;
+                        }
+                    }
+                }
+            }
+            Geometry::Dense { .. } => out.copy_from_slice(&x[p[0] * self.k..(p[0] + 1) * self.k]),
+        }
+    }
+
+    /// Folds sampled positions of one sample's input into the statistics.
+    fn add(&mut self, x: &HostTensor, budget: usize, rng: &mut crate::rng::Rng) -> Result<()> {
+        let vals: Vec<f32> = x.to_f64().into_iter().map(|v| v as f32).collect();
+        let Some(all) = self.positions_of(&x.shape) else {
+            return Err(PareError::Runtime(format!(
+                "learned rounding: input '{}' of '{}' has shape {:?}",
+                self.input, self.node, x.shape
+            )));
+        };
+        if let Geometry::Conv { .. } = self.geo
+            && x.shape[1] != self.groups * (self.k / self.kernel_area())
+        {
+            return Err(PareError::Runtime(format!(
+                "learned rounding: '{}' input has {} channels",
+                self.node, x.shape[1]
+            )));
+        }
+        let mut all = all;
+        let take = budget.min(all.len());
+        // A partial Fisher-Yates shuffle: `take` distinct positions.
+        for i in 0..take {
+            let j = i + rng.below((all.len() - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        // Fake-quantized once per tensor, not once per (overlapping) patch.
+        let valsq = self.q_in.map(|q| fake_all(&vals, &q));
+        for gi in 0..self.groups {
+            let vq = valsq.as_deref().unwrap_or(&vals);
+            self.add_group(&vals, vq, &x.shape, gi, &all[..take])?;
+        }
+        self.positions += take;
+        Ok(())
+    }
+
+    /// Folds the patches of group `gi` at `positions` into its `H`, `C` and output errors
+    /// (as matrix products: `H += X̃ᵀX̃`, `C += X̃ᵀX`, `Y = XWᵀ`, `Ŷ = X̃Ŵᵀ`).
+    fn add_group(
+        &mut self,
+        vals: &[f32],
+        valsq: &[f32],
+        dims: &[usize],
+        gi: usize,
+        positions: &[[usize; 3]],
+    ) -> Result<()> {
+        let (k, mg, n) = (self.k, self.m / self.groups, positions.len());
+        let (mut xf, mut xq) = (vec![0.0f32; n * k], vec![0.0f32; n * k]);
+        for (r, &p) in positions.iter().enumerate() {
+            self.patch(vals, dims, gi, p, &mut xf[r * k..(r + 1) * k]);
+            self.patch(valsq, dims, gi, p, &mut xq[r * k..(r + 1) * k]);
+        }
+        let shape = |e: nd::ShapeError| PareError::Runtime(format!("learned rounding: {e}"));
+        let xf = nd::ArrayView2::from_shape((n, k), &xf).map_err(shape)?;
+        let xq = nd::ArrayView2::from_shape((n, k), &xq).map_err(shape)?;
+        let mut h = nd::ArrayViewMut2::from_shape((k, k), &mut self.h[gi][..]).map_err(shape)?;
+        nd::linalg::general_mat_mul(1.0, &xq.t(), &xq, 1.0, &mut h);
+        let mut c = nd::ArrayViewMut2::from_shape((k, k), &mut self.c[gi][..]).map_err(shape)?;
+        nd::linalg::general_mat_mul(1.0, &xq.t(), &xf, 1.0, &mut c);
+        let rows = gi * mg * k..(gi + 1) * mg * k;
+        let w = nd::ArrayView2::from_shape((mg, k), &self.w[rows.clone()]).map_err(shape)?;
+        let wq = nd::ArrayView2::from_shape((mg, k), &self.wq[rows]).map_err(shape)?;
+        let y = xf.dot(&w.t());
+        let yq = xq.dot(&wq.t());
+        for (i, o) in (gi * mg..(gi + 1) * mg).enumerate() {
+            let (a, b) = (y.column(i), yq.column(i));
+            self.signal[o] += a.iter().map(|&v| (v * v) as f64).sum::<f64>();
+            self.err[o] += a
+                .iter()
+                .zip(b)
+                .map(|(&v, &u)| ((u - v) * (u - v)) as f64)
+                .sum::<f64>();
+        }
+        Ok(())
+    }
+
+    fn kernel_area(&self) -> usize {
+        match self.geo {
+            Geometry::Conv { kernel, .. } => kernel[0] * kernel[1],
+            Geometry::Dense { .. } => 1,
+        }
+    }
+}
+
+/// `q.fake` over a tensor, vectorised: adding and subtracting 1.5·2²³ rounds half to even
+/// (|x/scale| < 2²² after clamping to the integer range), as ONNX QuantizeLinear does.
+fn fake_all(v: &[f32], q: &QParams) -> Vec<f32> {
+    const MAGIC: f32 = 12_582_912.0;
+    let (lo, hi) = q.qtype.range();
+    let z = q.zero_point as f32;
+    let (lo, hi) = (lo as f32 - z, hi as f32 - z);
+    v.iter()
+        .map(|&x| {
+            let y = (x / q.scale).clamp(lo - 1.0, hi + 1.0);
+            let r = ((y + MAGIC) - MAGIC).clamp(lo, hi);
+            if r.is_nan() { 0.0 } else { r * q.scale }
+        })
+        .collect()
+}
+
+/// Dot product in eight lanes (vectorises, unlike a sequential sum).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// Coordinate descent over the rounding of one output channel: `q` (INT8, nearest on entry)
+/// with scale `s`, float weights `w`, statistics `h` and `c` (`k×k`). Returns the number of
+/// flipped weights and the loss change (≤ 0).
+pub fn refine_channel(
+    h: &[f32],
+    c: &[f32],
+    w: &[f32],
+    s: f32,
+    q: &mut [i32],
+    sweeps: usize,
+) -> (usize, f64) {
+    let k = w.len();
+    // r = H ŵ − C w.
+    let wq: Vec<f32> = q.iter().map(|&v| v as f32 * s).collect();
+    let mut r: Vec<f64> = (0..k)
+        .map(|i| {
+            let row = i * k..(i + 1) * k;
+            dot(&h[row.clone()], &wq) as f64 - dot(&c[row], w) as f64
+        })
+        .collect();
+    let orig: Vec<i32> = q.to_vec();
+    let mut delta = 0.0;
+    for _ in 0..sweeps {
+        let mut changed = false;
+        for j in 0..k {
+            let x = w[j] / s;
+            let lo = x.floor() as i32;
+            let other = if q[j] == lo { lo + 1 } else { lo };
+            if !(-127..=127).contains(&other) || (other != lo && other != lo + 1) {
+                continue;
+            }
+            let d = (other - q[j]) as f64 * s as f64;
+            let gain = 2.0 * d * r[j] + d * d * h[j * k + j] as f64;
+            if gain < -1e-12 * (1.0 + r[j].abs() * d.abs()) {
+                q[j] = other;
+                delta += gain;
+                // H is symmetric: column j is row j.
+                for (ri, &hj) in r.iter_mut().zip(&h[j * k..(j + 1) * k]) {
+                    *ri += d * hj as f64;
+                }
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let flipped = q.iter().zip(&orig).filter(|(a, b)| a != b).count();
+    (flipped, delta)
+}
+
+/// Learns the rounding of every quantized weight `plan` serves (Conv 2-D, Gemm, MatMul with a
+/// constant 2-D weight), in place in `weights`.
+#[allow(clippy::too_many_arguments)]
+pub fn learn(
+    a: &Analysis,
+    plan: &Plan,
+    weights: &mut HashMap<String, QuantizedWeight>,
+    params: &HashMap<String, QParams>,
+    set: &SampleSet,
+    opts: &RoundingOptions,
+    progress: &dyn Progress,
+) -> Result<RoundingReport> {
+    let start = Instant::now();
+    let mut report = RoundingReport::default();
+    let all = jobs(a, plan, weights, params, opts, &mut report.skipped)?;
+    progress.phase("learning rounding", Some(all.len() as u64));
+    let indices: Vec<usize> = (0..set.len().min(opts.samples.max(1))).collect();
+    let per_sample = opts.positions.div_ceil(indices.len().max(1));
+    let mut done = 0;
+    let mut rest = all.into_iter().peekable();
+    while rest.peek().is_some() {
+        progress.check_cancel()?;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(j) = rest.next_if(|j| batch.is_empty() || bytes + j.bytes() <= opts.memory) {
+            bytes += j.bytes();
+            batch.push(j);
+        }
+        collect(a, &mut batch, set, &indices, per_sample, opts)?;
+        for j in batch {
+            report
+                .layers
+                .push(solve(j, weights, opts.sweeps, opts.threads));
+            done += 1;
+            progress.step(done, &report.layers[done as usize - 1].node);
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs the float model over `indices` and folds each layer's sampled input patches into its
+/// statistics.
+fn collect(
+    a: &Analysis,
+    batch: &mut [Job],
+    set: &SampleSet,
+    indices: &[usize],
+    per_sample: usize,
+    opts: &RoundingOptions,
+) -> Result<()> {
+    let mut tensors: Vec<String> = batch.iter().map(|j| j.input.clone()).collect();
+    tensors.dedup();
+    let model = crate::runtime::with_outputs(&a.model.proto, &tensors);
+    let runners = RunnerCache::new(model, "learned rounding").on(opts.engine, opts.threads);
+    let state = Mutex::new(batch);
+    let threads = opts.threads.max(1);
+    // One sample at a time (the activations of every layer of the batch are alive during a
+    // run); its layers are folded in by `threads` workers.
+    for_each_sample(&runners, set, indices, 1, &NoProgress, 0, |s, r| {
+        let outs = r.run(&s.tensors)?;
+        let mut b = state
+            .lock()
+            .map_err(|_| PareError::Runtime("learned rounding state poisoned".into()))?;
+        let per = b.len().div_ceil(threads);
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = b
+                .chunks_mut(per.max(1))
+                .map(|chunk| {
+                    let (outs, tensors) = (&outs, &tensors);
+                    sc.spawn(move || -> Result<()> {
+                        for j in chunk {
+                            let mut rng = crate::rng::Rng::new(0x5eed ^ s.index as u64);
+                            if let Some(t) = tensors.iter().position(|t| *t == j.input) {
+                                j.add(&outs[t], per_sample, &mut rng)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            hs.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| PareError::Runtime("learned rounding worker panicked".into()))?
+            })
+        })
+    })
+}
+
+/// Learns one layer's rounding (output channels on `threads` workers) and writes it into its
+/// quantized weight.
+fn solve(
+    j: Job,
+    weights: &mut HashMap<String, QuantizedWeight>,
+    sweeps: usize,
+    threads: usize,
+) -> LayerRounding {
+    let mut flipped = 0;
+    let mut learned_err = j.err.clone();
+    if let Some(qw) = weights.get_mut(&j.weight) {
+        let mg = j.m / j.groups;
+        let channel = |o: usize| -> (Vec<usize>, Vec<i32>, usize, f64) {
+            let s = qw.scales.get(o).copied().unwrap_or(qw.scales[0]);
+            let idx: Vec<usize> = (0..j.k)
+                .map(|x| weight_index(&j.geo, j.m, j.k, o, x))
+                .collect();
+            let mut q: Vec<i32> = idx.iter().map(|&i| qw.values[i] as i32).collect();
+            let row = &j.w[o * j.k..(o + 1) * j.k];
+            let (f, d) = refine_channel(&j.h[o / mg], &j.c[o / mg], row, s, &mut q, sweeps);
+            (idx, q, f, d)
+        };
+        let per = j.m.div_ceil(threads.max(1)).max(1);
+        let results: Vec<(Vec<usize>, Vec<i32>, usize, f64)> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..j.m)
+                .step_by(per)
+                .map(|o0| {
+                    let channel = &channel;
+                    sc.spawn(move || (o0..(o0 + per).min(j.m)).map(channel).collect::<Vec<_>>())
+                })
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (o, (idx, q, f, d)) in results.into_iter().enumerate() {
+            flipped += f;
+            learned_err[o] = (learned_err[o] + d).max(0.0);
+            for (&i, &v) in idx.iter().zip(&q) {
+                qw.values[i] = v as i8;
+            }
+        }
+    }
+    let signal: f64 = j.signal.iter().sum();
+    LayerRounding {
+        node: j.node,
+        k: j.k,
+        positions: j.positions,
+        flipped,
+        nearest_db: super::diag::db(signal, j.err.iter().sum()),
+        learned_db: super::diag::db(signal, learned_err.iter().sum()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectorised_fake_quant_matches_qparams() {
+        for q in [QParams::symmetric(3.0), QParams::asymmetric_u8(-0.7, 5.0)] {
+            let v: Vec<f32> = (-400..400).map(|i| i as f32 * 0.0173).collect();
+            let want: Vec<f32> = v.iter().map(|&x| q.fake(x)).collect();
+            assert_eq!(fake_all(&v, &q), want);
+        }
+    }
+
+    #[test]
+    fn coordinate_descent_never_raises_the_loss_and_fixes_correlated_errors() {
+        // Two perfectly correlated inputs: rounding both weights up doubles the error that
+        // rounding one up and one down cancels.
+        let (k, s) = (2, 1.0f32);
+        let h = vec![1.0, 1.0, 1.0, 1.0];
+        let c = h.clone();
+        let w = vec![0.4f32, 0.4];
+        let mut q = vec![0, 0];
+        let loss = |q: &[i32]| {
+            let d: f32 = q.iter().zip(&w).map(|(&a, &b)| a as f32 * s - b).sum();
+            (d * d) as f64
+        };
+        let before = loss(&q);
+        let (flipped, delta) = refine_channel(&h, &c, &w, s, &mut q, 4);
+        assert_eq!(flipped, 1);
+        assert!((loss(&q) - (before + delta)).abs() < 1e-6, "{q:?}");
+        assert!(loss(&q) < before);
+        assert_eq!(k, q.len());
+    }
+}
