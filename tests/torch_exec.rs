@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 
+use pare::model::builder::{D, GraphBuilder, attr_g, attr_i, attr_ints};
 use pare::model::proto::{Dimension, ModelProto, TypeValue};
 use pare::model::{DataType, load_model};
 use pare::rng::Rng;
@@ -93,6 +94,12 @@ fn fixture_models_match_tract() {
         ("same_pad_dw_se", common::same_pad_dw_se()),
         ("flatten_view", common::flatten_view()),
         ("matmul_block", common::matmul_block()),
+        ("shape_if", shape_if()),
+        ("argmax_head", common::argmax_head()),
+        ("dynamic_hw", common::dynamic_hw()),
+        ("select_ops", select_ops()),
+        ("qdq_block", qdq_block()),
+        ("pools_1d_3d", pools_1d_3d()),
     ] {
         let rel = compare(&m, EngineKind::Tract).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(rel < 1e-4, "{name}: relative difference {rel}");
@@ -147,4 +154,235 @@ fn dev_corpus_when_given() {
         }
     }
     assert!(bad.is_empty(), "differ from {engine}: {bad:?}");
+}
+
+/// TopK, GatherElements, GatherND, Split, ArgMax with select_last_index, Max and an
+/// asymmetric MaxPool: the corpus's selection ops.
+fn select_ops() -> ModelProto {
+    let mut b = GraphBuilder::new("select_ops");
+    b.input("x", &[D::N(1), D::N(4), D::N(6), D::N(6)]);
+    let c = b.conv("x", 4, 8, 3, 1, 1, 1);
+    let p = b.op(
+        "MaxPool",
+        &[&c],
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[0, 0, 1, 1]),
+        ],
+    ); // [1,8,3,3]
+    let sizes = b.init_i64("split", &[2], &[3, 5]);
+    let parts = b.node("Split", &[&p, &sizes], 2, vec![attr_i("axis", 1)]);
+    let m = b.op("Max", &[&parts[0], &parts[0]], vec![]);
+    let flat_shape = b.init_i64("flat", &[2], &[1, -1]);
+    let flat = b.op("Reshape", &[&parts[1], &flat_shape], vec![]); // [1,45]
+    let k = b.init_i64("k", &[1], &[5]);
+    let tk = b.node("TopK", &[&flat, &k], 2, vec![attr_i("axis", 1)]);
+    let picked = b.op("GatherElements", &[&flat, &tk[1]], vec![attr_i("axis", 1)]);
+    let am = b.op(
+        "ArgMax",
+        &[&m],
+        vec![
+            attr_i("axis", 1),
+            attr_i("keepdims", 0),
+            attr_i("select_last_index", 1),
+        ],
+    ); // [1,3,3]
+    let amf = b.op("Cast", &[&am], vec![attr_i("to", 1)]);
+    let idx = b.init_i64("nd", &[2, 2], &[0, 1, 0, 2]);
+    let nd = b.op("GatherND", &[&m, &idx], vec![]); // [2,3,3]
+    let ndf = b.op("Flatten", &[&nd], vec![attr_i("axis", 0)]);
+    let amff = b.op("Flatten", &[&amf], vec![attr_i("axis", 0)]);
+    let out = b.concat(&[&picked, &ndf, &amff], 1);
+    b.node_named("/out", "Identity", &[&out], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(32)]);
+    b.model()
+}
+
+/// A QDQ block as `pare quantize` writes it: activations through QuantizeLinear →
+/// DequantizeLinear (uint8), an INT8 per-channel weight with its DequantizeLinear.
+fn qdq_block() -> ModelProto {
+    let mut b = GraphBuilder::new("qdq_block");
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let s = b.init_f32("x.scale", &[], &[0.02]);
+    let z = add_init(
+        &mut b,
+        pare::model::proto::TensorProto {
+            name: Some("x.zp".into()),
+            dims: vec![],
+            data_type: Some(2),
+            raw_data: Some(vec![128u8].into()),
+            ..Default::default()
+        },
+    );
+    let q = b.op("QuantizeLinear", &["x", &s, &z], vec![]);
+    let dq = b.op("DequantizeLinear", &[&q, &s, &z], vec![]);
+    let wq: Vec<u8> = (0..4 * 3 * 9)
+        .map(|i| (i * 37 % 255 - 127) as i8 as u8)
+        .collect();
+    let w = add_init(
+        &mut b,
+        pare::model::proto::TensorProto {
+            name: Some("w.q".into()),
+            dims: vec![4, 3, 3, 3],
+            data_type: Some(3),
+            raw_data: Some(wq.into()),
+            ..Default::default()
+        },
+    );
+    let ws = b.init_f32("w.scale", &[4], &[0.01, 0.02, 0.005, 0.03]);
+    let wz = add_init(
+        &mut b,
+        pare::model::proto::TensorProto {
+            name: Some("w.zp".into()),
+            dims: vec![4],
+            data_type: Some(3),
+            raw_data: Some(vec![0u8; 4].into()),
+            ..Default::default()
+        },
+    );
+    let wdq = b.op("DequantizeLinear", &[&w, &ws, &wz], vec![attr_i("axis", 0)]);
+    let y = b.op(
+        "Conv",
+        &[&dq, &wdq],
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+        ],
+    );
+    b.node_named("/out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.model()
+}
+
+/// 1-D and 3-D convolution and pooling.
+fn pools_1d_3d() -> ModelProto {
+    let mut b = GraphBuilder::new("pools_1d_3d");
+    b.input("a", &[D::N(1), D::N(2), D::N(16)]);
+    b.input("v", &[D::N(1), D::N(2), D::N(4), D::N(6), D::N(6)]);
+    let a = b.conv_nd("a", 2, 4, &[3], 1, 1, 1, true);
+    let a = b.op(
+        "AveragePool",
+        &[&a],
+        vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2])],
+    );
+    let v = b.conv_nd("v", 2, 4, &[3, 3, 3], 1, 1, 1, true);
+    let v = b.op(
+        "MaxPool",
+        &[&v],
+        vec![
+            attr_ints("kernel_shape", &[2, 2, 2]),
+            attr_ints("strides", &[2, 2, 2]),
+        ],
+    );
+    let v = b.op("GlobalAveragePool", &[&v], vec![]);
+    let v = b.op("Flatten", &[&v], vec![attr_i("axis", 1)]);
+    let a = b.op("Flatten", &[&a], vec![attr_i("axis", 1)]);
+    let y = b.concat(&[&a, &v], 1);
+    b.node_named("/out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(36)]);
+    b.model()
+}
+
+/// Fake quantization rounds (ties to even) and clamps to the zero point's range, and its
+/// gradient passes straight through: hand-computed values.
+#[test]
+fn quantize_linear_is_fake_quant_with_a_straight_through_gradient() {
+    let mut b = GraphBuilder::new("fq");
+    b.input("x", &[D::N(5)]);
+    let s = b.init_f32("s", &[], &[0.5]);
+    let z = add_init(
+        &mut b,
+        pare::model::proto::TensorProto {
+            name: Some("z".into()),
+            dims: vec![],
+            data_type: Some(3),
+            raw_data: Some(vec![0u8].into()),
+            ..Default::default()
+        },
+    );
+    let q = b.op("QuantizeLinear", &["x", &s, &z], vec![]);
+    b.node_named("/dq", "DequantizeLinear", &[&q, &s, &z], &["y"], vec![]);
+    b.output("y", &[D::N(5)]);
+    let g = TorchGraph::new(&common::model(b.model()), Device::Cpu).expect("lowered");
+    let x = Tensor::from_slice(&[0.25f32, 0.75, -0.3, 100.0, -100.0]).set_requires_grad(true);
+    let y = g.forward(std::slice::from_ref(&x)).expect("run").remove(0);
+    let got = Vec::<f32>::try_from(&y.detach()).expect("values");
+    // 0.25/0.5 = 0.5 -> 0 (ties to even); 1.5 -> 2 -> 1.0; -0.6 -> -1 -> -0.5; clamps 127, -128.
+    assert_eq!(got, vec![0.0, 1.0, -0.5, 63.5, -64.0]);
+    y.sum(tch::Kind::Float).backward();
+    let grad = Vec::<f32>::try_from(&x.grad()).expect("grad");
+    assert_eq!(grad, vec![1.0; 5], "straight-through gradient");
+}
+
+/// An If whose branch reads a nested op without a lowering is refused up front, naming it.
+#[test]
+fn an_unlowerable_op_inside_an_if_branch_is_named() {
+    let mut b = GraphBuilder::new("if_custom");
+    b.input("x", &[D::N(1), D::N(2)]);
+    let c = b.init_i64("c", &[], &[1]);
+    let cond = b.op("Cast", &[&c], vec![attr_i("to", 9)]);
+    let mut t = GraphBuilder::new("then");
+    t.node_named("/then/Det", "Det", &["x"], &["d"], vec![]);
+    t.output("d", &[D::N(1)]);
+    let mut e = GraphBuilder::new("else");
+    e.node_named("/else/Id", "Identity", &["x"], &["d2"], vec![]);
+    e.output("d2", &[D::N(1), D::N(2)]);
+    b.node_named(
+        "/If",
+        "If",
+        &[&cond],
+        &["y"],
+        vec![
+            attr_g("then_branch", t.graph()),
+            attr_g("else_branch", e.graph()),
+        ],
+    );
+    b.output("y", &[D::N(1)]);
+    let e = TorchGraph::new(&common::model(b.model()), Device::Cpu)
+        .err()
+        .expect("Det refused");
+    assert!(matches!(e, ExecError::Unsupported { .. }), "{e}");
+    assert!(
+        e.to_string().contains("/then/Det") && e.to_string().contains("Det"),
+        "{e}"
+    );
+}
+
+fn add_init(b: &mut GraphBuilder, t: pare::model::proto::TensorProto) -> String {
+    let name = t.name().to_string();
+    b.initializers.push(t);
+    name
+}
+
+/// An If on a shape-derived condition (as exporters write for `squeeze(dim)`), whose branches
+/// read outer-scope tensors and have initializers of their own.
+fn shape_if() -> ModelProto {
+    let mut b = GraphBuilder::new("shape_if");
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let c = b.conv("x", 3, 4, 3, 1, 1, 1);
+    let shape = b.op("Shape", &[&c], vec![]);
+    let idx = b.init_i64("dim_index", &[], &[1]);
+    let dim = b.op("Gather", &[&shape, &idx], vec![attr_i("axis", 0)]);
+    let four = b.init_i64("four", &[], &[4]);
+    let cond = b.op("Equal", &[&dim, &four], vec![]);
+    let mut t = GraphBuilder::new("then");
+    let k = t.init_f32("then.k", &[], &[2.0]);
+    t.node_named("/then/Mul", "Mul", &[&c, &k], &["t_out"], vec![]);
+    t.output("t_out", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let mut e = GraphBuilder::new("else");
+    e.node_named("/else/Neg", "Neg", &[&c], &["e_out"], vec![]);
+    e.output("e_out", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.node_named(
+        "/If",
+        "If",
+        &[&cond],
+        &["y"],
+        vec![
+            attr_g("then_branch", t.graph()),
+            attr_g("else_branch", e.graph()),
+        ],
+    );
+    b.output("y", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.model()
 }

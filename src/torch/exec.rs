@@ -1,14 +1,16 @@
 //! ONNX → libtorch executor (feature `torch`): runs a model's nodes as libtorch ops, so the
 //! same graph can be trained (its float initializers are leaf tensors that can require grad).
 //!
-//! Every node is lowered eagerly, one op at a time; shape subgraphs (Shape → Gather → Concat →
-//! Reshape) are evaluated as small int64 tensors, which folds them. Ops without a lowering are
-//! refused when the executor is built, naming the first such node and its op.
+//! Every node is lowered eagerly, one op at a time ([`super::lower`]); shape subgraphs
+//! (Shape → Gather → Concat → Reshape) are evaluated as small int64 tensors, which folds them,
+//! and an `If` runs the branch its (usually shape-derived) condition picks. Ops without a
+//! lowering are refused when the executor is built, naming the first such node and its op.
 
 use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
+use super::lower::{SUPPORTED, fake_quant, fake_quant_weight, ints_of, lower, quantize_weight};
 use crate::model::proto::{GraphProto, NodeProto, TensorProto};
 use crate::model::tensor::{DataType, to_f32, to_i64};
 use crate::model::{GraphIndex, Model};
@@ -34,81 +36,61 @@ pub enum ExecError {
     Torch(#[from] tch::TchError),
 }
 
-/// The ops this executor lowers.
-pub const SUPPORTED: &[&str] = &[
-    "Conv",
-    "ConvTranspose",
-    "BatchNormalization",
-    "Relu",
-    "Clip",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "LeakyRelu",
-    "PRelu",
-    "Tanh",
-    "Softmax",
-    "Erf",
-    "Sqrt",
-    "Identity",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Equal",
-    "Where",
-    "GlobalAveragePool",
-    "MaxPool",
-    "AveragePool",
-    "Flatten",
-    "Gemm",
-    "MatMul",
-    "Reshape",
-    "Transpose",
-    "Concat",
-    "Slice",
-    "Squeeze",
-    "Unsqueeze",
-    "Shape",
-    "Gather",
-    "Cast",
-    "ConstantOfShape",
-    "Constant",
-    "Resize",
-    "ReduceMean",
-    "ReduceSum",
-    "Pad",
-    "Expand",
-    "LayerNormalization",
-];
-
 /// A model ready to run on libtorch. `params` are the float initializers, by name.
 pub struct TorchGraph {
     graph: GraphProto,
     topo: Vec<usize>,
     pub params: HashMap<String, Tensor>,
-    /// Other initializers (integer shapes, indices).
+    /// Other initializers (integer shapes, indices, quantized weights).
     consts: HashMap<String, Tensor>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub device: Device,
+    /// QAT: output name of a DequantizeLinear whose integer weight is now a float parameter →
+    /// (that weight's name, its stored integer kind).
+    qat: HashMap<String, (String, Kind)>,
 }
 
-/// An ONNX tensor as a libtorch tensor (float types as f32, integers as i64).
+/// An ONNX tensor as a libtorch tensor: float types as f32, 8-bit integers keep their kind
+/// (a QuantizeLinear zero point's type is its integer range), other integers as i64.
 pub fn tensor_of(t: &TensorProto) -> Result<Tensor, ExecError> {
     let dims: Vec<i64> = t.dims.clone();
     let dt = DataType(t.data_type.unwrap_or(0));
+    let ints =
+        || -> Result<Tensor, ExecError> { Ok(Tensor::from_slice(&to_i64(t)?).reshape(&dims)) };
     let out = if dt.is_float() {
         Tensor::from_slice(&to_f32(t)?).reshape(&dims)
     } else if dt == DataType::BOOL {
-        Tensor::from_slice(&to_i64(t)?)
-            .reshape(&dims)
-            .to_kind(Kind::Bool)
+        ints()?.to_kind(Kind::Bool)
+    } else if dt == DataType::INT8 {
+        ints()?.to_kind(Kind::Int8)
+    } else if dt == DataType::UINT8 {
+        ints()?.to_kind(Kind::Uint8)
     } else {
-        Tensor::from_slice(&to_i64(t)?).reshape(&dims)
+        ints()?
     };
     Ok(out)
+}
+
+/// The first node of `graph` (or of a branch nested in it) that has no lowering.
+fn check_lowerable(graph: &GraphProto) -> Result<(), ExecError> {
+    for n in &graph.node {
+        if !n.op_domain().is_empty() || !SUPPORTED.contains(&n.op_type()) {
+            return Err(ExecError::Unsupported {
+                node: n.display_name(),
+                op: n.op_type().to_string(),
+                detail: if n.op_domain().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (domain {})", n.op_domain())
+                },
+            });
+        }
+        for (_, g) in n.subgraphs() {
+            check_lowerable(g)?;
+        }
+    }
+    Ok(())
 }
 
 impl TorchGraph {
@@ -120,16 +102,7 @@ impl TorchGraph {
             .clone()
             .ok_or_else(|| crate::PareError::InvalidModel("model has no graph".into()))?;
         let index = GraphIndex::build(&graph)?;
-        for &i in &index.topo {
-            let n = &graph.node[i];
-            if !n.op_domain().is_empty() || !SUPPORTED.contains(&n.op_type()) {
-                return Err(ExecError::Unsupported {
-                    node: n.display_name(),
-                    op: n.op_type().to_string(),
-                    detail: String::new(),
-                });
-            }
-        }
+        check_lowerable(&graph)?;
         let mut params = HashMap::new();
         let mut consts = HashMap::new();
         for t in &graph.initializer {
@@ -148,17 +121,103 @@ impl TorchGraph {
             params,
             consts,
             device,
+            qat: HashMap::new(),
         })
+    }
+
+    /// Quantization-aware training: integer initializers read by a DequantizeLinear (INT8
+    /// weights, INT32 biases) become float parameters holding their dequantized values, and
+    /// those DequantizeLinear nodes fake-quantize them with the stored scale and zero point
+    /// (straight-through gradient). Returns the weights turned into parameters.
+    pub fn enable_qat(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        for n in &self.graph.node {
+            let (Some(w), Some(out)) = (n.input.first(), n.output.first()) else {
+                continue;
+            };
+            if n.op_type() != "DequantizeLinear" || self.qat.contains_key(out) {
+                continue;
+            }
+            let Some(q) = self.consts.get(w).map(Tensor::shallow_clone) else {
+                continue;
+            };
+            let ins: Vec<Option<Tensor>> = n
+                .input
+                .iter()
+                .map(|i| self.value(&HashMap::new(), i))
+                .collect();
+            let Ok(mut v) = fake_quant(n, &ins) else {
+                continue;
+            };
+            let kind = if q.kind() == Kind::Int64 {
+                Kind::Int
+            } else {
+                q.kind()
+            };
+            self.consts.remove(w);
+            self.params.insert(w.clone(), v.remove(0).detach());
+            self.qat.insert(out.clone(), (w.clone(), kind));
+            names.push(w.clone());
+        }
+        names
+    }
+
+    /// QAT write-back: every weight `enable_qat` turned float, quantized again with its
+    /// DequantizeLinear's scale and zero point.
+    pub fn quantized_weights(&self) -> Result<HashMap<String, Vec<i64>>, ExecError> {
+        let mut out = HashMap::new();
+        for n in &self.graph.node {
+            let Some((w, kind)) = n.output.first().and_then(|o| self.qat.get(o)) else {
+                continue;
+            };
+            let ins: Vec<Option<Tensor>> = n
+                .input
+                .iter()
+                .map(|i| self.value(&HashMap::new(), i))
+                .collect();
+            let q = quantize_weight(n, &ins, *kind).map_err(|message| ExecError::Node {
+                node: n.display_name(),
+                op: n.op_type().to_string(),
+                message,
+            })?;
+            out.insert(w.clone(), q);
+        }
+        Ok(out)
     }
 
     /// Runs the graph on `inputs` (in the model's input order); the graph outputs in order.
     pub fn forward(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
-        let mut env: HashMap<&str, Tensor> = HashMap::new();
+        let mut env: HashMap<String, Tensor> = HashMap::new();
         for (name, t) in self.inputs.iter().zip(inputs) {
-            env.insert(name, t.shallow_clone());
+            env.insert(name.clone(), t.shallow_clone());
         }
-        for &i in &self.topo {
-            let node = &self.graph.node[i];
+        let nodes = self.topo.iter().map(|&i| &self.graph.node[i]);
+        self.run_nodes(nodes, &mut env)?;
+        self.outputs
+            .iter()
+            .map(|o| {
+                self.value(&env, o).ok_or_else(|| {
+                    ExecError::Model(crate::PareError::InvalidModel(format!(
+                        "graph output '{o}' was not computed"
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    fn value(&self, env: &HashMap<String, Tensor>, name: &str) -> Option<Tensor> {
+        env.get(name)
+            .or_else(|| self.params.get(name))
+            .or_else(|| self.consts.get(name))
+            .map(Tensor::shallow_clone)
+    }
+
+    fn run_nodes<'a>(
+        &self,
+        nodes: impl Iterator<Item = &'a NodeProto>,
+        env: &mut HashMap<String, Tensor>,
+    ) -> Result<(), ExecError> {
+        for node in nodes {
             let ins: Vec<Option<Tensor>> = node
                 .input
                 .iter()
@@ -166,506 +225,68 @@ impl TorchGraph {
                     if n.is_empty() {
                         None
                     } else {
-                        env.get(n.as_str())
-                            .or_else(|| self.params.get(n))
-                            .or_else(|| self.consts.get(n))
-                            .map(Tensor::shallow_clone)
+                        self.value(env, n)
                     }
                 })
                 .collect();
-            let outs = lower(node, &ins, self.device).map_err(|message| ExecError::Node {
+            let qat = node.output.first().and_then(|o| self.qat.get(o));
+            let outs = if node.op_type() == "If" {
+                self.run_if(node, &ins, env)
+            } else if let Some((_, kind)) = qat {
+                fake_quant_weight(node, &ins, *kind)
+            } else {
+                lower(node, &ins, self.device)
+            }
+            .map_err(|message| ExecError::Node {
                 node: node.display_name(),
                 op: node.op_type().to_string(),
                 message,
             })?;
             for (name, t) in node.output.iter().zip(outs) {
-                env.insert(name, t);
+                env.insert(name.clone(), t);
             }
         }
-        self.outputs
+        Ok(())
+    }
+
+    /// Runs the branch the condition picks, in a scope that sees every outer value.
+    fn run_if(
+        &self,
+        node: &NodeProto,
+        ins: &[Option<Tensor>],
+        env: &HashMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>, String> {
+        let cond = ins
+            .first()
+            .and_then(Option::as_ref)
+            .ok_or("input 0 is missing")?;
+        let take_then = ints_of(cond)?.first().is_some_and(|&c| c != 0);
+        let key = if take_then {
+            "then_branch"
+        } else {
+            "else_branch"
+        };
+        let branch = node
+            .attr(key)
+            .and_then(|a| a.g.as_deref())
+            .ok_or_else(|| format!("no {key}"))?;
+        let mut inner: HashMap<String, Tensor> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect();
+        for t in &branch.initializer {
+            let v = tensor_of(t).map_err(|e| e.to_string())?;
+            inner.insert(t.name().to_string(), v.to_device(self.device));
+        }
+        self.run_nodes(branch.node.iter(), &mut inner)
+            .map_err(|e| format!("{key}: {e}"))?;
+        branch
+            .output
             .iter()
             .map(|o| {
-                env.get(o.as_str())
-                    .or_else(|| self.params.get(o))
-                    .map(Tensor::shallow_clone)
-                    .ok_or_else(|| {
-                        ExecError::Model(crate::PareError::InvalidModel(format!(
-                            "graph output '{o}' was not computed"
-                        )))
-                    })
+                self.value(&inner, o.name())
+                    .ok_or_else(|| format!("{key} output '{}' was not computed", o.name()))
             })
             .collect()
     }
-}
-
-type Ins<'a> = &'a [Option<Tensor>];
-type Lowered = Result<Vec<Tensor>, String>;
-
-fn input(ins: Ins, i: usize) -> Result<&Tensor, String> {
-    ins.get(i)
-        .and_then(Option::as_ref)
-        .ok_or_else(|| format!("input {i} is missing"))
-}
-
-fn ints_of(t: &Tensor) -> Result<Vec<i64>, String> {
-    Vec::<i64>::try_from(&t.to_kind(Kind::Int64).flatten(0, -1).to_device(Device::Cpu))
-        .map_err(|e| e.to_string())
-}
-
-fn floats_of(t: &Tensor) -> Result<Vec<f64>, String> {
-    Vec::<f64>::try_from(
-        &t.to_kind(Kind::Double)
-            .flatten(0, -1)
-            .to_device(Device::Cpu),
-    )
-    .map_err(|e| e.to_string())
-}
-
-fn axis(a: i64, rank: usize) -> i64 {
-    if a < 0 { a + rank as i64 } else { a }
-}
-
-/// One node as libtorch ops.
-fn lower(node: &NodeProto, ins: Ins, device: Device) -> Lowered {
-    let x = || input(ins, 0);
-    let one = |t: Tensor| Ok(vec![t]);
-    match node.op_type() {
-        "Conv" | "ConvTranspose" => one(conv(node, ins)?),
-        "BatchNormalization" => one(x()?.batch_norm(
-            Some(input(ins, 1)?),
-            Some(input(ins, 2)?),
-            Some(input(ins, 3)?),
-            Some(input(ins, 4)?),
-            false,
-            0.1,
-            f64::from(node.attr_f("epsilon").unwrap_or(1e-5)),
-            false,
-        )),
-        "Relu" => one(x()?.relu()),
-        "Sigmoid" => one(x()?.sigmoid()),
-        "Tanh" => one(x()?.tanh()),
-        "Erf" => one(x()?.erf()),
-        "Sqrt" => one(x()?.sqrt()),
-        "Identity" => one(x()?.shallow_clone()),
-        "HardSwish" => one(x()?.hardswish()),
-        "HardSigmoid" => {
-            let a = f64::from(node.attr_f("alpha").unwrap_or(0.2));
-            let b = f64::from(node.attr_f("beta").unwrap_or(0.5));
-            one((x()? * a + b).clamp(0.0, 1.0))
-        }
-        "LeakyRelu" => {
-            let a = f64::from(node.attr_f("alpha").unwrap_or(0.01));
-            let x = x()?;
-            one(x.maximum(&(x * a)))
-        }
-        "PRelu" => {
-            let (x, s) = (x()?, input(ins, 1)?);
-            one(x.relu() - (-x).relu() * s)
-        }
-        "Clip" => clip(node, ins),
-        "Softmax" => {
-            let x = x()?;
-            let a = axis(node.attr_i("axis").unwrap_or(-1), x.dim());
-            one(x.softmax(a, None::<Kind>))
-        }
-        "Add" => one(input(ins, 0)? + input(ins, 1)?),
-        "Sub" => one(input(ins, 0)? - input(ins, 1)?),
-        "Mul" => one(input(ins, 0)? * input(ins, 1)?),
-        "Div" => {
-            let (a, b) = (input(ins, 0)?, input(ins, 1)?);
-            if a.kind() == Kind::Int64 && b.kind() == Kind::Int64 {
-                one(a.floor_divide(b))
-            } else {
-                one(a / b)
-            }
-        }
-        "Pow" => one(input(ins, 0)?.pow(input(ins, 1)?)),
-        "Equal" => one(input(ins, 0)?.eq_tensor(input(ins, 1)?)),
-        "Where" => one(input(ins, 1)?.where_self(input(ins, 0)?, input(ins, 2)?)),
-        _ => lower_shape(node, ins, device),
-    }
-}
-
-fn clip(node: &NodeProto, ins: Ins) -> Lowered {
-    let x = input(ins, 0)?;
-    let bound = |i: usize, attr: &str| -> Result<Option<f64>, String> {
-        match ins.get(i).and_then(Option::as_ref) {
-            Some(t) => Ok(floats_of(t)?.first().copied()),
-            None => Ok(node.attr_f(attr).map(f64::from)),
-        }
-    };
-    let mut y = x.shallow_clone();
-    if let Some(lo) = bound(1, "min")? {
-        y = y.clamp_min(lo);
-    }
-    if let Some(hi) = bound(2, "max")? {
-        y = y.clamp_max(hi);
-    }
-    Ok(vec![y])
-}
-
-/// Conv/ConvTranspose, 1-D to 3-D, explicit or SAME auto-padding (asymmetric pads applied
-/// as a separate pad).
-fn conv(node: &NodeProto, ins: Ins) -> Result<Tensor, String> {
-    let (x, w) = (input(ins, 0)?, input(ins, 1)?);
-    let b = ins.get(2).and_then(Option::as_ref);
-    let k = (w.dim() - 2) as usize;
-    let ones = vec![1i64; k];
-    let strides = node
-        .attr_ints("strides")
-        .map_or(ones.clone(), <[i64]>::to_vec);
-    let dil = node
-        .attr_ints("dilations")
-        .map_or(ones.clone(), <[i64]>::to_vec);
-    let groups = node.attr_i("group").unwrap_or(1);
-    let transposed = node.op_type() == "ConvTranspose";
-    let mut pads = node
-        .attr_ints("pads")
-        .map_or(vec![0; 2 * k], <[i64]>::to_vec);
-    let auto = node.attr_s("auto_pad").unwrap_or_default();
-    if auto.starts_with("SAME") && !transposed {
-        let size = x.size();
-        let ks = w.size();
-        for d in 0..k {
-            let inp = size[2 + d];
-            let out = (inp + strides[d] - 1) / strides[d];
-            let eff = (ks[2 + d] - 1) * dil[d] + 1;
-            let total = ((out - 1) * strides[d] + eff - inp).max(0);
-            let (lo, hi) = if auto == "SAME_UPPER" {
-                (total / 2, total - total / 2)
-            } else {
-                (total - total / 2, total / 2)
-            };
-            pads[d] = lo;
-            pads[k + d] = hi;
-        }
-    } else if auto == "VALID" {
-        pads = vec![0; 2 * k];
-    }
-    let sym = (0..k).all(|d| pads[d] == pads[k + d]);
-    let mut input_t = x.shallow_clone();
-    let mut pad = pads[..k].to_vec();
-    if !sym && !transposed {
-        // constant_pad_nd takes pairs from the last dim backwards.
-        let mut spec = Vec::new();
-        for d in (0..k).rev() {
-            spec.extend([pads[d], pads[k + d]]);
-        }
-        input_t = input_t.constant_pad_nd(spec);
-        pad = vec![0; k];
-    }
-    let out_pad = node
-        .attr_ints("output_padding")
-        .map_or(vec![0; k], <[i64]>::to_vec);
-    Ok(input_t.convolution(w, b, strides, pad, dil, transposed, out_pad, groups))
-}
-
-fn lower_shape(node: &NodeProto, ins: Ins, device: Device) -> Lowered {
-    let x = || input(ins, 0);
-    let one = |t: Tensor| Ok(vec![t]);
-    match node.op_type() {
-        "GlobalAveragePool" => {
-            let x = x()?;
-            let dims: Vec<i64> = (2..x.dim() as i64).collect();
-            one(x.mean_dim(dims.as_slice(), true, None::<Kind>))
-        }
-        "MaxPool" | "AveragePool" => pool(node, x()?),
-        "Flatten" => {
-            let x = x()?;
-            let a = axis(node.attr_i("axis").unwrap_or(1), x.dim());
-            let size = x.size();
-            let lead: i64 = size[..a as usize].iter().product();
-            one(x.reshape([lead, -1]))
-        }
-        "Gemm" => gemm(node, ins),
-        "MatMul" => one(input(ins, 0)?.matmul(input(ins, 1)?)),
-        "Reshape" => {
-            let x = x()?;
-            let mut shape = ints_of(input(ins, 1)?)?;
-            let allow_zero = node.attr_i("allowzero").unwrap_or(0) == 1;
-            let size = x.size();
-            for (i, s) in shape.iter_mut().enumerate() {
-                if *s == 0 && !allow_zero {
-                    *s = *size.get(i).ok_or("Reshape copies a dim the input lacks")?;
-                }
-            }
-            one(x.reshape(shape))
-        }
-        "Transpose" => {
-            let x = x()?;
-            let perm = node
-                .attr_ints("perm")
-                .map_or_else(|| (0..x.dim() as i64).rev().collect(), <[i64]>::to_vec);
-            one(x.permute(perm))
-        }
-        "Concat" => {
-            let ts: Vec<Tensor> = ins.iter().flatten().map(Tensor::shallow_clone).collect();
-            let rank = ts.first().map_or(1, Tensor::dim);
-            one(Tensor::cat(
-                &ts,
-                axis(node.attr_i("axis").unwrap_or(0), rank),
-            ))
-        }
-        "Shape" => one(Tensor::from_slice(&x()?.size()).to_device(device)),
-        "Cast" => {
-            let to = DataType(node.attr_i("to").unwrap_or(1) as i32);
-            let kind = if to.is_float() {
-                Kind::Float
-            } else if to == DataType::BOOL {
-                Kind::Bool
-            } else {
-                Kind::Int64
-            };
-            one(x()?.to_kind(kind))
-        }
-        "Constant" => {
-            let t = node
-                .attr_t("value")
-                .ok_or("Constant without a tensor value")?;
-            one(tensor_of(t).map_err(|e| e.to_string())?.to_device(device))
-        }
-        "ConstantOfShape" => {
-            let shape = ints_of(x()?)?;
-            let v = match node.attr_t("value") {
-                Some(t) => tensor_of(t).map_err(|e| e.to_string())?,
-                None => Tensor::from_slice(&[0f32]),
-            };
-            one(v
-                .reshape([-1])
-                .expand(shape, false)
-                .contiguous()
-                .to_device(device))
-        }
-        _ => lower_index(node, ins, device),
-    }
-}
-
-fn lower_index(node: &NodeProto, ins: Ins, device: Device) -> Lowered {
-    let x = || input(ins, 0);
-    let one = |t: Tensor| Ok(vec![t]);
-    let axes_of = |pos: usize| -> Result<Option<Vec<i64>>, String> {
-        match ins.get(pos).and_then(Option::as_ref) {
-            Some(t) => Ok(Some(ints_of(t)?)),
-            None => Ok(node.attr_ints("axes").map(<[i64]>::to_vec)),
-        }
-    };
-    match node.op_type() {
-        "Slice" => slice(ins),
-        "Squeeze" => {
-            let x = x()?;
-            let mut size = x.size();
-            match axes_of(1)? {
-                Some(axes) => {
-                    let mut axes: Vec<usize> =
-                        axes.iter().map(|&a| axis(a, size.len()) as usize).collect();
-                    axes.sort_unstable_by(|a, b| b.cmp(a));
-                    for a in axes {
-                        size.remove(a);
-                    }
-                }
-                None => size.retain(|&d| d != 1),
-            }
-            one(x.reshape(size))
-        }
-        "Unsqueeze" => {
-            let x = x()?;
-            let axes = axes_of(1)?.ok_or("Unsqueeze without axes")?;
-            let rank = x.dim() + axes.len();
-            let mut axes: Vec<i64> = axes.iter().map(|&a| axis(a, rank)).collect();
-            axes.sort_unstable();
-            let mut y = x.shallow_clone();
-            for a in axes {
-                y = y.unsqueeze(a);
-            }
-            one(y)
-        }
-        "Gather" => {
-            let (x, idx) = (x()?, input(ins, 1)?);
-            let a = axis(node.attr_i("axis").unwrap_or(0), x.dim());
-            let n = x.size()[a as usize];
-            let idx = idx.to_kind(Kind::Int64);
-            let idx = idx.where_self(&idx.ge(0), &(&idx + n));
-            let flat = x.index_select(a, &idx.flatten(0, -1).to_device(x.device()));
-            let mut shape = x.size()[..a as usize].to_vec();
-            shape.extend(idx.size());
-            shape.extend(&x.size()[a as usize + 1..]);
-            one(flat.reshape(shape))
-        }
-        "ReduceMean" | "ReduceSum" => {
-            let x = x()?;
-            let keep = node.attr_i("keepdims").unwrap_or(1) == 1;
-            let axes = axes_of(1)?.unwrap_or_else(|| (0..x.dim() as i64).collect());
-            let axes: Vec<i64> = axes.iter().map(|&a| axis(a, x.dim())).collect();
-            if node.op_type() == "ReduceMean" {
-                one(x.mean_dim(axes.as_slice(), keep, None::<Kind>))
-            } else {
-                one(x.sum_dim_intlist(axes.as_slice(), keep, None::<Kind>))
-            }
-        }
-        "Expand" => {
-            let x = x()?;
-            let shape = ints_of(input(ins, 1)?)?;
-            let ones = Tensor::ones(shape, (x.kind(), device));
-            one(x * ones)
-        }
-        "Pad" => pad(node, ins),
-        "Resize" => resize(node, ins),
-        "LayerNormalization" => {
-            let x = x()?;
-            let a = axis(node.attr_i("axis").unwrap_or(-1), x.dim()) as usize;
-            let shape = x.size()[a..].to_vec();
-            let eps = f64::from(node.attr_f("epsilon").unwrap_or(1e-5));
-            let b = ins.get(2).and_then(Option::as_ref);
-            one(x.layer_norm(shape, Some(input(ins, 1)?), b, eps, false))
-        }
-        other => Err(format!("no libtorch lowering for {other}")),
-    }
-}
-
-fn gemm(node: &NodeProto, ins: Ins) -> Lowered {
-    let mut a = input(ins, 0)?.shallow_clone();
-    let mut b = input(ins, 1)?.shallow_clone();
-    if node.attr_i("transA").unwrap_or(0) == 1 {
-        a = a.transpose(0, 1);
-    }
-    if node.attr_i("transB").unwrap_or(0) == 1 {
-        b = b.transpose(0, 1);
-    }
-    let alpha = f64::from(node.attr_f("alpha").unwrap_or(1.0));
-    let beta = f64::from(node.attr_f("beta").unwrap_or(1.0));
-    let mut y = a.matmul(&b) * alpha;
-    if let Some(c) = ins.get(2).and_then(Option::as_ref) {
-        y = y + c * beta;
-    }
-    Ok(vec![y])
-}
-
-fn pool(node: &NodeProto, x: &Tensor) -> Lowered {
-    let kernel = node
-        .attr_ints("kernel_shape")
-        .ok_or("no kernel_shape")?
-        .to_vec();
-    let k = kernel.len();
-    let strides = node
-        .attr_ints("strides")
-        .map_or(vec![1; k], <[i64]>::to_vec);
-    let pads = node
-        .attr_ints("pads")
-        .map_or(vec![0; 2 * k], <[i64]>::to_vec);
-    if (0..k).any(|d| pads[d] != pads[k + d]) || k != 2 {
-        return Err("only 2-D pooling with symmetric pads is lowered".into());
-    }
-    let ceil = node.attr_i("ceil_mode").unwrap_or(0) == 1;
-    let p = pads[..k].to_vec();
-    let y = if node.op_type() == "MaxPool" {
-        let dil = node
-            .attr_ints("dilations")
-            .map_or(vec![1; k], <[i64]>::to_vec);
-        x.max_pool2d(kernel, strides, p, dil, ceil)
-    } else {
-        let cip = node.attr_i("count_include_pad").unwrap_or(0) == 1;
-        x.avg_pool2d(kernel, strides, p, ceil, cip, None::<i64>)
-    };
-    Ok(vec![y])
-}
-
-fn slice(ins: Ins) -> Lowered {
-    let x = input(ins, 0)?;
-    let starts = ints_of(input(ins, 1)?)?;
-    let ends = ints_of(input(ins, 2)?)?;
-    let axes = match ins.get(3).and_then(Option::as_ref) {
-        Some(t) => ints_of(t)?,
-        None => (0..starts.len() as i64).collect(),
-    };
-    let steps = match ins.get(4).and_then(Option::as_ref) {
-        Some(t) => ints_of(t)?,
-        None => vec![1; starts.len()],
-    };
-    let mut y = x.shallow_clone();
-    for (((&s, &e), &a), &st) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
-        let a = axis(a, x.dim());
-        let n = y.size()[a as usize];
-        let clampi = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
-        if st < 0 {
-            // Negative steps: flip, then slice forward.
-            let (s2, e2) = (clampi(s).min(n - 1), if e < -n { -1 } else { clampi(e) });
-            let len = ((s2 - e2) + (-st) - 1) / (-st);
-            let idx: Vec<i64> = (0..len.max(0)).map(|i| s2 + i * st).collect();
-            y = y.index_select(a, &Tensor::from_slice(&idx).to_device(y.device()));
-        } else {
-            y = y.slice(a, clampi(s), clampi(e).max(clampi(s)), st);
-        }
-    }
-    Ok(vec![y])
-}
-
-fn pad(node: &NodeProto, ins: Ins) -> Lowered {
-    let x = input(ins, 0)?;
-    let pads = match ins.get(1).and_then(Option::as_ref) {
-        Some(t) => ints_of(t)?,
-        None => node.attr_ints("pads").ok_or("Pad without pads")?.to_vec(),
-    };
-    let r = x.dim();
-    let mut spec = Vec::new();
-    for d in (0..r).rev() {
-        spec.extend([pads[d], pads[r + d]]);
-    }
-    let mode = node.attr_s("mode").unwrap_or_else(|| "constant".into());
-    let value = match ins.get(2).and_then(Option::as_ref) {
-        Some(t) => floats_of(t)?.first().copied().unwrap_or(0.0),
-        None => 0.0,
-    };
-    let y = match mode.as_str() {
-        "constant" if value == 0.0 => x.constant_pad_nd(spec),
-        "constant" => x.pad(spec, "constant", value),
-        "reflect" => x.pad(spec, "reflect", None::<f64>),
-        "edge" => x.pad(spec, "replicate", None::<f64>),
-        other => return Err(format!("Pad mode {other} is not lowered")),
-    };
-    Ok(vec![y])
-}
-
-/// Resize of the spatial dims: nearest (asymmetric, floor — what torch exports) and linear
-/// (half_pixel / pytorch_half_pixel / align_corners), by scales or sizes.
-fn resize(node: &NodeProto, ins: Ins) -> Lowered {
-    let x = input(ins, 0)?;
-    let size = x.size();
-    let sp = &size[2..];
-    let out: Vec<i64> = match (
-        ins.get(3).and_then(Option::as_ref),
-        ins.get(2).and_then(Option::as_ref),
-    ) {
-        (Some(sizes), _) if sizes.numel() > 0 => ints_of(sizes)?[2..].to_vec(),
-        (_, Some(scales)) if scales.numel() > 0 => {
-            let s = floats_of(scales)?;
-            sp.iter()
-                .zip(&s[2..])
-                .map(|(&d, &f)| (d as f64 * f).floor() as i64)
-                .collect()
-        }
-        _ => return Err("Resize without scales or sizes".into()),
-    };
-    let mode = node.attr_s("mode").unwrap_or_else(|| "nearest".into());
-    let ctm = node
-        .attr_s("coordinate_transformation_mode")
-        .unwrap_or_else(|| "half_pixel".into());
-    let y = match (mode.as_str(), out.len()) {
-        ("nearest", 2) if ctm == "asymmetric" => {
-            x.upsample_nearest2d(&out, None::<f64>, None::<f64>)
-        }
-        ("nearest", 2) => x.internal_upsample_nearest_exact2d(&out, None::<f64>, None::<f64>),
-        ("linear", 2) if ctm == "align_corners" => {
-            x.upsample_bilinear2d(&out, true, None::<f64>, None::<f64>)
-        }
-        ("linear", 2) if ctm == "half_pixel" || ctm == "pytorch_half_pixel" => {
-            x.upsample_bilinear2d(&out, false, None::<f64>, None::<f64>)
-        }
-        _ => {
-            return Err(format!(
-                "Resize mode {mode} / {ctm} on {} dims is not lowered",
-                out.len()
-            ));
-        }
-    };
-    Ok(vec![y])
 }
