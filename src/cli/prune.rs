@@ -110,6 +110,9 @@ pub struct PruneArgs {
     /// Exit 1 when validation fails, even with --allow-unvalidated.
     #[arg(long)]
     pub check: bool,
+    /// `--finetune STEPS`: distil the pruned model from the original on the --calib samples.
+    #[command(flatten)]
+    pub finetune: super::torch::FinetuneFlags,
     #[arg(long)]
     pub json: bool,
 }
@@ -239,6 +242,7 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
     if let Some(out) = &a.output {
         check_output(Some(&a.model), out).map_err(Exit::bad)?;
     }
+    super::torch::check_finetune(&a.finetune, &a.data)?;
     let analysis = open(Some(&a.model), &a.model_args).map_err(Exit::bad)?;
     let req = PruneRequest {
         options: PruneOptions {
@@ -268,7 +272,16 @@ pub fn run_prune(a: &PruneArgs) -> CmdResult {
     let report = prune::run(&analysis, &req, &bar);
     bar.finish();
     let report = report.map_err(Exit::bad)?;
-    print(&report, a.json)?;
+    let finetune = match (&report.output, a.dry_run) {
+        (Some(out), false) => super::torch::finetune_written(
+            &a.finetune,
+            &a.model,
+            std::path::Path::new(out),
+            &a.data,
+        )?,
+        _ => None,
+    };
+    super::torch::print_with_finetune(&report, finetune, a.json)?;
     let ran = req.validate;
     if ran && !report.validated && (a.check || !a.allow_unvalidated) {
         let what = if report.output.is_some() {

@@ -118,6 +118,10 @@ pub struct QuantizeArgs {
     /// `--holdout F`: share of the samples kept out of calibration to measure task fidelity.
     #[command(flatten)]
     pub holdout: pare::fidelity::HoldoutArgs,
+    /// `--finetune STEPS`: quantization-aware training of the written QDQ model (fake
+    /// quantization, float weights trained, INT8 weights written back) on the --calib samples.
+    #[command(flatten)]
+    pub finetune: super::torch::FinetuneFlags,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +129,7 @@ pub struct QuantizeArgs {
 
 pub fn run(a: &QuantizeArgs) -> CmdResult {
     check_output(Some(&a.model), &a.output).map_err(Exit::bad)?;
+    super::torch::check_finetune(&a.finetune, &a.data)?;
     let pp = a.data.preprocess.preprocess().map_err(Exit::bad)?;
     if !(0.0..=100.0).contains(&a.percentile) || a.percentile < 50.0 {
         return Err(Exit::bad(anyhow::anyhow!(
@@ -188,7 +193,8 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
     bar.finish();
     // A model tract cannot run is bad input too: `pare lint`/`pare fix` say why.
     let report = result.map_err(Exit::bad)?;
-    super::print(&report, a.json)?;
+    let finetune = super::torch::finetune_written(&a.finetune, &a.model, &a.output, &a.data)?;
+    super::torch::print_with_finetune(&report, finetune, a.json)?;
     if report.target_reached == Some(false) {
         return Err(Exit::failed(anyhow::anyhow!(
             "the target is not reached even with every layer returned to float (output SQNR {}{})",

@@ -2,7 +2,13 @@
 //! Rust (always built); the libtorch executor and fine-tuning need the `torch` feature.
 
 pub mod checkpoint;
+#[cfg(feature = "torch")]
+pub mod exec;
+#[cfg(feature = "torch")]
+pub mod finetune;
 pub mod import;
+#[cfg(feature = "torch")]
+pub mod lower;
 pub mod pickle;
 
 pub use import::{ImportReport, ImportRequest, import_weights};
