@@ -13,6 +13,7 @@ pub enum JobKind {
     Extract,
     Fix,
     Reduce,
+    Compare,
 }
 
 impl JobKind {
@@ -23,6 +24,7 @@ impl JobKind {
             JobKind::Extract => "extract",
             JobKind::Fix => "fix",
             JobKind::Reduce => "reduce",
+            JobKind::Compare => "compare",
         }
     }
 }

@@ -85,6 +85,7 @@ actions! {
     RerunLint => "rerun_lint", "re-lint", "Run the lint again";
     CancelJob => "cancel_job", "cancel", "Cancel the selected job";
     OpenResult => "open_result", "open", "Open the job's output model";
+    CompareOriginal => "compare_original", "compare", "Compare the job's output model with the original (Compare view)";
 }
 
 /// Where a binding applies.
@@ -98,6 +99,7 @@ pub enum Ctx {
     Groups,
     Diagnostics,
     Jobs,
+    Compare,
 }
 
 impl Ctx {
@@ -110,6 +112,7 @@ impl Ctx {
         Ctx::Groups,
         Ctx::Diagnostics,
         Ctx::Jobs,
+        Ctx::Compare,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -121,6 +124,7 @@ impl Ctx {
             Ctx::Groups => "groups",
             Ctx::Diagnostics => "diagnostics",
             Ctx::Jobs => "jobs",
+            Ctx::Compare => "compare",
         }
     }
     pub fn from_name(s: &str) -> Option<Ctx> {
