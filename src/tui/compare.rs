@@ -240,7 +240,7 @@ fn row(t: &TensorDiff, threshold: f64, w: usize) -> Line<'static> {
 /// A's and B's view of the tensor's node: names, ops, the node's structural changes, then the
 /// numbers.
 fn side_by_side(r: &DiffReport, t: &TensorDiff, w: usize) -> Vec<Line<'static>> {
-    let col = w.saturating_sub(12) / 2;
+    let col = w.saturating_sub(13) / 2;
     let pair = |label: &str, a: &str, b: &str| {
         let style = if a == b {
             Style::default()
