@@ -31,12 +31,12 @@ impl FNode<'_> {
 /// A flattened model.
 pub struct Flat<'a> {
     pub nodes: Vec<FNode<'a>>,
-    /// (scope, tensor) → producing node.
-    pub producer: HashMap<(String, String), usize>,
-    /// (scope, tensor) → consuming nodes.
-    pub consumers: HashMap<(String, String), Vec<usize>>,
+    /// Scope → tensor → producing node (borrowed names: lookups allocate nothing).
+    pub producer: HashMap<String, HashMap<&'a str, usize>>,
+    /// Scope → tensor → consuming nodes.
+    pub consumers: HashMap<String, HashMap<&'a str, Vec<usize>>>,
     /// Initializer and `Constant` shapes by name (all scopes).
-    pub weights: HashMap<String, Vec<i64>>,
+    pub weights: HashMap<&'a str, &'a [i64]>,
     /// Nodes of the main graph, in topological order.
     pub main: usize,
 }
@@ -66,29 +66,34 @@ impl<'a> Flat<'a> {
         f
     }
 
-    fn add_weights(&mut self, g: &GraphProto) {
+    fn add_weights(&mut self, g: &'a GraphProto) {
         for t in &g.initializer {
-            self.weights.insert(t.name().to_string(), t.dims.clone());
+            self.weights.insert(t.name(), &t.dims);
         }
         for n in &g.node {
             if n.op_type() == "Constant"
                 && let (Some(o), Some(t)) = (n.output.first(), n.attr_t("value"))
             {
-                self.weights.insert(o.clone(), t.dims.clone());
+                self.weights.insert(o, &t.dims);
             }
         }
     }
 
     fn push(&mut self, n: &'a NodeProto, scope: String) {
         let k = self.nodes.len();
-        for o in n.output.iter().filter(|o| !o.is_empty()) {
-            self.producer.insert((scope.clone(), o.clone()), k);
+        if !self.producer.contains_key(&scope) {
+            self.producer.insert(scope.clone(), HashMap::new());
+            self.consumers.insert(scope.clone(), HashMap::new());
         }
-        for i in n.input.iter().filter(|i| !i.is_empty()) {
-            self.consumers
-                .entry((scope.clone(), i.clone()))
-                .or_default()
-                .push(k);
+        if let Some(p) = self.producer.get_mut(&scope) {
+            for o in n.output.iter().filter(|o| !o.is_empty()) {
+                p.insert(o, k);
+            }
+        }
+        if let Some(c) = self.consumers.get_mut(&scope) {
+            for i in n.input.iter().filter(|i| !i.is_empty()) {
+                c.entry(i).or_default().push(k);
+            }
         }
         self.nodes.push(FNode {
             node: n,
@@ -116,24 +121,22 @@ impl<'a> Flat<'a> {
 
     /// The node producing `t` in `scope`.
     pub fn producer_of(&self, scope: &str, t: &str) -> Option<usize> {
-        self.producer
-            .get(&(scope.to_string(), t.to_string()))
-            .copied()
+        self.producer.get(scope)?.get(t).copied()
     }
 
     /// What `t` carries with Q/DQ pairs seen through: the tensor a `Q → DQ` pair wraps, the
     /// weight a `DequantizeLinear` dequantizes; `t` itself otherwise.
-    pub fn unwrap_qdq(&self, scope: &str, t: &str) -> String {
-        let mut t = t.to_string();
+    pub fn unwrap_qdq<'s>(&'s self, scope: &str, t: &'s str) -> &'s str {
+        let mut t = t;
         for _ in 0..4 {
-            let Some(p) = self.producer_of(scope, &t).map(|k| &self.nodes[k]) else {
+            let Some(p) = self.producer_of(scope, t).map(|k| &self.nodes[k]) else {
                 break;
             };
             if !p.is_qdq() {
                 break;
             }
             match p.node.input.first() {
-                Some(x) => t = x.clone(),
+                Some(x) => t = x,
                 None => break,
             }
         }
@@ -142,11 +145,11 @@ impl<'a> Flat<'a> {
 
     /// The shape of input slot `slot` of node `k` when it is a weight (initializer or
     /// constant, possibly behind a `DequantizeLinear`).
-    pub fn weight_shape(&self, k: usize, slot: usize) -> Option<&Vec<i64>> {
+    pub fn weight_shape(&self, k: usize, slot: usize) -> Option<&'a [i64]> {
         let n = &self.nodes[k];
         let t = n.node.input.get(slot)?;
         let t = self.unwrap_qdq(&n.scope, t);
-        self.weights.get(&t)
+        self.weights.get(t).copied()
     }
 
     /// Whether node `k` reads any input through a `DequantizeLinear`.
@@ -166,7 +169,7 @@ impl<'a> Flat<'a> {
             .iter()
             .map(|t| {
                 let t = self.unwrap_qdq(&n.scope, t);
-                self.producer_of(&n.scope, &t)
+                self.producer_of(&n.scope, t)
             })
             .collect()
     }
@@ -175,21 +178,19 @@ impl<'a> Flat<'a> {
     pub fn data_consumers(&self, k: usize) -> Vec<usize> {
         let n = &self.nodes[k];
         let mut out = Vec::new();
-        let mut stack: Vec<String> = n.node.output.clone();
+        let mut stack: Vec<&str> = n.node.output.iter().map(String::as_str).collect();
         let mut hops = 0;
+        let Some(scope) = self.consumers.get(&n.scope) else {
+            return out;
+        };
         while let Some(t) = stack.pop() {
             hops += 1;
             if hops > 64 {
                 break;
             }
-            for &c in self
-                .consumers
-                .get(&(n.scope.clone(), t))
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
+            for &c in scope.get(t).map(Vec::as_slice).unwrap_or_default() {
                 if self.nodes[c].is_qdq() {
-                    stack.extend(self.nodes[c].node.output.iter().cloned());
+                    stack.extend(self.nodes[c].node.output.iter().map(String::as_str));
                 } else if !out.contains(&c) {
                     out.push(c);
                 }

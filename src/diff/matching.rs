@@ -140,7 +140,7 @@ type Signature = (String, String, Vec<Vec<i64>>);
 fn signature(f: &Flat, k: usize) -> Signature {
     let n = &f.nodes[k];
     let shapes = (0..n.node.input.len())
-        .filter_map(|s| f.weight_shape(k, s).cloned())
+        .filter_map(|s| f.weight_shape(k, s).map(<[i64]>::to_vec))
         .collect();
     (n.scope.clone(), n.op().to_string(), shapes)
 }

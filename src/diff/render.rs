@@ -103,7 +103,12 @@ fn structure_text(r: &DiffReport, s: &mut String) {
                 .as_deref()
                 .map(|i| format!(" into {i}"))
                 .unwrap_or_default();
-            let _ = writeln!(s, "  {:<16} {} {how}{into}", f.op, f.name);
+            let dropped = if f.dropped > 0 {
+                format!(" ({} nodes of the other branch dropped)", f.dropped)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "  {:<16} {} {how}{into}{dropped}", f.op, f.name);
         }
         more(s, st.folded.len());
     }

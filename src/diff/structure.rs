@@ -1,7 +1,7 @@
 //! The structure half of `pare diff`: nodes added, removed, folded or changed, channel groups
 //! whose width changed, and params/MACs per name scope.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -40,6 +40,13 @@ pub struct Folded {
     pub kind: FoldKind,
     /// The B node it went into, when one.
     pub into: Option<String>,
+    /// Inlined control flow: nodes of its bodies that B dropped (the branch not taken).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One difference of a matched node.
@@ -170,7 +177,17 @@ pub fn compare<'a>(a: &'a Analysis, b: &'a Analysis) -> Compared<'a> {
             },
         }
     }
-    s.changed_groups = changed_groups(a, &fa, &fb, &m);
+    // A group's width lives in its producers' weights: without a weight shape change no group
+    // changed, and the channel analysis (the costliest step on big models) is skipped.
+    let reshaped = s.changed.iter().any(|c| {
+        c.changes
+            .iter()
+            .any(|x| matches!(x, Change::WeightShape { .. }))
+    });
+    if reshaped {
+        s.changed_groups = changed_groups(a, &fa, &fb, &m);
+    }
+    absorb_dropped_bodies(&mut s);
     costs(a, b, &fa, &fb, &mut s);
     Compared {
         structure: s,
@@ -207,7 +224,9 @@ fn node_changes(a: &Flat, b: &Flat, ak: usize, bk: usize) -> Vec<Change> {
             scope: na.scope.clone(),
         });
     }
-    attribute_changes(&na.node.attribute, &nb.node.attribute, &mut out);
+    if na.node.attribute != nb.node.attribute {
+        attribute_changes(&na.node.attribute, &nb.node.attribute, &mut out);
+    }
     if na.node.input.len() != nb.node.input.len() {
         out.push(Change::Inputs {
             before: na.node.input.len(),
@@ -221,8 +240,8 @@ fn node_changes(a: &Flat, b: &Flat, ak: usize, bk: usize) -> Vec<Change> {
         {
             out.push(Change::WeightShape {
                 input: slot,
-                before: wa.clone(),
-                after: wb.clone(),
+                before: wa.to_vec(),
+                after: wb.to_vec(),
             });
         }
     }
@@ -286,6 +305,7 @@ fn fold_of(a: &Flat, b: &Flat, m: &Matching, k: usize) -> Option<Folded> {
         op: n.op().to_string(),
         kind,
         into: into.map(|i| b.nodes[i].node.display_name()),
+        dropped: 0,
     };
     if n.node.subgraphs().next().is_some() {
         let prefix = format!("{}/", n.node.display_name());
@@ -314,6 +334,17 @@ fn fold_of(a: &Flat, b: &Flat, m: &Matching, k: usize) -> Option<Folded> {
             .iter()
             .all(|&c| m.a_to_b[c].is_some_and(|bc| b.data_producers(bc).contains(&Some(bp))));
     wired.then(|| fold(FoldKind::Folded, Some(bp)))
+}
+
+/// Nodes inside the bodies of an inlined `If` that B does not have are the branch not taken:
+/// counted on the inlined node rather than listed one by one as removed.
+fn absorb_dropped_bodies(s: &mut Structure) {
+    for f in s.folded.iter_mut().filter(|f| f.kind == FoldKind::Inlined) {
+        let prefix = format!("{}/", f.name);
+        let before = s.removed.len();
+        s.removed.retain(|n| !n.scope.starts_with(&prefix));
+        f.dropped += before - s.removed.len();
+    }
 }
 
 /// Groups of A whose producer weights have another width in B.
@@ -362,21 +393,22 @@ fn changed_groups(a: &Analysis, fa: &Flat, fb: &Flat, m: &Matching) -> Vec<Group
 }
 
 /// The scope of a node name: its first path component (`/layer1/0/conv1/Conv` → `/layer1`).
-pub fn scope_of(name: &str) -> String {
-    let t = name.trim_start_matches('/');
-    match t.split_once('/') {
-        Some((head, _)) => format!("/{head}"),
-        None if name.starts_with('/') => "/".into(),
-        None => "(root)".into(),
+pub fn scope_of(name: &str) -> &str {
+    let Some(rest) = name.strip_prefix('/') else {
+        return "(root)";
+    };
+    match rest.find('/') {
+        Some(i) => &name[..=i],
+        None => "/",
     }
 }
 
 /// Params (every weight element a node reads, INT8 included) and MACs per node of the main
 /// graph, summed per scope; only scopes that changed are kept.
-fn costs(a: &Analysis, b: &Analysis, fa: &Flat, fb: &Flat, s: &mut Structure) {
-    let mut scopes: BTreeMap<String, [u64; 4]> = BTreeMap::new();
-    let mut tally = |f: &Flat, an: &Analysis, off: usize| -> (u64, u64) {
-        let mut seen: HashSet<String> = HashSet::new();
+fn costs<'a>(a: &Analysis, b: &Analysis, fa: &Flat<'a>, fb: &Flat<'a>, s: &mut Structure) {
+    let mut scopes: HashMap<&str, [u64; 4]> = HashMap::new();
+    let mut tally = |f: &Flat<'a>, an: &Analysis, off: usize| -> (u64, u64) {
+        let mut seen: HashSet<&str> = HashSet::new();
         let (mut tp, mut tm) = (0, 0);
         for (k, n) in f.nodes[..f.main].iter().enumerate() {
             let mut p = 0u64;
@@ -389,7 +421,7 @@ fn costs(a: &Analysis, b: &Analysis, fa: &Flat, fb: &Flat, s: &mut Structure) {
                 }
             }
             let mac = crate::model::stats::node_macs(n.node, &an.shapes).unwrap_or(0);
-            let e = scopes.entry(scope_of(n.name())).or_default();
+            let e = scopes.entry(scope_of(n.node.name())).or_default();
             e[off] += p;
             e[off + 2] += mac;
             tp += p;
@@ -399,11 +431,15 @@ fn costs(a: &Analysis, b: &Analysis, fa: &Flat, fb: &Flat, s: &mut Structure) {
     };
     (s.params_before, s.macs_before) = tally(fa, a, 0);
     (s.params_after, s.macs_after) = tally(fb, b, 1);
-    s.scopes = scopes
+    let mut changed: Vec<(&str, [u64; 4])> = scopes
         .into_iter()
         .filter(|(_, v)| v[0] != v[1] || v[2] != v[3])
+        .collect();
+    changed.sort_unstable_by_key(|(k, _)| *k);
+    s.scopes = changed
+        .into_iter()
         .map(|(scope, v)| ScopeCost {
-            scope,
+            scope: scope.to_string(),
             params_before: v[0],
             params_after: v[1],
             macs_before: v[2],
