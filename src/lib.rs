@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod convert;
 pub mod data;
 pub mod demo;
+pub mod diff;
 pub mod error;
 pub mod extract;
 pub mod fidelity;

@@ -41,6 +41,9 @@ enum Command {
     /// Mixed FP16/BF16 with the precision in the file (TensorRT 11 builds no FP16 otherwise):
     /// nodes that would overflow stay FP32, each named with its reason; fidelity vs FP32.
     Convert(cli::convert::ConvertArgs),
+    /// Compare two models: structure (added, removed, folded, changed nodes; channel widths)
+    /// and every matched tensor's SQNR, worst first, with the first divergence.
+    Diff(cli::diff::DiffArgs),
     /// Cut a subgraph out as a standalone model (by tensors, one node or a node range),
     /// optionally with real boundary data.
     Extract(cli::extract::ExtractArgs),
@@ -75,6 +78,7 @@ fn run(cli: Cli) -> CmdResult {
         Some(Command::Fix(a)) => cli::lint::run_fix(&a),
         Some(Command::Quantize(a)) => cli::quant::run(&a),
         Some(Command::Convert(a)) => cli::convert::run(&a),
+        Some(Command::Diff(a)) => cli::diff::run(&a),
         Some(Command::Extract(a)) => cli::extract::run_extract(&a),
         Some(Command::Split(a)) => cli::extract::run_split(&a),
         Some(Command::Reduce(a)) => cli::extract::run_reduce(&a),

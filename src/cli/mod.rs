@@ -2,6 +2,7 @@
 //! decides nothing beyond presentation: it calls the library and prints what it returns.
 
 pub mod convert;
+pub mod diff;
 pub mod extract;
 pub mod info;
 pub mod lint;

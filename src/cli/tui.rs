@@ -19,6 +19,9 @@ pub struct TuiArgs {
     /// Keymap file overriding the defaults (see assets/keymap.toml).
     #[arg(long)]
     pub keymap: Option<PathBuf>,
+    /// Open the Compare view: this model (A) against B, structure and per-tensor SQNR.
+    #[arg(long, value_name = "B")]
+    pub compare: Option<PathBuf>,
 }
 
 pub fn run(a: &TuiArgs) -> CmdResult {
@@ -34,6 +37,12 @@ pub fn run(a: &TuiArgs) -> CmdResult {
     }
     let pins = a.model_args.pins().map_err(Exit::bad)?;
     let keymap = KeyMap::load(a.keymap.as_deref()).map_err(Exit::bad)?;
-    let app = App::loading(a.model.clone(), pins, a.tags.clone(), keymap);
+    let mut app = App::loading(a.model.clone(), pins, a.tags.clone(), keymap);
+    if let Some(b) = &a.compare {
+        if !b.exists() {
+            return Err(Exit::bad(anyhow::anyhow!("{}: no such file", b.display())));
+        }
+        app.compare_with(b.clone());
+    }
     pare::tui::term::run(app).map_err(|e| Exit::bad(anyhow::anyhow!("terminal: {e}")))
 }

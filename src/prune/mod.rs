@@ -510,7 +510,8 @@ pub fn prune(a: &Analysis, opts: &PruneOptions, progress: &dyn Progress) -> Resu
     let ca = analyze_channels(a);
     let plan = make_plan(a, &ca, opts, progress)?;
     progress.phase("rewriting", None);
-    let proto = apply_plan(a, &ca, &plan)?;
+    let mut proto = apply_plan(a, &ca, &plan)?;
+    crate::diff::keepmap::record(&mut proto, &ca, &plan);
     let model = Model {
         file_size: prost::Message::encoded_len(&proto) as u64,
         proto,

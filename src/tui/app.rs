@@ -7,6 +7,7 @@
 //! the overlays ([`Overlay`]) each own their state, keys and command lists; the app resolves a
 //! key through the keymap for the focused component's contexts and hands the action to it.
 
+mod comparing;
 mod draw;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,8 @@ pub enum View {
     Groups,
     Diagnostics,
     Jobs,
+    /// Shown once a comparison was asked for (`--compare`, `C` on a job).
+    Compare,
 }
 
 impl View {
@@ -49,6 +52,7 @@ impl View {
             View::Groups => "Groups",
             View::Diagnostics => "Diagnostics",
             View::Jobs => "Jobs",
+            View::Compare => "Compare",
         }
     }
 }
@@ -193,6 +197,9 @@ pub struct App {
     groups: GroupsView,
     diags: DiagnosticsView,
     jobs: JobsView,
+    compare: Option<super::compare::CompareView>,
+    /// A comparison asked for before the model finished loading.
+    compare_pending: Option<PathBuf>,
     details: DetailsPane,
     search: SearchBox,
     overlay: Option<Overlay>,
@@ -224,6 +231,8 @@ impl App {
             groups: GroupsView::default(),
             diags: DiagnosticsView::default(),
             jobs: JobsView::default(),
+            compare: None,
+            compare_pending: None,
             details: DetailsPane::default(),
             search: SearchBox::default(),
             overlay: None,
@@ -408,6 +417,7 @@ impl App {
             (View::Groups, _) => vec![Ctx::Groups, Ctx::List, Ctx::Global],
             (View::Diagnostics, _) => vec![Ctx::Diagnostics, Ctx::List, Ctx::Global],
             (View::Jobs, _) => vec![Ctx::Jobs, Ctx::List, Ctx::Global],
+            (View::Compare, _) => vec![Ctx::Compare, Ctx::List, Ctx::Global],
         }
     }
 
@@ -431,6 +441,9 @@ impl App {
         for c in parts {
             v.extend_from_slice(c.contexts());
         }
+        if let Some(c) = &self.compare {
+            v.extend_from_slice(c.contexts());
+        }
         v
     }
 
@@ -445,6 +458,10 @@ impl App {
             (View::Groups, _) => &self.groups,
             (View::Diagnostics, _) => &self.diags,
             (View::Jobs, _) => &self.jobs,
+            (View::Compare, _) => match &self.compare {
+                Some(c) => c,
+                None => &self.jobs,
+            },
         };
         c.commands(self.focus)
     }
@@ -461,6 +478,9 @@ impl App {
                 self.groups.set_sensitivity(Some(r), n);
                 self.message = Some("sensitivity measured: o sorts the groups by it".into());
             }
+        }
+        if self.tick_compare() {
+            changed = true;
         }
         if self.background.drain() {
             changed = true;
@@ -626,6 +646,7 @@ impl App {
             View::Groups => s.channels.groups.len(),
             View::Diagnostics => s.diagnostics.len(),
             View::Jobs => self.jobs.jobs().len(),
+            View::Compare => self.compare.as_ref().map_or(0, |c| c.len()),
         }
     }
 
@@ -636,6 +657,10 @@ impl App {
             View::Groups => self.groups.pos_mut(),
             View::Diagnostics => self.diags.pos_mut(),
             View::Jobs => self.jobs.pos_mut(),
+            View::Compare => match &mut self.compare {
+                Some(c) => c.pos_mut(),
+                None => self.jobs.pos_mut(),
+            },
         }
     }
 
@@ -701,6 +726,7 @@ impl App {
                     self.message = Some("no sensitivity yet: S measures it".into());
                 }
             }
+            Action::CompareOriginal => self.compare_job_output(),
             _ => self.route(a),
         }
     }
@@ -740,14 +766,15 @@ impl App {
             Action::ViewDiagnostics => self.set_view(View::Diagnostics),
             Action::ViewJobs => self.set_view(View::Jobs),
             Action::NextView | Action::PrevView => {
-                let i = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
-                let n = View::ALL.len();
+                let views = self.tab_views();
+                let i = views.iter().position(|v| *v == self.view).unwrap_or(0);
+                let n = views.len();
                 let j = if a == Action::NextView {
                     (i + 1) % n
                 } else {
                     (i + n - 1) % n
                 };
-                self.set_view(View::ALL[j]);
+                self.set_view(views[j]);
             }
             Action::FocusNext | Action::FocusPrev => self.cycle_focus(a == Action::FocusNext),
             Action::Search => self.search.open(),
@@ -966,6 +993,7 @@ impl App {
                 }
             }
             View::Jobs => self.open_result(),
+            View::Compare => self.jump_to_compared(),
         }
     }
 

@@ -15,6 +15,7 @@ pub enum JobKind {
     Reduce,
     Convert,
     Sensitivity,
+    Compare,
 }
 
 impl JobKind {
@@ -27,6 +28,7 @@ impl JobKind {
             JobKind::Reduce => "reduce",
             JobKind::Convert => "convert",
             JobKind::Sensitivity => "sensitivity",
+            JobKind::Compare => "compare",
         }
     }
 }

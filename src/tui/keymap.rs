@@ -87,6 +87,7 @@ actions! {
     OpenResult => "open_result", "open", "Open the job's output model";
     Sensitivity => "sensitivity", "sensitivity", "Measure each prunable group's sensitivity (a job: the group pruned alone, output SQNR)";
     SortGroups => "sort_groups", "sort", "Sort the groups by sensitivity (most sensitive first), or back by id";
+    CompareOriginal => "compare_original", "compare", "Compare the job's output model with the original (Compare view)";
 }
 
 /// Where a binding applies.
@@ -100,6 +101,7 @@ pub enum Ctx {
     Groups,
     Diagnostics,
     Jobs,
+    Compare,
 }
 
 impl Ctx {
@@ -112,6 +114,7 @@ impl Ctx {
         Ctx::Groups,
         Ctx::Diagnostics,
         Ctx::Jobs,
+        Ctx::Compare,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -123,6 +126,7 @@ impl Ctx {
             Ctx::Groups => "groups",
             Ctx::Diagnostics => "diagnostics",
             Ctx::Jobs => "jobs",
+            Ctx::Compare => "compare",
         }
     }
     pub fn from_name(s: &str) -> Option<Ctx> {

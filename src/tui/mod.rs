@@ -7,6 +7,7 @@
 //! [`term`] touches the real terminal.
 
 pub mod app;
+pub mod compare;
 pub mod component;
 pub mod details;
 pub mod dialog;

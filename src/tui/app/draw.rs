@@ -54,6 +54,19 @@ impl App {
             self.draw_nodes(f, body);
             return;
         }
+        if self.view == View::Compare
+            && let Some(c) = &mut self.compare
+        {
+            c.draw(
+                f,
+                body,
+                self.focus,
+                &mut self.details,
+                &mut self.areas,
+                &mut self.page,
+            );
+            return;
+        }
         if self.view == View::Jobs {
             let clock = Clock(self.frozen_clock);
             self.jobs
@@ -212,7 +225,7 @@ impl App {
             .unwrap_or(0);
         let jobs = self.jobs.jobs();
         let running = jobs.iter().filter(|j| j.is_running()).count();
-        for (k, v) in View::ALL.iter().enumerate() {
+        for (k, v) in self.tab_views().iter().enumerate() {
             let badge = match v {
                 View::Diagnostics if n_diag > 0 => format!(" {n_diag}"),
                 View::Jobs if running > 0 => format!(" ⟳{running}"),

@@ -29,7 +29,22 @@ impl Component for JobsView {
     }
     fn commands(&self, _focus: Pane) -> Vec<Action> {
         use Action::*;
-        vec![Down, CancelJob, OpenResult, Help, Quit]
+        // "Compare with the original" is offered where it applies: a finished job that wrote
+        // a model from the open one.
+        let compare = self.current().is_some_and(|j| {
+            j.status == JobStatus::Finished
+                && matches!(j.kind, JobKind::Prune | JobKind::Quantize | JobKind::Fix)
+                && j.outcome.as_ref().is_some_and(|o| {
+                    o.outputs
+                        .iter()
+                        .any(|p| p.extension().is_some_and(|e| e == "onnx"))
+                })
+        });
+        if compare {
+            vec![Down, CancelJob, OpenResult, CompareOriginal, Help, Quit]
+        } else {
+            vec![Down, CancelJob, OpenResult, Help, Quit]
+        }
     }
 }
 

@@ -1,0 +1,141 @@
+//! The TUI's Compare view: `--compare` runs the comparison as a job and shows it; `C` on a
+//! finished job compares its output with the original; a snapshot of the view.
+
+mod common;
+mod tui_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pare::diff::structure::{Change, NodeChange};
+use pare::diff::{DiffRequest, Divergence};
+use pare::jobs::NoProgress;
+use pare::model::{Analysis, InputPins};
+use pare::tui::View;
+use pare::tui::compare::CompareView;
+use pare::tui::jobs::{JobKind, JobOutcome, JobStatus};
+use tui_support::*;
+
+fn snap(name: &str, text: String) {
+    insta::with_settings!({ snapshot_path => "snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+fn files() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = common::tempdir();
+    let a = common::write(dir.path(), "a.onnx", &common::resnet_like());
+    let b = common::write(dir.path(), "b.onnx", &common::resnet_like());
+    (dir, a, b)
+}
+
+#[test]
+fn compare_runs_as_a_job_and_fills_the_view() {
+    let (_dir, a, b) = files();
+    let mut app = app_for(Some(&a), None);
+    app.compare_with(b.clone());
+    assert_eq!(app.view(), View::Compare);
+    assert_eq!(app.jobs()[0].kind, JobKind::Compare);
+    app.settle(Duration::from_secs(60));
+    assert_eq!(
+        app.jobs()[0].status,
+        JobStatus::Finished,
+        "{:?}",
+        app.jobs()[0].log
+    );
+    app.tick();
+    let r = app.compare_view().and_then(|c| c.report()).expect("report");
+    assert!(r.same_structure());
+    assert!(!r.tensors.is_empty());
+    assert!(
+        r.tensors
+            .iter()
+            .all(|t| t.sqnr_db.is_some_and(|s| s >= 300.0))
+    );
+    let screen = render(&mut app, 120, 30);
+    assert!(
+        screen.contains("Compare") && screen.contains("exact"),
+        "{screen}"
+    );
+    // Enter goes to the tensor's node in the Nodes view.
+    let node = app
+        .compare_view()
+        .and_then(|c| c.current())
+        .expect("row")
+        .node
+        .clone();
+    press(&mut app, "enter");
+    assert_eq!(app.view(), View::Nodes);
+    let id = app.session().expect("session").by_name[&node];
+    assert_eq!(app.selected_node(), Some(id));
+    // The Compare tab stays reachable.
+    press(&mut app, "tab");
+    assert!(app.tab_views().contains(&View::Compare));
+}
+
+#[test]
+fn a_finished_job_offers_compare_with_the_original() {
+    let (_dir, a, b) = files();
+    let mut app = app_for(Some(&a), None);
+    let out = b.clone();
+    app.spawn_job(JobKind::Prune, "prune 50%", "pare prune", move |_| {
+        Ok(JobOutcome {
+            summary: vec!["done".into()],
+            outputs: vec![out],
+            ..Default::default()
+        })
+    });
+    app.settle(Duration::from_secs(10));
+    press(&mut app, "C");
+    assert_eq!(app.view(), View::Compare);
+    app.settle(Duration::from_secs(60));
+    app.tick();
+    assert!(app.compare_view().and_then(|c| c.report()).is_some());
+    assert_eq!(app.compare_view().expect("view").b, b);
+}
+
+#[test]
+fn compare_view_snapshot() {
+    let (_dir, a, b) = files();
+    let ma = Analysis::open(&a, &InputPins::new()).expect("a");
+    let mb = Analysis::open(&b, &InputPins::new()).expect("b");
+    let req = DiffRequest {
+        data: Some(pare::diff::DiffData {
+            engine: pare::runtime::EngineChoice::Tract,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut r = pare::diff::run(&ma, &mb, &req, &NoProgress).expect("diff");
+    // Fixed numbers and one structural change, so the snapshot shows every colour band and
+    // the side-by-side rows whatever the engine computes.
+    r.a = "a.onnx".into();
+    r.b = "b.onnx".into();
+    for (t, v) in r.tensors.iter_mut().zip([4.2, 21.5, 33.0]) {
+        t.sqnr_db = Some(v);
+        t.cosine = Some(0.99);
+        t.max_abs = Some(0.125);
+    }
+    let first = r.tensors[0].clone();
+    r.first_divergence = Some(Divergence {
+        name: first.name.clone(),
+        node: first.node.clone(),
+        sqnr_db: first.sqnr_db,
+    });
+    r.structure.changed.push(NodeChange {
+        name: first.node.clone(),
+        op: first.op.clone(),
+        scope: String::new(),
+        changes: vec![
+            Change::WeightShape {
+                input: 1,
+                before: vec![8, 8, 3, 3],
+                after: vec![4, 8, 3, 3],
+            },
+            Change::Quantized,
+        ],
+    });
+    let mut app = app_for(Some(&a), None);
+    app.show_compare(CompareView::with_report(PathBuf::from("b.onnx"), r));
+    snap("compare_view", render(&mut app, 120, 30));
+}
