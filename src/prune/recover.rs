@@ -1268,9 +1268,36 @@ pub fn activation_stats(
         .filter(|m| m.role == crate::analysis::channels::Role::ConsumerWeight)
         .map(|m| m.node.as_str())
         .collect();
+    let is_consumer = |n: &NodeProto| consumers.contains(n.display_name().as_str());
+    let m = input_moments(
+        a,
+        &ca,
+        opts,
+        &is_consumer,
+        2,
+        "activation statistics",
+        progress,
+    )?;
+    Ok(m.into_iter()
+        .map(|(k, v)| (k, v.into_iter().map(f64::sqrt).collect()))
+        .collect())
+}
+
+/// Per-channel moments (`power` 1: means, 2: mean squares) of the channel-tracked first
+/// inputs of the nodes `select` picks, on the fit part of the calibration samples: one pass
+/// over the original model for all of them.
+fn input_moments(
+    a: &Analysis,
+    ca: &ChannelAnalysis,
+    opts: &CalibOptions,
+    select: &dyn Fn(&NodeProto) -> bool,
+    power: i32,
+    phase: &str,
+    progress: &dyn Progress,
+) -> Result<HashMap<String, Vec<f64>>> {
     let mut tensors: Vec<(String, usize)> = Vec::new();
     for n in &a.graph().node {
-        if consumers.contains(n.display_name().as_str())
+        if select(n)
             && let Some(x) = n.input.first()
             && let Some(l) = ca.layouts.get(x)
             && !tensors.iter().any(|t| &t.0 == x)
@@ -1294,11 +1321,8 @@ pub fn activation_stats(
         opts: &ropts,
         progress,
     };
-    progress.phase("activation statistics", Some(split.fit.len() as u64));
-    let m = channel_moments(&a.model.proto, &tensors, &cx, 2)?;
-    Ok(m.into_iter()
-        .map(|(k, v)| (k, v.into_iter().map(f64::sqrt).collect()))
-        .collect())
+    progress.phase(phase, Some(split.fit.len() as u64));
+    channel_moments(&a.model.proto, &tensors, &cx, power)
 }
 
 /// The cheap stand-in for recovery inside a budget search: bias folding with the original's
@@ -1313,35 +1337,10 @@ impl BiasFolder {
     /// Channel means of every channel-tracked conv/Gemm input on the fit part of `opts`.
     pub fn new(a: &Analysis, opts: &CalibOptions, progress: &dyn Progress) -> Result<Self> {
         let ca = crate::analysis::channels::analyze_channels(a);
-        let mut tensors: Vec<(String, usize)> = Vec::new();
-        for n in &a.graph().node {
-            if matches!(n.op_type(), "Conv" | "Gemm")
-                && let Some(x) = n.input.first()
-                && let Some(l) = ca.layouts.get(x)
-                && !tensors.iter().any(|t| &t.0 == x)
-                && !a.index.inputs.contains(x)
-            {
-                tensors.push((x.clone(), l.axis));
-            }
-        }
-        let set = open_samples(a, &opts.data)?;
-        let split = crate::fidelity::HoldoutArgs {
-            holdout: opts.holdout,
-        }
-        .split(set.len())?;
-        let ropts = RecoverOptions {
-            engine: opts.data.engine.resolve()?,
-            ..opts.recover.clone()
-        };
-        let cx = FitContext {
-            set: &set,
-            fit: &split.fit,
-            opts: &ropts,
-            progress,
-        };
-        progress.phase("channel means for the search", Some(split.fit.len() as u64));
+        let conv_or_gemm = |n: &NodeProto| matches!(n.op_type(), "Conv" | "Gemm");
+        let phase = "channel means for the search";
         Ok(BiasFolder {
-            means: channel_moments(&a.model.proto, &tensors, &cx, 1)?,
+            means: input_moments(a, &ca, opts, &conv_or_gemm, 1, phase, progress)?,
         })
     }
 
