@@ -139,3 +139,62 @@ fn compare_view_snapshot() {
     app.show_compare(CompareView::with_report(PathBuf::from("b.onnx"), r));
     snap("compare_view", render(&mut app, 120, 30));
 }
+
+#[test]
+fn nodes_view_colours_names_by_the_comparison() {
+    let dir = common::tempdir();
+    let a = common::write(dir.path(), "a.onnx", &common::resnet_like());
+    // B: the same model with one conv's weights scrambled (its output diverges badly).
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.dims.len() == 4)
+        .expect("a conv weight");
+    let w = pare::model::tensor::to_f32(t).expect("floats");
+    let scrambled: Vec<f32> = w.iter().rev().map(|x| -3.0 * x).collect();
+    t.raw_data = Some(
+        scrambled
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    );
+    t.float_data.clear();
+    let b = common::write(dir.path(), "b.onnx", &m);
+    let mut app = app_for(Some(&a), None);
+    app.compare_with(b);
+    app.settle(Duration::from_secs(60));
+    app.tick();
+    let worst = app
+        .compare_view()
+        .and_then(|c| c.report())
+        .and_then(|r| r.tensors.first().cloned())
+        .expect("a compared tensor");
+    assert!(worst.sqnr_db.is_some_and(|db| db < 10.0), "{worst:?}");
+    press(&mut app, "1");
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 40)).unwrap();
+    term.draw(|f| pare::tui::ui::draw(&mut app, f)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let text = buffer_text(&buf);
+    assert!(text.contains("diff SQNR: red < 10 dB"), "{text}");
+    // The worst node's name is drawn red in the tree.
+    let leaf = worst
+        .node
+        .rsplit('/')
+        .next()
+        .unwrap_or(&worst.node)
+        .to_string();
+    let (y, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(&leaf))
+        .unwrap_or_else(|| panic!("{leaf} not in the tree:\n{text}"));
+    let x = line[..line.find(&leaf).unwrap()].chars().count() as u16;
+    assert_eq!(
+        buf[(x, y as u16)].fg,
+        ratatui::style::Color::Red,
+        "{leaf} at {x},{y}"
+    );
+}

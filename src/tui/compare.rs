@@ -121,6 +121,25 @@ impl CompareView {
         arrived
     }
 
+    /// Worst SQNR of each compared A node, by the session's node index (for the Nodes view).
+    pub fn node_errors(
+        &self,
+        s: &crate::tui::session::Session,
+    ) -> Option<super::views::NodeErrors> {
+        let r = self.report.as_ref()?;
+        let mut sqnr = std::collections::HashMap::new();
+        for t in &r.tensors {
+            if let (Some(db), Some(&i)) = (t.sqnr_db, s.by_name.get(&t.node)) {
+                let e: &mut f64 = sqnr.entry(i).or_insert(db);
+                *e = e.min(db);
+            }
+        }
+        Some(super::views::NodeErrors {
+            sqnr,
+            threshold: r.threshold_db,
+        })
+    }
+
     pub fn report(&self) -> Option<&DiffReport> {
         self.report.as_ref()
     }

@@ -75,12 +75,14 @@ impl App {
         }
         let highlight = self.highlight_group();
         let Some(s) = &self.session else { return };
+        let errors = self.compare.as_ref().and_then(|c| c.node_errors(s));
         let mut cx = DrawCx {
             session: s,
             focus: self.focus,
             highlight,
             areas: &mut self.areas,
             page: &mut self.page,
+            node_errors: errors.as_ref(),
         };
         match self.view {
             View::Groups => self.groups.draw(
@@ -116,12 +118,14 @@ impl App {
         for graph in [false, true] {
             let highlight = self.highlight_group();
             let Some(s) = &self.session else { break };
+            let errors = self.compare.as_ref().and_then(|c| c.node_errors(s));
             let mut cx = DrawCx {
                 session: s,
                 focus: self.focus,
                 highlight,
                 areas: &mut self.areas,
                 page: &mut self.page,
+                node_errors: errors.as_ref(),
             };
             if graph {
                 self.nodes.draw_graph(f, graph_r, &mut cx);

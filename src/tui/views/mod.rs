@@ -91,6 +91,17 @@ pub struct DrawCx<'a> {
     pub areas: &'a mut Areas,
     /// Rows of the focused list on screen, for page moves.
     pub page: &'a mut usize,
+    /// The finished comparison's error per node, when there is one (the Nodes view colours
+    /// node names by it).
+    pub node_errors: Option<&'a NodeErrors>,
+}
+
+/// Worst SQNR (dB) of each node's compared outputs, by session node index, and the
+/// comparison's threshold: what the Nodes view colours by after `pare tui A --compare B`.
+#[derive(Debug, Default)]
+pub struct NodeErrors {
+    pub sqnr: std::collections::HashMap<usize, f64>,
+    pub threshold: f64,
 }
 
 /// The right-hand (or lower) pane with details of whatever the list cursor is on.

@@ -392,6 +392,13 @@ impl NodesView {
             ),
             None => format!(" Nodes {} ", s.nodes.len()),
         };
+        let title = match cx.node_errors {
+            Some(e) => format!(
+                "{title}· diff SQNR: red < 10 dB, yellow < {:.0} dB, green exact ",
+                e.threshold
+            ),
+            None => title,
+        };
         let block = pane_block(title, focused);
         let inner = block.inner(area);
         f.render_widget(block, area);
@@ -408,6 +415,7 @@ impl NodesView {
                 .map(Vec::as_slice)
                 .unwrap_or(&[]),
             hit_nodes: hits.iter().map(|h| h.node).collect(),
+            errors: cx.node_errors,
         };
         let mut lines = Vec::with_capacity(h);
         for (k, row) in s
@@ -630,6 +638,8 @@ struct RowCx<'a> {
     cols: Columns,
     hl_nodes: &'a [usize],
     hit_nodes: std::collections::HashSet<usize>,
+    /// A finished comparison's per-node error: node names take its colour.
+    errors: Option<&'a super::NodeErrors>,
 }
 
 impl RowCx<'_> {
@@ -687,10 +697,13 @@ impl RowCx<'_> {
         } else {
             Span::styled("· ", theme::dim())
         };
-        let name_style = if self.hit_nodes.contains(&i) {
-            Style::default().fg(Color::Yellow)
-        } else {
-            Style::default()
+        let error = self
+            .errors
+            .and_then(|e| Some((*e.sqnr.get(&i)?, e.threshold)));
+        let name_style = match error {
+            _ if self.hit_nodes.contains(&i) => Style::default().fg(Color::Yellow),
+            Some((db, threshold)) => crate::tui::compare::error_style(Some(db), threshold),
+            None => Style::default(),
         };
         let full = match &s.tree.lifted[i] {
             Some(l) => format!("{l}/{}", n.leaf),
