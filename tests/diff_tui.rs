@@ -197,4 +197,15 @@ fn nodes_view_colours_names_by_the_comparison() {
         ratatui::style::Color::Red,
         "{leaf} at {x},{y}"
     );
+    // Its box in the neighbourhood graph too, once a neighbour is selected.
+    let id = app.session().unwrap().by_name[&worst.node];
+    let next = app.session().unwrap().nodes.len().min(id + 1);
+    app.reveal(next.min(app.session().unwrap().nodes.len() - 1));
+    term.draw(|f| pare::tui::ui::draw(&mut app, f)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let red_in_graph = (0..buf.area.height).any(|y| {
+        (buf.area.width / 2..buf.area.width)
+            .any(|x| buf[(x, y)].fg == ratatui::style::Color::Red && buf[(x, y)].symbol() != " ")
+    });
+    assert!(red_in_graph, "{}", buffer_text(&buf));
 }

@@ -496,6 +496,7 @@ impl NodesView {
             sel,
             hl_nodes: &hl_nodes,
             cursor_node: cursor_node.filter(|_| focused),
+            errors: cx.node_errors,
         };
         let h = inner.height as i32;
         let lines: Vec<Line> = (top..(top + h).min(view.height as i32))
@@ -553,6 +554,8 @@ struct Paint<'a> {
     hl_nodes: &'a [usize],
     /// The graph cursor's node while the graph has the focus.
     cursor_node: Option<usize>,
+    /// A finished comparison's per-node error: boxes take its colour.
+    errors: Option<&'a super::NodeErrors>,
 }
 
 impl Paint<'_> {
@@ -568,7 +571,10 @@ impl Paint<'_> {
                         .fg(Color::Yellow)
                         .add_modifier(Modifier::BOLD),
                     GKind::Node(n) if self.hl_nodes.binary_search(n).is_ok() => theme::group(),
-                    GKind::Node(_) => Style::default().fg(Color::White),
+                    GKind::Node(n) => match self.errors.and_then(|e| Some((*e.sqnr.get(n)?, e))) {
+                        Some((db, e)) => crate::tui::compare::error_style(Some(db), e.threshold),
+                        None => Style::default().fg(Color::White),
+                    },
                     GKind::Input(_) => theme::ok(),
                     GKind::Output(_) => Style::default().fg(Color::LightRed),
                     _ => theme::dim(),
