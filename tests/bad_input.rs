@@ -203,24 +203,12 @@ fn external_data_through_a_symlink_leaving_the_folder_is_refused() {
 
 /// resnet_like with NaN and Inf planted in one conv weight.
 fn nan_model(dir: &Path) -> std::path::PathBuf {
-    let mut m = common::resnet_like();
-    let g = m.graph.as_mut().expect("graph");
-    let t = g
-        .initializer
-        .iter_mut()
-        .find(|t| t.dims.len() == 4)
-        .expect("a conv weight");
-    let mut v = pare::model::tensor::to_f32(t).expect("floats");
-    v[0] = f32::NAN;
-    v[3] = f32::NAN;
-    v[5] = f32::INFINITY;
-    t.raw_data = Some(
-        v.iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>()
-            .into(),
-    );
-    t.float_data.clear();
+    let m = common::resnet_like_with_conv_weights(|mut v| {
+        v[0] = f32::NAN;
+        v[3] = f32::NAN;
+        v[5] = f32::INFINITY;
+        v
+    });
     common::write(dir, "nan.onnx", &m)
 }
 

@@ -145,23 +145,7 @@ fn nodes_view_colours_names_by_the_comparison() {
     let dir = common::tempdir();
     let a = common::write(dir.path(), "a.onnx", &common::resnet_like());
     // B: the same model with one conv's weights scrambled (its output diverges badly).
-    let mut m = common::resnet_like();
-    let g = m.graph.as_mut().expect("graph");
-    let t = g
-        .initializer
-        .iter_mut()
-        .find(|t| t.dims.len() == 4)
-        .expect("a conv weight");
-    let w = pare::model::tensor::to_f32(t).expect("floats");
-    let scrambled: Vec<f32> = w.iter().rev().map(|x| -3.0 * x).collect();
-    t.raw_data = Some(
-        scrambled
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>()
-            .into(),
-    );
-    t.float_data.clear();
+    let m = common::resnet_like_with_conv_weights(|w| w.iter().rev().map(|x| -3.0 * x).collect());
     let b = common::write(dir.path(), "b.onnx", &m);
     let mut app = app_for(Some(&a), None);
     app.compare_with(b);

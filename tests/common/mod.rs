@@ -28,6 +28,27 @@ pub fn pare(args: &[&str]) -> (i32, String, String) {
 }
 
 /// A fresh temporary directory that lives as long as the returned guard.
+/// resnet_like with the first conv weight's values replaced by `edit(values)`: a model that
+/// differs from the fixture in exactly one layer (NaN planting, perturbation tests).
+pub fn resnet_like_with_conv_weights(edit: impl FnOnce(Vec<f32>) -> Vec<f32>) -> ModelProto {
+    let mut m = resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.dims.len() == 4)
+        .expect("a conv weight");
+    let v = edit(pare::model::tensor::to_f32(t).expect("floats"));
+    t.raw_data = Some(
+        v.iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    );
+    t.float_data.clear();
+    m
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
