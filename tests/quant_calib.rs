@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use pare::jobs::NoProgress;
 use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::proto::ModelProto;
-use pare::model::tensor::DataType;
 use pare::model::{Analysis, InputPins};
 use pare::quant::{QuantOptions, quantize};
-use pare::runtime::{EngineChoice, HostTensor, InputSpec, Runner};
+use pare::runtime::EngineChoice;
 
 fn analysis(m: ModelProto) -> Analysis {
     Analysis::new(common::model(m), &InputPins::new()).expect("analysis")
@@ -136,25 +135,7 @@ fn activation_equalization_keeps_the_function_and_evens_the_ranges() {
         report.spread_after < report.spread_before - 1.0,
         "{report:?}"
     );
-    let specs = [InputSpec {
-        name: "x".into(),
-        dtype: DataType::FLOAT,
-        shape: vec![1, 3, 8, 8],
-    }];
-    let rf = Runner::tract(&m, &specs).expect("float");
-    let re = Runner::tract(&e, &specs).expect("equalized");
-    let mut rng = pare::rng::Rng::new(11);
-    for _ in 0..3 {
-        let x = HostTensor::f32(vec![1, 3, 8, 8], rng.normal_vec(192, 2.0));
-        let a = rf.run(std::slice::from_ref(&x)).expect("run")[0].to_f64();
-        let b = re.run(&[x]).expect("run")[0].to_f64();
-        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1.0);
-        let worst = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-        assert!(worst / scale < 1e-5, "equalized output moved by {worst}");
-    }
+    common::assert_same_function(&m, &e, &[1, 3, 8, 8]);
 }
 
 #[test]

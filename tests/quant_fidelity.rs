@@ -9,7 +9,6 @@ use pare::data::{self, DataSource, Preprocess};
 use pare::jobs::NoProgress;
 use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::proto::ModelProto;
-use pare::model::tensor::DataType;
 use pare::model::{Analysis, InputPins};
 use pare::quant::calibrate::{CalibrateOptions, calibrate};
 use pare::quant::placement::{self, PlacementOptions};
@@ -206,7 +205,6 @@ fn separable() -> ModelProto {
 
 #[test]
 fn equalization_keeps_the_function_and_evens_the_channels() {
-    use pare::runtime::{HostTensor, InputSpec, Runner};
     let m = separable();
     let (e, report) = pare::quant::equalize::equalize(&m, 4).expect("equalize");
     assert_eq!(report.pairs, 2, "conv→ReLU6→dw and dw→ReLU→pw");
@@ -215,23 +213,5 @@ fn equalization_keeps_the_function_and_evens_the_channels() {
         report.spread_after < report.spread_before - 0.3,
         "{report:?}"
     );
-    let specs = [InputSpec {
-        name: "x".into(),
-        dtype: DataType::FLOAT,
-        shape: vec![1, 3, 8, 8],
-    }];
-    let rf = Runner::tract(&m, &specs).expect("float");
-    let re = Runner::tract(&e, &specs).expect("equalized");
-    let mut rng = pare::rng::Rng::new(11);
-    for _ in 0..3 {
-        let x = HostTensor::f32(vec![1, 3, 8, 8], rng.normal_vec(192, 2.0));
-        let a = rf.run(std::slice::from_ref(&x)).expect("run")[0].to_f64();
-        let b = re.run(&[x]).expect("run")[0].to_f64();
-        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1.0);
-        let worst = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-        assert!(worst / scale < 1e-5, "equalized output moved by {worst}");
-    }
+    common::assert_same_function(&m, &e, &[1, 3, 8, 8]);
 }

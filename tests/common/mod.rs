@@ -49,6 +49,33 @@ pub fn resnet_like_with_conv_weights(edit: impl FnOnce(Vec<f32>) -> Vec<f32>) ->
     m
 }
 
+/// Asserts that `a` and `b` compute the same function (relative 1e-5 of the largest output)
+/// on three seeded normal inputs of `shape` fed to input `x`, on tract: the check for
+/// rewrites that must not change the float model (equalization, folding).
+pub fn assert_same_function(a: &ModelProto, b: &ModelProto, shape: &[usize]) {
+    use pare::model::DataType;
+    use pare::runtime::{HostTensor, InputSpec, Runner};
+    let specs = [InputSpec {
+        name: "x".into(),
+        dtype: DataType::FLOAT,
+        shape: shape.to_vec(),
+    }];
+    let ra = Runner::tract(a, &specs).expect("first model runs");
+    let rb = Runner::tract(b, &specs).expect("second model runs");
+    let mut rng = pare::rng::Rng::new(11);
+    for _ in 0..3 {
+        let x = HostTensor::f32(shape.to_vec(), rng.normal_vec(shape.iter().product(), 2.0));
+        let p = ra.run(std::slice::from_ref(&x)).expect("run")[0].to_f64();
+        let q = rb.run(&[x]).expect("run")[0].to_f64();
+        let scale = p.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1.0);
+        let worst = p
+            .iter()
+            .zip(&q)
+            .fold(0.0f64, |m, (u, v)| m.max((u - v).abs()));
+        assert!(worst / scale < 1e-5, "output moved by {worst}");
+    }
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
