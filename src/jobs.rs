@@ -39,6 +39,13 @@ pub enum JobEvent {
         /// Lowest task agreement (top-1 / mask IoU / pixel agreement) with the float model.
         agreement: Option<f64>,
     },
+    /// One training step (fine-tuning): its loss, and the held-out top-1 agreement with the
+    /// teacher when the step was evaluated, for the job's loss chart.
+    Training {
+        step: u64,
+        loss: f64,
+        agreement: Option<f64>,
+    },
     /// A point of a search trace (budget search: MACs kept as a share of the original, and
     /// the lowest output SQNR in dB), for the job's chart.
     Point {

@@ -4,6 +4,7 @@
 #![cfg(feature = "torch")]
 
 mod common;
+mod tui_support;
 
 use std::path::Path;
 
@@ -165,4 +166,107 @@ fn finetune_without_calibration_data_is_refused_before_pruning() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--calib"), "{err}");
     assert!(!out.exists());
+}
+
+/// The TUI's fine-tuning job: `T` on a finished prune job, steps and folder typed into the
+/// prompt; the job trains from the open model (the teacher), writes `NAME_ft.onnx` and its
+/// view draws the loss chart from the training events. Cancelling stops it without output.
+#[test]
+fn tui_finetune_job_trains_and_charts_the_loss() {
+    use pare::tui::jobs::{JobKind, JobOutcome, JobStatus};
+    use std::time::Duration;
+    let dir = common::tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    npy_samples(&data, 24);
+    let teacher = common::resnet_like();
+    let t = common::write(dir.path(), "teacher.onnx", &teacher);
+    let s = common::write(dir.path(), "student.onnx", &perturbed(&teacher));
+    let mut app = tui_support::app_for(Some(&t), None);
+    let out = s.clone();
+    app.spawn_job(JobKind::Prune, "prune", "pare prune", move |_| {
+        Ok(JobOutcome {
+            outputs: vec![out],
+            ..Default::default()
+        })
+    });
+    app.settle(Duration::from_secs(10));
+    tui_support::press(&mut app, "T");
+    for _ in 0..8 {
+        tui_support::press(&mut app, "backspace");
+    }
+    tui_support::type_text(&mut app, &format!("20 {}", data.display()));
+    tui_support::press(&mut app, "enter");
+    app.settle(Duration::from_secs(300));
+    let j = app.jobs().last().expect("job");
+    assert_eq!(j.kind, JobKind::Finetune);
+    assert_eq!(j.status, JobStatus::Finished, "{:?}", j.log);
+    assert_eq!(j.training.len(), 20);
+    assert!(j.training.last().and_then(|p| p.agreement).is_some());
+    assert!(j.command.contains("--teacher") && j.command.contains("--steps 20"));
+    let written = dir.path().join("student_ft.onnx");
+    assert!(written.exists());
+    pare::model::load_model(&written).expect("the fine-tuned model loads");
+    let screen = tui_support::render(&mut app, 140, 40);
+    assert!(screen.contains("loss · agreement"), "{screen}");
+}
+
+/// Library progress: a "training" phase of `steps` and one training event per step.
+#[test]
+fn finetune_reports_each_step_to_its_progress_sink() {
+    use pare::jobs::{JobEvent, RecordProgress};
+    use pare::torch::finetune::{FinetuneRequest, Loss, finetune};
+    let dir = common::tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    npy_samples(&data, 12);
+    let teacher = common::resnet_like();
+    let t = common::write(dir.path(), "teacher.onnx", &teacher);
+    let s = common::write(dir.path(), "student.onnx", &perturbed(&teacher));
+    let req = FinetuneRequest {
+        student: s,
+        teacher: t,
+        output: dir.path().join("out.onnx"),
+        data: pare::data::DataSource::Path(data),
+        preprocess: pare::data::Preprocess::default(),
+        samples: 12,
+        crop: None,
+        steps: 6,
+        batch: 2,
+        lr: 1e-3,
+        loss: Loss::Mse,
+        device: tch::Device::Cpu,
+        eval_samples: 4,
+        seed: 0,
+        eval_every: 3,
+        eval_data: None,
+        max_seconds: None,
+    };
+    let rec = RecordProgress::default();
+    finetune(&req, &rec).expect("finetune");
+    let ev = rec.events();
+    assert!(ev.contains(&JobEvent::Phase {
+        name: "training".into(),
+        total: Some(6)
+    }));
+    let steps: Vec<(u64, bool)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Training {
+                step, agreement, ..
+            } => Some((*step, agreement.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (1, false),
+            (2, false),
+            (3, true),
+            (4, false),
+            (5, false),
+            (6, true)
+        ]
+    );
 }

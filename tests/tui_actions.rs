@@ -142,3 +142,103 @@ fn quantize_dialog_offers_the_precision() {
     assert!(j.command.contains("--precision fp16"), "{}", j.command);
     app.settle(Duration::from_secs(120));
 }
+
+/// A finished prune job whose output is `out`, as the Jobs view shows it.
+fn finished_prune(app: &mut pare::tui::App, out: std::path::PathBuf) {
+    app.spawn_job(JobKind::Prune, "prune 50%", "pare prune", move |_| {
+        Ok(pare::tui::jobs::JobOutcome {
+            summary: vec!["done".into()],
+            outputs: vec![out],
+            ..Default::default()
+        })
+    });
+    app.settle(Duration::from_secs(10));
+}
+
+#[test]
+fn finetune_key_on_a_finished_job_asks_or_says_how_to_enable_it() {
+    let (dir, mut app) = conv_app();
+    // Not on a running or missing job.
+    press(&mut app, "4");
+    press(&mut app, "T");
+    assert!(
+        app.message()
+            .is_some_and(|m| m.contains("finished prune or quantize")),
+        "{:?}",
+        app.message()
+    );
+    let student = common::write(dir.path(), "pruned.onnx", &common::resnet_like());
+    finished_prune(&mut app, student);
+    press(&mut app, "T");
+    let screen = render(&mut app, 140, 36);
+    if cfg!(feature = "torch") {
+        assert!(screen.contains("Fine-tune"), "{screen}");
+        assert!(screen.contains("pruned.onnx"), "{screen}");
+    } else {
+        assert!(
+            app.message().is_some_and(|m| m.contains("`torch` feature")),
+            "{:?}",
+            app.message()
+        );
+        assert!(!screen.contains("STEPS (default"), "{screen}");
+    }
+}
+
+#[test]
+fn finetune_job_draws_its_loss_chart_with_the_agreement() {
+    let (_dir, mut app) = conv_app();
+    app.spawn_job(
+        JobKind::Finetune,
+        "finetune 30 steps",
+        "pare finetune",
+        |p| {
+            use pare::jobs::{JobEvent, Progress};
+            p.phase("training", Some(30));
+            for step in 1..=30u64 {
+                let agreement = match step {
+                    10 => Some(0.25),
+                    30 => Some(0.75),
+                    _ => None,
+                };
+                p.step(step, "");
+                p.event(JobEvent::Training {
+                    step,
+                    loss: 3.0 / step as f64,
+                    agreement,
+                });
+            }
+            Ok(pare::tui::jobs::JobOutcome::default())
+        },
+    );
+    app.settle(Duration::from_secs(10));
+    let j = &app.jobs()[0];
+    assert_eq!(j.training.len(), 30);
+    assert!(
+        j.log
+            .iter()
+            .any(|l| l.contains("step 30: loss 0.1000, agreement 0.750"))
+    );
+    let screen = render(&mut app, 140, 40);
+    assert!(screen.contains("agreement 0.250 → 0.750"), "{screen}");
+    assert!(screen.contains("step"), "{screen}");
+    // The chart's y axis runs to the largest loss (3.0 at step 1).
+    assert!(screen.contains("3.000"), "{screen}");
+}
+
+#[test]
+fn finetune_prompt_reads_steps_and_folder() {
+    let dir = common::tempdir();
+    let s = dir.path().join("p.onnx");
+    let t = dir.path().join("t.onnx");
+    let data = dir.path().to_string_lossy().into_owned();
+    let a = pare::tui::engines::finetune_ask(&format!("300 {data}"), &s, &t).expect("ask");
+    assert_eq!(a.steps, 300);
+    assert_eq!(a.output, dir.path().join("p_ft.onnx"));
+    assert!(a.command_line().contains("--steps 300 --eval-every 30"));
+    let a = pare::tui::engines::finetune_ask(&data, &s, &t).expect("folder only");
+    assert_eq!(a.steps, pare::tui::engines::FINETUNE_STEPS);
+    for bad in ["300", "", "0 .", "12 /no/such/folder"] {
+        let e = pare::tui::engines::finetune_ask(bad, &s, &t).expect_err(bad);
+        assert!(!e.to_string().is_empty());
+    }
+}

@@ -191,8 +191,10 @@ pub fn run_finetune(a: &FinetuneArgs) -> CmdResult {
         },
         max_seconds: a.max_seconds,
     };
-    let report = finetune(&req).map_err(Exit::bad)?;
-    print(&report, a.json)
+    let bar = training_bar();
+    let report = finetune(&req, &bar);
+    bar.finish();
+    print(&report.map_err(Exit::bad)?, a.json)
 }
 
 /// `--finetune STEPS` on `pare prune` and `pare quantize`: after compressing, distil the
@@ -317,7 +319,10 @@ pub fn finetune_written(
         eval_data: None,
         max_seconds: f.finetune_seconds,
     };
-    let mut report = finetune(&req).map_err(Exit::bad)?;
+    let bar = training_bar();
+    let report = finetune(&req, &bar);
+    bar.finish();
+    let mut report = report.map_err(Exit::bad)?;
     std::fs::rename(&tmp, written).map_err(|e| {
         Exit::bad(anyhow::anyhow!(
             "{} -> {}: {e}",
@@ -328,6 +333,13 @@ pub fn finetune_written(
     report.output = written.display().to_string();
     let value = serde_json::to_value(&report).map_err(Exit::bad)?;
     Ok(Some((value, report.render_text())))
+}
+
+/// The training progress bar (stderr; hidden when stderr is not a terminal, as the JSON
+/// report goes to stdout either way).
+#[cfg(feature = "torch")]
+fn training_bar() -> pare::jobs::CliProgress {
+    pare::jobs::CliProgress::new(!std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
 #[cfg(feature = "torch")]

@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::exec::{ExecError, TorchGraph};
 use crate::data::{DataSource, DeclDim, InputDecl, Preprocess, SampleSet, input_decls};
+use crate::jobs::{JobEvent, Progress};
 use crate::model::proto::TensorProto;
 use crate::model::tensor::{DataType, f32_tensor};
 use crate::model::{InputPins, Model, SaveOptions, load_model, save_model};
@@ -496,8 +497,13 @@ fn train_step(
     Ok(loss.double_value(&[]))
 }
 
-/// Runs distillation and writes the student with its trained initializers.
-pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneReport, FinetuneError> {
+/// Runs distillation and writes the student with its trained initializers. `progress` gets a
+/// "training" phase with a [`JobEvent::Training`] per step (the CLI's bar, the TUI's loss
+/// chart); cancelling stops at the next step and writes nothing.
+pub fn finetune(
+    req: &FinetuneRequest,
+    progress: &dyn Progress,
+) -> Result<FinetuneReport, FinetuneError> {
     crate::report::check_output(Some(&req.student), &req.output)?;
     if req.batch == 0 || req.steps == 0 {
         return Err(FinetuneError::Usage(
@@ -525,7 +531,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneReport, FinetuneError> 
     let mut opt = Adam::new(&mut student, trainable, req.lr);
     let mut rng = Rng::new(req.seed);
     tch::manual_seed(req.seed as i64);
-    let bar = progress(req.steps);
+    progress.phase("training", Some(req.steps as u64));
     let (mut train_s, mut eval_s) = (0.0, 0.0);
     let mut curve = vec![CurvePoint {
         step: 0,
@@ -547,11 +553,8 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneReport, FinetuneError> 
         } else {
             None
         };
-        bar.set_position(step as u64);
-        bar.set_message(match agreement {
-            Some(a) => format!("loss {loss:.4}  agreement {a:.3}"),
-            None => format!("loss {loss:.4}"),
-        });
+        report_step(progress, step, loss, agreement);
+        progress.check_cancel()?;
         curve.push(CurvePoint {
             step,
             seconds: train_s,
@@ -562,7 +565,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneReport, FinetuneError> 
             break;
         }
     }
-    bar.finish_and_clear();
+    progress.phase("writing", None);
     let after = curve.last().and_then(|p| p.agreement).unwrap_or(f64::NAN);
     write_trained(&student_model, &student, req)?;
     let check = check_written(req, &student, &held)?;
@@ -583,14 +586,20 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneReport, FinetuneError> 
     })
 }
 
-fn progress(steps: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(steps as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("finetune {bar:30} {pos}/{len} {elapsed} {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar
+/// One step's progress line and its point for the loss chart.
+fn report_step(progress: &dyn Progress, step: usize, loss: f64, agreement: Option<f64>) {
+    progress.step(
+        step as u64,
+        &match agreement {
+            Some(a) => format!("loss {loss:.4}  agreement {a:.3}"),
+            None => format!("loss {loss:.4}"),
+        },
+    );
+    progress.event(JobEvent::Training {
+        step: step as u64,
+        loss,
+        agreement,
+    });
 }
 
 /// How the written file was checked: run on tract or onnxruntime (not libtorch) on held-out

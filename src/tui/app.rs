@@ -9,6 +9,7 @@
 
 mod comparing;
 mod draw;
+mod finetuning;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -627,6 +628,7 @@ impl App {
                 self.save_tags(Some(&path));
             }
             Reply::Sensitivity(data) => self.start_sensitivity(&data),
+            Reply::Finetune(student, text) => self.start_finetune(&student, &text),
             Reply::Prune(d) => self.start_prune(&d),
             Reply::Quantize(d) => self.start_quantize(&d),
             Reply::Extract(d) => {
@@ -727,6 +729,7 @@ impl App {
                 }
             }
             Action::CompareOriginal => self.compare_job_output(),
+            Action::Finetune => self.ask_finetune(),
             _ => self.route(a),
         }
     }
@@ -1069,7 +1072,7 @@ impl App {
         ));
     }
 
-    fn check_not_input(&self, out: &Path) -> crate::Result<()> {
+    pub(super) fn check_not_input(&self, out: &Path) -> crate::Result<()> {
         let input = self
             .session
             .as_ref()

@@ -164,6 +164,108 @@ pub fn sensitivity(
     Ok(out)
 }
 
+/// What the Jobs view's fine-tune prompt asked for: `STEPS FOLDER` (steps optional).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinetuneAsk {
+    pub student: PathBuf,
+    pub teacher: PathBuf,
+    pub output: PathBuf,
+    pub steps: usize,
+    pub data: PathBuf,
+}
+
+/// Steps when the prompt gives none: what `pare finetune` does by default.
+pub const FINETUNE_STEPS: usize = 200;
+
+/// Parses the fine-tune prompt (`300 images/`, or just a folder) for `student`, taught by
+/// `teacher`, written next to the student as `NAME_ft.onnx`.
+pub fn finetune_ask(text: &str, student: &Path, teacher: &Path) -> Result<FinetuneAsk> {
+    let text = text.trim();
+    let (steps, folder) = match text.split_once(char::is_whitespace) {
+        Some((n, rest)) if n.parse::<usize>().is_ok() => (n.parse().ok(), rest.trim()),
+        _ => match text.parse::<usize>() {
+            Ok(n) => (Some(n), ""),
+            Err(_) => (None, text),
+        },
+    };
+    let steps = steps.unwrap_or(FINETUNE_STEPS);
+    if steps == 0 {
+        return Err(PareError::Usage("fine-tuning needs at least 1 step".into()));
+    }
+    if folder.is_empty() {
+        return Err(PareError::Usage(
+            "fine-tuning trains on unlabeled samples: give a folder of images or .npy".into(),
+        ));
+    }
+    let data = PathBuf::from(folder);
+    if !data.exists() {
+        return Err(PareError::Usage(format!(
+            "{}: no such sample folder or file",
+            data.display()
+        )));
+    }
+    let stem = student
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    Ok(FinetuneAsk {
+        output: student.with_file_name(format!("{stem}_ft.onnx")),
+        student: student.to_path_buf(),
+        teacher: teacher.to_path_buf(),
+        steps,
+        data,
+    })
+}
+
+impl FinetuneAsk {
+    /// The equivalent command line.
+    pub fn command_line(&self) -> String {
+        format!(
+            "pare finetune {} --teacher {} --data {} -o {} --steps {} --eval-every {}",
+            self.student.display(),
+            self.teacher.display(),
+            self.data.display(),
+            self.output.display(),
+            self.steps,
+            self.eval_every()
+        )
+    }
+
+    /// Held-out agreement about ten times per run, for the chart's legend.
+    fn eval_every(&self) -> usize {
+        (self.steps / 10).max(1)
+    }
+}
+
+/// Distils the student from the teacher on libtorch (`pare finetune` with its defaults).
+#[cfg(feature = "torch")]
+pub fn finetune(ask: &FinetuneAsk, p: &dyn Progress) -> Result<JobOutcome> {
+    use crate::torch::finetune::{FinetuneRequest, Loss, finetune};
+    let req = FinetuneRequest {
+        student: ask.student.clone(),
+        teacher: ask.teacher.clone(),
+        output: ask.output.clone(),
+        data: crate::data::DataSource::parse(&[ask.data.display().to_string()], 0)?,
+        preprocess: crate::data::Preprocess::default(),
+        samples: 256,
+        crop: None,
+        steps: ask.steps,
+        batch: 8,
+        lr: 1e-3,
+        loss: Loss::Kl,
+        device: tch::Device::Cpu,
+        eval_samples: 16,
+        seed: 0,
+        eval_every: ask.eval_every(),
+        eval_data: None,
+        max_seconds: None,
+    };
+    let report = finetune(&req, p).map_err(|e| match e {
+        crate::torch::finetune::FinetuneError::Pare(e) => e,
+        e => PareError::Runtime(e.to_string()),
+    })?;
+    Ok(outcome(&report, vec![ask.output.clone()]))
+}
+
 /// Extracts with [`crate::extract::run::run`]; the files are the piece, then its
 /// `test_data_set_K/` folders.
 pub fn extract(a: &Analysis, req: &ExtractRequest, p: &dyn Progress) -> Result<JobOutcome> {

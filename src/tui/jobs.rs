@@ -16,6 +16,7 @@ pub enum JobKind {
     Convert,
     Sensitivity,
     Compare,
+    Finetune,
 }
 
 impl JobKind {
@@ -29,6 +30,7 @@ impl JobKind {
             JobKind::Convert => "convert",
             JobKind::Sensitivity => "sensitivity",
             JobKind::Compare => "compare",
+            JobKind::Finetune => "finetune",
         }
     }
 }
@@ -68,6 +70,15 @@ pub struct FidelityValue {
     pub agreement: Option<f64>,
 }
 
+/// One step of a fine-tuning job, for its loss chart.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainingPoint {
+    pub step: u64,
+    pub loss: f64,
+    /// Held-out top-1 agreement with the teacher, on the steps that were evaluated.
+    pub agreement: Option<f64>,
+}
+
 pub struct JobEntry {
     pub kind: JobKind,
     pub title: String,
@@ -87,6 +98,8 @@ pub struct JobEntry {
     pub fidelity: Option<FidelityValue>,
     /// Search trace points (budget search: MACs share, SQNR dB) for the chart.
     pub points: Vec<(f64, f64)>,
+    /// Fine-tuning steps so far (loss, and agreement where evaluated) for the loss chart.
+    pub training: Vec<TrainingPoint>,
     pub status: JobStatus,
     pub outcome: Option<JobOutcome>,
     pub cancel_requested: bool,
@@ -114,6 +127,7 @@ impl JobEntry {
             layers: Vec::new(),
             fidelity: None,
             points: Vec::new(),
+            training: Vec::new(),
             status: JobStatus::Running,
             outcome: None,
             cancel_requested: false,
@@ -207,6 +221,21 @@ impl JobEntry {
                 });
             }
             JobEvent::Point { x, y } => self.points.push((x, y)),
+            JobEvent::Training {
+                step,
+                loss,
+                agreement,
+            } => {
+                if let Some(a) = agreement {
+                    self.log
+                        .push(format!("step {step}: loss {loss:.4}, agreement {a:.3}"));
+                }
+                self.training.push(TrainingPoint {
+                    step,
+                    loss,
+                    agreement,
+                });
+            }
             JobEvent::Finished { summary } => self.log.push(format!("✓ {summary}")),
             JobEvent::Failed { error } => self.log.push(format!("✗ {error}")),
         }

@@ -88,6 +88,7 @@ actions! {
     Sensitivity => "sensitivity", "sensitivity", "Measure each prunable group's sensitivity (a job: the group pruned alone, output SQNR)";
     SortGroups => "sort_groups", "sort", "Sort the groups by sensitivity (most sensitive first), or back by id";
     CompareOriginal => "compare_original", "compare", "Compare the job's output model with the original (Compare view)";
+    Finetune => "finetune", "fine-tune", "Fine-tune the job's output model by distillation from the original (a job with a loss chart; needs the torch feature)";
 }
 
 /// Where a binding applies.

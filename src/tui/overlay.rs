@@ -32,6 +32,8 @@ pub enum Overlay {
     SaveAs(Prompt),
     /// Where the Groups view's sensitivity samples come from.
     Sensitivity(Prompt),
+    /// Steps and samples for fine-tuning this model (a finished job's output).
+    Finetune(Prompt, PathBuf),
     ConfirmQuit,
 }
 
@@ -45,6 +47,8 @@ pub enum Reply {
     SaveTagsTo(PathBuf),
     /// Measure group sensitivity on these samples (empty: random).
     Sensitivity(String),
+    /// Fine-tune this model as the prompt says (`STEPS FOLDER`).
+    Finetune(PathBuf, String),
     Prune(PruneDialog),
     Quantize(QuantizeDialog),
     Extract(ExtractDialog),
@@ -63,6 +67,10 @@ const EXTRACT_HINTS: &[Hint] = &[hint("⏎", "extract (job)"), hint("Esc", "clos
 const SAVE_HINTS: &[Hint] = &[hint("⏎", "save (atomic write)"), hint("Esc", "cancel")];
 const SENS_HINTS: &[Hint] = &[
     hint("⏎", "measure (job; empty: 16 random samples)"),
+    hint("Esc", "cancel"),
+];
+const FINETUNE_HINTS: &[Hint] = &[
+    hint("⏎", "fine-tune (job; loss chart live)"),
     hint("Esc", "cancel"),
 ];
 const QUIT_HINTS: &[Hint] = &[
@@ -95,6 +103,7 @@ impl Overlay {
             Overlay::Extract(_) => EXTRACT_HINTS,
             Overlay::SaveAs(_) => SAVE_HINTS,
             Overlay::Sensitivity(_) => SENS_HINTS,
+            Overlay::Finetune(..) => FINETUNE_HINTS,
             Overlay::ConfirmQuit => QUIT_HINTS,
         }
     }
@@ -134,6 +143,11 @@ impl Overlay {
                 Outcome::Submit => Reply::Sensitivity(p.input.text.clone()),
                 Outcome::Stay => Reply::Stay,
             },
+            Overlay::Finetune(p, student) => match p.handle(k) {
+                Outcome::Close => Reply::Close,
+                Outcome::Submit => Reply::Finetune(student.clone(), p.input.text.clone()),
+                Outcome::Stay => Reply::Stay,
+            },
             Overlay::Prune(d) => reply(d.handle(k), d, Reply::Prune),
             Overlay::Quantize(d) => reply(d.handle(k), d, Reply::Quantize),
             Overlay::Extract(d) => reply(d.handle(k), d, Reply::Extract),
@@ -154,6 +168,7 @@ impl Overlay {
             Overlay::ConfirmQuit => draw_confirm_quit(f, body),
             Overlay::SaveAs(p) => draw_save_as(p, SAVE_HINTS, f, body),
             Overlay::Sensitivity(p) => draw_save_as(p, SENS_HINTS, f, body),
+            Overlay::Finetune(p, _) => draw_save_as(p, FINETUNE_HINTS, f, body),
             Overlay::Prune(d) => {
                 if let Some(s) = s {
                     draw_prune(d, s, f, body)

@@ -199,7 +199,7 @@ fn draw_job_detail(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect, focuse
     } else {
         0
     };
-    let chart_h = if j.points.is_empty() {
+    let chart_h = if j.points.is_empty() && j.training.is_empty() {
         0
     } else {
         8.min(inner.height / 3)
@@ -213,7 +213,9 @@ fn draw_job_detail(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect, focuse
         Constraint::Min(1),
     ])
     .areas(inner);
-    if chart_h > 0 {
+    if chart_h > 0 && !j.training.is_empty() {
+        draw_loss(&j.training, f, chart_r);
+    } else if chart_h > 0 {
         draw_trace(&j.points, f, chart_r);
     }
     f.render_widget(
@@ -314,6 +316,52 @@ fn draw_trace(points: &[(f64, f64)], f: &mut Frame, area: Rect) {
                 .bounds([0.0, ymax])
                 .labels(["0".to_string(), format!("{ymax:.0}")]),
         );
+    f.render_widget(chart, area);
+}
+
+/// Fine-tuning: the distillation loss against steps, with the held-out agreement (first and
+/// latest evaluated) in the legend, so a run that stops improving is seen while it runs.
+fn draw_loss(points: &[crate::tui::jobs::TrainingPoint], f: &mut Frame, area: Rect) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.loss.is_finite())
+        .map(|p| (p.step as f64, p.loss))
+        .collect();
+    let xmax = pts.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let ymax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-6);
+    let evaluated: Vec<f64> = points.iter().filter_map(|p| p.agreement).collect();
+    let name = match (evaluated.first(), evaluated.last()) {
+        (Some(a), Some(b)) if evaluated.len() > 1 => {
+            format!("loss · agreement {a:.3} → {b:.3}")
+        }
+        (Some(a), _) => format!("loss · agreement {a:.3}"),
+        _ => "loss".to_string(),
+    };
+    let data = Dataset::default()
+        .name(name)
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(theme::accent())
+        .data(&pts);
+    let chart = Chart::new(vec![data])
+        .x_axis(
+            Axis::default()
+                .title("step")
+                .style(theme::dim())
+                .bounds([0.0, xmax])
+                .labels(["0".to_string(), format!("{xmax:.0}")]),
+        )
+        .y_axis(
+            Axis::default()
+                .title("loss")
+                .style(theme::dim())
+                .bounds([0.0, ymax])
+                .labels(["0".to_string(), format!("{ymax:.3}")]),
+        )
+        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
+        .hidden_legend_constraints((Constraint::Percentage(90), Constraint::Percentage(90)));
     f.render_widget(chart, area);
 }
 
