@@ -43,6 +43,17 @@ fn perturbed(m: &ModelProto) -> ModelProto {
     m
 }
 
+/// `n` samples in `dir/data`, the teacher and a perturbed student written beside them.
+fn setup(dir: &Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    npy_samples(&data, n);
+    let teacher = common::resnet_like();
+    let t = common::write(dir, "teacher.onnx", &teacher);
+    let s = common::write(dir, "student.onnx", &perturbed(&teacher));
+    (data, t, s)
+}
+
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
@@ -50,12 +61,7 @@ fn json(stdout: &str) -> serde_json::Value {
 #[test]
 fn distillation_lowers_the_loss_and_the_written_model_runs_outside_libtorch() {
     let dir = common::tempdir();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).expect("mkdir");
-    npy_samples(&data, 24);
-    let teacher = common::resnet_like();
-    let t = common::write(dir.path(), "teacher.onnx", &teacher);
-    let s = common::write(dir.path(), "student.onnx", &perturbed(&teacher));
+    let (data, t, s) = setup(dir.path(), 24);
     let out = dir.path().join("tuned.onnx");
     let (code, stdout, err) = common::pare(&[
         "finetune",
@@ -176,12 +182,7 @@ fn tui_finetune_job_trains_and_charts_the_loss() {
     use pare::tui::jobs::{JobKind, JobOutcome, JobStatus};
     use std::time::Duration;
     let dir = common::tempdir();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).expect("mkdir");
-    npy_samples(&data, 24);
-    let teacher = common::resnet_like();
-    let t = common::write(dir.path(), "teacher.onnx", &teacher);
-    let s = common::write(dir.path(), "student.onnx", &perturbed(&teacher));
+    let (data, t, s) = setup(dir.path(), 24);
     let mut app = tui_support::app_for(Some(&t), None);
     let out = s.clone();
     app.spawn_job(JobKind::Prune, "prune", "pare prune", move |_| {
@@ -217,12 +218,7 @@ fn finetune_reports_each_step_to_its_progress_sink() {
     use pare::jobs::{JobEvent, RecordProgress};
     use pare::torch::finetune::{FinetuneRequest, Loss, finetune};
     let dir = common::tempdir();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).expect("mkdir");
-    npy_samples(&data, 12);
-    let teacher = common::resnet_like();
-    let t = common::write(dir.path(), "teacher.onnx", &teacher);
-    let s = common::write(dir.path(), "student.onnx", &perturbed(&teacher));
+    let (data, t, s) = setup(dir.path(), 12);
     let req = FinetuneRequest {
         student: s,
         teacher: t,

@@ -288,42 +288,71 @@ fn draw_gauge(j: &JobEntry, clock: Clock, f: &mut Frame, area: Rect) {
     }
 }
 
-/// The budget search's fidelity (SQNR dB) against MACs kept, one point per round.
-fn draw_trace(points: &[(f64, f64)], f: &mut Frame, area: Rect) {
+/// One axis of a job chart: title, bounds and the two end labels.
+struct AxisSpec {
+    title: &'static str,
+    bounds: [f64; 2],
+    labels: [String; 2],
+}
+
+impl AxisSpec {
+    fn axis(self) -> ratatui::widgets::Axis<'static> {
+        ratatui::widgets::Axis::default()
+            .title(self.title)
+            .style(theme::dim())
+            .bounds(self.bounds)
+            .labels(self.labels)
+    }
+}
+
+/// A one-line braille chart of `pts` named `name`; `wide_legend` keeps the legend even when
+/// it takes most of the chart (a long name carrying numbers).
+fn line_chart(
+    name: String,
+    pts: &[(f64, f64)],
+    (x, y): (AxisSpec, AxisSpec),
+    wide_legend: bool,
+    f: &mut Frame,
+    area: Rect,
+) {
     use ratatui::symbols::Marker;
-    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
-    let pts: Vec<(f64, f64)> = points.iter().map(|(x, y)| (x * 100.0, *y)).collect();
-    let xmin = pts.iter().map(|p| p.0).fold(100.0f64, f64::min).floor();
-    let ymax = pts.iter().map(|p| p.1).fold(10.0f64, f64::max).ceil();
+    use ratatui::widgets::{Chart, Dataset, GraphType, LegendPosition};
     let data = Dataset::default()
-        .name("SQNR dB")
+        .name(name)
         .marker(Marker::Braille)
         .graph_type(GraphType::Line)
         .style(theme::accent())
-        .data(&pts);
-    let chart = Chart::new(vec![data])
-        .x_axis(
-            Axis::default()
-                .title("MACs %")
-                .style(theme::dim())
-                .bounds([xmin, 100.0])
-                .labels([format!("{xmin:.0}"), "100".to_string()]),
-        )
-        .y_axis(
-            Axis::default()
-                .title("dB")
-                .style(theme::dim())
-                .bounds([0.0, ymax])
-                .labels(["0".to_string(), format!("{ymax:.0}")]),
-        );
+        .data(pts);
+    let mut chart = Chart::new(vec![data]).x_axis(x.axis()).y_axis(y.axis());
+    if wide_legend {
+        chart = chart
+            .legend_position(Some(LegendPosition::TopRight))
+            .hidden_legend_constraints((Constraint::Percentage(90), Constraint::Percentage(90)));
+    }
     f.render_widget(chart, area);
+}
+
+/// The budget search's fidelity (SQNR dB) against MACs kept, one point per round.
+fn draw_trace(points: &[(f64, f64)], f: &mut Frame, area: Rect) {
+    let pts: Vec<(f64, f64)> = points.iter().map(|(x, y)| (x * 100.0, *y)).collect();
+    let xmin = pts.iter().map(|p| p.0).fold(100.0f64, f64::min).floor();
+    let ymax = pts.iter().map(|p| p.1).fold(10.0f64, f64::max).ceil();
+    let x = AxisSpec {
+        title: "MACs %",
+        bounds: [xmin, 100.0],
+        labels: [format!("{xmin:.0}"), "100".to_string()],
+    };
+    let y = AxisSpec {
+        title: "dB",
+        bounds: [0.0, ymax],
+        labels: ["0".to_string(), format!("{ymax:.0}")],
+    };
+    line_chart("SQNR dB".into(), &pts, (x, y), false, f, area);
 }
 
 /// Fine-tuning: the distillation loss against steps, with the held-out agreement (first and
 /// latest evaluated) in the legend, so a run that stops improving is seen while it runs.
 fn draw_loss(points: &[crate::tui::jobs::TrainingPoint], f: &mut Frame, area: Rect) {
-    use ratatui::symbols::Marker;
-    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
     let pts: Vec<(f64, f64)> = points
         .iter()
         .filter(|p| p.loss.is_finite())
@@ -339,30 +368,17 @@ fn draw_loss(points: &[crate::tui::jobs::TrainingPoint], f: &mut Frame, area: Re
         (Some(a), _) => format!("loss · agreement {a:.3}"),
         _ => "loss".to_string(),
     };
-    let data = Dataset::default()
-        .name(name)
-        .marker(Marker::Braille)
-        .graph_type(GraphType::Line)
-        .style(theme::accent())
-        .data(&pts);
-    let chart = Chart::new(vec![data])
-        .x_axis(
-            Axis::default()
-                .title("step")
-                .style(theme::dim())
-                .bounds([0.0, xmax])
-                .labels(["0".to_string(), format!("{xmax:.0}")]),
-        )
-        .y_axis(
-            Axis::default()
-                .title("loss")
-                .style(theme::dim())
-                .bounds([0.0, ymax])
-                .labels(["0".to_string(), format!("{ymax:.3}")]),
-        )
-        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
-        .hidden_legend_constraints((Constraint::Percentage(90), Constraint::Percentage(90)));
-    f.render_widget(chart, area);
+    let x = AxisSpec {
+        title: "step",
+        bounds: [0.0, xmax],
+        labels: ["0".to_string(), format!("{xmax:.0}")],
+    };
+    let y = AxisSpec {
+        title: "loss",
+        bounds: [0.0, ymax],
+        labels: ["0".to_string(), format!("{ymax:.3}")],
+    };
+    line_chart(name, &pts, (x, y), true, f, area);
 }
 
 /// Per-layer SQNR bars, the latest that fit.
