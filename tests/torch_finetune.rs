@@ -156,6 +156,35 @@ fn prune_with_finetune_reports_the_finetune_object() {
     );
 }
 
+/// QAT on a model with dynamic height and width, from calibration crops stored as .npy at
+/// the size the model runs at (what `pare quantize --calib` takes): the tensors are not
+/// pinned to the doubled load size images get, so this trains instead of refusing them.
+#[test]
+fn quantize_finetune_takes_npy_crops_on_a_dynamic_size_model() {
+    let dir = common::tempdir();
+    let data = dir.path().join("calib");
+    std::fs::create_dir(&data).expect("mkdir");
+    npy_samples(&data, 8);
+    let m = common::write(dir.path(), "m.onnx", &common::dynamic_hw());
+    let out = dir.path().join("q.onnx");
+    let (code, stdout, err) = common::pare(&[
+        "quantize",
+        m.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--calib",
+        data.to_str().expect("utf8"),
+        "--finetune",
+        "3",
+        "--finetune-batch",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&stdout)["finetune"]["steps"], 3);
+    assert!(out.exists());
+}
+
 #[test]
 fn finetune_without_calibration_data_is_refused_before_pruning() {
     let dir = common::tempdir();

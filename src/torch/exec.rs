@@ -94,6 +94,11 @@ fn check_lowerable(graph: &GraphProto) -> Result<(), ExecError> {
 }
 
 impl TorchGraph {
+    /// True once [`Self::enable_qat`] made integer weights trainable (a QDQ model).
+    pub fn is_qat(&self) -> bool {
+        !self.qat.is_empty()
+    }
+
     /// Checks every node has a lowering and moves the initializers to `device`.
     pub fn new(model: &Model, device: Device) -> Result<Self, ExecError> {
         let graph = model

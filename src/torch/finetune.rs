@@ -184,30 +184,22 @@ fn fixed_hw(d: &InputDecl) -> Option<(i64, i64)> {
 }
 
 /// Loads up to `count` samples from `src` as [1, C, H, W] f32 tensors: images resized to
-/// `(h, w)` where the model's height and width are dynamic, else to its declared size. With
-/// `pin`, tensor files must have that size too; without, they keep theirs (held-out crops).
+/// `(h, w)` where the model's height and width are dynamic, else to its declared size.
+/// Tensor files keep their own size (calibration crops at the model's size are fine for
+/// training: augmentation crops and resizes every view to the training crop).
 fn load_samples(
     req: &FinetuneRequest,
     student: &Model,
     src: &DataSource,
     count: usize,
     (h, w): (i64, i64),
-    pin: bool,
 ) -> Result<Vec<Tensor>, FinetuneError> {
     let graph = student.proto.graph.as_ref().ok_or_else(|| {
         FinetuneError::Usage(format!("{}: model has no graph", req.student.display()))
     })?;
     let decl = image_input(req, student)?;
     let (h, w) = fixed_hw(&decl).unwrap_or((h, w));
-    let mut pins = InputPins::new();
-    let c = match decl.dims[1] {
-        DeclDim::Known(c) => c as i64,
-        DeclDim::Sym(_) => 3,
-    };
-    if pin {
-        pins.insert(decl.name.clone(), vec![1, c, h, w]);
-    }
-    let decls = input_decls(graph, &pins)?;
+    let decls = input_decls(graph, &InputPins::new())?;
     let mut pp = req.preprocess.clone();
     pp.resize = Some((h as usize, w as usize));
     let set = SampleSet::open(decls, src, count, pp)?;
@@ -428,7 +420,7 @@ fn split_samples(
     teacher: &TorchGraph,
 ) -> Result<(Vec<Tensor>, Held), FinetuneError> {
     let load = load_size(req.crop());
-    let all: Vec<Tensor> = load_samples(req, student, &req.data, req.samples, load, true)?
+    let all: Vec<Tensor> = load_samples(req, student, &req.data, req.samples, load)?
         .into_iter()
         .map(|t| t.to_device(req.device))
         .collect();
@@ -439,7 +431,7 @@ fn split_samples(
         )));
     }
     let (pool, x, disjoint) = if let Some(src) = &req.eval_data {
-        let held = load_samples(req, student, src, req.eval_samples, req.crop(), false)?;
+        let held = load_samples(req, student, src, req.eval_samples, req.crop())?;
         let held: Vec<Tensor> = held.iter().map(|t| t.to_device(req.device)).collect();
         let x = (!held.is_empty()).then(|| Tensor::cat(&held, 0));
         (all, x, true)
@@ -662,7 +654,10 @@ fn check_written(
         .eq_tensor(&want.argmax(-1, false))
         .sum(Kind::Int64)
         .int64_value(&[]) as usize;
-    if max_rel_diff > 1e-3 {
+    // A QDQ model runs on integer kernels there (requantization rounds on its own), so a
+    // few output steps of 1/127 apart are the runtime, not a wrong write.
+    let tolerance = if student.is_qat() { 4.0 / 127.0 } else { 1e-3 };
+    if max_rel_diff > tolerance {
         return Err(FinetuneError::Usage(format!(
             "{}: the written model differs from the trained one by {max_rel_diff:.2e} (relative) on {engine}",
             req.output.display()
