@@ -253,3 +253,46 @@ fn budget_leaves_tagged_groups_alone_and_floor_stops_early() {
     assert!(b.notes.iter().any(|n| n.contains("stopped early")));
     assert_eq!(rep.macs_after, rep.macs_before);
 }
+
+/// `--target-macs` on a model with symbolic height and width: its MACs are unknown, so the
+/// budget is refused (exit 2, naming the input and `--input-shape`) instead of "reached" with
+/// nothing pruned; pinned, it prunes.
+#[test]
+fn target_macs_on_symbolic_sizes_asks_for_input_shape() {
+    let dir = common::tempdir();
+    let m = common::write(dir.path(), "dyn.onnx", &common::dynamic_hw());
+    let out = dir.path().join("p.onnx");
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["prune", m.to_str().expect("utf8"), "-o"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(out.display().to_string());
+        v.extend(
+            ["--target-macs", "0.6"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string()),
+        );
+        v
+    };
+    let call = |extra: &[&'static str]| {
+        let v = args(extra);
+        common::pare(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, _, err) = call(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'image'") && err.contains("--input-shape"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let (code, stdout, err) = call(&["--input-shape", "image:1x3x32x32", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let (before, after) = (
+        r["macs_before"].as_f64().expect("macs_before"),
+        r["macs_after"].as_f64().expect("macs_after"),
+    );
+    assert!(before > 0.0 && after <= 0.6 * before, "{before} -> {after}");
+}

@@ -291,6 +291,27 @@ fn initial_state(ev: &Evaluator, base: &PruneOptions, step: f64) -> Result<State
     Ok(st)
 }
 
+/// `--target-macs` on a model whose MACs count is 0 because its inputs have symbolic sizes:
+/// without this, every plan "meets" the budget and nothing is pruned.
+fn unknown_macs(a: &Analysis) -> PareError {
+    let graph = a.model.proto.graph.clone().unwrap_or_default();
+    let symbolic: Vec<String> = crate::data::input_decls(&graph, &a.pins)
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d.is_dynamic())
+        .map(|d| format!("'{}' {}", d.name, d.describe()))
+        .collect();
+    PareError::Usage(format!(
+        "--target-macs: the model's MACs are unknown{}; pin the sizes with --input-shape \
+         NAME:1x3x224x224 (the size it runs at)",
+        if symbolic.is_empty() {
+            String::new()
+        } else {
+            format!(" because input {} has symbolic dims", symbolic.join(", "))
+        }
+    ))
+}
+
 /// Chooses per-group ratios for the budget in `b`; returns them (for
 /// [`PruneOptions::group_ratios`]) and the report. `transform` (recovery) is applied to every
 /// candidate before it is measured.
@@ -308,6 +329,9 @@ pub fn search(
     }
     let start = Instant::now();
     let info = model_info(a);
+    if b.target_macs.is_some() && info.macs == 0 {
+        return Err(unknown_macs(a));
+    }
     let targets = Targets {
         macs: b.target_macs.map(|m| m.of(info.macs)),
         params: b.target_params.map(|p| p.of(info.params)),
