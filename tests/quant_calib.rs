@@ -120,7 +120,7 @@ fn separable() -> ModelProto {
 #[test]
 fn activation_equalization_keeps_the_function_and_evens_the_ranges() {
     let m = separable();
-    let pairs = pare::quant::equalize::activation_pairs(&m);
+    let pairs = pare::quant::equalize::activation_pairs(&m, false);
     assert_eq!(pairs.len(), 1, "only conv→ReLU6→depthwise: {pairs:?}");
     assert_eq!(pairs[0].1, 8);
     let amax: HashMap<String, Vec<f32>> = [(
@@ -129,7 +129,7 @@ fn activation_equalization_keeps_the_function_and_evens_the_ranges() {
     )]
     .into();
     let (e, report) =
-        pare::quant::equalize::equalize_activations(&m, &amax, 100.0).expect("equalize");
+        pare::quant::equalize::equalize_activations(&m, &amax, 100.0, 0.0).expect("equalize");
     assert_eq!((report.pairs, report.clips_rewritten), (1, 1));
     assert!(
         report.spread_after < report.spread_before - 1.0,
@@ -138,16 +138,51 @@ fn activation_equalization_keeps_the_function_and_evens_the_ranges() {
     common::assert_same_function(&m, &e, &[1, 3, 8, 8]);
 }
 
+/// Depthwise → ReLU → pointwise is equalized too with a dense strength: the pointwise conv's
+/// input *columns* take the factor (scaling its rows instead, as for a depthwise conv2, changed
+/// the function).
+#[test]
+fn dense_activation_equalization_scales_the_pointwise_columns_and_keeps_the_function() {
+    let m = separable();
+    let pairs = pare::quant::equalize::activation_pairs(&m, true);
+    assert_eq!(pairs.len(), 2, "conv→dw and dw→pw: {pairs:?}");
+    let amax: HashMap<String, Vec<f32>> = pairs
+        .iter()
+        .map(|(t, c)| {
+            let a: Vec<f32> = (0..*c).map(|i| 0.01 * 4f32.powi(i as i32 % 5)).collect();
+            (t.clone(), a)
+        })
+        .collect();
+    for strength in [0.5, 1.0] {
+        let (e, report) = pare::quant::equalize::equalize_activations(&m, &amax, 100.0, strength)
+            .expect("equalize");
+        assert_eq!((report.pairs, report.dense_pairs), (2, 1), "{report:?}");
+        assert!(report.spread_after < report.spread_before, "{report:?}");
+        common::assert_same_function(&m, &e, &[1, 3, 8, 8]);
+    }
+    let (_, off) =
+        pare::quant::equalize::equalize_activations(&m, &amax, 100.0, 0.0).expect("equalize");
+    assert_eq!((off.pairs, off.dense_pairs), (1, 0));
+}
+
 #[test]
 fn quantize_equalizes_activations_measured_on_calibration_samples() {
     let a = analysis(separable());
     let o = QuantOptions {
         act_equalize: true,
+        act_equalize_dense: 0.0,
         ..opts(true)
     };
     let q = quantize(&a, &o, &NoProgress).expect("quantize");
     let r = q.report.activation_equalization.as_ref().expect("report");
     assert_eq!(r.pairs, 1);
+    let dense = QuantOptions {
+        act_equalize_dense: 0.5,
+        ..o.clone()
+    };
+    let qd = quantize(&a, &dense, &NoProgress).expect("quantize");
+    let rd = qd.report.activation_equalization.as_ref().expect("report");
+    assert_eq!((rd.pairs, rd.dense_pairs), (2, 1), "{rd:?}");
     assert!(r.spread_after < r.spread_before, "{r:?}");
     let off = quantize(&a, &opts(true), &NoProgress).expect("quantize");
     assert!(off.report.activation_equalization.is_none());

@@ -110,6 +110,12 @@ pub struct QuantizeArgs {
     /// per-channel range equalization (it changes weights and ReLU6 bounds, not the function).
     #[arg(long = "no-act-equalize")]
     pub no_act_equalize: bool,
+    /// Strength (0-1) of activation equalization where the second conv is an ordinary one
+    /// (depthwise -> pointwise projection, projection -> expansion): channel c is scaled by
+    /// (range_c / largest)^-S, which costs that conv's weights precision; 0 equalizes only
+    /// conv -> depthwise pairs.
+    #[arg(long = "act-equalize-dense", value_name = "S", default_value_t = 0.5)]
+    pub act_equalize_dense: f32,
     /// Cross-layer equalization: even out the channel ranges of conv → ReLU/ReLU6 → conv
     /// chains first (the function is unchanged). Off by default: on trained MobileNetV2 it
     /// lowered top-1 agreement.
@@ -181,6 +187,7 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
         equalize: a.equalize,
         choose_calibrator: !a.no_calibrator_choice,
         act_equalize: !a.no_act_equalize,
+        act_equalize_dense: a.act_equalize_dense,
         holdout: a.holdout.holdout,
     };
     let quiet = a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
