@@ -404,3 +404,58 @@ fn channel_shuffle_prunes_uniformly_per_group() {
         .collect();
     assert_eq!(shapes, vec![vec![1, 2, 24, 8, 8], vec![1, 2, 32, 8, 8]]);
 }
+
+/// The ViT the bench builds at B/16 size, small: q, k and v come out of the fused projection
+/// by Gather (not Split), and every block's heads and MLP width are groups.
+#[test]
+fn builder_vit_unbinds_by_gather_and_prunes_heads_exactly() {
+    let m = pare::model::builder::zoo::vit(2, 9, 32, 4, 64, 0.2);
+    let a = analysis(m.clone());
+    let ca = analyze_channels(&a);
+    assert_eq!(kinds(&ca, GroupKind::Heads).len(), 2, "{:#?}", ca.groups);
+    assert_eq!(kinds(&ca, GroupKind::Mlp).len(), 2);
+    let (_, _, plan, pruned) = prune(&m, 0.5);
+    assert_eq!(plan.pruned_groups(), 4);
+    assert!(params(&pruned) * 10 < params(&m) * 7);
+    let mut plan = PrunePlan::keep_all(&ca);
+    for g in ca.groups.iter().filter(|g| g.prunable()) {
+        plan.groups[g.id].keep = (1..g.channels).collect();
+    }
+    assert_dead_units_removed_exactly("builder vit", &m, &plan);
+}
+
+/// GRU (three gates, one direction) between a graph input and a Linear head.
+#[test]
+fn gru_hidden_units_prune_exactly() {
+    use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
+    let mut b = GraphBuilder::new("gru").with_seed(5);
+    let x = b.input("x", &[D::N(6), D::N(1), D::N(8)]);
+    let w = b.init_randn("W", &[1, 48, 8], 0.3);
+    let r = b.init_randn("R", &[1, 48, 16], 0.3);
+    let bias = b.init_randn("B", &[1, 96], 0.3);
+    let outs = b.node(
+        "GRU",
+        &[&x, &w, &r, &bias],
+        2,
+        vec![attr_i("hidden_size", 16)],
+    );
+    let axes = b.const_i64(&[1]);
+    let y = b.op("Squeeze", &[&outs[0], &axes], vec![]);
+    let wo = b.init_randn("Wo", &[16, 4], 0.3);
+    let y = b.op("MatMul", &[&y, &wo], vec![]);
+    let y = b.op("Transpose", &[&y], vec![attr_ints("perm", &[1, 0, 2])]);
+    b.node_named("/out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(6), D::N(4)]);
+    let m = b.model();
+    let ca = analyze_channels(&analysis(m.clone()));
+    let rec = kinds(&ca, GroupKind::Recurrent);
+    assert_eq!(rec.len(), 1, "{:#?}", ca.groups);
+    assert!(
+        rec[0].prunable() && rec[0].channels == 16,
+        "{:?}",
+        rec[0].locks
+    );
+    let mut plan = PrunePlan::keep_all(&ca);
+    plan.groups[rec[0].id].keep = vec![0, 2, 3, 5, 8, 9, 13, 15];
+    assert_dead_units_removed_exactly("gru", &m, &plan);
+}

@@ -265,13 +265,18 @@ impl Builder<'_> {
             self.barrier(node, "batch-first layout (layout=1)");
             return;
         }
-        let x_layout = self.layouts.get(&x).cloned();
+        let mut x_layout = self.layouts.get(&x).cloned();
         if x_layout
             .as_ref()
             .is_some_and(|l| l.axis != 2 || l.atoms.len() as i64 != ws[2])
         {
-            self.barrier(node, "input features are not on the last axis of X");
-            return;
+            // X's group locks; the hidden units are still this layer's own.
+            let why = format!(
+                "{} '{name}': input features are not on the last axis of X",
+                node.op_type()
+            );
+            self.lock_tensor(&x, why);
+            x_layout = None;
         }
         let y = node.output.first().cloned().unwrap_or_default();
         let units = self.new_space(&name, &y, h);
