@@ -3,7 +3,8 @@
 //! Swin window-attention stack, ConvNeXt blocks, a MobileViT block, ShuffleNetV2 units and a
 //! CRNN with a bidirectional LSTM head. Every pruned model runs in tract with the original
 //! output shapes; the exactness tests prove the index bookkeeping through heads, gates and
-//! shuffles. (onnxruntime runs them in tests/interop.rs and tests/xformer_interop.rs.)
+//! shuffles, in tract and in onnxruntime (tests/interop.rs also runs the pruned fixtures
+//! through the onnx checker).
 
 mod common;
 
@@ -16,7 +17,7 @@ use pare::model::{Analysis, InputPins};
 use pare::prune::rewrite::kept_atoms;
 use pare::prune::validate::{input_specs, random_inputs};
 use pare::prune::{PruneOptions, PrunePlan, apply_plan, make_plan};
-use pare::runtime::{HostTensor, Runner, max_abs_diff};
+use pare::runtime::{EngineKind, HostTensor, Runner, max_abs_diff};
 
 const FIXTURES: &[&str] = &[
     "vit_tiny",
@@ -39,12 +40,16 @@ fn analysis(m: ModelProto) -> Analysis {
 }
 
 fn run(m: &ModelProto, a: &Analysis, seed: u64) -> Vec<HostTensor> {
+    run_on(EngineKind::Tract, m, a, seed)
+}
+
+fn run_on(engine: EngineKind, m: &ModelProto, a: &Analysis, seed: u64) -> Vec<HostTensor> {
     let (specs, _) = input_specs(a).expect("specs");
     let inputs = random_inputs(&specs, seed).expect("inputs");
-    Runner::tract(m, &specs)
-        .expect("tract loads")
+    Runner::new(engine, m, &specs)
+        .unwrap_or_else(|e| panic!("{engine} loads: {e}"))
         .run(&inputs)
-        .expect("tract runs")
+        .unwrap_or_else(|e| panic!("{engine} runs: {e}"))
 }
 
 /// Float parameters: every float initializer's element count.
@@ -148,8 +153,17 @@ fn kill(m: &mut ModelProto, ca: &ChannelAnalysis, dead: &[bool]) {
     }
 }
 
-/// Kills the units `plan` drops, prunes them, and checks the outputs did not move.
+/// Kills the units `plan` drops, prunes them, and checks the outputs did not move (tract).
 fn assert_dead_units_removed_exactly(name: &str, m: &ModelProto, plan: &PrunePlan) {
+    assert_dead_units_removed_exactly_on(EngineKind::Tract, name, m, plan);
+}
+
+fn assert_dead_units_removed_exactly_on(
+    engine: EngineKind,
+    name: &str,
+    m: &ModelProto,
+    plan: &PrunePlan,
+) {
     let a = analysis(m.clone());
     let ca = analyze_channels(&a);
     assert!(plan.pruned_groups() > 0, "{name}: no prunable group");
@@ -163,14 +177,61 @@ fn assert_dead_units_removed_exactly(name: &str, m: &ModelProto, plan: &PrunePla
     let pa =
         Analysis::new(common::model(pruned.clone()), &InputPins::new()).expect("pruned analysis");
     assert!(params(&pruned) < params(m), "{name}: nothing removed");
-    let (x, y) = (run(&dead_model, &da, 4), run(&pruned, &pa, 4));
+    let (x, y) = (
+        run_on(engine, &dead_model, &da, 4),
+        run_on(engine, &pruned, &pa, 4),
+    );
     for (p, q) in x.iter().zip(&y) {
         let d = max_abs_diff(p, q).expect("same shape");
         assert!(
             d <= 1e-4,
-            "{name}: pruning dead units changed outputs by {d}"
+            "{name} ({engine}): pruning dead units changed outputs by {d}"
         );
     }
+}
+
+/// The dead-units plan of the exactness test: the last 3/8 of every prunable group.
+fn dead_tail_plan(ca: &ChannelAnalysis) -> PrunePlan {
+    let mut plan = PrunePlan::keep_all(ca);
+    for gp in plan
+        .groups
+        .iter_mut()
+        .filter(|g| g.locked.is_empty() && g.total >= 2)
+    {
+        let keep_n = gp.total - (gp.total * 3 / 8).max(1);
+        gp.keep = (0..keep_n).collect();
+    }
+    plan
+}
+
+/// onnxruntime runs every pruned fixture with the original output shapes, and both exactness
+/// checks hold there too.
+#[test]
+fn pruned_fixtures_are_exact_in_onnxruntime() {
+    if !common::with_onnxruntime("pruned_fixtures_are_exact_in_onnxruntime") {
+        return;
+    }
+    let ort = EngineKind::OnnxRuntime;
+    for name in FIXTURES {
+        let m = load(name);
+        let (a, ca, _, pruned) = prune(&m, 0.5);
+        let pa = analysis(pruned.clone());
+        let (x, y) = (run_on(ort, &m, &a, 1), run_on(ort, &pruned, &pa, 1));
+        for (p, q) in x.iter().zip(&y) {
+            assert_eq!(
+                p.shape, q.shape,
+                "{name}: output shape changed in onnxruntime"
+            );
+        }
+        let same = apply_plan(&a, &ca, &PrunePlan::keep_all(&ca)).expect("rewrite");
+        let (x, y) = (run_on(ort, &m, &a, 3), run_on(ort, &same, &a, 3));
+        for (p, q) in x.iter().zip(&y) {
+            let d = max_abs_diff(p, q).expect("same shape");
+            assert!(d <= 1e-6, "{name}: keep-all differs by {d} in onnxruntime");
+        }
+        assert_dead_units_removed_exactly_on(ort, name, &m, &dead_tail_plan(&ca));
+    }
+    common::ran_against_onnxruntime("pruned_fixtures_are_exact_in_onnxruntime");
 }
 
 #[test]
@@ -179,16 +240,7 @@ fn exactness_pruning_dead_units_changes_nothing() {
         let m = load(name);
         let ca = analyze_channels(&analysis(m.clone()));
         // Kill the last 3/8 of every prunable group's units (at least one: heads come in 2–4).
-        let mut plan = PrunePlan::keep_all(&ca);
-        for gp in plan
-            .groups
-            .iter_mut()
-            .filter(|g| g.locked.is_empty() && g.total >= 2)
-        {
-            let keep_n = gp.total - (gp.total * 3 / 8).max(1);
-            gp.keep = (0..keep_n).collect();
-        }
-        assert_dead_units_removed_exactly(name, &m, &plan);
+        assert_dead_units_removed_exactly(name, &m, &dead_tail_plan(&ca));
     }
 }
 
