@@ -274,8 +274,9 @@ class MobileViT(nn.Module):
 
 
 def channel_shuffle(x, groups):
-    b, c, h, w = x.shape
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    # unflatten/flatten: the Reshape targets keep batch, height and width from Shape, so the
+    # export is not tied to the traced input size.
+    return x.unflatten(1, (groups, x.shape[1] // groups)).transpose(1, 2).flatten(1, 2)
 
 
 class ShuffleUnit(nn.Module):
