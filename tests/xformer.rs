@@ -21,6 +21,7 @@ use pare::runtime::{EngineKind, HostTensor, Runner, max_abs_diff};
 
 const FIXTURES: &[&str] = &[
     "vit_tiny",
+    "vit_dynbatch",
     "swin_tiny",
     "convnext_tiny",
     "mobilevit_tiny",
@@ -328,6 +329,30 @@ fn pruning_heads_removes_whole_heads_and_rewrites_the_head_counts() {
             .static_shape("/blocks/blocks.0/attn/Softmax_output_0"),
         Some(vec![1, 2, 17, 17])
     );
+}
+
+/// With a dynamic batch, PyTorch builds `reshape(B, N, C)` from `x.shape`: C is the residual
+/// width read at run time, which does not shrink with the heads, so the rewrite pins it.
+#[test]
+fn dynamic_batch_vit_pins_the_merged_head_width() {
+    let m = load("vit_dynbatch");
+    let (_, _, _, pruned) = prune(&m, 0.5);
+    let mut pins = InputPins::new();
+    pins.insert("x".to_string(), vec![3, 3, 16, 16]);
+    let pa = Analysis::new(common::model(pruned.clone()), &pins).expect("pruned analysis");
+    assert_eq!(
+        pa.shapes
+            .static_shape("/blocks/blocks.0/attn/Reshape_1_output_0"),
+        Some(vec![3, 17, 16]),
+        "2 heads of 8, batch 3"
+    );
+    let (specs, _) = input_specs(&pa).expect("specs");
+    let x = random_inputs(&specs, 2).expect("inputs");
+    let y = Runner::tract(&pruned, &specs)
+        .expect("tract loads")
+        .run(&x)
+        .expect("tract runs at batch 3");
+    assert_eq!(y[0].shape, vec![3, 10]);
 }
 
 #[test]

@@ -1412,7 +1412,7 @@ impl<'a> Builder<'a> {
                         place: CountPlace::Tensor { tensor, index },
                         atoms: atoms.clone(),
                     }),
-                    Some(EntrySource::Dynamic) => {}
+                    Some(EntrySource::Dynamic) => self.pin_dynamic_entry(&shape_t, b, &atoms),
                     None => {
                         self.barrier(node, "target shape holds a literal channel count computed in a way pare cannot rewrite (seed P7)");
                         return;

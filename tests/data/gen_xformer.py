@@ -307,14 +307,15 @@ class ShuffleNet(nn.Module):
         return self.head(self.units(self.stem(x)).mean((2, 3)))
 
 
-def export(name, model, x, check=True):
+def export(name, model, x, dynamic=False):
     torch.manual_seed(0)
     model.eval()
     path = os.path.join(HERE, name)
     with torch.no_grad():
         ref = model(x).numpy()
+    axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic else None
     torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"])
+                      input_names=["x"], output_names=["y"], dynamic_axes=axes)
     m = onnx.load(path)
     onnx.checker.check_model(m, full_check=True)
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
@@ -327,6 +328,9 @@ def export(name, model, x, check=True):
 def main():
     torch.manual_seed(0)
     export("vit_tiny.onnx", ViT(), torch.randn(1, 3, 16, 16))
+    # The same with a dynamic batch: Reshape targets come from Shape at run time.
+    torch.manual_seed(0)
+    export("vit_dynbatch.onnx", ViT(), torch.randn(1, 3, 16, 16), dynamic=True)
     torch.manual_seed(1)
     export("convnext_tiny.onnx", ConvNeXt(), torch.randn(1, 3, 32, 32))
     torch.manual_seed(2)

@@ -12,6 +12,8 @@
 use super::{Atom, Builder, CountMember, CountPlace, Layout, Role, SpaceKind, norm_axis};
 use crate::model::proto::NodeProto;
 use crate::model::shape::Dim;
+use crate::model::tensor::DataType;
+use crate::ops::ShapeFlow;
 
 impl Builder<'_> {
     /// LayerNormalization over `axis..rank`.
@@ -232,6 +234,50 @@ impl Builder<'_> {
             }
         }
         None
+    }
+
+    /// A Reshape target entry computed at run time from some tensor's shape (PyTorch's
+    /// `reshape(B, N, C)` with `B, N, C = x.shape` under dynamic axes) reads the size of *that*
+    /// tensor, which need not shrink with this group (attention reads the residual width). When
+    /// the entry is a piece of the Concat building the target, the rewrite gives the Concat a
+    /// private constant with the kept count there (skipped when nothing is pruned).
+    pub(super) fn pin_dynamic_entry(&mut self, shape: &str, index: usize, atoms: &[Atom]) {
+        let Some(&p) = self.a.index.producer.get(shape) else {
+            return;
+        };
+        let cat = &self.g.node[p];
+        if super::shape_flow(cat) != ShapeFlow::Concat {
+            return;
+        }
+        let mut off = 0usize;
+        for (k, piece) in cat.input.iter().enumerate() {
+            let Some(n) = self
+                .shape(piece)
+                .map(|s| s.iter().product::<i64>().max(1) as usize)
+            else {
+                return;
+            };
+            if index < off + n {
+                let info = self.a.shapes.get(piece);
+                let Some(base) = info.and_then(|i| i.int_values()).filter(|b| b.len() == n) else {
+                    return;
+                };
+                let dtype = info.and_then(|i| i.dtype).unwrap_or(DataType::INT64);
+                self.counts.push(CountMember {
+                    node: cat.display_name(),
+                    place: CountPlace::Input {
+                        input: k,
+                        index: index - off,
+                        base: base.clone(),
+                        stored: Some(base),
+                        dtype: dtype.0,
+                    },
+                    atoms: atoms.to_vec(),
+                });
+                return;
+            }
+            off += n;
+        }
     }
 
     /// LSTM / GRU / RNN (`gates` stacked gate blocks in W, R and B).
