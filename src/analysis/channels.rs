@@ -25,6 +25,8 @@ use crate::model::shape::{Dim, Value};
 use crate::model::tensor::{DataType, to_i64};
 use crate::ops::{self, ChannelRule, PerChannel, ReduceAxes, ShapeFlow};
 
+mod seq;
+
 /// How a node's output relates to shape arithmetic, from the op table.
 fn shape_flow(node: &NodeProto) -> ShapeFlow {
     ops::lookup(node.op_type()).map_or(ShapeFlow::None, |d| d.shape_flow)
@@ -117,6 +119,11 @@ pub struct ChannelGroup {
     pub counts: Vec<usize>,
     /// Why it cannot be pruned; empty when prunable.
     pub locks: Vec<String>,
+    /// What the group is (feature channels, a transformer MLP width, attention heads, …).
+    pub kind: GroupKind,
+    /// Channels each unit stands for in one projection (the head dim for heads, else 1):
+    /// channel-count rounding applies to `units × unit_width`.
+    pub unit_width: usize,
     /// Atoms of each unit; unit order follows the first space's channel order.
     #[serde(skip)]
     pub units: Vec<Vec<Atom>>,
@@ -190,6 +197,43 @@ struct Space {
     tensor: String,
     start: Atom,
     len: usize,
+    kind: SpaceKind,
+}
+
+/// What produced a space, for naming groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpaceKind {
+    Other,
+    /// A Linear layer (MatMul / Gemm with a constant weight).
+    Linear,
+    /// The hidden units of a recurrent layer.
+    Recurrent,
+}
+
+/// What a group is, as `pare groups` names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    /// Feature channels (convolutions, residual streams, …).
+    #[default]
+    Channels,
+    /// The hidden width between two Linear layers (a transformer MLP).
+    Mlp,
+    /// Attention heads: each unit is a whole head of `unit_width` channels per projection.
+    Heads,
+    /// Hidden units of an LSTM / GRU / RNN (both directions alike).
+    Recurrent,
+}
+
+impl GroupKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            GroupKind::Channels => "channels",
+            GroupKind::Mlp => "mlp",
+            GroupKind::Heads => "heads",
+            GroupKind::Recurrent => "recurrent",
+        }
+    }
 }
 
 /// Where an entry of a shape tensor comes from.
@@ -212,6 +256,10 @@ struct Builder<'a> {
     /// Tensors produced by Constant nodes → node index.
     constants: HashMap<String, usize>,
     notes: Vec<String>,
+    /// (an atom of a head group, head dim) for every Reshape that split heads.
+    head_marks: Vec<(Atom, usize)>,
+    /// An atom of every input a Linear layer consumes.
+    linear_inputs: Vec<Atom>,
 }
 
 impl<'a> Builder<'a> {
@@ -235,6 +283,8 @@ impl<'a> Builder<'a> {
             locks: Vec::new(),
             constants,
             notes: Vec::new(),
+            head_marks: Vec::new(),
+            linear_inputs: Vec::new(),
         }
     }
 
@@ -322,8 +372,16 @@ impl<'a> Builder<'a> {
             tensor: tensor.to_string(),
             start,
             len: n,
+            kind: SpaceKind::Other,
         });
         (start..start + n as Atom).collect()
+    }
+
+    /// Names the kind of the space created last.
+    fn mark_space(&mut self, kind: SpaceKind) {
+        if let Some(s) = self.spaces.last_mut() {
+            s.kind = kind;
+        }
     }
 
     /// Gives `tensor` fresh locked atoms on axis 1 (or its only axis), when its size is known.
@@ -449,6 +507,9 @@ impl<'a> Builder<'a> {
             ChannelRule::Reduce(axes) => self.reduce_like(node, axes),
             ChannelRule::Slice => self.slice_gather(node, false),
             ChannelRule::Gather => self.slice_gather(node, true),
+            ChannelRule::LayerNorm => self.layer_norm(node),
+            ChannelRule::Expand => self.expand(node),
+            ChannelRule::Recurrent { gates } => self.recurrent(node, gates),
             ChannelRule::Lock => {
                 if self.layouts.contains_key(x) || !out.is_empty() {
                     self.barrier(node, "pare has no channel rule for this op, so it never assumes it is channel-preserving (seed P12)");
@@ -605,10 +666,17 @@ impl<'a> Builder<'a> {
             self.barrier(node, "weights are not a constant initializer");
             return;
         };
-        let x_layout = self.layouts.get(&x).cloned();
+        let mut x_layout = self.layouts.get(&x).cloned();
         if x_layout.as_ref().is_some_and(|l| l.axis != 1) {
-            self.barrier(node, "input channels are not on axis 1");
-            return;
+            // The input's group locks; the output channels are still this conv's own.
+            self.lock_tensor(
+                &x,
+                format!(
+                    "{} '{name}': input channels are not on axis 1",
+                    node.op_type()
+                ),
+            );
+            x_layout = None;
         }
         // A malformed weight (rank < 2, negative dims) locks instead of being indexed.
         let (Some(&w0), Some(&w1)) = (wshape.first(), wshape.get(1)) else {
@@ -714,14 +782,20 @@ impl<'a> Builder<'a> {
         }
         let n = if trans_b { bshape[0] } else { bshape[1] } as usize;
         let out_atoms = self.new_space(&name, &out, n);
+        self.mark_space(SpaceKind::Linear);
         let (b_in, b_out) = if trans_b { (1, 0) } else { (0, 1) };
         self.member(node, &b, b_out, Role::ProducerWeight, out_atoms.clone());
         if let Some(l) = a_layout {
             if l.axis != 1 {
-                self.barrier(node, "input features are not on axis 1");
-                return;
+                // The input's group locks; the output features are still this layer's own.
+                self.lock_tensor(
+                    &a,
+                    format!("Gemm '{name}': input features are not on axis 1"),
+                );
+            } else {
+                self.linear_inputs.extend(l.atoms.first());
+                self.member(node, &b, b_in, Role::ConsumerWeight, l.atoms);
             }
-            self.member(node, &b, b_in, Role::ConsumerWeight, l.atoms);
         }
         if let Some(c) = node.input.get(2).filter(|c| !c.is_empty()).cloned() {
             let cs = self.shape(&c).unwrap_or_default();
@@ -754,12 +828,12 @@ impl<'a> Builder<'a> {
         let a = node.input.first().cloned().unwrap_or_default();
         let b = node.input.get(1).cloned().unwrap_or_default();
         let out = node.output.first().cloned().unwrap_or_default();
-        let (Some(bshape), true, Some(ra)) = (self.shape(&b), self.is_const(&b), self.rank(&a))
-        else {
-            self.barrier(
-                node,
-                "activation × activation product (attention-like) mixes channels",
-            );
+        if !self.is_const(&b) {
+            self.act_matmul(node);
+            return;
+        }
+        let (Some(bshape), Some(ra)) = (self.shape(&b), self.rank(&a)) else {
+            self.barrier(node, "weight or input shape unknown");
             return;
         };
         if bshape.len() != 2 || ra < 2 {
@@ -768,12 +842,18 @@ impl<'a> Builder<'a> {
         }
         if let Some(l) = self.layouts.get(&a).cloned() {
             if l.axis != ra - 1 {
-                self.barrier(node, "features are not on the last axis");
-                return;
+                // The input's group locks; the output features are still this layer's own.
+                self.lock_tensor(
+                    &a,
+                    format!("MatMul '{name}': features are not on the last axis"),
+                );
+            } else {
+                self.linear_inputs.extend(l.atoms.first());
+                self.member(node, &b, 0, Role::ConsumerWeight, l.atoms);
             }
-            self.member(node, &b, 0, Role::ConsumerWeight, l.atoms);
         }
         let out_atoms = self.new_space(&name, &out, bshape[1] as usize);
+        self.mark_space(SpaceKind::Linear);
         self.member(node, &b, 1, Role::ProducerWeight, out_atoms.clone());
         self.layouts.insert(
             out,
@@ -1163,7 +1243,7 @@ impl<'a> Builder<'a> {
             let axis = norm_axis(node.attr_i("axis").unwrap_or(0), rank);
             let idx_rank = node.input.get(1).and_then(|i| self.rank(i));
             match (axis, idx_rank) {
-                (a, Some(ir)) if a > l.axis || (a < l.axis && ir == 1) => {
+                (a, Some(ir)) if a != l.axis => {
                     let new_axis = if a < l.axis { l.axis + ir - 1 } else { l.axis };
                     self.layouts.insert(
                         out,
@@ -1314,51 +1394,9 @@ impl<'a> Builder<'a> {
             self.barrier(node, "ranks unknown (pin input shapes with --input-shape)");
             return;
         };
-        let c = l.atoms.len() as i64;
-        let splits = "reshape splits the channel axis (pixel/channel shuffle mixes channels)";
-        // Find the output axis where the same prefix ends and the channel axis begins.
-        let Some(b) = prefix_end(&xs[..l.axis.min(xs.len())], &xs[l.axis.min(xs.len())..], os)
-        else {
-            self.barrier(node, splits);
+        let Some((b, atoms)) = self.reshape_map(node, &l, xs, os) else {
             return;
         };
-        // Skip unit dims the reshape inserted before the channels.
-        let mut b = b;
-        while b < os.len() && os[b] == Dim::Known(1) && c != 1 {
-            b += 1;
-        }
-        let Some(ob) = os.get(b) else {
-            self.barrier(node, "channel axis disappears");
-            return;
-        };
-        let Some(ob) = ob.known() else {
-            self.barrier(
-                node,
-                "size of the reshaped channel axis unknown (pin input shapes with --input-shape)",
-            );
-            return;
-        };
-        // ob must be c × (product of the following input dims it absorbed).
-        let mut rep = 1i64;
-        let mut ok = ob == c;
-        let mut k = l.axis + 1;
-        while !ok && k < xs.len() && c * rep < ob {
-            let Some(d) = xs[k].known() else {
-                break;
-            };
-            rep *= d;
-            ok = c * rep == ob;
-            k += 1;
-        }
-        if !ok {
-            self.barrier(node, splits);
-            return;
-        }
-        let atoms: Vec<Atom> = l
-            .atoms
-            .iter()
-            .flat_map(|&a| std::iter::repeat_n(a, rep as usize))
-            .collect();
         if shape_input {
             // The target-shape entry for this axis must follow the new count (seed P7).
             let shape_t = node.input.get(1).cloned().unwrap_or_default();
@@ -1374,7 +1412,7 @@ impl<'a> Builder<'a> {
                         place: CountPlace::Tensor { tensor, index },
                         atoms: atoms.clone(),
                     }),
-                    Some(EntrySource::Dynamic) => {}
+                    Some(EntrySource::Dynamic) => self.pin_dynamic_entry(&shape_t, b, &atoms),
                     None => {
                         self.barrier(node, "target shape holds a literal channel count computed in a way pare cannot rewrite (seed P7)");
                         return;
@@ -1390,6 +1428,71 @@ impl<'a> Builder<'a> {
             }
         }
         self.layouts.insert(out, Layout { axis: b, atoms });
+    }
+
+    /// Where a Reshape puts the channel axis (output axis and its atoms): the same axis,
+    /// absorbing following dims (Flatten), split into heads (`[…, H·D]` → `[…, H, D]`), or
+    /// merged with preceding dims (`[T, B, D, H]` → `[T, B, D·H]`). Locks and returns `None`
+    /// otherwise.
+    fn reshape_map(
+        &mut self,
+        node: &NodeProto,
+        l: &Layout,
+        xs: &[Dim],
+        os: &[Dim],
+    ) -> Option<(usize, Vec<Atom>)> {
+        let c = l.atoms.len() as i64;
+        let ax = l.axis.min(xs.len());
+        if let Some(mut b) = prefix_end(&xs[..ax], &xs[ax..], os) {
+            // Skip unit dims the reshape inserted before the channels.
+            while b < os.len() && os[b] == Dim::Known(1) && c != 1 {
+                b += 1;
+            }
+            let Some(ob) = os.get(b) else {
+                self.barrier(node, "channel axis disappears");
+                return None;
+            };
+            let Some(ob) = ob.known() else {
+                self.barrier(
+                    node,
+                    "size of the reshaped channel axis unknown (pin input shapes with --input-shape)",
+                );
+                return None;
+            };
+            // ob is c × (product of the following input dims it absorbed) …
+            let mut rep = 1i64;
+            let mut k = ax + 1;
+            while c * rep < ob && k < xs.len() {
+                let Some(d) = xs[k].known() else {
+                    break;
+                };
+                rep *= d;
+                k += 1;
+            }
+            if c * rep == ob {
+                let atoms = l
+                    .atoms
+                    .iter()
+                    .flat_map(|&a| std::iter::repeat_n(a, rep as usize))
+                    .collect();
+                return Some((b, atoms));
+            }
+            // … or the first of the axes the channels split into (attention heads).
+            if ob < c
+                && let Some(split) = self.split_heads(&first_output(node), l, os, b)
+            {
+                return Some(split);
+            }
+        }
+        if let Some(merged) = self.merge_preceding(l, xs, os) {
+            return Some(merged);
+        }
+        self.barrier(
+            node,
+            "reshape mixes the channel axis with other axes in a way pare cannot map \
+             (pixel/channel shuffle)",
+        );
+        None
     }
 
     /// Finds where entry `index` of a shape tensor comes from: a constant element (to
@@ -1467,6 +1570,35 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Heads where a Reshape split heads; a transformer MLP where every producer is a Linear
+    /// layer and a Linear layer consumes it; recurrent where an LSTM/GRU/RNN produces it.
+    fn name_groups(
+        &self,
+        groups: &mut [ChannelGroup],
+        atom_group: &[usize],
+        space_group: &[usize],
+    ) {
+        let mut all_linear = vec![true; groups.len()];
+        for (s, sp) in self.spaces.iter().enumerate() {
+            let g = &mut groups[space_group[s]];
+            if sp.kind == SpaceKind::Recurrent {
+                g.kind = GroupKind::Recurrent;
+            }
+            all_linear[space_group[s]] &= sp.kind == SpaceKind::Linear;
+        }
+        for &a in &self.linear_inputs {
+            let gid = atom_group[a as usize];
+            if all_linear[gid] && groups[gid].kind == GroupKind::Channels {
+                groups[gid].kind = GroupKind::Mlp;
+            }
+        }
+        for &(a, width) in &self.head_marks {
+            let g = &mut groups[atom_group[a as usize]];
+            g.kind = GroupKind::Heads;
+            g.unit_width = width;
+        }
+    }
+
     fn finish(mut self) -> ChannelAnalysis {
         let n_atoms = self.dsu.parent.len();
         // Spaces connected through shared classes form groups.
@@ -1506,6 +1638,8 @@ impl<'a> Builder<'a> {
                 members: Vec::new(),
                 counts: Vec::new(),
                 locks: Vec::new(),
+                kind: GroupKind::Channels,
+                unit_width: 1,
                 units: Vec::new(),
             })
             .collect();
@@ -1561,6 +1695,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        self.name_groups(&mut groups, &atom_group, &space_group);
         // Tensors carrying the group's atoms (beyond the producing ones), for highlighting.
         for (t, l) in &self.layouts {
             if let Some(&a) = l.atoms.first() {
@@ -1677,6 +1812,9 @@ pub struct MemberDetail {
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupDetail {
     pub id: usize,
+    pub kind: GroupKind,
+    /// Channels per unit (the head dim for heads).
+    pub unit_width: usize,
     pub channels: usize,
     pub prunable: bool,
     pub locks: Vec<String>,
@@ -1729,6 +1867,8 @@ impl ChannelAnalysis {
             .collect();
         Some(GroupDetail {
             id: g.id,
+            kind: g.kind,
+            unit_width: g.unit_width,
             channels: g.channels,
             prunable: g.prunable(),
             locks: g.locks.clone(),

@@ -499,4 +499,113 @@ pub mod zoo {
         b.output("output", &[D::N(1), D::N(8), D::N(8), D::N(8)]);
         b.model()
     }
+
+    /// The shape of a ViT encoder: `blocks` pre-norm blocks over `tokens` tokens of `width`,
+    /// each a fused-qkv attention with `heads` heads (reshape to heads, unbind by Gather) and
+    /// an Erf-GELU MLP of `mlp`, as PyTorch exports timm's ViT. `std` 0 gives zero weights
+    /// (a ViT-B/16-sized model without the cost of random numbers).
+    pub fn vit(
+        blocks: usize,
+        tokens: i64,
+        width: i64,
+        heads: i64,
+        mlp: i64,
+        std: f32,
+    ) -> ModelProto {
+        let mut b = GraphBuilder::new("vit").with_seed(16);
+        let hd = width / heads;
+        let mut w = |b: &mut GraphBuilder, name: &str, dims: &[i64]| {
+            if std > 0.0 {
+                b.init_randn(name, dims, std)
+            } else {
+                let n = dims.iter().product::<i64>().max(0) as usize;
+                b.init_f32(name, dims, &vec![0.0; n])
+            }
+        };
+        let scalar = |b: &mut GraphBuilder, name: &str, v: f32| b.init_f32(name, &[], &[v]);
+        let lin = |b: &mut GraphBuilder,
+                   w: &mut dyn FnMut(&mut GraphBuilder, &str, &[i64]) -> String,
+                   x: &str,
+                   name: &str,
+                   fin: i64,
+                   fout: i64| {
+            let wt = w(b, &format!("{name}.weight"), &[fin, fout]);
+            let bias = w(b, &format!("{name}.bias"), &[fout]);
+            let y = b.op("MatMul", &[x, &wt], vec![]);
+            b.op("Add", &[&y, &bias], vec![])
+        };
+        let norm = |b: &mut GraphBuilder, x: &str, name: &str| {
+            let n = width as usize;
+            let s = b.init_f32(&format!("{name}.weight"), &[width], &vec![1.0; n]);
+            let t = b.init_f32(&format!("{name}.bias"), &[width], &vec![0.0; n]);
+            b.op("LayerNormalization", &[x, &s, &t], vec![attr_i("axis", -1)])
+        };
+        let mut x = b.input("x", &[D::N(1), D::N(tokens), D::N(width)]);
+        let idx: Vec<String> = (0..3)
+            .map(|k| b.init_i64(&format!("qkv_index{k}"), &[], &[k]))
+            .collect();
+        for k in 0..blocks {
+            let p = format!("blocks.{k}");
+            b.scope = format!("/{p}");
+            let y = norm(&mut b, &x, &format!("{p}.norm1"));
+            let qkv = lin(
+                &mut b,
+                &mut w,
+                &y,
+                &format!("{p}.attn.qkv"),
+                width,
+                3 * width,
+            );
+            let shape = b.init_i64(&format!("{p}.attn.shape"), &[5], &[1, tokens, 3, heads, hd]);
+            let r = b.op("Reshape", &[&qkv, &shape], vec![]);
+            let t = b.op(
+                "Transpose",
+                &[&r],
+                vec![attr_ints("perm", &[2, 0, 3, 1, 4])],
+            );
+            let qkv: Vec<String> = idx
+                .iter()
+                .map(|i| b.op("Gather", &[&t, i], vec![attr_i("axis", 0)]))
+                .collect();
+            let kt = b.op(
+                "Transpose",
+                &[&qkv[1]],
+                vec![attr_ints("perm", &[0, 1, 3, 2])],
+            );
+            let s = b.op("MatMul", &[&qkv[0], &kt], vec![]);
+            let scale = scalar(&mut b, &format!("{p}.attn.scale"), (hd as f32).powf(-0.5));
+            let s = b.mul(&s, &scale);
+            let s = b.op("Softmax", &[&s], vec![attr_i("axis", -1)]);
+            let ctx = b.op("MatMul", &[&s, &qkv[2]], vec![]);
+            let ctx = b.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+            let shape = b.init_i64(&format!("{p}.attn.merge"), &[3], &[1, tokens, width]);
+            let ctx = b.op("Reshape", &[&ctx, &shape], vec![]);
+            let o = lin(
+                &mut b,
+                &mut w,
+                &ctx,
+                &format!("{p}.attn.proj"),
+                width,
+                width,
+            );
+            x = b.add(&x, &o);
+            let y = norm(&mut b, &x, &format!("{p}.norm2"));
+            let h = lin(&mut b, &mut w, &y, &format!("{p}.mlp.fc1"), width, mlp);
+            let sqrt2 = scalar(&mut b, &format!("{p}.mlp.sqrt2"), std::f32::consts::SQRT_2);
+            let one = scalar(&mut b, &format!("{p}.mlp.one"), 1.0);
+            let half = scalar(&mut b, &format!("{p}.mlp.half"), 0.5);
+            let e = b.op("Div", &[&h, &sqrt2], vec![]);
+            let e = b.op("Erf", &[&e], vec![]);
+            let e = b.add(&e, &one);
+            let g = b.mul(&h, &e);
+            let g = b.mul(&g, &half);
+            let o = lin(&mut b, &mut w, &g, &format!("{p}.mlp.fc2"), mlp, width);
+            x = b.add(&x, &o);
+        }
+        b.scope = String::new();
+        let y = norm(&mut b, &x, "norm");
+        b.node_named("/out", "Identity", &[&y], &["y"], vec![]);
+        b.output("y", &[D::N(1), D::N(tokens), D::N(width)]);
+        b.model()
+    }
 }

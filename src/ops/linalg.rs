@@ -3,8 +3,47 @@
 use super::ChannelRule::{self, Lock};
 use super::{OpDef, QuantRole, WeightAxis, static_dims};
 use crate::model::proto::NodeProto;
-use crate::model::shape::ShapeInfo;
 use crate::model::shape::rules::{einsum, gemm, matmul};
+use crate::model::shape::{Dim, OpCtx, ShapeInfo, TensorInfo};
+
+/// LSTM / GRU / RNN outputs: Y `[T, D, B, H]` (layout 0) or `[B, T, D, H]` (layout 1), then
+/// Y_h and Y_c `[D, B, H]` (`[B, D, H]` with layout 1). The hidden size is the attribute, or
+/// R's last dim; D is 2 for bidirectional.
+fn recurrent(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    let d = if cx.attr_s("direction").as_deref() == Some("bidirectional") {
+        2
+    } else {
+        1
+    };
+    let hidden = match cx.attr_i("hidden_size", 0) {
+        h if h > 0 => Dim::Known(h),
+        _ => cx
+            .shape(2)
+            .and_then(|r| r.last().cloned())
+            .unwrap_or(Dim::Unknown),
+    };
+    let Some(x) = cx.shape(0).filter(|x| x.len() == 3) else {
+        let n = if cx.op == "LSTM" { 3 } else { 2 };
+        return vec![cx.like_first(None); n];
+    };
+    let d = Dim::Known(d);
+    let (y, state) = if cx.attr_i("layout", 0) == 0 {
+        (
+            vec![x[0].clone(), d.clone(), x[1].clone(), hidden.clone()],
+            vec![d, x[1].clone(), hidden],
+        )
+    } else {
+        (
+            vec![x[0].clone(), x[1].clone(), d.clone(), hidden.clone()],
+            vec![x[0].clone(), d, hidden],
+        )
+    };
+    let mut out = vec![cx.like_first(Some(y)), cx.like_first(Some(state.clone()))];
+    if cx.op == "LSTM" {
+        out.push(cx.like_first(Some(state)));
+    }
+    out
+}
 
 /// Gemm: out numel × K.
 fn gemm_macs(node: &NodeProto, shapes: &ShapeInfo) -> Option<u64> {
@@ -53,8 +92,17 @@ pub const OPS: &[OpDef] = &[
         .dedicated()
         .qoperator(),
     OpDef::new("Einsum").shape(einsum).dedicated().trt(802),
-    // Recurrent layers: TensorRT imports them; pare has no rules.
-    OpDef::new("GRU").trt(700),
-    OpDef::new("LSTM").trt(700),
-    OpDef::new("RNN").trt(700),
+    // Recurrent layers: gates i, o, f, c (LSTM), z, r, h (GRU), one (RNN) stacked in W/R/B.
+    OpDef::new("GRU")
+        .shape(recurrent)
+        .channels(ChannelRule::Recurrent { gates: 3 })
+        .trt(700),
+    OpDef::new("LSTM")
+        .shape(recurrent)
+        .channels(ChannelRule::Recurrent { gates: 4 })
+        .trt(700),
+    OpDef::new("RNN")
+        .shape(recurrent)
+        .channels(ChannelRule::Recurrent { gates: 1 })
+        .trt(700),
 ];

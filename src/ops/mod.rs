@@ -171,6 +171,15 @@ pub enum ChannelRule {
     Slice,
     /// Gather: passes channels unless it indexes the channel axis.
     Gather,
+    /// LayerNormalization: channels before the normalised axes pass; a channel axis that is
+    /// the (only) normalised axis passes with scale and bias as members, but locks its group,
+    /// because removing a channel changes the statistics of the others (residual streams).
+    LayerNorm,
+    /// Expand: passes channels when the channel axis is not broadcast.
+    Expand,
+    /// LSTM / GRU / RNN with this many gates: the hidden size is a group (W, R, B sliced per
+    /// gate, both directions alike), the input size a consumer.
+    Recurrent { gates: usize },
 }
 
 /// Per-channel parameters of a channel-wise op.

@@ -50,7 +50,10 @@ pub const OPS: &[OpDef] = &[
             (2, Role::NormBias),
         ])))
         .trt(600),
-    OpDef::new("LayerNormalization").shape(layer_norm).trt(806),
+    OpDef::new("LayerNormalization")
+        .shape(layer_norm)
+        .channels(super::ChannelRule::LayerNorm)
+        .trt(806),
     // RMSNormalization (opset 23): y = x / sqrt(mean(x², axes axis..rank) + eps) * scale.
     // TensorRT: none of the operator matrices pare encodes (up to 10.1, opset ≤ 20) lists it.
     // Quantization: left float, as ModelOpt leaves normalisations; the Q/DQ pairs go on the

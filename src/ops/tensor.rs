@@ -163,6 +163,7 @@ pub const OPS: &[OpDef] = &[
         .trt(700),
     OpDef::new("Expand")
         .shape(expand)
+        .channels(ChannelRule::Expand)
         .consts(shape_input)
         .index(PRESERVES)
         .trt(700),

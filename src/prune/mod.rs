@@ -452,8 +452,8 @@ impl Report for GroupsReport {
         );
         let _ = writeln!(
             s,
-            "{:>4}  {:>5}  {:<8}  {:<48}  why",
-            "id", "chans", "status", "producers"
+            "{:>4}  {:>5}  {:<9}  {:<8}  {:<48}  why",
+            "id", "chans", "kind", "status", "producers"
         );
         for g in &self.groups {
             let status = if g.prunable { "prunable" } else { "locked" };
@@ -473,11 +473,17 @@ impl Report for GroupsReport {
             } else {
                 String::new()
             };
+            // Heads show their head dim: `heads×8` is a group of heads of 8 channels each.
+            let kind = match g.kind {
+                crate::analysis::channels::GroupKind::Heads => format!("heads×{}", g.unit_width),
+                k => k.label().to_string(),
+            };
             let _ = writeln!(
                 s,
-                "{:>4}  {:>5}  {:<8}  {:<48}  {why}{more}",
+                "{:>4}  {:>5}  {:<9}  {:<8}  {:<48}  {why}{more}",
                 g.id,
                 g.channels,
+                kind,
                 status,
                 truncate(&prod, 48)
             );

@@ -217,7 +217,7 @@ pub fn make_plan(
             .or_else(|| opts.group_ratios.get(&grp.id).copied())
             .unwrap_or(opts.ratio);
         let prunable = locked.is_empty()
-            && grp.channels > opts.round_to.max(1).min(grp.channels)
+            && grp.channels > unit_round(grp, opts.round_to).min(grp.channels)
             && grp.channels > 1;
         if prunable {
             scored.push((
@@ -253,13 +253,24 @@ pub fn make_plan(
             let keep_n = rounded_keep(
                 grp.channels,
                 plans[*gid].ratio,
-                opts.round_to,
+                unit_round(grp, opts.round_to),
                 opts.min_channels,
             );
             plans[*gid].keep = top_units(scores, keep_n);
         }
     }
     Ok(PrunePlan { groups: plans })
+}
+
+/// `round_to` in units: a unit of `unit_width` channels (an attention head) needs only
+/// `round_to / gcd` units for the kept channel count to be a multiple of `round_to`.
+pub fn unit_round(grp: &ChannelGroup, round_to: usize) -> usize {
+    let (r, w) = (round_to.max(1), grp.unit_width.max(1));
+    let (mut a, mut b) = (r, w);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    r / a
 }
 
 /// Indices of the `n` highest scores, ascending (ties broken by lower index).
@@ -312,7 +323,12 @@ fn global_keep(
         let c = ca.groups[*gid].channels;
         let ratio = removed[*gid] as f64 / c as f64;
         plans[*gid].ratio = ratio;
-        let keep_n = rounded_keep(c, ratio, opts.round_to, opts.min_channels);
+        let keep_n = rounded_keep(
+            c,
+            ratio,
+            unit_round(&ca.groups[*gid], opts.round_to),
+            opts.min_channels,
+        );
         plans[*gid].keep = top_units(s, keep_n);
     }
 }
