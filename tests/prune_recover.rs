@@ -101,6 +101,30 @@ fn constant_channels() -> ModelProto {
     b.model()
 }
 
+/// x(4) → conv1 1x1 (16 channels, linear) → GlobalAveragePool → Flatten → Gemm (5): with
+/// half the channels kept, the Gemm has 9 unknowns per output but only one row per sample
+/// (6 fit samples), unless it is fitted on the positions before the pool.
+fn pooled_classifier() -> ModelProto {
+    let mut rng = Rng::new(5);
+    let mut b = GraphBuilder::new("pooled_classifier");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let w1 = randn(&mut rng, 64, 0.5);
+    let h = conv(&mut b, "conv1", &x, (&[16, 4, 1, 1], &w1), None);
+    let p = b.op("GlobalAveragePool", &[&h], vec![]);
+    let f = b.op("Flatten", &[&p], vec![attr_i("axis", 1)]);
+    let w = b.init_f32("fc.weight", &[5, 16], &randn(&mut rng, 80, 0.5));
+    let bias = b.init_f32("fc.bias", &[5], &randn(&mut rng, 5, 0.1));
+    b.node_named(
+        "fc",
+        "Gemm",
+        &[&f, &w, &bias],
+        &["logits"],
+        vec![attr_i("transB", 1)],
+    );
+    b.output("logits", &[D::N(1), D::N(5)]);
+    b.model()
+}
+
 fn prune_with(m: ModelProto, mode: RecoverMode) -> PruneReport {
     let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
     let req = PruneRequest {
@@ -149,6 +173,19 @@ fn least_squares_recovers_linear_combinations_exactly() {
     assert!(before < 30.0, "pruning alone should hurt: {before} dB");
     assert!(after >= 60.0, "least squares should be exact: {after} dB");
     assert!(rep.fidelity.as_ref().is_some_and(|f| f.held_out));
+}
+
+#[test]
+fn a_classifier_behind_global_pooling_is_fitted_on_spatial_positions() {
+    let rep = prune_with(pooled_classifier(), RecoverMode::Lsq);
+    assert_eq!(rep.pruned_groups, 1, "{:?}", rep.plan);
+    let r = rep.recovery.as_ref().expect("recovery ran");
+    assert_eq!(r.layers.len(), 1);
+    assert_eq!(r.layers[0].method, FitMethod::Lsq, "{:?}", r.layers);
+    let before = sqnr(&rep.fidelity_before_recovery);
+    let after = sqnr(&rep.fidelity);
+    assert!(before < 30.0, "pruning alone should hurt: {before} dB");
+    assert!(after >= 60.0, "kept channels span the removed ones: {after} dB");
 }
 
 #[test]

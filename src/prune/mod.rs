@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod importance;
 pub mod plan;
+pub mod proxy;
 pub mod recover;
 pub mod rewrite;
 pub mod sensitivity;
@@ -297,6 +298,12 @@ impl PruneReport {
 
 /// `pare prune`: plans, rewrites, validates (unless asked not to) and writes the model when
 /// the request names an output.
+/// The stand-in for recovery a budget search measures candidates with.
+enum Repair {
+    Lsq(proxy::LsqProxy),
+    Bias(recover::BiasFolder),
+}
+
 pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<PruneReport> {
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
@@ -326,20 +333,30 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     let budget = match &req.budget {
         Some(b) => {
             let t = std::time::Instant::now();
-            // Candidates are measured as repaired (cheaply, by bias folding) when a repair
-            // will run on the result.
-            let folder = match &req.calib {
+            // Candidates are measured as repaired when a repair will run on the result: by
+            // closed-form least squares from stored moments for `lsq`, by bias folding for
+            // `bias` (see `proxy`).
+            let repair = match &req.calib {
+                Some(c) if mode == RecoverMode::Lsq => {
+                    let search = (b.holdout, b.search_samples);
+                    Some(Repair::Lsq(proxy::LsqProxy::new(a, c, search, progress)?))
+                }
                 Some(c) if mode != RecoverMode::None => {
-                    Some(recover::BiasFolder::new(a, c, progress)?)
+                    Some(Repair::Bias(recover::BiasFolder::new(a, c, progress)?))
                 }
                 _ => None,
             };
-            let fold = |p: &Pruned| match &folder {
-                Some(f) => f.apply(a, p),
+            let fold = |p: &Pruned| match &repair {
+                Some(Repair::Lsq(x)) => x.apply(a, p),
+                Some(Repair::Bias(f)) => f.apply(a, p),
                 None => Ok(p.model.proto.clone()),
             };
-            let transform: Option<&sensitivity::Transform> = folder.as_ref().map(|_| &fold as _);
-            let (ratios, rep) = budget::search(a, &opts, b, transform, progress)?;
+            let transform: Option<&sensitivity::Transform> = repair.as_ref().map(|_| &fold as _);
+            let mut b = b.clone();
+            if let Some(Repair::Lsq(x)) = &repair {
+                b.search_samples = x.search_samples;
+            }
+            let (ratios, rep) = budget::search(a, &opts, &b, transform, progress)?;
             opts.group_ratios = ratios;
             opts.ratio = 0.0;
             opts.global = false;
