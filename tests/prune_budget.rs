@@ -324,6 +324,8 @@ fn budget_with_lsq_prunes_what_a_refit_restores() {
     // and the written model (really re-fitted) keeps the output.
     let (r, l, v) = run("lsq");
     assert!(r > 0.0 && l == 0.0, "lsq: redundant {r} lean {l}");
-    let sqnr = v["fidelity"]["outputs"][0]["sqnr_db"].as_f64().expect("sqnr");
+    let sqnr = v["fidelity"]["outputs"][0]["sqnr_db"]
+        .as_f64()
+        .expect("sqnr");
     assert!(sqnr > 40.0, "{}", v["fidelity"]);
 }

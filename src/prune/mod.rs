@@ -299,8 +299,8 @@ impl PruneReport {
 /// `pare prune`: plans, rewrites, validates (unless asked not to) and writes the model when
 /// the request names an output.
 /// The stand-in for recovery a budget search measures candidates with.
-enum Repair {
-    Lsq(proxy::LsqProxy),
+enum Repair<'p> {
+    Lsq(&'p proxy::LsqProxy),
     Bias(recover::BiasFolder),
 }
 
@@ -330,18 +330,35 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
         )?));
         phases.push(recover::PhaseTime::since("activation statistics", t));
     }
+    // With least-squares recovery, a proxy of it (moments of every re-fittable consumer's
+    // input) ranks channels by redundancy and lets a budget search measure repaired
+    // candidates.
+    let lsq_proxy = match &req.calib {
+        Some(c) if mode == RecoverMode::Lsq => {
+            let t = std::time::Instant::now();
+            let search = req
+                .budget
+                .as_ref()
+                .map_or((c.holdout, 0), |b| (b.holdout, b.search_samples));
+            let x = proxy::LsqProxy::new(a, c, search, progress)?;
+            if opts.criterion == Criterion::Activation {
+                let ca = crate::analysis::channels::analyze_channels(a);
+                opts.refit_scores = Some(std::sync::Arc::new(x.refit_scores(a, &ca)?));
+            }
+            phases.push(recover::PhaseTime::since("recovery proxy", t));
+            Some(x)
+        }
+        _ => None,
+    };
     let budget = match &req.budget {
         Some(b) => {
             let t = std::time::Instant::now();
             // Candidates are measured as repaired when a repair will run on the result: by
             // closed-form least squares from stored moments for `lsq`, by bias folding for
             // `bias` (see `proxy`).
-            let repair = match &req.calib {
-                Some(c) if mode == RecoverMode::Lsq => {
-                    let search = (b.holdout, b.search_samples);
-                    Some(Repair::Lsq(proxy::LsqProxy::new(a, c, search, progress)?))
-                }
-                Some(c) if mode != RecoverMode::None => {
+            let repair = match (&req.calib, &lsq_proxy) {
+                (_, Some(x)) => Some(Repair::Lsq(x)),
+                (Some(c), None) if mode != RecoverMode::None => {
                     Some(Repair::Bias(recover::BiasFolder::new(a, c, progress)?))
                 }
                 _ => None,

@@ -17,13 +17,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use faer::prelude::Solve;
 use faer::{Accum, Mat, MatRef, Par};
 
 use super::Pruned;
 use super::recover::{
     BiasFolder, CalibOptions, Consumer, FitContext, GroupSystem, LayerSystem, OpKind,
-    RecoverOptions, choose_ridge, current_weights, find_consumers, hflip, layer_shape, open_samples,
-    original_matrix, ridge_solve, write_weights,
+    RecoverOptions, choose_ridge, current_weights, find_consumers, hflip, layer_shape,
+    open_samples, original_matrix, ridge_solve, write_weights,
 };
 use crate::analysis::channels::ChannelAnalysis;
 use crate::error::{PareError, Result};
@@ -192,8 +193,7 @@ impl LsqProxy {
             let mut c = self.cache.lock().map_err(|_| poisoned())?;
             c.generation += 1;
             let g = c.generation;
-            c.fits
-                .retain(|_, (used, _)| *used + KEEP_GENERATIONS >= g);
+            c.fits.retain(|_, (used, _)| *used + KEEP_GENERATIONS >= g);
             g
         };
         for c in find_consumers(a, &p.channels, &keep) {
@@ -276,13 +276,7 @@ impl LsqProxy {
     /// inputs).
     fn target(&self, a: &Analysis, c: &Consumer, mo: &Moments) -> Result<std::sync::Arc<Target>> {
         let key = (c.node, c.kept_out.clone());
-        if let Some(t) = self
-            .cache
-            .lock()
-            .map_err(|_| poisoned())?
-            .targets
-            .get(&key)
-        {
+        if let Some(t) = self.cache.lock().map_err(|_| poisoned())?.targets.get(&key) {
             return Ok(t.clone());
         }
         let w = original_matrix(&a.model.proto, c)?;
@@ -296,6 +290,125 @@ impl LsqProxy {
             .insert(key, t.clone());
         Ok(t)
     }
+}
+
+impl LsqProxy {
+    /// Refit-aware channel scores for groups with exactly one re-fittable consumer (a 1x1
+    /// conv or pooled Gemm whose input channels are the group's units): the order of a greedy
+    /// least-squares elimination on that consumer's input moments, so the channels the
+    /// others predict best go first (score = elimination step; higher = keep). Weight or
+    /// activation size says nothing about redundancy, and redundancy is what a re-fit uses.
+    pub fn refit_scores(
+        &self,
+        a: &Analysis,
+        ca: &ChannelAnalysis,
+    ) -> Result<HashMap<usize, Vec<f64>>> {
+        let mut by_group: HashMap<usize, Vec<(Consumer, Vec<usize>)>> = HashMap::new();
+        // Per group, the consumers when only that group is cut (their outputs whole).
+        let cut_alone = |g: usize| -> Vec<bool> { ca.atom_group.iter().map(|&x| x != g).collect() };
+        let consumers = (0..ca.groups.len()).flat_map(|g| find_consumers(a, ca, &cut_alone(g)));
+        for c in consumers {
+            let groups = a.graph().node[c.node].attr_i("group").unwrap_or(1).max(1) as usize;
+            let Some(t) = moment_tensor(&c, groups) else {
+                continue;
+            };
+            let Some(l) = ca.layouts.get(t) else {
+                continue;
+            };
+            let Some(&g) = l.atoms.first().map(|&x| &ca.atom_group[x as usize]) else {
+                continue;
+            };
+            let units: Vec<usize> = l.atoms.iter().map(|&x| ca.atom_unit[x as usize]).collect();
+            let one_group = l.atoms.iter().all(|&x| ca.atom_group[x as usize] == g);
+            let mut sorted = units.clone();
+            sorted.sort_unstable();
+            let bijective = sorted.iter().enumerate().all(|(i, &u)| i == u)
+                && units.len() == ca.groups[g].channels;
+            if one_group && bijective && self.moments.contains_key(t) {
+                by_group.entry(g).or_default().push((c, units));
+            }
+        }
+        let mut out = HashMap::new();
+        for (g, cs) in by_group {
+            let [(c, units)] = &cs[..] else {
+                continue;
+            };
+            let t = moment_tensor(c, 1).unwrap_or(&c.input);
+            let Some(mo) = self.moments.get(t) else {
+                continue;
+            };
+            let Ok(w) = original_matrix(&a.model.proto, c) else {
+                continue;
+            };
+            let order = elimination_order(&(&mo[0] + &mo[1]), &w);
+            let mut scores = vec![0.0; units.len()];
+            for (ch, &u) in units.iter().enumerate() {
+                scores[u] = order.get(ch).copied().unwrap_or(0.0);
+            }
+            out.insert(g, scores);
+        }
+        Ok(out)
+    }
+}
+
+/// Greedy backward elimination for the regression of `Y = X·W` on `X` (moments `s` =
+/// XᵀX with the constant last, always kept): each step drops the input whose removal raises
+/// the residual least (`‖bⱼ‖² / Pⱼⱼ` with P the inverse moments of the kept set and b the
+/// current coefficients) and downdates P and b. Returns, per input, the step it was dropped
+/// at (the last survivor scores highest).
+fn elimination_order(s: &Mat<f64>, w: &Mat<f64>) -> Vec<f64> {
+    let n = s.nrows();
+    let k = n.saturating_sub(1);
+    if k == 0 || w.nrows() != n {
+        return vec![0.0; k];
+    }
+    let mean_diag = (0..k).map(|i| s[(i, i)]).sum::<f64>() / k as f64;
+    let mut reg = s.clone();
+    for i in 0..k {
+        reg[(i, i)] += 1e-4 * mean_diag.max(1e-12);
+    }
+    reg[(k, k)] += 1e-12 * (1.0 + reg[(k, k)]);
+    let Ok(llt) = reg.as_ref().llt(faer::Side::Lower) else {
+        return vec![0.0; k];
+    };
+    let mut p: Mat<f64> = llt.solve(Mat::<f64>::identity(n, n));
+    // The ridge coefficients of the full set (W itself is optimal only up to the ridge, and
+    // not the minimum-norm choice where inputs are collinear).
+    let sw = s * w;
+    let mut b: Mat<f64> = &p * &sw;
+    let mut alive = vec![true; n];
+    let mut order = vec![0.0; k];
+    for step in 0..k {
+        let cost = |j: usize| -> f64 {
+            let bj: f64 = (0..b.ncols()).map(|o| b[(j, o)] * b[(j, o)]).sum();
+            bj / p[(j, j)].max(1e-300)
+        };
+        let Some(j) = (0..k)
+            .filter(|&j| alive[j])
+            .min_by(|&x, &y| cost(x).total_cmp(&cost(y)))
+        else {
+            break;
+        };
+        order[j] = step as f64;
+        alive[j] = false;
+        let pjj = p[(j, j)];
+        if pjj.abs() < 1e-300 {
+            continue;
+        }
+        let live: Vec<usize> = (0..n).filter(|&i| alive[i]).collect();
+        let pj: Vec<f64> = (0..n).map(|i| p[(i, j)]).collect();
+        let bjr: Vec<f64> = (0..b.ncols()).map(|o| b[(j, o)]).collect();
+        for &x in &live {
+            let f = pj[x] / pjj;
+            for &y in &live {
+                p[(x, y)] -= f * pj[y];
+            }
+            for (o, bj) in bjr.iter().enumerate() {
+                b[(x, o)] -= f * bj;
+            }
+        }
+    }
+    order
 }
 
 /// `Σ w ∘ aw` = tr(Wᵀ A W).

@@ -923,7 +923,12 @@ pub(super) fn current_weights(m: &ModelProto, c: &Consumer, s: &Shape) -> Result
 }
 
 /// Writes fitted `d×m` matrices (one per group) into the consumer's weight and bias.
-pub(super) fn write_weights(m: &mut ModelProto, c: &Consumer, s: &Shape, ws: &[Mat<f64>]) -> Result<()> {
+pub(super) fn write_weights(
+    m: &mut ModelProto,
+    c: &Consumer,
+    s: &Shape,
+    ws: &[Mat<f64>],
+) -> Result<()> {
     let (dims, mut w) = values_of(m, &c.weight)?;
     let ksz = (s.d - usize::from(s.intercept)) / s.cin_g.max(1);
     let n_out = c.kept_out.len();
@@ -1297,12 +1302,14 @@ fn lsq_blocker(
         let pooled_rows = c.pooled.as_ref().and_then(|t| a.shapes.static_shape(t));
         let rows: usize = pooled_rows
             .map(|s| (s[0] * s[2] * s[3]).max(1) as usize)
-            .or_else(|| a.shapes.static_shape(&c.input).map(|s| {
-                s[..s.len().saturating_sub(1)]
-                    .iter()
-                    .product::<i64>()
-                    .max(1) as usize
-            }))
+            .or_else(|| {
+                a.shapes.static_shape(&c.input).map(|s| {
+                    s[..s.len().saturating_sub(1)]
+                        .iter()
+                        .product::<i64>()
+                        .max(1) as usize
+                })
+            })
             .unwrap_or(1);
         if rows * fit_samples < per_group {
             return Some(format!(
