@@ -50,10 +50,14 @@ struct Target {
     yty: [f64; 2],
 }
 
+/// A fit's key: consumer node, kept inputs, kept outputs.
+type FitKey = (usize, Vec<usize>, Vec<usize>);
+
 #[derive(Default)]
 struct Cache {
     generation: u64,
-    fits: HashMap<(usize, Vec<usize>, Vec<usize>), (u64, Option<Mat<f64>>)>,
+    /// Fits with the generation that last used them.
+    fits: HashMap<FitKey, (u64, Option<Mat<f64>>)>,
     targets: HashMap<(usize, Vec<usize>), std::sync::Arc<Target>>,
 }
 
