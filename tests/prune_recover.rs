@@ -306,6 +306,11 @@ fn fidelity_is_in_the_json_with_calib_random_on_held_out_samples() {
     let notes = v["fidelity"]["notes"].to_string();
     assert!(notes.contains("random inputs"), "{notes}");
     assert!(v["recovery"].is_null());
+    // ... measured on validation's own run: no second pair of runners, no extra phases.
+    assert_eq!(v["fidelity"]["samples"], 1, "{}", v["fidelity"]);
+    let phases = v["phases"].to_string();
+    assert!(!phases.contains("fidelity"), "{phases}");
+    assert!(v["fidelity"]["outputs"][0]["sqnr_db"].is_number());
     // Recovery needs samples.
     let (code, _, err) = common::pare(&["prune", p, "--dry-run", "--recover", "lsq"]);
     assert_eq!(code, 2, "{err}");
