@@ -59,6 +59,31 @@ fn two_branches() -> ModelProto {
     b.model()
 }
 
+/// Two branches into a pooled output: `/redundant` is linear (its 16 hidden channels span
+/// only its 4 inputs, so a least-squares refit of the next conv restores any removal) and
+/// feeds the output through large weights; `/lean`'s hidden channels pass a ReLU and feed
+/// it through moderate ones. Unrepaired or bias-folded, `/redundant` looks fragile.
+fn redundant_and_lean() -> ModelProto {
+    let mut b = GraphBuilder::new("redundant_and_lean");
+    b.input("input", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    b.scope = "/redundant".into();
+    let r = b.conv("input", 4, 16, 1, 1, 0, 1);
+    let r = b.conv(&r, 16, 8, 1, 1, 0, 1);
+    scale_weight(&mut b, &r, 10.0);
+    b.scope = "/lean".into();
+    let l = b.conv("input", 4, 16, 3, 1, 1, 1);
+    let l = b.relu(&l);
+    let l = b.conv(&l, 16, 8, 1, 1, 0, 1);
+    scale_weight(&mut b, &l, 0.3);
+    b.scope = "/head".into();
+    let x = b.add(&r, &l);
+    let x = b.op("GlobalAveragePool", &[&x], vec![]);
+    let x = b.op("Flatten", &[&x], vec![attr_i("axis", 1)]);
+    b.node_named("/head/Identity", "Identity", &[&x], &["logits"], vec![]);
+    b.output("logits", &[D::N(1), D::N(8)]);
+    b.model()
+}
+
 fn analysis(p: &std::path::Path) -> Analysis {
     Analysis::open(p, &InputPins::new()).expect("analysis")
 }
@@ -295,4 +320,54 @@ fn target_macs_on_symbolic_sizes_asks_for_input_shape() {
         r["macs_after"].as_f64().expect("macs_after"),
     );
     assert!(before > 0.0 && after <= 0.6 * before, "{before} -> {after}");
+
+#[test]
+fn budget_with_lsq_prunes_what_a_refit_restores() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "rl.onnx", &redundant_and_lean());
+    let a = analysis(&p);
+    let (red, lean) = (group_of(&a, "/redundant"), group_of(&a, "/lean"));
+    let out = dir.path().join("out.onnx");
+    let run = |recover: &str| {
+        let (code, stdout, err) = common::pare(&[
+            "prune",
+            p.to_str().expect("utf8"),
+            "-o",
+            out.to_str().expect("utf8"),
+            "--target-macs",
+            "0.9",
+            "--round-to",
+            "1",
+            "--calib",
+            "random",
+            "--samples",
+            "8",
+            "--recover",
+            recover,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        let ratio = |g: usize| {
+            v["budget"]["ratios"]
+                .as_array()
+                .expect("ratios")
+                .iter()
+                .find(|r| r["group"] == g)
+                .and_then(|r| r["ratio"].as_f64())
+                .expect("ratio")
+        };
+        (ratio(red), ratio(lean), v)
+    };
+    // Measured as bias-folded, the redundant branch looks fragile: the search cuts the lean one.
+    let (r, l, _) = run("bias");
+    assert!(l > r, "bias: redundant {r} lean {l}");
+    // Measured as re-fitted, the redundant branch costs nothing: the search cuts it instead,
+    // and the written model (really re-fitted) keeps the output.
+    let (r, l, v) = run("lsq");
+    assert!(r > 0.0 && l == 0.0, "lsq: redundant {r} lean {l}");
+    let sqnr = v["fidelity"]["outputs"][0]["sqnr_db"]
+        .as_f64()
+        .expect("sqnr");
+    assert!(sqnr > 40.0, "{}", v["fidelity"]);
 }

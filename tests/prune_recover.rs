@@ -12,7 +12,7 @@ use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::prune::recover::{CalibOptions, FitMethod, RecoverOptions};
 use pare::prune::sensitivity::SampleSpec;
-use pare::prune::{PruneOptions, PruneReport, PruneRequest, RecoverMode};
+use pare::prune::{Criterion, PruneOptions, PruneReport, PruneRequest, RecoverMode};
 use pare::rng::Rng;
 use pare::runtime::{EngineChoice, EngineKind};
 
@@ -101,12 +101,61 @@ fn constant_channels() -> ModelProto {
     b.model()
 }
 
+/// x(4) → conv1 1x1 (16 channels, linear) → GlobalAveragePool → Flatten → Gemm (5): with
+/// half the channels kept, the Gemm has 9 unknowns per output but only one row per sample
+/// (6 fit samples), unless it is fitted on the positions before the pool.
+fn pooled_classifier() -> ModelProto {
+    let mut rng = Rng::new(5);
+    let mut b = GraphBuilder::new("pooled_classifier");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let w1 = randn(&mut rng, 64, 0.5);
+    let h = conv(&mut b, "conv1", &x, (&[16, 4, 1, 1], &w1), None);
+    let p = b.op("GlobalAveragePool", &[&h], vec![]);
+    let f = b.op("Flatten", &[&p], vec![attr_i("axis", 1)]);
+    let w = b.init_f32("fc.weight", &[5, 16], &randn(&mut rng, 80, 0.5));
+    let bias = b.init_f32("fc.bias", &[5], &randn(&mut rng, 5, 0.1));
+    b.node_named(
+        "fc",
+        "Gemm",
+        &[&f, &w, &bias],
+        &["logits"],
+        vec![attr_i("transB", 1)],
+    );
+    b.output("logits", &[D::N(1), D::N(5)]);
+    b.model()
+}
+
+/// x(4) → conv1 1x1 (8 channels) → Relu → conv2 1x1 → y. Channels 0..3 are small and
+/// independent, 4 is large and 5..8 are exact copies of it: keeping half, a criterion by size
+/// keeps the copies; one by redundancy drops them and a re-fit is exact.
+fn copies_and_small_channels() -> ModelProto {
+    let mut rng = Rng::new(13);
+    let mut b = GraphBuilder::new("copies");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let mut w1 = randn(&mut rng, 32, 0.3);
+    let big: Vec<f32> = randn(&mut rng, 4, 2.0);
+    for o in 3..8 {
+        w1[o * 4..o * 4 + 4].copy_from_slice(&big);
+    }
+    let h = conv(&mut b, "conv1", &x, (&[8, 4, 1, 1], &w1), None);
+    let h = b.relu(&h);
+    let w2 = randn(&mut rng, 6 * 8, 0.5);
+    let y = conv(&mut b, "conv2", &h, (&[6, 8, 1, 1], &w2), Some(&[0.0; 6]));
+    b.output(&y, &[D::N(1), D::N(6), D::N(8), D::N(8)]);
+    b.model()
+}
+
 fn prune_with(m: ModelProto, mode: RecoverMode) -> PruneReport {
+    prune_by(m, mode, Criterion::L1)
+}
+
+fn prune_by(m: ModelProto, mode: RecoverMode, criterion: Criterion) -> PruneReport {
     let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
     let req = PruneRequest {
         options: PruneOptions {
             ratio: 0.5,
             round_to: 1,
+            criterion,
             ..Default::default()
         },
         output: None,
@@ -149,6 +198,49 @@ fn least_squares_recovers_linear_combinations_exactly() {
     assert!(before < 30.0, "pruning alone should hurt: {before} dB");
     assert!(after >= 60.0, "least squares should be exact: {after} dB");
     assert!(rep.fidelity.as_ref().is_some_and(|f| f.held_out));
+}
+
+#[test]
+fn a_classifier_behind_global_pooling_is_fitted_on_spatial_positions() {
+    let rep = prune_with(pooled_classifier(), RecoverMode::Lsq);
+    assert_eq!(rep.pruned_groups, 1, "{:?}", rep.plan);
+    let r = rep.recovery.as_ref().expect("recovery ran");
+    assert_eq!(r.layers.len(), 1);
+    assert_eq!(r.layers[0].method, FitMethod::Lsq, "{:?}", r.layers);
+    let before = sqnr(&rep.fidelity_before_recovery);
+    let after = sqnr(&rep.fidelity);
+    assert!(before < 30.0, "pruning alone should hurt: {before} dB");
+    assert!(
+        after >= 60.0,
+        "kept channels span the removed ones: {after} dB"
+    );
+}
+
+#[test]
+fn with_lsq_the_activation_criterion_drops_redundant_channels_first() {
+    let rep = prune_by(
+        copies_and_small_channels(),
+        RecoverMode::Lsq,
+        Criterion::Activation,
+    );
+    let g = rep.plan.iter().find(|g| g.total == 8).expect("group");
+    assert_eq!(g.kept, 4, "{:?}", rep.plan);
+    let after = sqnr(&rep.fidelity);
+    assert!(
+        after >= 60.0,
+        "one copy and the small channels span it all: {after} dB"
+    );
+    // By size alone, the copies are kept and the small channels lost.
+    let by_size = prune_by(
+        copies_and_small_channels(),
+        RecoverMode::Bias,
+        Criterion::Activation,
+    );
+    assert!(
+        sqnr(&by_size.fidelity) < 40.0,
+        "{}",
+        sqnr(&by_size.fidelity)
+    );
 }
 
 #[test]
@@ -214,6 +306,11 @@ fn fidelity_is_in_the_json_with_calib_random_on_held_out_samples() {
     let notes = v["fidelity"]["notes"].to_string();
     assert!(notes.contains("random inputs"), "{notes}");
     assert!(v["recovery"].is_null());
+    // ... measured on validation's own run: no second pair of runners, no extra phases.
+    assert_eq!(v["fidelity"]["samples"], 1, "{}", v["fidelity"]);
+    let phases = v["phases"].to_string();
+    assert!(!phases.contains("fidelity"), "{phases}");
+    assert!(v["fidelity"]["outputs"][0]["sqnr_db"].is_number());
     // Recovery needs samples.
     let (code, _, err) = common::pare(&["prune", p, "--dry-run", "--recover", "lsq"]);
     assert_eq!(code, 2, "{err}");

@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod importance;
 pub mod plan;
+pub mod proxy;
 pub mod recover;
 pub mod rewrite;
 pub mod sensitivity;
@@ -297,6 +298,54 @@ impl PruneReport {
 
 /// `pare prune`: plans, rewrites, validates (unless asked not to) and writes the model when
 /// the request names an output.
+/// With least-squares recovery, a proxy of it (moments of every re-fittable consumer's
+/// input) ranks channels by redundancy (for the activation criterion) and lets a budget
+/// search measure repaired candidates.
+fn lsq_proxy(
+    a: &Analysis,
+    req: &PruneRequest,
+    mode: RecoverMode,
+    opts: &mut PruneOptions,
+    phases: &mut Vec<recover::PhaseTime>,
+    progress: &dyn Progress,
+) -> Result<Option<proxy::LsqProxy>> {
+    let Some(c) = req.calib.as_ref().filter(|_| mode == RecoverMode::Lsq) else {
+        return Ok(None);
+    };
+    let t = std::time::Instant::now();
+    let search = req
+        .budget
+        .as_ref()
+        .map_or((c.holdout, 0), |b| (b.holdout, b.search_samples));
+    let x = proxy::LsqProxy::new(a, c, search, progress)?;
+    if opts.criterion == Criterion::Activation {
+        let ca = crate::analysis::channels::analyze_channels(a);
+        opts.refit_scores = Some(std::sync::Arc::new(x.refit_scores(a, &ca)?));
+    }
+    phases.push(recover::PhaseTime::since("recovery proxy", t));
+    Ok(Some(x))
+}
+
+/// Fidelity on the validation input (random data), when validation ran both models.
+fn validation_fidelity(a: &Analysis, v: Option<&Validation>) -> Option<crate::fidelity::Fidelity> {
+    let v = v?;
+    let (o0, o1) = v.outputs.as_ref()?;
+    let mut acc = crate::fidelity::Accumulator::new(a.index.outputs.clone());
+    acc.add(o0, o1).ok()?;
+    let mut f = acc.finish(true, "random (the validation input)", v.engine);
+    f.notes.push(
+        "random inputs (1 sample, the validation's): give --calib DIR for fidelity on real data"
+            .into(),
+    );
+    Some(f)
+}
+
+/// The stand-in for recovery a budget search measures candidates with.
+enum Repair<'p> {
+    Lsq(&'p proxy::LsqProxy),
+    Bias(recover::BiasFolder),
+}
+
 pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<PruneReport> {
     if let Some(out) = &req.output {
         check_output(a.model.path.as_deref(), out)?;
@@ -323,23 +372,31 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
         )?));
         phases.push(recover::PhaseTime::since("activation statistics", t));
     }
+    let lsq_proxy = lsq_proxy(a, req, mode, &mut opts, &mut phases, progress)?;
     let budget = match &req.budget {
         Some(b) => {
             let t = std::time::Instant::now();
-            // Candidates are measured as repaired (cheaply, by bias folding) when a repair
-            // will run on the result.
-            let folder = match &req.calib {
-                Some(c) if mode != RecoverMode::None => {
-                    Some(recover::BiasFolder::new(a, c, progress)?)
+            // Candidates are measured as repaired when a repair will run on the result: by
+            // closed-form least squares from stored moments for `lsq`, by bias folding for
+            // `bias` (see `proxy`).
+            let repair = match (&req.calib, &lsq_proxy) {
+                (_, Some(x)) => Some(Repair::Lsq(x)),
+                (Some(c), None) if mode != RecoverMode::None => {
+                    Some(Repair::Bias(recover::BiasFolder::new(a, c, progress)?))
                 }
                 _ => None,
             };
-            let fold = |p: &Pruned| match &folder {
-                Some(f) => f.apply(a, p),
+            let fold = |p: &Pruned| match &repair {
+                Some(Repair::Lsq(x)) => x.apply(a, p),
+                Some(Repair::Bias(f)) => f.apply(a, p),
                 None => Ok(p.model.proto.clone()),
             };
-            let transform: Option<&sensitivity::Transform> = folder.as_ref().map(|_| &fold as _);
-            let (ratios, rep) = budget::search(a, &opts, b, transform, progress)?;
+            let transform: Option<&sensitivity::Transform> = repair.as_ref().map(|_| &fold as _);
+            let mut b = b.clone();
+            if let Some(Repair::Lsq(x)) = &repair {
+                b.search_samples = x.search_samples;
+            }
+            let (ratios, rep) = budget::search(a, &opts, &b, transform, progress)?;
             opts.group_ratios = ratios;
             opts.ratio = 0.0;
             opts.global = false;
@@ -352,8 +409,11 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
     let mut pruned = prune(a, &opts, progress)?;
     phases.push(recover::PhaseTime::since("plan and rewrite", t));
     progress.check_cancel()?;
+    // Without --calib, validation's own run (both models on the same random input) gives
+    // the fidelity: no second pair of runners, so a plain prune costs what it did.
+    let from_validation = req.validate && req.calib.as_ref().is_some_and(|c| !c.given);
     let calib = match &req.calib {
-        Some(c) => {
+        Some(c) if !from_validation => {
             let mut model = pruned.model.proto.clone();
             let out =
                 match recover::calibrate_and_measure(a, &pruned, &mut model, c, mode, progress) {
@@ -372,7 +432,7 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
             }
             out
         }
-        None => recover::CalibOutcome::default(),
+        _ => recover::CalibOutcome::default(),
     };
     phases.extend(calib.phases);
     let t = std::time::Instant::now();
@@ -381,7 +441,10 @@ pub fn run(a: &Analysis, req: &PruneRequest, progress: &dyn Progress) -> Result<
         phases.push(recover::PhaseTime::since("validation", t));
     }
     rep.budget = budget;
-    rep.fidelity = calib.fidelity;
+    rep.fidelity = match from_validation {
+        true => validation_fidelity(a, rep.validation.as_ref()),
+        false => calib.fidelity,
+    };
     rep.fidelity_before_recovery = calib.fidelity_before_recovery;
     rep.recovery = calib.recovery;
     rep.phases = phases;

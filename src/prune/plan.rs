@@ -43,6 +43,10 @@ pub struct PruneOptions {
     /// Per-channel activation RMS on calibration data (`--criterion activation`).
     #[serde(skip)]
     pub activations: Option<std::sync::Arc<std::collections::HashMap<String, Vec<f64>>>>,
+    /// Refit-aware unit scores per group (see [`super::proxy::LsqProxy::refit_scores`]):
+    /// with `--recover lsq`, they replace the activation criterion's scores where present.
+    #[serde(skip)]
+    pub refit_scores: Option<std::sync::Arc<std::collections::HashMap<usize, Vec<f64>>>>,
 }
 
 impl Default for PruneOptions {
@@ -59,6 +63,7 @@ impl Default for PruneOptions {
             inputs: None,
             tags: Tags::default(),
             activations: None,
+            refit_scores: None,
         }
     }
 }
@@ -220,10 +225,16 @@ pub fn make_plan(
             && grp.channels > unit_round(grp, opts.round_to).min(grp.channels)
             && grp.channels > 1;
         if prunable {
-            scored.push((
-                grp.id,
-                unit_scores(a, ca, grp, opts.criterion, opts.seed, &mut cache),
-            ));
+            let refit = opts
+                .refit_scores
+                .as_ref()
+                .and_then(|r| r.get(&grp.id))
+                .filter(|s| s.len() == grp.channels && opts.criterion == Criterion::Activation);
+            let scores = match refit {
+                Some(s) => s.clone(),
+                None => unit_scores(a, ca, grp, opts.criterion, opts.seed, &mut cache),
+            };
+            scored.push((grp.id, scores));
         } else if locked.is_empty() && grp.channels <= 1 {
             locked.push("a single channel".into());
         } else if locked.is_empty() {

@@ -111,7 +111,7 @@ pub struct Recovery {
 
 /// How a consumer computes its output from its input.
 #[derive(Clone, Debug)]
-enum OpKind {
+pub(super) enum OpKind {
     Conv(ConvGeom),
     Gemm {
         trans_b: bool,
@@ -123,8 +123,8 @@ enum OpKind {
 
 /// A 2-D convolution's geometry (pads resolved per input size for `auto_pad`).
 #[derive(Clone, Debug)]
-struct ConvGeom {
-    kernel: [usize; 2],
+pub(super) struct ConvGeom {
+    pub(super) kernel: [usize; 2],
     strides: [usize; 2],
     dilations: [usize; 2],
     /// top, left (bottom/right follow from the output size).
@@ -134,20 +134,44 @@ struct ConvGeom {
 
 /// A node whose input channels were pruned.
 #[derive(Clone, Debug)]
-struct Consumer {
-    node: usize,
-    name: String,
-    kind: OpKind,
-    input: String,
-    output: String,
-    weight: String,
+pub(super) struct Consumer {
+    pub(super) node: usize,
+    pub(super) name: String,
+    pub(super) kind: OpKind,
+    pub(super) input: String,
+    pub(super) output: String,
+    pub(super) weight: String,
     /// Kept positions on the input's channel axis (original indices).
-    kept_in: Vec<usize>,
-    total_in: usize,
+    pub(super) kept_in: Vec<usize>,
+    pub(super) total_in: usize,
     /// Kept positions on the output's channel axis (original indices).
-    kept_out: Vec<usize>,
+    pub(super) kept_out: Vec<usize>,
     /// Why a least-squares fit does not apply (bias folding only).
-    no_lsq: Option<String>,
+    pub(super) no_lsq: Option<String>,
+    /// The 4-D tensor a Gemm/MatMul's input was global-average-pooled from (see
+    /// [`pooled_source`]): the fit uses its spatial positions as rows.
+    pub(super) pooled: Option<String>,
+}
+
+/// The tensor `input` was computed from by GlobalAveragePool → Flatten/Reshape, when it has
+/// the same channels. Averaging commutes with a linear map, so a Gemm on the pooled vector
+/// can be fitted on every spatial position before the pool: a classifier then has
+/// positions × samples rows instead of one per sample (MobileNetV2: 49× more).
+fn pooled_source(a: &Analysis, ca: &ChannelAnalysis, input: &str) -> Option<String> {
+    let g = a.graph();
+    let flat = &g.node[*a.index.producer.get(input)?];
+    if !matches!(flat.op_type(), "Flatten" | "Reshape") {
+        return None;
+    }
+    let pool = &g.node[*a.index.producer.get(flat.input.first()?)?];
+    if pool.op_type() != "GlobalAveragePool" {
+        return None;
+    }
+    let src = pool.input.first()?;
+    let (l, li) = (ca.layouts.get(src)?, ca.layouts.get(input)?);
+    let rank2 = a.shapes.static_shape(input).is_some_and(|s| s.len() == 2);
+    let rank4 = a.shapes.static_shape(src).is_some_and(|s| s.len() == 4);
+    (l.axis == 1 && li.axis == 1 && l.atoms == li.atoms && rank2 && rank4).then(|| src.clone())
 }
 
 fn kept_positions(
@@ -182,7 +206,7 @@ fn conv_geom(node: &NodeProto, wdims: &[i64]) -> Option<ConvGeom> {
 }
 
 /// Every Conv/Gemm/MatMul whose input lost channels, in graph (topological) order.
-fn find_consumers(a: &Analysis, ca: &ChannelAnalysis, keep: &[bool]) -> Vec<Consumer> {
+pub(super) fn find_consumers(a: &Analysis, ca: &ChannelAnalysis, keep: &[bool]) -> Vec<Consumer> {
     let g = a.graph();
     let mut weight_uses: HashMap<&str, usize> = HashMap::new();
     for n in &g.node {
@@ -242,7 +266,12 @@ fn find_consumers(a: &Analysis, ca: &ChannelAnalysis, keep: &[bool]) -> Vec<Cons
         let kept_out = kept_positions(ca, keep, &n.output[0])
             .map(|(k, _)| k)
             .unwrap_or_else(|| (0..total_out).collect());
+        let pooled = match kind {
+            OpKind::Conv(_) => None,
+            _ => pooled_source(a, ca, &n.input[0]),
+        };
         out.push(Consumer {
+            pooled,
             node: k,
             name: n.display_name(),
             kind,
@@ -297,10 +326,10 @@ fn prefix_model(model: &ModelProto, outputs: &[String]) -> ModelProto {
 }
 
 /// The normal equations of one group of one consumer.
-struct GroupSystem {
-    xtx: Mat<f64>,
-    xty: Mat<f64>,
-    yty: f64,
+pub(super) struct GroupSystem {
+    pub(super) xtx: Mat<f64>,
+    pub(super) xty: Mat<f64>,
+    pub(super) yty: f64,
 }
 
 impl GroupSystem {
@@ -312,7 +341,7 @@ impl GroupSystem {
         }
     }
 
-    fn sum(a: &GroupSystem, b: &GroupSystem) -> GroupSystem {
+    pub(super) fn sum(a: &GroupSystem, b: &GroupSystem) -> GroupSystem {
         GroupSystem {
             xtx: &a.xtx + &b.xtx,
             xty: &a.xty + &b.xty,
@@ -323,9 +352,9 @@ impl GroupSystem {
 
 /// The normal equations of one consumer, over all its groups, in two folds (by sample) so
 /// the ridge strength can be chosen on data the fit did not see.
-struct LayerSystem {
-    groups: Vec<[GroupSystem; 2]>,
-    rows: u64,
+pub(super) struct LayerSystem {
+    pub(super) groups: Vec<[GroupSystem; 2]>,
+    pub(super) rows: u64,
 }
 
 impl LayerSystem {
@@ -345,7 +374,12 @@ const RIDGE_GRID: [f64; 8] = [1e-7, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 3.0, 10.0];
 /// Chooses λ by two-fold cross-validation over all groups of a layer (fit on one fold,
 /// residual on the other, both ways) and returns it with the cross-validated residual; the
 /// pruned weights themselves (no fit) compete as λ = ∞ and win as `None`.
-fn choose_ridge(sys: &LayerSystem, w0: &[Mat<f64>], intercept: bool) -> (Option<f64>, f64) {
+pub(super) fn choose_ridge(
+    sys: &LayerSystem,
+    w0: &[Mat<f64>],
+    intercept: bool,
+    grid: &[f64],
+) -> (Option<f64>, f64) {
     let keep: f64 = sys
         .groups
         .iter()
@@ -353,7 +387,7 @@ fn choose_ridge(sys: &LayerSystem, w0: &[Mat<f64>], intercept: bool) -> (Option<
         .map(|(f, w)| residual(&f[0], w.as_ref()) + residual(&f[1], w.as_ref()))
         .sum();
     let mut best = (None, keep);
-    for &l in &RIDGE_GRID {
+    for &l in grid {
         let mut cv = 0.0;
         for (f, w) in sys.groups.iter().zip(w0) {
             for k in 0..2 {
@@ -376,16 +410,16 @@ fn choose_ridge(sys: &LayerSystem, w0: &[Mat<f64>], intercept: bool) -> (Option<
 
 /// One consumer's layout in the pruned model: groups, unknowns per group, outputs per group.
 #[derive(Clone, Copy, Debug)]
-struct Shape {
-    groups: usize,
+pub(super) struct Shape {
+    pub(super) groups: usize,
     cin_g: usize,
     cout_g: usize,
     /// Unknowns per output (inputs per group × kernel + the bias column when `intercept`).
     d: usize,
-    intercept: bool,
+    pub(super) intercept: bool,
 }
 
-fn layer_shape(c: &Consumer, pruned_node: &NodeProto) -> Shape {
+pub(super) fn layer_shape(c: &Consumer, pruned_node: &NodeProto) -> Shape {
     let cin = c.kept_in.len();
     let cout = c.kept_out.len();
     match &c.kind {
@@ -463,7 +497,7 @@ fn resolved_pads(geom: &ConvGeom, ih: usize, iw: usize, oh: usize, ow: usize) ->
 
 /// The inputs mirrored left-right when every one is image-like (4-D float, width > 1): a
 /// mirrored photo is as natural as the photo, so it doubles the fitting data for free.
-fn hflip(inputs: &[HostTensor]) -> Option<Vec<HostTensor>> {
+pub(super) fn hflip(inputs: &[HostTensor]) -> Option<Vec<HostTensor>> {
     inputs
         .iter()
         .map(|t| {
@@ -605,6 +639,103 @@ fn dense_rows(
     Ok(vec![(xb, yb)])
 }
 
+/// The original consumer as one `(total_in + 1) × kept_out` matrix (rows: input channels,
+/// then the bias; alpha and beta applied): the linear map a pooled fit's targets and the
+/// search's proxy fits come from. 1x1 convs (group 1), Gemm and MatMul only.
+pub(super) fn original_matrix(original: &ModelProto, c: &Consumer) -> Result<Mat<f64>> {
+    let (dims, w) = values_of(original, &c.weight)?;
+    let node = original
+        .graph
+        .as_ref()
+        .map(|g| &g.node[c.node])
+        .ok_or_else(|| PareError::InvalidModel("no graph".into()))?;
+    let k = c.total_in;
+    let (alpha, beta) = match c.kind {
+        OpKind::Gemm { alpha, beta, .. } => (alpha, beta),
+        _ => (1.0, 1.0),
+    };
+    let n_all = match c.kind {
+        OpKind::Gemm { trans_b: true, .. } | OpKind::Conv(_) => dims.first(),
+        _ => dims.get(1),
+    }
+    .copied()
+    .unwrap_or(0)
+    .max(0) as usize;
+    if w.len() != n_all * k || c.kept_out.iter().any(|&o| o >= n_all) {
+        return Err(PareError::Tensor {
+            tensor: c.weight.clone(),
+            message: format!("'{}': not a {k}-input linear map", c.name),
+        });
+    }
+    let bias: Vec<f32> = match node.input.get(2).filter(|b| !b.is_empty()) {
+        Some(b) if !matches!(c.kind, OpKind::MatMul) => values_of(original, b)?.1,
+        _ => Vec::new(),
+    };
+    Ok(Mat::from_fn(k + 1, c.kept_out.len(), |i, j| {
+        let o = c.kept_out[j];
+        if i == k {
+            let b = match bias.len() {
+                1 => bias[0],
+                _ => bias.get(o).copied().unwrap_or(0.0),
+            };
+            return b as f64 * beta;
+        }
+        let v = match c.kind {
+            OpKind::Gemm { trans_b: true, .. } | OpKind::Conv(_) => w[o * k + i],
+            _ => w[i * n_all + o],
+        };
+        v as f64 * alpha
+    }))
+}
+
+/// Rows of a Gemm/MatMul on a pooled vector, one per spatial position before the pool: X
+/// from the pruned model's pre-pool activation, Y the original map applied to the original's.
+fn pooled_rows(
+    s: &Shape,
+    x: &HostTensor,
+    xo: &HostTensor,
+    wfull: &Mat<f64>,
+    positions: usize,
+    rng: &mut Rng,
+) -> Result<Rows> {
+    let (xs, xos) = (f32s(x, "pre-pool")?, f32s(xo, "pre-pool")?);
+    let bad = || PareError::Runtime("recover: unexpected pre-pool activation shapes".into());
+    let ([n, k, h, w], [n2, c_all, h2, w2]) = (&x.shape[..], &xo.shape[..]) else {
+        return Err(bad());
+    };
+    let (n, k, c_all, hw) = (*n, *k, *c_all, h * w);
+    if n != *n2 || hw != h2 * w2 || k != s.cin_g || c_all + 1 != wfull.nrows() {
+        return Err(bad());
+    }
+    let mut pos: Vec<(usize, usize)> = Vec::new();
+    for b in 0..n {
+        pos.extend(sample_positions(hw, positions, rng).map(|q| (b, q)));
+    }
+    let p = pos.len();
+    let mut xb = vec![0.0f64; p * s.d];
+    let mut xo_rows = Mat::<f64>::zeros(p, c_all + 1);
+    for (r, &(b, q)) in pos.iter().enumerate() {
+        for j in 0..k {
+            xb[r * s.d + j] = xs[(b * k + j) * hw + q] as f64;
+        }
+        if s.intercept {
+            xb[r * s.d + s.d - 1] = 1.0;
+        }
+        for j in 0..c_all {
+            xo_rows[(r, j)] = xos[(b * c_all + j) * hw + q] as f64;
+        }
+        xo_rows[(r, c_all)] = 1.0;
+    }
+    let y = &xo_rows * wfull;
+    let mut yb = vec![0.0f64; p * s.cout_g];
+    for r in 0..p {
+        for o in 0..s.cout_g {
+            yb[r * s.cout_g + o] = y[(r, o)];
+        }
+    }
+    Ok(vec![(xb, yb)])
+}
+
 /// Adds one sample's rows to the system (XᵀX and XᵀY with faer's matmul).
 fn accumulate(sys: &mut LayerSystem, rows: &Rows, d: usize, m: usize, fold: usize) {
     for (gs, (xb, yb)) in sys.groups.iter_mut().zip(rows) {
@@ -663,7 +794,7 @@ pub fn ridge_solve(
 }
 
 /// Σ‖y − Xw‖² from the normal equations.
-fn residual(gs: &GroupSystem, w: MatRef<'_, f64>) -> f64 {
+pub(super) fn residual(gs: &GroupSystem, w: MatRef<'_, f64>) -> f64 {
     let mut xtxw = Mat::<f64>::zeros(w.nrows(), w.ncols());
     faer::linalg::matmul::matmul(&mut xtxw, Accum::Replace, gs.xtx.as_ref(), w, 1.0, Par::Seq);
     let mut quad = 0.0;
@@ -757,7 +888,7 @@ fn write_bias(m: &mut ModelProto, name: &str, values: &[f32]) -> Result<()> {
 
 /// The consumer's current weights in the pruned model as one `d×m` matrix per group
 /// (rows: input channel × kernel position, then the bias).
-fn current_weights(m: &ModelProto, c: &Consumer, s: &Shape) -> Result<Vec<Mat<f64>>> {
+pub(super) fn current_weights(m: &ModelProto, c: &Consumer, s: &Shape) -> Result<Vec<Mat<f64>>> {
     let (_, w) = values_of(m, &c.weight)?;
     let bias: Vec<f32> = match m.graph.as_ref().and_then(|g| g.node[c.node].input.get(2)) {
         Some(b) if !b.is_empty() => values_of(m, b)?.1,
@@ -792,7 +923,12 @@ fn current_weights(m: &ModelProto, c: &Consumer, s: &Shape) -> Result<Vec<Mat<f6
 }
 
 /// Writes fitted `d×m` matrices (one per group) into the consumer's weight and bias.
-fn write_weights(m: &mut ModelProto, c: &Consumer, s: &Shape, ws: &[Mat<f64>]) -> Result<()> {
+pub(super) fn write_weights(
+    m: &mut ModelProto,
+    c: &Consumer,
+    s: &Shape,
+    ws: &[Mat<f64>],
+) -> Result<()> {
     let (dims, mut w) = values_of(m, &c.weight)?;
     let ksz = (s.d - usize::from(s.intercept)) / s.cin_g.max(1);
     let n_out = c.kept_out.len();
@@ -846,13 +982,23 @@ fn layer_system(
     cx: &FitContext,
 ) -> Result<LayerSystem> {
     let o = cx.opts;
+    // A pooled consumer is fitted on the positions before the pool, with targets computed
+    // from the original's pre-pool activation.
+    let (x_name, y_name) = match &c.pooled {
+        Some(t) => (t, t),
+        None => (&c.input, &c.output),
+    };
+    let wfull = match &c.pooled {
+        Some(_) => Some(original_matrix(original, c)?),
+        None => None,
+    };
     let cur = RunnerCache::new(
-        prefix_model(pruned, std::slice::from_ref(&c.input)),
+        prefix_model(pruned, std::slice::from_ref(x_name)),
         "recovery (pruned)",
     )
     .on(o.engine, o.threads);
     let orig = RunnerCache::new(
-        prefix_model(original, std::slice::from_ref(&c.output)),
+        prefix_model(original, std::slice::from_ref(y_name)),
         "recovery (original)",
     )
     .on(o.engine, o.threads);
@@ -884,8 +1030,11 @@ fn layer_system(
                 let mut rng = Rng::new(
                     o.seed ^ ((sample.index as u64) << 20) ^ ((v as u64) << 40) ^ c.node as u64,
                 );
-                let rows = match &c.kind {
-                    OpKind::Conv(geom) => conv_rows(c, geom, s, x, y, o.positions, &mut rng)?,
+                let rows = match (&c.kind, &wfull) {
+                    (_, Some(wf)) => pooled_rows(s, x, y, wf, o.positions, &mut rng)?,
+                    (OpKind::Conv(geom), None) => {
+                        conv_rows(c, geom, s, x, y, o.positions, &mut rng)?
+                    }
                     _ => dense_rows(c, s, x, y, o.positions, &mut rng)?,
                 };
                 let mut g = sys.lock().map_err(|_| poisoned())?;
@@ -919,7 +1068,7 @@ fn fit_lsq(
         return Ok(None);
     }
     let w0 = current_weights(pruned, c, &s)?;
-    let (ridge, cv) = choose_ridge(&sys, &w0, s.intercept);
+    let (ridge, cv) = choose_ridge(&sys, &w0, s.intercept, &RIDGE_GRID);
     let (mut signal, mut before, mut after) = (0.0, 0.0, 0.0);
     let mut ws = Vec::with_capacity(s.groups);
     for (f, w0) in sys.groups.iter().zip(&w0) {
@@ -1022,7 +1171,7 @@ fn channel_moments(
 
 /// Folds the removed input channels' mean contribution (mean activation × weight summed over
 /// the kernel) into the consumer's bias, from the original weights.
-fn fold_bias(
+pub(super) fn fold_bias(
     a: &Analysis,
     pruned: &mut ModelProto,
     c: &Consumer,
@@ -1099,7 +1248,7 @@ fn fold_bias(
 }
 
 /// A failed repair leaves the layer as pruned and says why (a cancel still stops).
-fn or_unchanged(c: &Consumer, r: Result<LayerRecovery>) -> Result<LayerRecovery> {
+pub(super) fn or_unchanged(c: &Consumer, r: Result<LayerRecovery>) -> Result<LayerRecovery> {
     match r {
         Err(PareError::Cancelled) => Err(PareError::Cancelled),
         Err(e) => Ok(LayerRecovery {
@@ -1150,14 +1299,16 @@ fn lsq_blocker(
         ));
     }
     if !matches!(c.kind, OpKind::Conv(_)) {
-        let rows: usize = a
-            .shapes
-            .static_shape(&c.input)
-            .map(|s| {
-                s[..s.len().saturating_sub(1)]
-                    .iter()
-                    .product::<i64>()
-                    .max(1) as usize
+        let pooled_rows = c.pooled.as_ref().and_then(|t| a.shapes.static_shape(t));
+        let rows: usize = pooled_rows
+            .map(|s| (s[0] * s[2] * s[3]).max(1) as usize)
+            .or_else(|| {
+                a.shapes.static_shape(&c.input).map(|s| {
+                    s[..s.len().saturating_sub(1)]
+                        .iter()
+                        .product::<i64>()
+                        .max(1) as usize
+                })
             })
             .unwrap_or(1);
         if rows * fit_samples < per_group {
@@ -1344,6 +1495,12 @@ impl BiasFolder {
         })
     }
 
+    /// Folds the removed inputs of one consumer of `m` into its bias.
+    pub(super) fn fold(&self, a: &Analysis, m: &mut ModelProto, c: &Consumer) -> Result<()> {
+        let means = self.means.get(&c.input).map(Vec::as_slice).unwrap_or(&[]);
+        or_unchanged(c, fold_bias(a, m, c, means, None)).map(|_| ())
+    }
+
     /// `p`'s model with every consumer of a pruned channel bias-folded.
     pub fn apply(&self, a: &Analysis, p: &Pruned) -> Result<ModelProto> {
         let keep = super::rewrite::kept_atoms(&p.channels, &p.plan);
@@ -1391,7 +1548,7 @@ pub struct CalibOptions {
 }
 
 /// The samples of `spec` for the inputs of `a`.
-fn open_samples(a: &Analysis, spec: &SampleSpec) -> Result<SampleSet> {
+pub(super) fn open_samples(a: &Analysis, spec: &SampleSpec) -> Result<SampleSet> {
     SampleSet::open_with(
         crate::data::analysis_decls(a)?,
         &spec.source,

@@ -99,6 +99,16 @@ impl Measured {
     }
 }
 
+/// At most `max` of `idx`, evenly spaced, so a capped search still covers the whole folder.
+pub fn search_indices(idx: &[usize], max: usize) -> Vec<usize> {
+    let n = max.max(1);
+    if idx.len() > n {
+        (0..n).map(|i| idx[i * idx.len() / n]).collect()
+    } else {
+        idx.to_vec()
+    }
+}
+
 impl<'a> Evaluator<'a> {
     /// Opens the samples and runs the reference once. With `holdout`, only the fitting part of
     /// [`crate::fidelity::holdout`] is used, so the held-out part stays unseen for the final
@@ -124,13 +134,7 @@ impl<'a> Evaluator<'a> {
             Some(f) => crate::fidelity::holdout(set.len(), f).fit,
             None => (0..set.len()).collect(),
         };
-        // Evenly spaced, so a capped search still covers the whole folder.
-        let idx: Vec<usize> = if idx.len() > max_samples.max(1) {
-            let n = max_samples.max(1);
-            (0..n).map(|i| idx[i * idx.len() / n]).collect()
-        } else {
-            idx
-        };
+        let idx = search_indices(&idx, max_samples);
         progress.phase("running the original model", Some(idx.len() as u64));
         let cache = RunnerCache::new(a.model.proto.clone(), "original model").on(engine, threads);
         let reference = reference_outputs(&cache, &set, &idx, threads, progress)?;

@@ -30,6 +30,10 @@ pub struct Validation {
     pub latency_ms_after: Option<f64>,
     /// Problems found, or why running was impossible (one line per engine tried).
     pub notes: Vec<String>,
+    /// The original's and the pruned model's outputs on the validation input (a prune
+    /// without `--calib` reports fidelity from them instead of running both models again).
+    #[serde(skip)]
+    pub outputs: Option<(Vec<HostTensor>, Vec<HostTensor>)>,
 }
 
 pub use crate::data::{input_specs, random_inputs};
@@ -139,6 +143,7 @@ pub fn validate_on(
                 compare(&mut v, engine, &o0, &o1);
                 v.latency_ms_before = Some(t0);
                 v.latency_ms_after = Some(t1);
+                v.outputs = Some((o0, o1));
                 return v;
             }
             Attempt::PrunedFailed(e) => {
