@@ -601,3 +601,38 @@ fn nan_weights_do_not_panic_the_importance_ranking() {
         );
     }
 }
+
+/// Old exports (IR < 4) list every weight as a graph input too. Pruning must shrink those
+/// input declarations with the initializers: onnxruntime refuses the file otherwise ("Shape of
+/// initializer ... does not match"), although tract runs it.
+#[test]
+fn weights_listed_as_graph_inputs_take_the_pruned_shape() {
+    use pare::extract::make_value_info;
+    use pare::model::DataType;
+    use pare::model::shape::Dim;
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let listed: Vec<_> = g
+        .initializer
+        .iter()
+        .map(|t| {
+            let dims: Vec<Dim> = t.dims.iter().map(|&d| Dim::Known(d)).collect();
+            make_value_info(t.name(), DataType(t.data_type()), Some(&dims))
+        })
+        .collect();
+    g.input.extend(listed);
+    let (_, pruned, plan, _) = prune_default(m, 0.5);
+    assert!(plan.pruned_groups() > 0);
+    let pg = pruned.graph.expect("graph");
+    let mut checked = 0;
+    for t in &pg.initializer {
+        let Some(vi) = pg.input.iter().find(|i| i.name() == t.name()) else {
+            continue;
+        };
+        let declared = pare::model::shape::declared_info(vi).shape;
+        let want: Vec<Dim> = t.dims.iter().map(|&d| Dim::Known(d)).collect();
+        assert_eq!(declared.as_deref(), Some(want.as_slice()), "{}", t.name());
+        checked += 1;
+    }
+    assert!(checked > 4, "only {checked} weights listed as inputs");
+}

@@ -320,6 +320,7 @@ fn target_macs_on_symbolic_sizes_asks_for_input_shape() {
         r["macs_after"].as_f64().expect("macs_after"),
     );
     assert!(before > 0.0 && after <= 0.6 * before, "{before} -> {after}");
+}
 
 #[test]
 fn budget_with_lsq_prunes_what_a_refit_restores() {

@@ -244,10 +244,39 @@ pub fn apply_plan(a: &Analysis, ca: &ChannelAnalysis, plan: &PrunePlan) -> Resul
             }
         }
     }
+    sync_initializer_inputs(g);
     private_inputs(g, input_counts)?;
     // Intermediate value infos describe the old channel counts; shape inference recomputes them.
     g.value_info.clear();
     Ok(model)
+}
+
+/// Graph inputs that carry an initializer's name (IR < 4 exports list every weight as an input
+/// too) take the sliced initializer's dims: onnxruntime refuses a file whose input declares the
+/// old size ("Shape of initializer ... does not match"), while tract accepts it.
+fn sync_initializer_inputs(g: &mut crate::model::proto::GraphProto) {
+    use crate::model::proto::{Dimension, TypeValue};
+    let dims: HashMap<&str, &[i64]> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name(), t.dims.as_slice()))
+        .collect();
+    for input in &mut g.input {
+        let Some(d) = dims.get(input.name()) else {
+            continue;
+        };
+        let shape = input.r#type.as_mut().and_then(|t| match t.value.as_mut() {
+            Some(TypeValue::TensorType(tt)) => tt.shape.as_mut(),
+            _ => None,
+        });
+        let Some(shape) = shape else { continue };
+        if shape.dim.len() != d.len() {
+            continue;
+        }
+        for (dim, &v) in shape.dim.iter_mut().zip(d.iter()) {
+            dim.value = Some(Dimension::DimValue(v));
+        }
+    }
 }
 
 /// New values for one node input (Split sizes, Slice starts/ends).
