@@ -61,7 +61,7 @@ impl Runner {
     ) -> Result<Self> {
         let plan = match engine {
             EngineKind::Tract => Plan::Tract(TractPlan::new(model, inputs, opts.depth_first)?),
-            EngineKind::OnnxRuntime => ort_plan(model, opts)?,
+            EngineKind::OnnxRuntime => ort_plan(&pinned(model, inputs), opts)?,
         };
         Ok(Runner { plan })
     }
@@ -95,7 +95,7 @@ impl Runner {
         let plan = match engine {
             EngineKind::Tract => Plan::Tract(TractPlan::watching(model, tensors, inputs)?),
             EngineKind::OnnxRuntime => {
-                let plan = ort_plan(&with_outputs(model, tensors), opts)?;
+                let plan = ort_plan(&pinned(&with_outputs(model, tensors), inputs), opts)?;
                 let runner = Runner { plan };
                 if runner.output_names() != tensors {
                     return Err(PareError::Runtime(
@@ -150,6 +150,74 @@ impl Runner {
             Plan::Ort(p) => p.run_f32(inputs, f),
         }
     }
+}
+
+/// The dims a value info declares, to edit.
+fn dims_mut(
+    vi: &mut crate::model::proto::ValueInfoProto,
+) -> Option<&mut Vec<crate::model::proto::TensorShapeDimension>> {
+    match vi.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        Some(crate::model::proto::TypeValue::TensorType(t)) => t.shape.as_mut().map(|s| &mut s.dim),
+        _ => None,
+    }
+}
+
+/// The model with its graph inputs declared at the sizes it will run at, where a declared size
+/// contradicts them (`--input-shape` over a file that declares 10×3×32×32): onnxruntime checks
+/// inputs against the declaration, tract takes the given facts. Fixed output sizes, which may
+/// follow the input's, are left unknown then.
+fn pinned<'a>(model: &'a ModelProto, inputs: &[InputSpec]) -> std::borrow::Cow<'a, ModelProto> {
+    use crate::model::proto::{Dimension, TypeValue};
+    let contradicts = |vi: &crate::model::proto::ValueInfoProto, shape: &[usize]| {
+        let Some(Some(TypeValue::TensorType(t))) = vi.r#type.as_ref().map(|t| t.value.as_ref())
+        else {
+            return false;
+        };
+        t.shape.as_ref().is_some_and(|s| {
+            s.dim.len() != shape.len()
+                || s.dim
+                    .iter()
+                    .zip(shape)
+                    .any(|(d, &n)| matches!(d.value, Some(Dimension::DimValue(v)) if v != n as i64))
+        })
+    };
+    let Some(g) = model.graph.as_ref() else {
+        return std::borrow::Cow::Borrowed(model);
+    };
+    let spec = |name: &str| inputs.iter().find(|s| s.name == name);
+    if !g
+        .input
+        .iter()
+        .any(|vi| spec(vi.name()).is_some_and(|s| contradicts(vi, &s.shape)))
+    {
+        return std::borrow::Cow::Borrowed(model);
+    }
+    let mut m = model.clone();
+    let Some(g) = m.graph.as_mut() else {
+        return std::borrow::Cow::Borrowed(model);
+    };
+    for vi in &mut g.input {
+        let Some(s) = inputs.iter().find(|s| s.name == vi.name()) else {
+            continue;
+        };
+        if let Some(dims) = dims_mut(vi) {
+            dims.clear();
+            dims.extend(
+                s.shape
+                    .iter()
+                    .map(|&n| crate::model::proto::TensorShapeDimension {
+                        value: Some(Dimension::DimValue(n as i64)),
+                        denotation: None,
+                    }),
+            );
+        }
+    }
+    for vi in &mut g.output {
+        for d in dims_mut(vi).into_iter().flatten() {
+            d.value = None;
+        }
+    }
+    std::borrow::Cow::Owned(m)
 }
 
 #[cfg(feature = "ort")]
