@@ -33,6 +33,10 @@ fn shape_flow(node: &NodeProto) -> ShapeFlow {
 /// Index of one channel atom.
 pub type Atom = u32;
 
+/// Channel counts above this are treated as unknown: no real layer has 16 M channels, and
+/// the analysis allocates one atom per channel.
+const MAX_CHANNELS: i64 = 1 << 24;
+
 /// What a weight member is to its node, for reports and importance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -238,8 +242,13 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The static shape of a tensor; one with a dim above [`MAX_CHANNELS`] counts as unknown
+    /// (a corrupt or hostile model must not make the analysis allocate per channel).
     fn shape(&self, t: &str) -> Option<Vec<i64>> {
-        self.a.shapes.static_shape(t)
+        self.a
+            .shapes
+            .static_shape(t)
+            .filter(|s| s.iter().all(|&d| d <= MAX_CHANNELS))
     }
 
     /// The dims of a tensor, symbolic ones included: channel groups depend on the channel
@@ -250,7 +259,7 @@ impl<'a> Builder<'a> {
 
     /// One concrete dim of a tensor (the others may be symbolic).
     fn dim(&self, t: &str, axis: usize) -> Option<i64> {
-        self.dims(t)?.get(axis)?.known()
+        self.dims(t)?.get(axis)?.known().filter(|&d| d <= MAX_CHANNELS)
     }
 
     /// Known integer contents of a tensor: an initializer or Constant, or what shape
@@ -316,6 +325,8 @@ impl<'a> Builder<'a> {
     }
 
     fn new_space(&mut self, producer: &str, tensor: &str, n: usize) -> Vec<Atom> {
+        // Products of dims (grouped convolutions) can still exceed the cap.
+        let n = n.min(MAX_CHANNELS as usize);
         let start = self.dsu.add(n);
         self.spaces.push(Space {
             producer: producer.to_string(),
@@ -630,7 +641,7 @@ impl<'a> Builder<'a> {
             .map(|l| l.atoms.len())
             .or_else(|| self.dim(&x, 1).map(|c| c.max(0) as usize));
         let cout = if transpose {
-            w1 as usize * group
+            (w1 as usize).saturating_mul(group)
         } else {
             w0 as usize
         };

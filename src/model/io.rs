@@ -129,7 +129,72 @@ pub fn load_model(path: &Path) -> Result<Model> {
     model.path = Some(path.to_path_buf());
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     resolve_external(&mut model, &base, path)?;
+    check_payloads(&model.proto, path)?;
     Ok(model)
+}
+
+/// Every tensor's data must match its declared dims and type, checked once at load: a corrupt
+/// or hostile file declaring 2^40 elements over a few bytes is an error naming the tensor,
+/// never an allocation of what the dims claim (every later decoder trusts this).
+fn check_payloads(m: &ModelProto, path: &Path) -> Result<()> {
+    let mut problem: Option<String> = None;
+    any_tensor(m, &mut |t| {
+        problem = payload_problem(t);
+        problem.is_some()
+    });
+    match problem {
+        Some(message) => Err(not_onnx(path, message)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a tensor's payload size, if anything.
+fn payload_problem(t: &TensorProto) -> Option<String> {
+    if t.dims.iter().any(|&d| d < 0) {
+        return Some(format!(
+            "tensor '{}' has a negative dimension {:?}",
+            t.name(),
+            t.dims
+        ));
+    }
+    let numel = t.numel();
+    let dt = super::DataType(t.data_type());
+    let bits = dt.bits();
+    if let Some(raw) = &t.raw_data {
+        if bits == 0 {
+            return None;
+        }
+        let need = numel.checked_mul(bits).map(|b| b.div_ceil(8));
+        if need != Some(raw.len() as u64) {
+            return Some(format!(
+                "tensor '{}' holds {} bytes, but its dims {:?} of type {dt} need {}",
+                t.name(),
+                raw.len(),
+                t.dims,
+                need.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ));
+        }
+        return None;
+    }
+    let typed = t.float_data.len()
+        + t.int32_data.len()
+        + t.int64_data.len()
+        + t.double_data.len()
+        + t.uint64_data.len()
+        + t.string_data.len();
+    let per = if matches!(dt.0, 14 | 15) { 2 } else { 1 };
+    // Sub-byte types pack several values per int32; only whole-element types are checked.
+    if typed > 0 && bits >= 8 || dt == super::DataType::STRING && typed > 0 {
+        let need = numel.saturating_mul(per);
+        if typed as u64 != need {
+            return Some(format!(
+                "tensor '{}' holds {typed} values, but its dims {:?} need {need}",
+                t.name(),
+                t.dims
+            ));
+        }
+    }
+    None
 }
 
 /// Decodes an in-memory ONNX file; `origin` names it in errors.
@@ -143,6 +208,7 @@ pub fn load_model_bytes(bytes: Bytes, origin: &Path) -> Result<Model> {
         ));
     }
     model.external_tensors.clear();
+    check_payloads(&model.proto, origin)?;
     Ok(model)
 }
 
