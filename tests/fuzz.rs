@@ -781,19 +781,24 @@ fn run_fuzz(seed: u64, mutants: u64, only: Option<u64>) -> Tally {
                 t.depth[depth.min(3)] += 1;
                 t.max_alloc = t.max_alloc.max(max_alloc);
                 if max_alloc > cap {
+                    eprintln!("fuzz: OVER CAP {label}: {max_alloc} > {cap}");
                     t.over_cap
                         .push(format!("{label}: allocated {max_alloc} > cap {cap}"));
                 }
             }
-            Ok((_, Outcome::Panicked(msg))) => t.panics.push(format!("{label}: {msg}")),
+            Ok((_, Outcome::Panicked(msg))) => {
+                eprintln!("fuzz: PANIC {label}: {msg}");
+                t.panics.push(format!("{label}: {msg}"));
+            }
             Err(_) => {
+                eprintln!("fuzz: HANG {label}");
                 t.hangs.push(format!("{label}: no result after {limit:?}"));
                 // The stuck thread cannot be killed; leave it and carry on with a new one.
                 worker = spawn_worker(dir.path().to_path_buf());
             }
         }
         t.cases += 1;
-        if (no + 1) % 100_000 == 0 {
+        if (no + 1) % 10_000 == 0 {
             eprintln!(
                 "fuzz: {} mutants, {} panics, {} hangs, {} over cap, {:.0} s",
                 no + 1,

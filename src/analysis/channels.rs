@@ -259,7 +259,10 @@ impl<'a> Builder<'a> {
 
     /// One concrete dim of a tensor (the others may be symbolic).
     fn dim(&self, t: &str, axis: usize) -> Option<i64> {
-        self.dims(t)?.get(axis)?.known().filter(|&d| d <= MAX_CHANNELS)
+        self.dims(t)?
+            .get(axis)?
+            .known()
+            .filter(|&d| d <= MAX_CHANNELS)
     }
 
     /// Known integer contents of a tensor: an initializer or Constant, or what shape

@@ -116,6 +116,22 @@ fn io_error(path: &Path, source: std::io::Error) -> PareError {
     }
 }
 
+/// Whether external data may live outside the model's folder (`--allow-external-outside`).
+/// Process-wide because every command loads models through many paths (reference models,
+/// diff's two sides, the TUI's reloads) and the user's consent covers them all.
+static ALLOW_EXTERNAL_OUTSIDE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Lets external data `location`s leave the model's folder (absolute paths, `..`, symbolic
+/// links) for the rest of the process: the CLI's `--allow-external-outside`.
+pub fn set_allow_external_outside(allow: bool) {
+    ALLOW_EXTERNAL_OUTSIDE.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn external_outside_allowed() -> bool {
+    ALLOW_EXTERNAL_OUTSIDE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Loads an ONNX model from a file, resolving external data relative to it.
 pub fn load_model(path: &Path) -> Result<Model> {
     let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
@@ -353,18 +369,21 @@ fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result
             return Err(err("has no 'location' entry".into()));
         }
         let rel = Path::new(&location);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
+        let confined = !external_outside_allowed();
+        const HINT: &str = "; pare refuses that unless --allow-external-outside is given";
+        if confined
+            && (rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
         {
-            return Err(err("points outside the model's directory".into()));
+            return Err(err(format!("points outside the model's directory{HINT}")));
         }
         let full = base.join(rel);
-        if escapes(base, &full) {
-            return Err(err(
-                "resolves outside the model's directory (through a symbolic link)".into(),
-            ));
+        if confined && escapes(base, &full) {
+            return Err(err(format!(
+                "resolves outside the model's directory (through a symbolic link){HINT}"
+            )));
         }
         if !maps.contains_key(&location) {
             let data = map_file(&full).map_err(|e| match e {
@@ -483,11 +502,22 @@ pub fn save_model(model: &Model, path: &Path, opts: &SaveOptions) -> Result<()> 
     Ok(())
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+/// Whether two paths name the same file: through symbolic links (canonical paths) and hard
+/// links (same device and inode), so no spelling of the input can be overwritten.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if let (Ok(x), Ok(y)) = (std::fs::canonicalize(a), std::fs::canonicalize(b))
+        && x == y
+    {
+        return true;
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
 }
 
 /// Serialises a model to bytes (everything inline).
@@ -516,7 +546,10 @@ pub mod tempfile_like {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "out".into());
-            let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+            // Unique per process and per call: two threads may write the same target.
+            static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!(".{name}.tmp-{}-{serial}", std::process::id()));
             let file = File::create(&tmp).map_err(|source| PareError::Write {
                 path: target.to_path_buf(),
                 source,
@@ -548,6 +581,13 @@ pub mod tempfile_like {
             if let Err(e) = std::fs::rename(&self.tmp, target) {
                 let _ = std::fs::remove_file(&self.tmp);
                 return Err(werr(e));
+            }
+            // The rename itself is durable only once the folder is synced (best effort: not
+            // every filesystem lets a directory be opened for syncing).
+            if let Some(dir) = self.tmp.parent()
+                && let Ok(d) = File::open(dir)
+            {
+                let _ = d.sync_all();
             }
             Ok(())
         }

@@ -39,7 +39,9 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown failure".into());
-        Err(terr(format!("failed on this model (internal error: {msg})")))
+        Err(terr(format!(
+            "failed on this model (internal error: {msg})"
+        )))
     })
 }
 
