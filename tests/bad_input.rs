@@ -641,3 +641,32 @@ fn writing_commands_never_modify_their_input() {
         assert!(out.join(f).exists(), "{f} written");
     }
 }
+
+/// A declared 2^40-element tensor over a few bytes is an error naming it, found at load
+/// before anything allocates what the dims claim (fuzzer finding).
+#[test]
+fn declared_sizes_must_match_the_data() {
+    let dir = common::tempdir();
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let name = g.initializer[0].name().to_string();
+    g.initializer[0].dims = vec![1 << 40, 1 << 20];
+    let p = common::write(dir.path(), "huge.onnx", &m);
+    for cmd in ["info", "groups", "lint"] {
+        assert_cmd(&[cmd, s(&p)], 2, &[&name, "bytes", "need"]);
+    }
+    // A channel count of 2^40 declared on an input only (no data behind it) is analysed
+    // without allocating per channel.
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    if let Some(pare::model::proto::TypeValue::TensorType(t)) =
+        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.shape.as_mut().expect("shape").dim[1].value =
+            Some(pare::model::proto::Dimension::DimValue(1 << 40));
+    }
+    let p = common::write(dir.path(), "wide.onnx", &m);
+    let (rc, _, err) = common::pare(&["groups", s(&p)]);
+    assert!(rc == 0 || rc == 2, "{err}");
+    assert!(!err.contains("panicked") && !err.contains("memory"), "{err}");
+}

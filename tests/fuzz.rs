@@ -773,6 +773,9 @@ fn run_fuzz(seed: u64, mutants: u64, only: Option<u64>) -> Tally {
         );
         if only.is_some() {
             eprintln!("{label}: {} bytes", bytes.len());
+            if let Some(to) = std::env::var_os("PARE_FUZZ_DUMP") {
+                std::fs::write(&to, &bytes).expect("PARE_FUZZ_DUMP");
+            }
         }
         let cap = alloc_cap(bytes.len());
         worker.tx.send(Case { no, bytes }).expect("worker alive");
@@ -872,6 +875,31 @@ fn soak() {
     let seed = env_u64("PARE_FUZZ_SEED").unwrap_or(20261207);
     let t = run_fuzz(seed, n, env_u64("PARE_FUZZ_CASE"));
     assert_clean(&t);
+}
+
+/// Mutants the fuzzer once failed on (tests/data/fuzz, one file each, written with
+/// `PARE_FUZZ_CASE=N PARE_FUZZ_DUMP=FILE`), replayed on every run: see tests/data/README.md.
+#[test]
+fn regressions() {
+    let dir = common::tempdir();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .expect("tests/data/fuzz")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let bytes = std::fs::read(&f).expect("read");
+        let cap = alloc_cap(bytes.len());
+        MAX_ALLOC.with(|m| m.set(0));
+        IN_CASE.with(|c| c.set(true));
+        let r = std::panic::catch_unwind(|| pipeline(Bytes::from(bytes), dir.path()));
+        IN_CASE.with(|c| c.set(false));
+        assert!(r.is_ok(), "{}: panicked", f.display());
+        let max = MAX_ALLOC.with(Cell::get);
+        assert!(max <= cap, "{}: allocated {max} > {cap}", f.display());
+    }
 }
 
 /// Unmutated seeds pass the whole pipeline within the cap: the harness itself is sound.
