@@ -668,5 +668,8 @@ fn declared_sizes_must_match_the_data() {
     let p = common::write(dir.path(), "wide.onnx", &m);
     let (rc, _, err) = common::pare(&["groups", s(&p)]);
     assert!(rc == 0 || rc == 2, "{err}");
-    assert!(!err.contains("panicked") && !err.contains("memory"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("memory"),
+        "{err}"
+    );
 }

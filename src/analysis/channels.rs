@@ -33,9 +33,12 @@ fn shape_flow(node: &NodeProto) -> ShapeFlow {
 /// Index of one channel atom.
 pub type Atom = u32;
 
-/// Channel counts above this are treated as unknown: no real layer has 16 M channels, and
+/// Channel counts above this are treated as unknown: no real layer has a million channels, and
 /// the analysis allocates one atom per channel.
-const MAX_CHANNELS: i64 = 1 << 24;
+const MAX_CHANNELS: i64 = 1 << 20;
+
+/// Atoms (channels of all tensors) the analysis creates beyond one per 4 bytes of the file.
+const MAX_ATOMS: usize = 1 << 21;
 
 /// What a weight member is to its node, for reports and importance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
@@ -328,8 +331,12 @@ impl<'a> Builder<'a> {
     }
 
     fn new_space(&mut self, producer: &str, tensor: &str, n: usize) -> Vec<Atom> {
-        // Products of dims (grouped convolutions) can still exceed the cap.
-        let n = n.min(MAX_CHANNELS as usize);
+        // Products of dims (grouped convolutions) can still exceed the cap, and many spaces
+        // together must stay within what the file could describe: past the budget a space
+        // gets no atoms, so its consumers meet a size mismatch and lock.
+        let budget = MAX_ATOMS + (self.a.model.file_size / 4) as usize;
+        let left = budget.saturating_sub(self.dsu.parent.len());
+        let n = n.min(MAX_CHANNELS as usize).min(left);
         let start = self.dsu.add(n);
         self.spaces.push(Space {
             producer: producer.to_string(),
@@ -1352,6 +1359,11 @@ impl<'a> Builder<'a> {
             );
             return;
         };
+        // A corrupt shape must not make the analysis allocate per (absurd) channel.
+        if ob > MAX_CHANNELS {
+            self.barrier(node, "reshaped channel axis is implausibly large");
+            return;
+        }
         // ob must be c × (product of the following input dims it absorbed).
         let mut rep = 1i64;
         let mut ok = ob == c;
