@@ -200,7 +200,8 @@ fn payload_problem(t: &TensorProto) -> Option<String> {
         + t.string_data.len();
     let per = if matches!(dt.0, 14 | 15) { 2 } else { 1 };
     // Sub-byte types pack several values per int32; only whole-element types are checked.
-    if typed > 0 && bits >= 8 || dt == super::DataType::STRING && typed > 0 {
+    let whole_elements = bits >= 8 || dt == super::DataType::STRING;
+    if typed > 0 && whole_elements {
         let need = numel.saturating_mul(per);
         if typed as u64 != need {
             return Some(format!(
