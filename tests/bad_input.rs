@@ -58,6 +58,14 @@ fn empty_truncated_random_png_zip_pickle() {
     let random: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
     std::fs::write(d.join("rand.onnx"), &random).expect("w");
     assert_clean(&d.join("rand.onnx"), &["rand.onnx"]);
+    // Random bytes that happen to start like text are still called corrupt, not text.
+    let mut brace = random.clone();
+    brace[0] = b'{';
+    std::fs::write(d.join("brace.onnx"), &brace).expect("w");
+    let (_, err) = pare_info(&d.join("brace.onnx"));
+    assert!(!err.contains("text file"), "{err}");
+    std::fs::write(d.join("cfg.onnx"), b"{\"model\": \"resnet\"}\n").expect("w");
+    assert_clean(&d.join("cfg.onnx"), &["text file"]);
 
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend_from_slice(&random[..512]);

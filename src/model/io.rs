@@ -74,7 +74,13 @@ fn sniff_foreign(bytes: &[u8]) -> Option<String> {
     if starts(b"\x89HDF") {
         return Some("is an HDF5 (Keras) file, not an ONNX model (try tf2onnx)".into());
     }
-    if starts(b"{") || starts(b"#") || starts(b"<") {
+    // Text: a likely first character and printable bytes after it (random bytes starting
+    // with '{' are corrupt, not text).
+    let head = &bytes[..bytes.len().min(256)];
+    let printable = head
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace() || b >= 0x80);
+    if (starts(b"{") || starts(b"#") || starts(b"<")) && printable {
         return Some("is a text file, not an ONNX model (ONNX files are binary protobuf)".into());
     }
     None
