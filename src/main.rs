@@ -19,6 +19,11 @@ use cli::{CmdResult, Exit};
                   2 bad input or usage."
 )]
 struct Cli {
+    /// Let external data files live outside the model's folder (absolute paths, `..`,
+    /// symbolic links); refused by default, as onnx's checker does, so a downloaded model
+    /// cannot make pare read arbitrary files.
+    #[arg(long = "allow-external-outside", global = true)]
+    allow_external_outside: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -62,6 +67,7 @@ enum Command {
 }
 
 fn run(cli: Cli) -> CmdResult {
+    pare::model::io::set_allow_external_outside(cli.allow_external_outside);
     match cli.command {
         None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
             cli::tui::run(&cli::tui::TuiArgs::default())

@@ -26,10 +26,7 @@ pub fn check_output(input: Option<&Path>, output: &Path) -> Result<()> {
         return Err(PareError::Usage("give an output path".into()));
     }
     let Some(input) = input else { return Ok(()) };
-    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => input == output,
-    };
+    let same = input == output || crate::model::io::same_file(input, output);
     if same {
         return Err(PareError::OutputIsInput {
             path: output.to_path_buf(),

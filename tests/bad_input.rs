@@ -58,6 +58,14 @@ fn empty_truncated_random_png_zip_pickle() {
     let random: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
     std::fs::write(d.join("rand.onnx"), &random).expect("w");
     assert_clean(&d.join("rand.onnx"), &["rand.onnx"]);
+    // Random bytes that happen to start like text are still called corrupt, not text.
+    let mut brace = random.clone();
+    brace[0] = b'{';
+    std::fs::write(d.join("brace.onnx"), &brace).expect("w");
+    let (_, err) = pare_info(&d.join("brace.onnx"));
+    assert!(!err.contains("text file"), "{err}");
+    std::fs::write(d.join("cfg.onnx"), b"{\"model\": \"resnet\"}\n").expect("w");
+    assert_clean(&d.join("cfg.onnx"), &["text file"]);
 
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend_from_slice(&random[..512]);
@@ -257,4 +265,419 @@ fn strip_times(s: &str) -> String {
         .filter(|l| !l.contains("seconds") && !l.contains("_ms"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rest of the catalogue (issue 19): every case one clear line and exit 2, through the
+// command that meets it.
+
+/// Runs pare with `args` and checks: exit `code`, no panic, one line on stderr, every needle.
+fn assert_cmd(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let (rc, _, err) = common::pare(args);
+    let err = err.trim().to_string();
+    assert_eq!(rc, code, "exit code of {args:?}: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    if code == 2 {
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: expected one line, got: {err}"
+        );
+    }
+    for n in needles {
+        assert!(
+            err.to_lowercase().contains(&n.to_lowercase()),
+            "{args:?}: '{n}' missing from: {err}"
+        );
+    }
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A model saved with its weights in `NAME.data`, the data file then moved by `place`.
+fn external_model(dir: &Path) -> std::path::PathBuf {
+    let src = common::write(dir, "src.onnx", &common::resnet_like());
+    let m = load_model(&src).expect("load");
+    let out = dir.join("ext.onnx");
+    save_model(
+        &m,
+        &out,
+        &SaveOptions {
+            external_threshold: Some(64),
+        },
+    )
+    .expect("save");
+    out
+}
+
+/// Rewrites every external `location` of the model at `path` to `loc`.
+fn relocate(path: &Path, loc: &str) {
+    use prost::Message;
+    let bytes = std::fs::read(path).expect("read");
+    let mut m = pare::model::proto::ModelProto::decode(bytes.as_slice()).expect("decode");
+    for t in &mut m.graph.as_mut().expect("graph").initializer {
+        for e in &mut t.external_data {
+            if e.key.as_deref() == Some("location") {
+                e.value = Some(loc.to_string());
+            }
+        }
+    }
+    std::fs::write(path, m.encode_to_vec()).expect("write");
+}
+
+#[test]
+fn external_data_outside_the_folder_needs_the_flag() {
+    let root = common::tempdir();
+    let inner = root.path().join("models");
+    std::fs::create_dir(&inner).expect("mkdir");
+    let model = external_model(&inner);
+    let data = root.path().join("weights.bin");
+    std::fs::rename(inner.join("ext.onnx.data"), &data).expect("move data out");
+    for loc in ["../weights.bin".to_string(), data.display().to_string()] {
+        relocate(&model, &loc);
+        // Refused by every command that loads a model, naming the tensor and the file.
+        for cmd in ["info", "groups", "lint"] {
+            assert_cmd(
+                &[cmd, s(&model)],
+                2,
+                &[
+                    &loc,
+                    "outside the model's directory",
+                    "--allow-external-outside",
+                ],
+            );
+        }
+        // The global flag lets it through, before or after the subcommand.
+        let (rc, _, err) = common::pare(&["--allow-external-outside", "info", s(&model)]);
+        assert_eq!(rc, 0, "{loc}: {err}");
+        let (rc, _, err) = common::pare(&["groups", s(&model), "--allow-external-outside"]);
+        assert_eq!(rc, 0, "{loc}: {err}");
+    }
+}
+
+#[test]
+fn external_data_offsets_past_the_end_are_errors() {
+    use prost::Message;
+    let dir = common::tempdir();
+    let model = external_model(dir.path());
+    let len = std::fs::metadata(dir.path().join("ext.onnx.data"))
+        .expect("data")
+        .len();
+    let bytes = std::fs::read(&model).expect("read");
+    let pristine = pare::model::proto::ModelProto::decode(bytes.as_slice()).expect("decode");
+    for (key, value, needle) in [
+        ("offset", (len + 4096).to_string(), "too short"),
+        ("length", (len * 2).to_string(), "too short"),
+        ("offset", u64::MAX.to_string(), "too short"),
+        ("offset", "-8".to_string(), "non-numeric 'offset'"),
+    ] {
+        let mut m = pristine.clone();
+        let t = &mut m.graph.as_mut().expect("graph").initializer[0];
+        let name = t.name().to_string();
+        t.external_data.retain(|e| e.key.as_deref() != Some(key));
+        t.external_data
+            .push(pare::model::proto::StringStringEntryProto::new(
+                key,
+                value.clone(),
+            ));
+        std::fs::write(&model, m.encode_to_vec()).expect("write");
+        assert_cmd(&["info", s(&model)], 2, &[&name, "ext.onnx.data", needle]);
+    }
+}
+
+#[test]
+fn duplicate_initializer_names_are_refused() {
+    let dir = common::tempdir();
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let twin = g.initializer[1].clone();
+    let name = twin.name().to_string();
+    g.initializer.push(twin);
+    let p = common::write(dir.path(), "dupinit.onnx", &m);
+    assert_cmd(&["info", s(&p)], 2, &[&name, "duplicate"]);
+}
+
+#[test]
+fn unknown_op_still_analyses_and_locks_its_group() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "custom.onnx", &common::custom_op());
+    let (rc, out, err) = common::pare(&["groups", s(&p)]);
+    assert_eq!(rc, 0, "an unknown op is not bad input: {err}");
+    assert!(
+        out.contains("MemoryEfficientSwish"),
+        "the op locks its group: {out}"
+    );
+    let (rc, _, err) = common::pare(&["prune", s(&p), "--ratio", "0.5", "--dry-run"]);
+    assert_eq!(rc, 0, "{err}");
+}
+
+#[test]
+fn calibration_data_of_the_wrong_shape_names_file_and_input() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "m.onnx", &common::resnet_like());
+    let calib = dir.path().join("calib");
+    std::fs::create_dir(&calib).expect("mkdir");
+    pare::data::npy::write_npy_f32(&calib.join("s0.npy"), &[1, 5, 7], &[0.5; 35]).expect("npy");
+    let out = dir.path().join("q.onnx");
+    assert_cmd(
+        &["quantize", s(&p), "-o", s(&out), "--data", s(&calib)],
+        2,
+        &["s0.npy", "input"],
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn tags_naming_unknown_layers_are_refused_with_the_closest() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "m.onnx", &common::resnet_like());
+    let tags = dir.path().join("tags.toml");
+    std::fs::write(&tags, "skip = [\"/no/such/Conv\"]\n").expect("tags");
+    assert_cmd(
+        &["prune", s(&p), "--tags", s(&tags), "--dry-run"],
+        2,
+        &["/no/such/Conv"],
+    );
+    assert_cmd(
+        &["groups", s(&p), "--tags", s(&tags)],
+        2,
+        &["/no/such/Conv"],
+    );
+}
+
+#[test]
+fn output_equal_to_input_is_refused_also_through_links() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let p = common::write(d, "m.onnx", &common::resnet_like());
+    let before = std::fs::read(&p).expect("read");
+    let sym = d.join("sym.onnx");
+    std::os::unix::fs::symlink(&p, &sym).expect("symlink");
+    let hard = d.join("hard.onnx");
+    std::fs::hard_link(&p, &hard).expect("hard link");
+    for out in [&p, &sym, &hard] {
+        assert_cmd(
+            &["prune", s(&p), "-o", s(out), "--no-validate"],
+            2,
+            &["refusing to overwrite", "input"],
+        );
+        assert_cmd(&["fix", s(&p), "-o", s(out)], 2, &["refusing to overwrite"]);
+    }
+    assert_eq!(std::fs::read(&p).expect("read"), before, "input untouched");
+}
+
+#[test]
+fn unwritable_output_folder_names_the_path() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "m.onnx", &common::resnet_like());
+    // A folder that does not exist, and one whose "folder" is a file: both fail even as root.
+    let missing = dir.path().join("no/such/dir/out.onnx");
+    assert_cmd(
+        &["prune", s(&p), "-o", s(&missing), "--no-validate"],
+        2,
+        &["no/such/dir"],
+    );
+    let under_file = p.join("out.onnx");
+    assert_cmd(
+        &["prune", s(&p), "-o", s(&under_file), "--no-validate"],
+        2,
+        &["m.onnx/out.onnx"],
+    );
+}
+
+#[test]
+fn ratio_out_of_range_is_a_usage_error() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "m.onnx", &common::resnet_like());
+    for r in ["1.5", "-0.1", "1", "NaN"] {
+        let flag = format!("--ratio={r}");
+        assert_cmd(&["prune", s(&p), &flag, "--dry-run"], 2, &["ratio"]);
+    }
+}
+
+/// x → a (Relu) → t1 → b (Relu) → t2 → c (Relu) → y
+fn chain(dir: &Path) -> std::path::PathBuf {
+    graph_case(
+        dir,
+        "chain.onnx",
+        vec![
+            node("a", "Relu", &["x"], &["t1"]),
+            node("b", "Relu", &["t1"], &["t2"]),
+            node("c", "Relu", &["t2"], &["y"]),
+        ],
+    )
+}
+
+#[test]
+fn empty_extraction_is_refused() {
+    let dir = common::tempdir();
+    let p = chain(dir.path());
+    let out = dir.path().join("piece.onnx");
+    // No node lies on a path from c to a.
+    assert_cmd(
+        &["extract", s(&p), "-o", s(&out), "--from", "c", "--to", "a"],
+        2,
+        &["'c'", "'a'"],
+    );
+    // Inputs equal to outputs select nothing.
+    assert_cmd(
+        &[
+            "extract",
+            s(&p),
+            "-o",
+            s(&out),
+            "--inputs",
+            "t1",
+            "--outputs",
+            "t1",
+        ],
+        2,
+        &["t1"],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn outputs_not_computable_from_the_inputs_are_named() {
+    let dir = common::tempdir();
+    let p = chain(dir.path());
+    let out = dir.path().join("piece.onnx");
+    assert_cmd(
+        &[
+            "extract",
+            s(&p),
+            "-o",
+            s(&out),
+            "--inputs",
+            "t2",
+            "--outputs",
+            "t1",
+        ],
+        2,
+        &["t1", "t2"],
+    );
+    assert!(!out.exists());
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            let p = e.expect("entry").path();
+            let bytes = std::fs::read(&p).expect("read");
+            (p, bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every writing command leaves its input (model and external data) byte for byte as it
+/// was, and leaves no temporary file next to its output.
+#[test]
+fn writing_commands_never_modify_their_input() {
+    let root = common::tempdir();
+    let inp = root.path().join("in");
+    let out = root.path().join("out");
+    std::fs::create_dir(&inp).expect("mkdir");
+    std::fs::create_dir(&out).expect("mkdir");
+    let model = external_model(&inp);
+    std::fs::remove_file(inp.join("src.onnx")).expect("rm");
+    let m = load_model(&model).expect("load");
+    let g = m.proto.graph.as_ref().expect("graph");
+    let relu = g
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Relu")
+        .expect("a Relu");
+    let cut = relu.output[0].clone();
+    let node = g.node[2].name().to_string();
+    let before = snapshot(&inp);
+    let o = |n: &str| out.join(n).display().to_string();
+    let mp = s(&model);
+    let runs: Vec<Vec<String>> = vec![
+        vec!["prune", mp, "-o", &o("p.onnx"), "--ratio", "0.5"],
+        vec![
+            "quantize",
+            mp,
+            "-o",
+            &o("q.onnx"),
+            "--data",
+            "random",
+            "--samples",
+            "2",
+        ],
+        vec!["fix", mp, "-o", &o("f.onnx")],
+        vec!["convert", mp, "-o", &o("c.onnx"), "--precision", "fp16"],
+        vec!["extract", mp, "-o", &o("e.onnx"), "--node", &node],
+        vec!["split", mp, "--at", &cut, "-o", &o("h.onnx"), &o("t.onnx")],
+        vec![
+            "reduce",
+            mp,
+            "--check",
+            "false",
+            "-o",
+            &o("r.onnx"),
+            "--max-tries",
+            "4",
+        ],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(String::from).collect())
+    .collect();
+    for args in &runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (rc, _, err) = common::pare(&args);
+        assert!(rc == 0 || rc == 1, "{args:?}: {rc} {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(snapshot(&inp) == before, "{}: the input changed", args[0]);
+    }
+    for (p, _) in snapshot(&out) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.contains(".tmp-"),
+            "temporary file left behind: {name}"
+        );
+    }
+    for f in [
+        "p.onnx", "q.onnx", "c.onnx", "e.onnx", "h.onnx", "t.onnx", "r.onnx",
+    ] {
+        assert!(out.join(f).exists(), "{f} written");
+    }
+}
+
+/// A declared 2^40-element tensor over a few bytes is an error naming it, found at load
+/// before anything allocates what the dims claim (fuzzer finding).
+#[test]
+fn declared_sizes_must_match_the_data() {
+    let dir = common::tempdir();
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    let name = g.initializer[0].name().to_string();
+    g.initializer[0].dims = vec![1 << 40, 1 << 20];
+    let p = common::write(dir.path(), "huge.onnx", &m);
+    for cmd in ["info", "groups", "lint"] {
+        assert_cmd(&[cmd, s(&p)], 2, &[&name, "bytes", "need"]);
+    }
+    // A channel count of 2^40 declared on an input only (no data behind it) is analysed
+    // without allocating per channel.
+    let mut m = common::resnet_like();
+    let g = m.graph.as_mut().expect("graph");
+    if let Some(pare::model::proto::TypeValue::TensorType(t)) =
+        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.shape.as_mut().expect("shape").dim[1].value =
+            Some(pare::model::proto::Dimension::DimValue(1 << 40));
+    }
+    let p = common::write(dir.path(), "wide.onnx", &m);
+    let (rc, _, err) = common::pare(&["groups", s(&p)]);
+    assert!(rc == 0 || rc == 2, "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("memory"),
+        "{err}"
+    );
 }

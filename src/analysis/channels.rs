@@ -35,6 +35,13 @@ fn shape_flow(node: &NodeProto) -> ShapeFlow {
 /// Index of one channel atom.
 pub type Atom = u32;
 
+/// Channel counts above this are treated as unknown: no real layer has a million channels, and
+/// the analysis allocates one atom per channel.
+const MAX_CHANNELS: i64 = 1 << 20;
+
+/// Atoms (channels of all tensors) the analysis creates beyond one per 4 bytes of the file.
+const MAX_ATOMS: usize = 1 << 21;
+
 /// What a weight member is to its node, for reports and importance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -288,8 +295,13 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The static shape of a tensor; one with a dim above [`MAX_CHANNELS`] counts as unknown
+    /// (a corrupt or hostile model must not make the analysis allocate per channel).
     fn shape(&self, t: &str) -> Option<Vec<i64>> {
-        self.a.shapes.static_shape(t)
+        self.a
+            .shapes
+            .static_shape(t)
+            .filter(|s| s.iter().all(|&d| d <= MAX_CHANNELS))
     }
 
     /// The dims of a tensor, symbolic ones included: channel groups depend on the channel
@@ -300,7 +312,10 @@ impl<'a> Builder<'a> {
 
     /// One concrete dim of a tensor (the others may be symbolic).
     fn dim(&self, t: &str, axis: usize) -> Option<i64> {
-        self.dims(t)?.get(axis)?.known()
+        self.dims(t)?
+            .get(axis)?
+            .known()
+            .filter(|&d| d <= MAX_CHANNELS)
     }
 
     /// Known integer contents of a tensor: an initializer or Constant, or what shape
@@ -366,6 +381,12 @@ impl<'a> Builder<'a> {
     }
 
     fn new_space(&mut self, producer: &str, tensor: &str, n: usize) -> Vec<Atom> {
+        // Products of dims (grouped convolutions) can still exceed the cap, and many spaces
+        // together must stay within what the file could describe: past the budget a space
+        // gets no atoms, so its consumers meet a size mismatch and lock.
+        let budget = MAX_ATOMS + (self.a.model.file_size / 4) as usize;
+        let left = budget.saturating_sub(self.dsu.parent.len());
+        let n = n.min(MAX_CHANNELS as usize).min(left);
         let start = self.dsu.add(n);
         self.spaces.push(Space {
             producer: producer.to_string(),
@@ -698,7 +719,7 @@ impl<'a> Builder<'a> {
             .map(|l| l.atoms.len())
             .or_else(|| self.dim(&x, 1).map(|c| c.max(0) as usize));
         let cout = if transpose {
-            w1 as usize * group
+            (w1 as usize).saturating_mul(group)
         } else {
             w0 as usize
         };
@@ -1459,14 +1480,19 @@ impl<'a> Builder<'a> {
                 );
                 return None;
             };
+            // A corrupt shape must not make the analysis allocate per (absurd) channel.
+            if ob > MAX_CHANNELS {
+                self.barrier(node, "reshaped channel axis is implausibly large");
+                return None;
+            }
             // ob is c × (product of the following input dims it absorbed) …
             let mut rep = 1i64;
             let mut k = ax + 1;
-            while c * rep < ob && k < xs.len() {
+            while c.saturating_mul(rep) < ob && k < xs.len() {
                 let Some(d) = xs[k].known() else {
                     break;
                 };
-                rep *= d;
+                rep = rep.saturating_mul(d);
                 k += 1;
             }
             if c * rep == ob {

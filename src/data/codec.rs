@@ -84,14 +84,14 @@ pub fn tensor_to_host(t: &TensorProto) -> Result<HostTensor> {
     let data = match &t.raw_data {
         Some(raw) => {
             let width = (dt.bits() / 8) as usize;
-            if width > 0 && raw.len() != want * width {
+            if width > 0 && Some(raw.len()) != want.checked_mul(width) {
                 return Err(tensor_err(
                     t.name(),
                     format!(
                         "holds {} bytes of data, but its dims {:?} of type {dt} need {}",
                         raw.len(),
                         t.dims,
-                        want * width
+                        want.saturating_mul(width)
                     ),
                 ));
             }

@@ -258,10 +258,7 @@ pub fn write_npy(h: &HostTensor) -> Vec<u8> {
 /// Writes a float32 `.npy` file.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let bytes = encode(shape, data).map_err(|e| npy_err(path, e))?;
-    std::fs::write(path, bytes).map_err(|source| PareError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::model::io::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -665,7 +665,8 @@ pub fn extract(a: &Analysis, inputs: &[String], outputs: &[String]) -> Result<Pi
             )
         };
         return Err(PareError::Usage(format!(
-            "the outputs cannot be computed from the given inputs: they also need model input(s) {} (not supplied){entries}; add those tensors to the inputs or choose inputs closer to the outputs{unused}",
+            "outputs {} cannot be computed from the given inputs: they also need model input(s) {} (not supplied){entries}; add those tensors to the inputs or choose inputs closer to the outputs{unused}",
+            quote_list(&outputs),
             quote_list(&w.missing)
         )));
     }

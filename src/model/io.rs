@@ -74,7 +74,13 @@ fn sniff_foreign(bytes: &[u8]) -> Option<String> {
     if starts(b"\x89HDF") {
         return Some("is an HDF5 (Keras) file, not an ONNX model (try tf2onnx)".into());
     }
-    if starts(b"{") || starts(b"#") || starts(b"<") {
+    // Text: a likely first character and printable bytes after it (random bytes starting
+    // with '{' are corrupt, not text).
+    let head = &bytes[..bytes.len().min(256)];
+    let printable = head
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace() || b >= 0x80);
+    if (starts(b"{") || starts(b"#") || starts(b"<")) && printable {
         return Some("is a text file, not an ONNX model (ONNX files are binary protobuf)".into());
     }
     None
@@ -116,6 +122,22 @@ fn io_error(path: &Path, source: std::io::Error) -> PareError {
     }
 }
 
+/// Whether external data may live outside the model's folder (`--allow-external-outside`).
+/// Process-wide because every command loads models through many paths (reference models,
+/// diff's two sides, the TUI's reloads) and the user's consent covers them all.
+static ALLOW_EXTERNAL_OUTSIDE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Lets external data `location`s leave the model's folder (absolute paths, `..`, symbolic
+/// links) for the rest of the process: the CLI's `--allow-external-outside`.
+pub fn set_allow_external_outside(allow: bool) {
+    ALLOW_EXTERNAL_OUTSIDE.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn external_outside_allowed() -> bool {
+    ALLOW_EXTERNAL_OUTSIDE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Loads an ONNX model from a file, resolving external data relative to it.
 pub fn load_model(path: &Path) -> Result<Model> {
     let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
@@ -129,7 +151,73 @@ pub fn load_model(path: &Path) -> Result<Model> {
     model.path = Some(path.to_path_buf());
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     resolve_external(&mut model, &base, path)?;
+    check_payloads(&model.proto, path)?;
     Ok(model)
+}
+
+/// Every tensor's data must match its declared dims and type, checked once at load: a corrupt
+/// or hostile file declaring 2^40 elements over a few bytes is an error naming the tensor,
+/// never an allocation of what the dims claim (every later decoder trusts this).
+fn check_payloads(m: &ModelProto, path: &Path) -> Result<()> {
+    let mut problem: Option<String> = None;
+    any_tensor(m, &mut |t| {
+        problem = payload_problem(t);
+        problem.is_some()
+    });
+    match problem {
+        Some(message) => Err(not_onnx(path, message)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a tensor's payload size, if anything.
+fn payload_problem(t: &TensorProto) -> Option<String> {
+    if t.dims.iter().any(|&d| d < 0) {
+        return Some(format!(
+            "tensor '{}' has a negative dimension {:?}",
+            t.name(),
+            t.dims
+        ));
+    }
+    let numel = t.numel();
+    let dt = super::DataType(t.data_type());
+    let bits = dt.bits();
+    if let Some(raw) = &t.raw_data {
+        if bits == 0 {
+            return None;
+        }
+        let need = numel.checked_mul(bits).map(|b| b.div_ceil(8));
+        if need != Some(raw.len() as u64) {
+            return Some(format!(
+                "tensor '{}' holds {} bytes, but its dims {:?} of type {dt} need {}",
+                t.name(),
+                raw.len(),
+                t.dims,
+                need.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ));
+        }
+        return None;
+    }
+    let typed = t.float_data.len()
+        + t.int32_data.len()
+        + t.int64_data.len()
+        + t.double_data.len()
+        + t.uint64_data.len()
+        + t.string_data.len();
+    let per = if matches!(dt.0, 14 | 15) { 2 } else { 1 };
+    // Sub-byte types pack several values per int32; only whole-element types are checked.
+    let whole_elements = bits >= 8 || dt == super::DataType::STRING;
+    if typed > 0 && whole_elements {
+        let need = numel.saturating_mul(per);
+        if typed as u64 != need {
+            return Some(format!(
+                "tensor '{}' holds {typed} values, but its dims {:?} need {need}",
+                t.name(),
+                t.dims
+            ));
+        }
+    }
+    None
 }
 
 /// Decodes an in-memory ONNX file; `origin` names it in errors.
@@ -143,6 +231,7 @@ pub fn load_model_bytes(bytes: Bytes, origin: &Path) -> Result<Model> {
         ));
     }
     model.external_tensors.clear();
+    check_payloads(&model.proto, origin)?;
     Ok(model)
 }
 
@@ -287,18 +376,21 @@ fn resolve_external(model: &mut Model, base: &Path, model_path: &Path) -> Result
             return Err(err("has no 'location' entry".into()));
         }
         let rel = Path::new(&location);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
+        let confined = !external_outside_allowed();
+        const HINT: &str = "; pare refuses that unless --allow-external-outside is given";
+        if confined
+            && (rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
         {
-            return Err(err("points outside the model's directory".into()));
+            return Err(err(format!("points outside the model's directory{HINT}")));
         }
         let full = base.join(rel);
-        if escapes(base, &full) {
-            return Err(err(
-                "resolves outside the model's directory (through a symbolic link)".into(),
-            ));
+        if confined && escapes(base, &full) {
+            return Err(err(format!(
+                "resolves outside the model's directory (through a symbolic link){HINT}"
+            )));
         }
         if !maps.contains_key(&location) {
             let data = map_file(&full).map_err(|e| match e {
@@ -417,11 +509,22 @@ pub fn save_model(model: &Model, path: &Path, opts: &SaveOptions) -> Result<()> 
     Ok(())
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+/// Whether two paths name the same file: through symbolic links (canonical paths) and hard
+/// links (same device and inode), so no spelling of the input can be overwritten.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if let (Ok(x), Ok(y)) = (std::fs::canonicalize(a), std::fs::canonicalize(b))
+        && x == y
+    {
+        return true;
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
 }
 
 /// Serialises a model to bytes (everything inline).
@@ -450,7 +553,10 @@ pub mod tempfile_like {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "out".into());
-            let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+            // Unique per process and per call: two threads may write the same target.
+            static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!(".{name}.tmp-{}-{serial}", std::process::id()));
             let file = File::create(&tmp).map_err(|source| PareError::Write {
                 path: target.to_path_buf(),
                 source,
@@ -482,6 +588,13 @@ pub mod tempfile_like {
             if let Err(e) = std::fs::rename(&self.tmp, target) {
                 let _ = std::fs::remove_file(&self.tmp);
                 return Err(werr(e));
+            }
+            // The rename itself is durable only once the folder is synced (best effort: not
+            // every filesystem lets a directory be opened for syncing).
+            if let Some(dir) = self.tmp.parent()
+                && let Ok(d) = File::open(dir)
+            {
+                let _ = d.sync_all();
             }
             Ok(())
         }

@@ -506,7 +506,10 @@ impl TensorProto {
     }
     /// Number of elements (1 for a scalar).
     pub fn numel(&self) -> u64 {
-        self.dims.iter().map(|&d| d.max(0) as u64).product()
+        // Saturating: corrupt dims (2^40 × 2^40) must not wrap to a small count.
+        self.dims
+            .iter()
+            .fold(1u64, |a, &d| a.saturating_mul(d.max(0) as u64))
     }
     pub fn external_entry(&self, key: &str) -> Option<&str> {
         self.external_data

@@ -33,6 +33,9 @@ pub enum Criterion {
 /// A weight tensor read as f32: its dims and values.
 type DimsAndValues = (Vec<i64>, Vec<f32>);
 
+/// Most bytes of f32 weights a [`WeightCache`] keeps before starting over.
+const CACHE_BYTES: usize = 256 << 20;
+
 /// Cache of member tensors read as f32.
 #[derive(Default)]
 pub struct WeightCache {
@@ -53,6 +56,19 @@ impl WeightCache {
     }
 
     fn get(&mut self, a: &Analysis, t: &str) -> Option<&DimsAndValues> {
+        // Bounded: past CACHE_BYTES the cache starts over, so ranking a model of 2.5 GB of
+        // weights holds about one weight as f32 at a time, not all of them.
+        if !self.cache.contains_key(t) {
+            let held: usize = self
+                .cache
+                .values()
+                .flatten()
+                .map(|(_, v)| v.len() * 4)
+                .sum();
+            if held > CACHE_BYTES {
+                self.cache.clear();
+            }
+        }
         self.cache
             .entry(t.to_string())
             .or_insert_with(|| member_values(a, t))

@@ -47,7 +47,9 @@ fn raw_of(t: &TensorProto) -> Result<(Vec<u8>, usize)> {
     if let Some(r) = &t.raw_data {
         return Ok((r.to_vec(), w));
     }
-    let mut out = Vec::with_capacity(t.numel() as usize * w);
+    // Sized by the values present, not the declared dims (which may be corrupt).
+    let present = t.float_data.len() + t.double_data.len() + t.int64_data.len();
+    let mut out = Vec::with_capacity((present + t.int32_data.len()).saturating_mul(w));
     match dt {
         DataType::FLOAT => t
             .float_data
@@ -92,10 +94,24 @@ pub fn slice_tensor(t: &TensorProto, axis: usize, keep: &[usize]) -> Result<Tens
         });
     }
     let (raw, w) = raw_of(t)?;
-    let inner: usize = dims[axis + 1..].iter().product::<usize>() * w;
-    let outer: usize = dims[..axis].iter().product();
+    // Checked: corrupt dims (a 0 beside a 2^40) must be an error, not an overflow.
+    let inner = dims[axis + 1..]
+        .iter()
+        .try_fold(w, |a, &d| a.checked_mul(d));
+    let outer = dims[..axis]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
     let n = dims[axis];
-    let mut out = Vec::with_capacity(outer * keep.len() * inner);
+    let total = outer
+        .zip(inner)
+        .and_then(|(o, i)| o.checked_mul(n)?.checked_mul(i));
+    let (Some(inner), Some(outer), true) = (inner, outer, total == Some(raw.len())) else {
+        return Err(PareError::Tensor {
+            tensor: t.name().to_string(),
+            message: format!("data does not match its dims {:?}", t.dims),
+        });
+    };
+    let mut out = Vec::with_capacity((raw.len() / n.max(1)).saturating_mul(keep.len()));
     for o in 0..outer {
         for &k in keep {
             let base = (o * n + k) * inner;

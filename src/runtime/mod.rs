@@ -38,6 +38,9 @@ pub enum HostData {
     Bool(Vec<bool>),
 }
 
+/// The most elements [`HostTensor::random`] makes (1 GiB of f32).
+pub const MAX_RANDOM_ELEMS: usize = 1 << 28;
+
 impl HostTensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
         Self {
@@ -89,7 +92,17 @@ impl HostTensor {
 
     /// Seeded random tensor of a given type: standard normal floats, small non-negative ints.
     pub fn random(dtype: DataType, shape: &[usize], rng: &mut Rng) -> Result<Self> {
-        let n: usize = shape.iter().product();
+        // A declared shape is not data: refuse absurd ones (a corrupt 2^40 dim) before
+        // allocating rather than abort on out-of-memory.
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= MAX_RANDOM_ELEMS)
+            .ok_or_else(|| {
+                PareError::Runtime(format!(
+                    "cannot make a random input of shape {shape:?}: over {MAX_RANDOM_ELEMS} elements"
+                ))
+            })?;
         let data = match dtype {
             DataType::FLOAT => HostData::F32((0..n).map(|_| rng.normal()).collect()),
             DataType::DOUBLE => HostData::F64((0..n).map(|_| rng.normal() as f64).collect()),

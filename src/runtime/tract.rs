@@ -30,6 +30,21 @@ fn terr_chain(e: TractError) -> PareError {
     terr(format!("{e:#}"))
 }
 
+/// Runs `f`, turning a panic inside tract (it has some on malformed models, e.g. a node
+/// naming an input no one produces) into an error: bad input must never crash pare.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(terr(format!(
+            "failed on this model (internal error: {msg})"
+        )))
+    })
+}
+
 /// A model prepared in tract for fixed input shapes.
 pub struct TractPlan {
     plan: Arc<TypedRunnableModel>,
@@ -77,6 +92,10 @@ impl TractPlan {
     /// outputs layer by layer, so that order finishes each layer's comparisons before moving on
     /// and frees its tensors; tract's order keeps them all (5x the RAM there).
     pub fn new(model: &ModelProto, inputs: &[InputSpec], depth_first: bool) -> Result<Self> {
+        guarded(|| Self::new_unguarded(model, inputs, depth_first))
+    }
+
+    fn new_unguarded(model: &ModelProto, inputs: &[InputSpec], depth_first: bool) -> Result<Self> {
         let o = tract_onnx::tract_core::runtime::RunOptions {
             skip_order_opt_ram: depth_first,
             ..Default::default()
@@ -94,6 +113,14 @@ impl TractPlan {
     /// A plan that shows `tensors` (names of the ONNX graph) to [`TractPlan::run_f32`] as
     /// they are computed.
     pub fn watching(model: &ModelProto, tensors: &[String], inputs: &[InputSpec]) -> Result<Self> {
+        guarded(|| Self::watching_unguarded(model, tensors, inputs))
+    }
+
+    fn watching_unguarded(
+        model: &ModelProto,
+        tensors: &[String],
+        inputs: &[InputSpec],
+    ) -> Result<Self> {
         let mut typed = optimized(&with_outputs(model, tensors), inputs)?;
         let watched: Vec<OutletId> = typed.output_outlets().map_err(terr)?.to_vec();
         // Outputs: as few watched tensors as keep every watched node in the plan.
@@ -134,6 +161,10 @@ impl TractPlan {
 
     /// The outputs (watching: the watched tensors) as host tensors.
     pub fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
+        guarded(|| self.run_unguarded(inputs))
+    }
+
+    fn run_unguarded(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
         if self.watch.is_empty() {
             let outs = self.plan.run(feeds(inputs)?).map_err(terr_chain)?;
             return outs.iter().map(|v| from_tract(v)).collect();
@@ -151,6 +182,14 @@ impl TractPlan {
 
     /// Runs; `f(k, values)` sees tensor `k` once as f32 (watching: when its node computed it).
     pub fn run_f32(
+        &self,
+        inputs: &[HostTensor],
+        f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        guarded(|| self.run_f32_unguarded(inputs, f))
+    }
+
+    fn run_f32_unguarded(
         &self,
         inputs: &[HostTensor],
         f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
