@@ -392,3 +392,40 @@ fn unrunnable_pruned_model_is_not_validated_and_exits_1() {
         "{j}"
     );
 }
+
+/// A file that declares a fixed input size (CenterFace: 10×3×32×32) runs on onnxruntime at
+/// the size `--input-shape` pins, as on tract: the runner re-declares the input instead of
+/// onnxruntime refusing every sample ("Got invalid dimensions").
+#[test]
+fn onnxruntime_runs_at_the_pinned_size_not_the_declared_one() {
+    if !common::with_onnxruntime("onnxruntime_runs_at_the_pinned_size_not_the_declared_one") {
+        return;
+    }
+    let m = common::dynamic_hw();
+    let mut fixed = m.clone();
+    let g = fixed.graph.as_mut().expect("graph");
+    for vi in g.input.iter_mut().chain(g.output.iter_mut()) {
+        if let Some(TypeValue::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(s) = t.shape.as_mut()
+        {
+            for (k, d) in s.dim.iter_mut().enumerate() {
+                let v = [10, d_known(d).unwrap_or(3), 8, 8][k.min(3)];
+                d.value = Some(Dimension::DimValue(v));
+            }
+        }
+    }
+    let mut pins = InputPins::new();
+    pins.insert("image".into(), vec![1, 3, 24, 20]);
+    let a = analysis(&fixed, &pins);
+    let x = run_on(EngineKind::OnnxRuntime, &fixed, &a, 3);
+    let y = run_on(EngineKind::Tract, &fixed, &a, 3);
+    assert_eq!(x[0].shape, vec![1, 4, 24, 20]);
+    assert!(max_abs_diff(&x[0], &y[0]).is_some_and(|d| d < 1e-4));
+}
+
+fn d_known(d: &pare::model::proto::TensorShapeDimension) -> Option<i64> {
+    match d.value {
+        Some(Dimension::DimValue(v)) => Some(v),
+        _ => None,
+    }
+}
