@@ -211,18 +211,22 @@ impl Builder<'_> {
             let Some(mut b) = super::prefix_end(&xs[..j], &xs[j..], os) else {
                 continue;
             };
-            while b < os.len() && os[b] == Dim::Known(1) && tile * c != 1 {
+            while b < os.len() && os[b] == Dim::Known(1) && tile.saturating_mul(c) != 1 {
                 b += 1;
             }
             let Some(ob) = os.get(b).and_then(Dim::known) else {
                 continue;
             };
+            // A corrupt shape must not make the analysis allocate per (absurd) channel.
+            if ob > super::MAX_CHANNELS {
+                return None;
+            }
             let (mut rep, mut k) = (1i64, ax + 1);
-            while tile * c * rep < ob && k < xs.len() {
-                rep *= xs[k].known()?;
+            while tile.saturating_mul(c).saturating_mul(rep) < ob && k < xs.len() {
+                rep = rep.saturating_mul(xs[k].known()?);
                 k += 1;
             }
-            if tile * c * rep == ob {
+            if tile.saturating_mul(c).saturating_mul(rep) == ob {
                 let atoms = (0..tile)
                     .flat_map(|_| {
                         l.atoms
