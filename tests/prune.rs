@@ -483,41 +483,6 @@ fn exactness_keep_everything_reproduces_the_original() {
     }
 }
 
-/// Zeroes every producer-side slice (weights, bias, BN scale/shift, constant operands) of the
-/// chosen units, so those channels are dead everywhere.
-fn kill(m: &mut ModelProto, ca: &ChannelAnalysis, dead: &[bool]) {
-    let g = m.graph.as_mut().expect("graph");
-    for mem in &ca.members {
-        if !matches!(
-            mem.role,
-            Role::ProducerWeight
-                | Role::ProducerBias
-                | Role::NormScale
-                | Role::NormBias
-                | Role::Elementwise
-        ) {
-            continue;
-        }
-        let Some(t) = g.initializer.iter_mut().find(|t| t.name() == mem.tensor) else {
-            continue;
-        };
-        let mut v = pare::model::tensor::to_f32(t).expect("floats");
-        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        let inner: usize = dims[mem.axis + 1..].iter().product();
-        let outer: usize = dims[..mem.axis].iter().product();
-        let n = dims[mem.axis];
-        for o in 0..outer {
-            for i in 0..n {
-                if dead[mem.atoms[i] as usize] {
-                    let base = (o * n + i) * inner;
-                    v[base..base + inner].iter_mut().for_each(|x| *x = 0.0);
-                }
-            }
-        }
-        *t = pare::model::tensor::f32_tensor(t.name(), &t.dims.clone(), &v);
-    }
-}
-
 #[test]
 fn exactness_pruning_dead_channels_changes_nothing() {
     for (name, m) in common::all_prune_fixtures() {
@@ -537,7 +502,7 @@ fn exactness_pruning_dead_channels_changes_nothing() {
         let keep = kept_atoms(&ca, &plan);
         let dead: Vec<bool> = keep.iter().map(|k| !k).collect();
         let mut dead_model = m.clone();
-        kill(&mut dead_model, &ca, &dead);
+        common::kill(&mut dead_model, &ca, &dead);
         let da = analysis(dead_model.clone());
         let dca = analyze_channels(&da);
         let pruned = apply_plan(&da, &dca, &plan).expect("rewrite");

@@ -756,3 +756,39 @@ pub fn argmax_head() -> ModelProto {
     b.output("labels", &[D::N(1), D::N(1), D::N(32), D::N(32)]);
     b.model()
 }
+
+/// Zeroes every producer-side slice (weights, biases, gate rows, norm parameters, constant
+/// operands, initial states) of the `dead` units, so those channels, heads or hidden units
+/// carry zeros everywhere: the "dead units removed → equal within 1e-4" exactness test.
+pub fn kill(m: &mut ModelProto, ca: &pare::analysis::channels::ChannelAnalysis, dead: &[bool]) {
+    let g = m.graph.as_mut().expect("graph");
+    for mem in &ca.members {
+        if !matches!(
+            mem.role,
+            pare::analysis::channels::Role::ProducerWeight
+                | pare::analysis::channels::Role::ProducerBias
+                | pare::analysis::channels::Role::NormScale
+                | pare::analysis::channels::Role::NormBias
+                | pare::analysis::channels::Role::Elementwise
+        ) {
+            continue;
+        }
+        let Some(t) = g.initializer.iter_mut().find(|t| t.name() == mem.tensor) else {
+            continue;
+        };
+        let mut v = pare::model::tensor::to_f32(t).expect("floats");
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let inner: usize = dims[mem.axis + 1..].iter().product();
+        let outer: usize = dims[..mem.axis].iter().product();
+        let n = dims[mem.axis];
+        for o in 0..outer {
+            for i in 0..n {
+                if dead[mem.atoms[i] as usize] {
+                    let base = (o * n + i) * inner;
+                    v[base..base + inner].iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+        }
+        *t = pare::model::tensor::f32_tensor(t.name(), &t.dims.clone(), &v);
+    }
+}
