@@ -10,12 +10,7 @@ use pare::model::builder::zoo::deep_narrow;
 use pare::model::{Analysis, InputPins, Model};
 
 fn analysis(proto: pare::model::proto::ModelProto) -> Analysis {
-    let model = Model {
-        file_size: 0,
-        proto,
-        path: None,
-        external_tensors: Vec::new(),
-    };
+    let model = Model::in_memory(proto);
     Analysis::new(model, &InputPins::new()).expect("analysis")
 }
 

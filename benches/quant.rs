@@ -15,12 +15,7 @@ use pare::quant::{QuantOptions, placement, qdq, quantize};
 use pare::rng::Rng;
 
 fn model(m: pare::model::proto::ModelProto) -> Analysis {
-    let model = pare::model::Model {
-        file_size: 0,
-        proto: m,
-        path: None,
-        external_tensors: Vec::new(),
-    };
+    let model = pare::model::Model::in_memory(m);
     Analysis::new(model, &InputPins::new()).expect("analysis")
 }
 

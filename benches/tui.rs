@@ -17,12 +17,7 @@ use ratatui::backend::TestBackend;
 
 fn app_10k() -> App {
     let proto = zoo::deep_narrow(10_000);
-    let model = Model {
-        file_size: 0,
-        proto,
-        path: None,
-        external_tensors: Vec::new(),
-    };
+    let model = Model::in_memory(proto);
     let a = Analysis::new(model, &InputPins::new()).expect("deep_narrow analyses");
     let s = Session::build(a, Tags::default(), None, &NoProgress).expect("session");
     let mut app = App::new(s, KeyMap::default_map());

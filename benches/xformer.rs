@@ -11,12 +11,7 @@ use pare::prune::{PruneOptions, apply_plan, make_plan};
 
 fn xformer_benches(c: &mut Criterion) {
     let proto = zoo::vit(12, 197, 768, 12, 3072, 0.0);
-    let model = Model {
-        file_size: 0,
-        proto,
-        path: None,
-        external_tensors: Vec::new(),
-    };
+    let model = Model::in_memory(proto);
     let a = Analysis::new(model, &InputPins::new()).expect("vit-b analysis");
     let ca = analyze_channels(&a);
     let plan = make_plan(&a, &ca, &PruneOptions::default(), &NoProgress).expect("plan");

@@ -38,14 +38,7 @@ fn group_by_producer<'a>(
 }
 
 fn prune_default(m: ModelProto, ratio: f64) -> (Analysis, ModelProto, PrunePlan, ChannelAnalysis) {
-    let a = analysis(m);
-    let ca = analyze_channels(&a);
-    let opts = PruneOptions {
-        ratio,
-        ..Default::default()
-    };
-    let plan = make_plan(&a, &ca, &opts, &NoProgress).expect("plan");
-    let pruned = apply_plan(&a, &ca, &plan).expect("rewrite");
+    let (a, ca, plan, pruned) = common::prune_at(&m, ratio);
     (a, pruned, plan, ca)
 }
 

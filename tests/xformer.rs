@@ -11,12 +11,11 @@ mod common;
 use std::path::Path;
 
 use pare::analysis::channels::{ChannelAnalysis, GroupKind, Role, analyze_channels};
-use pare::jobs::NoProgress;
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::prune::rewrite::kept_atoms;
 use pare::prune::validate::{input_specs, random_inputs};
-use pare::prune::{PruneOptions, PrunePlan, apply_plan, make_plan};
+use pare::prune::{PrunePlan, apply_plan};
 use pare::runtime::{EngineKind, HostTensor, Runner, max_abs_diff};
 
 const FIXTURES: &[&str] = &[
@@ -66,15 +65,7 @@ fn params(m: &ModelProto) -> usize {
 }
 
 fn prune(m: &ModelProto, ratio: f64) -> (Analysis, ChannelAnalysis, PrunePlan, ModelProto) {
-    let a = analysis(m.clone());
-    let ca = analyze_channels(&a);
-    let opts = PruneOptions {
-        ratio,
-        ..Default::default()
-    };
-    let plan = make_plan(&a, &ca, &opts, &NoProgress).expect("plan");
-    let pruned = apply_plan(&a, &ca, &plan).expect("rewrite");
-    (a, ca, plan, pruned)
+    common::prune_at(m, ratio)
 }
 
 #[test]

@@ -31,6 +31,18 @@ pub struct Model {
     pub external_tensors: Vec<String>,
 }
 
+impl Model {
+    /// A model built in memory (builders, benchmarks, tests): no file, no external data.
+    pub fn in_memory(proto: ModelProto) -> Self {
+        Model {
+            proto,
+            path: None,
+            file_size: 0,
+            external_tensors: Vec::new(),
+        }
+    }
+}
+
 /// How `save_model` lays out tensor data.
 #[derive(Clone, Debug, Default)]
 pub struct SaveOptions {

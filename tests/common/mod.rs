@@ -87,12 +87,7 @@ pub fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
 }
 
 pub fn model(proto: ModelProto) -> Model {
-    Model {
-        file_size: 0,
-        proto,
-        path: None,
-        external_tensors: Vec::new(),
-    }
+    Model::in_memory(proto)
 }
 
 /// Conv-BN-ReLU stem, an identity residual block and a downsampling block with a strided 1x1
@@ -791,4 +786,27 @@ pub fn kill(m: &mut ModelProto, ca: &pare::analysis::channels::ChannelAnalysis, 
         }
         *t = pare::model::tensor::f32_tensor(t.name(), &t.dims.clone(), &v);
     }
+}
+
+/// `m` pruned at `ratio` with default options: its analysis, channel groups, plan and the
+/// rewritten model.
+pub fn prune_at(
+    m: &ModelProto,
+    ratio: f64,
+) -> (
+    pare::model::Analysis,
+    pare::analysis::channels::ChannelAnalysis,
+    pare::prune::PrunePlan,
+    ModelProto,
+) {
+    let a = pare::model::Analysis::new(model(m.clone()), &pare::model::InputPins::new())
+        .expect("analysis");
+    let ca = pare::analysis::channels::analyze_channels(&a);
+    let opts = pare::prune::PruneOptions {
+        ratio,
+        ..Default::default()
+    };
+    let plan = pare::prune::make_plan(&a, &ca, &opts, &pare::jobs::NoProgress).expect("plan");
+    let pruned = pare::prune::apply_plan(&a, &ca, &plan).expect("rewrite");
+    (a, ca, plan, pruned)
 }

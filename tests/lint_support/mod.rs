@@ -26,12 +26,7 @@ pub fn analysis(m: &ModelProto, pins: &[(&str, &[i64])]) -> Analysis {
     for (n, d) in pins {
         p.insert(n.to_string(), d.to_vec());
     }
-    let model = Model {
-        file_size: 0,
-        proto: m.clone(),
-        path: None,
-        external_tensors: Vec::new(),
-    };
+    let model = Model::in_memory(m.clone());
     Analysis::new(model, &p).expect("analysis")
 }
 
