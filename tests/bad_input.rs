@@ -681,3 +681,71 @@ fn declared_sizes_must_match_the_data() {
         "{err}"
     );
 }
+
+/// The soak's hang (seed 20261208, case 483160, kept in tests/data/fuzz): swin_tiny whose
+/// second block's LayerNormalization reads a rank-0 constant. tract's inference rules counted
+/// to `usize::MAX` on it (axis -1 + rank 0, wrapped); prune's validation and extract hung.
+/// The node is now refused by name before tract sees it, and each command answers as it does
+/// for any model no engine runs: prune exits 1 (not validated, nothing written), extract
+/// writes the piece (which needs no engine) and with `--with-data` exits 1 naming the node.
+#[test]
+fn axis_out_of_range_for_the_rank_is_refused_before_tract() {
+    let case =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/case-20261208-483160.onnx");
+    let dir = common::tempdir();
+    let out = dir.path().join("out.onnx");
+    let needles = [
+        "'/blocks/blocks.1/norm2/LayerNormalization' (LayerNormalization)",
+        "axis -1 is out of range for rank 0",
+    ];
+    // prune's report (stdout) says why it was not validated.
+    let (rc, report, err) = common::pare(&["prune", s(&case), "-o", s(&out)]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("validation did not pass"), "{err}");
+    for n in needles {
+        assert!(report.contains(n), "'{n}' missing from: {report}");
+    }
+    assert!(!out.exists());
+    let ln = "/blocks/blocks.1/norm2/LayerNormalization";
+    assert_cmd(&["extract", s(&case), "-o", s(&out), "--node", ln], 0, &[]);
+    let data = ["--with-data", "--data", "random"];
+    let mut args = vec!["extract", s(&case), "-o", s(&out), "--node", ln];
+    args.extend(data);
+    assert_cmd(&args, 1, &needles);
+    // lint's tract target asks tract itself: the node is reported (T1), tract not asked.
+    let (rc, report, err) = common::pare(&["lint", s(&case), "--target", "tract"]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(report.contains("T1"), "{report}");
+    let flat = report.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("axis -1 is out of range for rank 0 (invalid ONNX)"),
+        "{report}"
+    );
+}
+
+/// Softmax with an axis its input's rank does not have (rank 2, axis 5): invalid ONNX that
+/// tract would wrap or index out of bounds; refused naming the node wherever a model runs.
+#[test]
+fn softmax_axis_out_of_range_is_refused_naming_the_node() {
+    let dir = common::tempdir();
+    let mut sm = node("sm", "Softmax", &["x"], &["y"]);
+    sm.attribute.push(pare::model::builder::attr_i("axis", 5));
+    let p = graph_case(dir.path(), "softmax.onnx", vec![sm]);
+    let out = dir.path().join("piece.onnx");
+    let args = [
+        "extract",
+        s(&p),
+        "-o",
+        s(&out),
+        "--node",
+        "sm",
+        "--with-data",
+        "--data",
+        "random",
+    ];
+    assert_cmd(
+        &args,
+        1,
+        &["'sm' (Softmax)", "axis 5 is out of range for rank 2"],
+    );
+}

@@ -138,11 +138,33 @@ fn digits(mut v: u64) -> [u8; 20] {
 #[global_allocator]
 static ALLOC: CapAlloc = CapAlloc;
 
-/// The cap for one mutant: 64 MiB plus 64 times its size. Every payload pare decodes is at most
-/// a small multiple of the bytes in the file (f16 → f32 doubles it, a Vec<f64> of i8 ×8), and
-/// analysis state is proportional to the node count.
-fn alloc_cap(file_len: usize) -> usize {
-    (64 << 20) + 64 * file_len
+/// The cap for one mutant: 64 MiB plus 64 times its size, plus [`ACTIVATION_FACTOR`] times the
+/// bytes of the random inputs its declared input shapes ask for. Every payload pare decodes is
+/// at most a small multiple of the bytes in the file (f16 → f32 doubles it, a Vec<f64> of i8
+/// ×8), and analysis state is proportional to the node count. Validation and extraction run the
+/// model on random inputs of the declared shapes, and the file says nothing about how large
+/// those may be: a 100 KB convolutional model may take a 4K image. So the product bounds them
+/// itself (`pare::runtime::MAX_RANDOM_BYTES`, 1 GiB per input, refused with a clear error
+/// above) and the cap grants what it lets through: the input, tract's copy of it, and
+/// activations a few times wider (a stem conv widening 3 channels to 48).
+fn alloc_cap(file_len: usize, input_bytes: usize) -> usize {
+    (64 << 20) + 64 * file_len + ACTIVATION_FACTOR * input_bytes
+}
+
+/// Largest single activation allowed per byte of declared random input (see [`alloc_cap`]).
+const ACTIVATION_FACTOR: usize = 16;
+
+/// Bytes of the random inputs pare makes for `a` (the declared shapes, dynamic dims guessed as
+/// validation guesses them); inputs over the product's bound are refused, not made, and count 0.
+fn declared_input_bytes(a: &pare::model::Analysis) -> usize {
+    let Ok((specs, _)) = pare::data::spec::input_specs(a) else {
+        return 0;
+    };
+    specs
+        .iter()
+        .filter_map(|s| pare::runtime::random_bytes(s.dtype, &s.shape))
+        .filter(|&b| b <= pare::runtime::MAX_RANDOM_BYTES)
+        .fold(0usize, usize::saturating_add)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -656,27 +678,38 @@ fn mutant(
 // ---------------------------------------------------------------------------------------------
 // The pipeline under test.
 
+/// How far a mutant got and how many bytes of random inputs its declared shapes ask for.
+struct Reached {
+    depth: usize,
+    input_bytes: usize,
+}
+
 /// Every stage the issue names, through the library; errors are fine, panics and hangs are
 /// not. Mutants with external data go through a file so the loader resolves it.
-fn pipeline(bytes: Bytes, dir: &Path) -> usize {
+fn pipeline(bytes: Bytes, dir: &Path) -> Reached {
+    let at = |depth| Reached {
+        depth,
+        input_bytes: 0,
+    };
     use pare::model::io;
     let origin = dir.join("mutant.onnx");
     let model = match io::load_model_bytes(bytes.clone(), &origin) {
         Ok(m) => m,
         Err(pare::PareError::NotOnnx { message, .. }) if message.contains("external data") => {
             if io::write_atomic(&origin, &bytes).is_err() {
-                return 0;
+                return at(0);
             }
             match io::load_model(&origin) {
                 Ok(m) => m,
-                Err(_) => return 0,
+                Err(_) => return at(0),
             }
         }
-        Err(_) => return 0,
+        Err(_) => return at(0),
     };
     let Ok(a) = pare::model::Analysis::new(model, &Default::default()) else {
-        return 1;
+        return at(1);
     };
+    let input_bytes = declared_input_bytes(&a);
     let _ = pare::model::info::model_info(&a);
     let tags = pare::tags::Tags::default();
     let _ = pare::prune::groups(&a, &tags);
@@ -687,7 +720,10 @@ fn pipeline(bytes: Bytes, dir: &Path) -> usize {
     if let Some(node) = node {
         let _ = pare::extract::extract_selection(&a, &pare::extract::Selector::Node(node));
     }
-    if pruned { 3 } else { 2 }
+    Reached {
+        depth: if pruned { 3 } else { 2 },
+        input_bytes,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -699,7 +735,7 @@ struct Case {
 }
 
 enum Outcome {
-    Done { max_alloc: usize, depth: usize },
+    Done { max_alloc: usize, reached: Reached },
     Panicked(String),
 }
 
@@ -723,8 +759,8 @@ fn spawn_worker(dir: PathBuf) -> Worker {
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| pipeline(bytes, &dir)));
                 IN_CASE.with(|c| c.set(false));
                 let outcome = match r {
-                    Ok(depth) => Outcome::Done {
-                        depth,
+                    Ok(reached) => Outcome::Done {
+                        reached,
                         max_alloc: MAX_ALLOC.with(Cell::get),
                     },
                     Err(p) => Outcome::Panicked(
@@ -799,11 +835,12 @@ fn run_fuzz(seed: u64, mutants: u64, only: Option<u64>) -> Tally {
                 std::fs::write(&to, &bytes).expect("PARE_FUZZ_DUMP");
             }
         }
-        let cap = alloc_cap(bytes.len());
+        let file_len = bytes.len();
         worker.tx.send(Case { no, bytes }).expect("worker alive");
         match worker.rx.recv_timeout(limit) {
-            Ok((_, Outcome::Done { max_alloc, depth })) => {
-                t.depth[depth.min(3)] += 1;
+            Ok((_, Outcome::Done { max_alloc, reached })) => {
+                let cap = alloc_cap(file_len, reached.input_bytes);
+                t.depth[reached.depth.min(3)] += 1;
                 t.max_alloc = t.max_alloc.max(max_alloc);
                 if max_alloc > cap {
                     eprintln!("fuzz: OVER CAP {label}: {max_alloc} > {cap}");
@@ -913,12 +950,15 @@ fn regressions() {
     assert!(!files.is_empty());
     for f in files {
         let bytes = std::fs::read(&f).expect("read");
-        let cap = alloc_cap(bytes.len());
+        let file_len = bytes.len();
         MAX_ALLOC.with(|m| m.set(0));
         IN_CASE.with(|c| c.set(true));
         let r = std::panic::catch_unwind(|| pipeline(Bytes::from(bytes), dir.path()));
         IN_CASE.with(|c| c.set(false));
-        assert!(r.is_ok(), "{}: panicked", f.display());
+        let Ok(reached) = r else {
+            panic!("{}: panicked", f.display());
+        };
+        let cap = alloc_cap(file_len, reached.input_bytes);
         let max = MAX_ALLOC.with(Cell::get);
         assert!(max <= cap, "{}: allocated {max} > {cap}", f.display());
     }
@@ -931,11 +971,17 @@ fn seeds_are_clean() {
     for (name, bytes) in seeds() {
         IN_CASE.with(|c| c.set(true));
         MAX_ALLOC.with(|m| m.set(0));
-        let depth = pipeline(Bytes::from(bytes.clone()), dir.path());
+        let reached = pipeline(Bytes::from(bytes.clone()), dir.path());
         IN_CASE.with(|c| c.set(false));
         let max = MAX_ALLOC.with(Cell::get);
-        assert!(max <= alloc_cap(bytes.len()), "{name}: {max}");
-        assert!(depth >= 2, "{name}: an unmutated seed fails to analyse");
+        assert!(
+            max <= alloc_cap(bytes.len(), reached.input_bytes),
+            "{name}: {max}"
+        );
+        assert!(
+            reached.depth >= 2,
+            "{name}: an unmutated seed fails to analyse"
+        );
     }
 }
 

@@ -233,10 +233,7 @@ pub fn input_specs(a: &Analysis) -> Result<(Vec<InputSpec>, Vec<String>)> {
 /// normal floats, small non-negative integers.
 pub fn random_inputs(specs: &[InputSpec], seed: u64) -> Result<Vec<HostTensor>> {
     let mut rng = Rng::new(seed);
-    specs
-        .iter()
-        .map(|s| HostTensor::random(s.dtype, &s.shape, &mut rng))
-        .collect()
+    specs.iter().map(|s| s.random(&mut rng)).collect()
 }
 
 #[cfg(test)]

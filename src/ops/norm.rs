@@ -7,7 +7,7 @@ use super::{OpDef, QuantRole, static_dims};
 use crate::analysis::channels::Role;
 use crate::model::proto::NodeProto;
 use crate::model::shape::ShapeInfo;
-use crate::model::shape::rules::{batch_norm, layer_norm, unary};
+use crate::model::shape::rules::{batch_norm, layer_norm, unary, unary_axis};
 
 /// RMSNormalization normalises over axes `axis..rank`. A channel axis before them passes
 /// through (each channel is scaled by statistics of its own positions); a channel axis among
@@ -59,7 +59,7 @@ pub const OPS: &[OpDef] = &[
     // Quantization: left float, as ModelOpt leaves normalisations; the Q/DQ pairs go on the
     // weighted layers around it.
     OpDef::new("RMSNormalization")
-        .shape(unary)
+        .shape(unary_axis)
         .channels(Channelwise(Guard(rms_channels)))
         .macs(rms_macs)
         .quant(QuantRole::None),

@@ -3,7 +3,7 @@
 use super::ChannelRule::Reduce;
 use super::ReduceAxes::{Axes, Axis, AxisInput};
 use super::{Eval, IndexFlow, OpDef, RedOp};
-use crate::model::shape::rules::{arg, reduce, topk, unary};
+use crate::model::shape::rules::{arg, reduce, topk, unary, unary_axis};
 
 fn sum_axes(opset: i64) -> &'static [(usize, &'static str)] {
     if opset >= 13 { &[(1, "axes")] } else { &[] }
@@ -85,15 +85,15 @@ pub const OPS: &[OpDef] = &[
         .index(IndexFlow::NonNegativeSecond)
         .trt(600),
     OpDef::new("Softmax")
-        .shape(unary)
+        .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
         .trt(600),
     OpDef::new("LogSoftmax")
-        .shape(unary)
+        .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
         .trt(600),
     OpDef::new("Hardmax")
-        .shape(unary)
+        .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
         .trt(903),
     OpDef::new("CumSum")

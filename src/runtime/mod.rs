@@ -38,8 +38,33 @@ pub enum HostData {
     Bool(Vec<bool>),
 }
 
-/// The most elements [`HostTensor::random`] makes (1 GiB of f32).
-pub const MAX_RANDOM_ELEMS: usize = 1 << 28;
+/// The most bytes one random input may take ([`InputSpec::random`], [`HostTensor::random`]).
+///
+/// Why a fixed bound and not one relative to the model's size: a fully convolutional model of
+/// 100 KB legitimately takes a 4K image (1x3x2160x3840 f32 = 100 MB) or an 8K one (400 MB),
+/// so the file says nothing about a sensible input size. What a bound must catch is a
+/// declaration no one can mean (a corrupt 2^40 dim, 10^6 x 10^6): those are refused before
+/// allocating, naming the input and pointing at `--input-shape`. 1 GiB leaves every real
+/// image size running (1x3x8192x8192 f32 is 805 MB).
+pub const MAX_RANDOM_BYTES: usize = 1 << 30;
+
+/// Bytes per element of the types random inputs are made of (`None`: not made at all).
+fn random_elem_bytes(dtype: DataType) -> Option<usize> {
+    Some(match dtype {
+        DataType::DOUBLE | DataType::INT64 => 8,
+        DataType::FLOAT | DataType::INT32 => 4,
+        DataType::INT8 | DataType::UINT8 | DataType::BOOL => 1,
+        _ => return None,
+    })
+}
+
+/// Bytes a random tensor of `shape` and `dtype` takes; `None` on overflow or a type random
+/// data is not made of.
+pub fn random_bytes(dtype: DataType, shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(random_elem_bytes(dtype)?, |a, &d| a.checked_mul(d))
+}
 
 impl HostTensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
@@ -94,15 +119,13 @@ impl HostTensor {
     pub fn random(dtype: DataType, shape: &[usize], rng: &mut Rng) -> Result<Self> {
         // A declared shape is not data: refuse absurd ones (a corrupt 2^40 dim) before
         // allocating rather than abort on out-of-memory.
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|&n| n <= MAX_RANDOM_ELEMS)
-            .ok_or_else(|| {
-                PareError::Runtime(format!(
-                    "cannot make a random input of shape {shape:?}: over {MAX_RANDOM_ELEMS} elements"
-                ))
-            })?;
+        if random_bytes(dtype, shape).is_none_or(|b| b > MAX_RANDOM_BYTES) {
+            return Err(PareError::Runtime(format!(
+                "cannot make a random input of shape {shape:?}: over {} MiB",
+                MAX_RANDOM_BYTES >> 20
+            )));
+        }
+        let n: usize = shape.iter().product();
         let data = match dtype {
             DataType::FLOAT => HostData::F32((0..n).map(|_| rng.normal()).collect()),
             DataType::DOUBLE => HostData::F64((0..n).map(|_| rng.normal() as f64).collect()),
@@ -164,6 +187,30 @@ pub struct InputSpec {
     pub name: String,
     pub dtype: DataType,
     pub shape: Vec<usize>,
+}
+
+impl InputSpec {
+    /// A seeded random tensor for this input; a shape over [`MAX_RANDOM_BYTES`] is refused
+    /// naming the input, its shape and the way to give a realistic one.
+    pub fn random(&self, rng: &mut Rng) -> Result<HostTensor> {
+        let bytes = random_bytes(self.dtype, &self.shape);
+        if random_elem_bytes(self.dtype).is_some() && bytes.is_none_or(|b| b > MAX_RANDOM_BYTES) {
+            let dims: Vec<String> = self.shape.iter().map(ToString::to_string).collect();
+            return Err(PareError::BadSample {
+                origin: format!("input '{}'", self.name),
+                message: format!(
+                    "declared shape {} ({}) would take {} of random data, over pare's bound of \
+                     {} MiB per input; give a realistic size with --input-shape {}:DIMS",
+                    dims.join("x"),
+                    self.dtype,
+                    bytes.map_or("over 2^64 bytes".into(), |b| format!("{} MiB", b >> 20)),
+                    MAX_RANDOM_BYTES >> 20,
+                    self.name
+                ),
+            });
+        }
+        HostTensor::random(self.dtype, &self.shape, rng)
+    }
 }
 
 /// Returns a copy of `model` whose graph outputs are `outputs` (any tensor names, e.g.

@@ -56,6 +56,7 @@ pub struct TractPlan {
 
 /// The model parsed and optimized for `inputs`.
 fn optimized(model: &ModelProto, inputs: &[InputSpec]) -> Result<TypedModel> {
+    refuse_invalid_axes(model, inputs)?;
     // Value infos describing intermediate tensors can contradict what tract infers on edited
     // models; outputs keep only their names so tract decides their facts.
     let mut m = model.clone();
@@ -76,6 +77,27 @@ fn optimized(model: &ModelProto, inputs: &[InputSpec]) -> Result<TypedModel> {
         im = im.with_input_fact(i, fact).map_err(terr_chain)?;
     }
     im.into_optimized().map_err(terr_chain)
+}
+
+/// Refuses a node whose axis attribute is out of range for its input's rank (pare's own shape
+/// inference at these input shapes decides): tract's inference rules do not all check it and
+/// some never return (LayerNormalization with `axis=-1` on a rank-0 input counts up to
+/// `usize::MAX`), so such a model must not reach tract. Every tract plan is made through
+/// [`optimized`], so this one check covers prune's validation, extract, quantization and the
+/// rest. A time limit on tract instead was not taken: a spinning thread cannot be stopped, and
+/// large models legitimately take long to optimize.
+fn refuse_invalid_axes(model: &ModelProto, inputs: &[InputSpec]) -> Result<()> {
+    let pins = inputs
+        .iter()
+        .map(|s| (s.name.clone(), s.shape.iter().map(|&d| d as i64).collect()))
+        .collect();
+    match crate::model::shape::invalid_axes(model, &pins) {
+        Some(d) => Err(PareError::InvalidModel(format!(
+            "node '{}' ({}): {} (invalid ONNX; tract cannot run it)",
+            d.node, d.op_type, d.message
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn output_names(model: &ModelProto) -> Vec<String> {

@@ -42,6 +42,14 @@ pub fn tract_probe(model: &ModelProto, pins: &InputPins) -> Result<(), TractFail
             message,
         }
     };
+    // tract can spin forever on an axis out of range (see `runtime::tract`): refuse first.
+    if let Some(d) = crate::model::shape::invalid_axes(model, pins) {
+        return Err(TractFailure {
+            stage: "load",
+            message: format!("{} (invalid ONNX)", d.message),
+            nodes: vec![d.node],
+        });
+    }
     let bytes = crate::model::io::encode_model(model);
     let mut im = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])

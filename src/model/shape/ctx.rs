@@ -5,7 +5,7 @@
 //! and turn every surprise into a note plus an unknown result instead of a panic.
 
 use super::sym::SymTable;
-use super::{Dim, Shape, TensorInfo, Value};
+use super::{DiagKind, Dim, Shape, TensorInfo, Value};
 use crate::model::proto::NodeProto;
 use crate::model::tensor::DataType;
 
@@ -29,13 +29,22 @@ pub struct OpCtx<'a> {
     pub ins: Vec<Option<&'a TensorInfo>>,
     pub opset: i64,
     pub syms: &'a mut SymTable,
-    /// Messages for diagnostics about this node.
-    pub notes: Vec<String>,
+    /// Messages for diagnostics about this node, with their kind.
+    pub notes: Vec<(DiagKind, String)>,
 }
 
 impl<'a> OpCtx<'a> {
     pub fn note(&mut self, msg: impl Into<String>) {
-        self.notes.push(msg.into());
+        self.notes.push((DiagKind::Incomplete, msg.into()));
+    }
+
+    /// Notes an axis attribute out of range for the input's rank: invalid ONNX, which no
+    /// engine is handed ([`super::invalid_axes`]).
+    pub fn note_axis(&mut self, axis: i64, rank: usize) {
+        self.notes.push((
+            DiagKind::AxisOutOfRange,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
     }
 
     pub fn input(&self, i: usize) -> Option<&'a TensorInfo> {
@@ -130,7 +139,7 @@ impl<'a> OpCtx<'a> {
         if (0..r).contains(&a) {
             Some(a as usize)
         } else {
-            self.note(format!("axis {axis} is out of range for rank {rank}"));
+            self.note_axis(axis, rank);
             None
         }
     }

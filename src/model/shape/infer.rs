@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::ctx::OpCtx;
 use super::sym::SymTable;
 use super::tensor_ops::tensor_value;
-use super::{Dim, InputPins, SeqInfo, ShapeDiagnostic, TensorInfo, Value, ValueKind};
+use super::{DiagKind, Dim, InputPins, SeqInfo, ShapeDiagnostic, TensorInfo, Value, ValueKind};
 use crate::model::graph::GraphIndex;
 use crate::model::proto::{
     Dimension, GraphProto, NodeProto, TypeProto, TypeValue, ValueInfoProto, attribute_type,
@@ -130,10 +130,15 @@ impl Infer {
     }
 
     pub fn diag(&mut self, node: &NodeProto, message: impl Into<String>) {
+        self.diag_of(node, DiagKind::Incomplete, message);
+    }
+
+    pub fn diag_of(&mut self, node: &NodeProto, kind: DiagKind, message: impl Into<String>) {
         self.diags.push(ShapeDiagnostic {
             node: node.display_name(),
             op_type: node.op_type().to_string(),
             message: message.into(),
+            kind,
         });
     }
 
@@ -185,6 +190,7 @@ impl Infer {
                             s.len(),
                             super::format_shape(Some(s))
                         ),
+                        kind: DiagKind::Incomplete,
                     });
                 }
                 info.shape = Some(p.iter().map(|&d| Dim::Known(d)).collect());
@@ -251,8 +257,8 @@ impl Infer {
         let outs = rule(&mut cx);
         let notes = std::mem::take(&mut cx.notes);
         drop(cx);
-        for m in notes {
-            self.diag(node, m);
+        for (kind, m) in notes {
+            self.diag_of(node, kind, m);
         }
         let mut outs = outs.into_iter();
         for o in &node.output {

@@ -48,7 +48,7 @@ pub(crate) mod rules {
     pub use super::linalg::{einsum, gemm, matmul};
     pub use super::nn::{
         batch_norm, dequantize, dynamic_quantize, grid_sample, layer_norm, like, nms, quantize,
-        random, resize, roi,
+        random, resize, roi, unary_axis,
     };
     pub use super::reduce::{arg, reduce, topk};
     pub use super::seq::{
@@ -270,6 +270,34 @@ pub struct ShapeDiagnostic {
     pub node: String,
     pub op_type: String,
     pub message: String,
+    /// What kind of problem (not serialized: the message says it).
+    #[serde(skip)]
+    pub kind: DiagKind,
+}
+
+/// Kinds of [`ShapeDiagnostic`]: most only mean "unknown from here on"; some make the node
+/// invalid ONNX that engines must not be handed (see [`invalid_axes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiagKind {
+    /// Inference could not tell (no rule, unknown contents, …).
+    #[default]
+    Incomplete,
+    /// An `axis`/`axes` attribute outside the range the input's rank allows. tract's
+    /// inference rules turn some of these into endless loops (LayerNormalization with
+    /// `axis=-1` on a rank-0 input wraps to `usize::MAX` and iterates up to it).
+    AxisOutOfRange,
+}
+
+/// The first node whose axis attribute is out of range for its input's inferred rank, with
+/// `pins` as the input shapes, in the main graph or a nested one; `None` also when the graph
+/// cannot be indexed (the engines report that themselves). Engines are handed no model this
+/// finds something in: tract can spin forever on such a node instead of failing.
+pub fn invalid_axes(model: &ModelProto, pins: &InputPins) -> Option<ShapeDiagnostic> {
+    let index = GraphIndex::build(model.graph()?).ok()?;
+    infer_shapes(model, &index, pins)
+        .diagnostics
+        .into_iter()
+        .find(|d| d.kind == DiagKind::AxisOutOfRange)
 }
 
 /// Result of inference over a model's main graph (nested graphs included under their own

@@ -26,6 +26,21 @@ pub fn batch_norm(cx: &mut OpCtx) -> Vec<TensorInfo> {
     out
 }
 
+/// `Softmax`, `LogSoftmax`, `Hardmax`, `RMSNormalization`: Y like X, whose rank must admit
+/// the `axis` attribute (default -1; 1 for the softmax family before opset 13). An axis out of
+/// range is noted as invalid so no engine is handed the node (tract wraps it to a huge axis).
+pub fn unary_axis(cx: &mut OpCtx) -> Vec<TensorInfo> {
+    if let Some(r) = cx.rank(0) {
+        let default = if cx.opset < 13 && cx.op != "RMSNormalization" {
+            1
+        } else {
+            -1
+        };
+        let _ = cx.axis(cx.attr_i("axis", default), r);
+    }
+    super::broadcast::unary(cx)
+}
+
 /// `LayerNormalization`: Y like X; Mean and InvStdDev keep the dims before `axis` and are 1
 /// after it, in the stash type (float).
 pub fn layer_norm(cx: &mut OpCtx) -> Vec<TensorInfo> {

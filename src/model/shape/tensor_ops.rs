@@ -126,10 +126,7 @@ pub fn flatten(cx: &mut OpCtx) -> Vec<TensorInfo> {
         axis += r;
     }
     if !(0..=r).contains(&axis) {
-        cx.note(format!(
-            "axis {} is out of range for rank {r}",
-            cx.attr_i("axis", 1)
-        ));
+        cx.note_axis(cx.attr_i("axis", 1), x.len());
         return vec![unknown_rank(dtype, Some(2))];
     }
     let a = cx.syms.product(&x[..axis as usize]);
