@@ -749,3 +749,108 @@ fn softmax_axis_out_of_range_is_refused_naming_the_node() {
         &["'sm' (Softmax)", "axis 5 is out of range for rank 2"],
     );
 }
+
+/// One node `op` with `attrs` on a float input of `dims`, its output the graph's.
+fn one_op(
+    op: &str,
+    dims: &[i64],
+    attrs: Vec<pare::model::proto::AttributeProto>,
+) -> pare::model::proto::ModelProto {
+    use pare::model::builder::{D, GraphBuilder};
+    let mut b = GraphBuilder::new("g").with_opset(17);
+    let d: Vec<D> = dims.iter().map(|&n| D::N(n)).collect();
+    b.input("x", &d);
+    let mut ins = vec!["x".to_string()];
+    if op == "LayerNormalization" {
+        let last = dims.last().copied().unwrap_or(1);
+        ins.push(b.init_f32("scale", &[last], &vec![1.0; last as usize]));
+    }
+    if op == "Concat" {
+        ins.push("x".into());
+    }
+    if op == "Gather" {
+        ins.push(b.init_i64("idx", &[1], &[0]));
+    }
+    let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+    b.node_named("n", op, &ins, &["y"], attrs);
+    b.output_typed("y", pare::model::DataType::FLOAT, None);
+    b.model()
+}
+
+/// The guard that keeps invalid axes from tract: out-of-range axes are found whatever the op
+/// (default or given, negative or positive), in-range ones (Flatten's axis may equal the rank)
+/// are not, and the committed fixtures have none.
+#[test]
+fn invalid_axes_are_found_and_valid_ones_left_alone() {
+    use pare::model::builder::attr_i;
+    use pare::model::shape::invalid_axes;
+    let pins = Default::default();
+    let bad = [
+        ("LayerNormalization", vec![], vec![]),
+        ("LayerNormalization", vec![2, 4], vec![attr_i("axis", 2)]),
+        ("Softmax", vec![2, 4], vec![attr_i("axis", -3)]),
+        ("LogSoftmax", vec![], vec![]),
+        ("Concat", vec![2, 4], vec![attr_i("axis", 1 << 40)]),
+        ("Gather", vec![2, 4], vec![attr_i("axis", -3)]),
+        ("Flatten", vec![2, 4], vec![attr_i("axis", 3)]),
+        ("ArgMax", vec![2, 4], vec![attr_i("axis", 2)]),
+    ];
+    for (op, dims, attrs) in bad {
+        let m = one_op(op, &dims, attrs);
+        let d = invalid_axes(&m, &pins).unwrap_or_else(|| panic!("{op} {dims:?}: not found"));
+        assert_eq!(d.node, "n");
+        assert!(d.message.contains("out of range"), "{}", d.message);
+    }
+    let good = [
+        ("LayerNormalization", vec![2, 4], vec![]),
+        ("LayerNormalization", vec![2, 4], vec![attr_i("axis", -2)]),
+        ("Softmax", vec![2, 4], vec![]),
+        ("Concat", vec![2, 4], vec![attr_i("axis", -2)]),
+        ("Gather", vec![2, 4], vec![attr_i("axis", 1)]),
+        ("Flatten", vec![2, 4], vec![attr_i("axis", 2)]),
+        ("ArgMax", vec![2, 4], vec![attr_i("axis", -1)]),
+    ];
+    for (op, dims, attrs) in good {
+        let d = invalid_axes(&one_op(op, &dims, attrs), &pins);
+        assert!(d.is_none(), "{op} {dims:?}: {d:?}");
+    }
+    for m in [
+        common::resnet_like(),
+        common::seg_head(),
+        common::yolo_c2f(),
+    ] {
+        assert_eq!(invalid_axes(&m, &pins), None);
+    }
+}
+
+/// Random inputs are bounded by bytes (1 GiB per input), not by the model's size: a tiny conv
+/// model's 2048x2048 image input (50 MB) gets its random data; a corrupt declaration is refused
+/// before allocating, naming the input and its shape and pointing at `--input-shape`.
+#[test]
+fn random_inputs_are_bounded_naming_the_input() {
+    use pare::model::DataType;
+    use pare::runtime::InputSpec;
+    let mut rng = pare::rng::Rng::new(0);
+    let img = InputSpec {
+        name: "img".into(),
+        dtype: DataType::FLOAT,
+        shape: vec![1, 3, 2048, 2048],
+    };
+    assert_eq!(img.random(&mut rng).expect("4 MP image").len(), 3 << 22);
+    for (dtype, shape) in [
+        (DataType::FLOAT, vec![1, 3, 1 << 20, 1 << 20]),
+        (DataType::INT64, vec![1, 1 << 28]),
+        (DataType::FLOAT, vec![1 << 40, 1 << 40, 1 << 40]),
+    ] {
+        let spec = InputSpec {
+            name: "img".into(),
+            dtype,
+            shape: shape.clone(),
+        };
+        let e = spec.random(&mut rng).expect_err("absurd").to_string();
+        let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+        for n in ["input 'img'", &dims.join("x"), "--input-shape img:"] {
+            assert!(e.contains(n), "'{n}' missing from: {e}");
+        }
+    }
+}
