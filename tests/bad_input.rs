@@ -823,9 +823,10 @@ fn invalid_axes_are_found_and_valid_ones_left_alone() {
     }
 }
 
-/// Random inputs are bounded by bytes (1 GiB per input), not by the model's size: a tiny conv
-/// model's 2048x2048 image input (50 MB) gets its random data; a corrupt declaration is refused
-/// before allocating, naming the input and its shape and pointing at `--input-shape`.
+/// Random inputs are bounded by bytes (256 MiB per input), not by the model's size: a tiny
+/// conv model's 2048x2048 image input (50 MB) gets its random data; a corrupt declaration (the
+/// soak's batch of 65536, a 2^40 dim) is refused before allocating, naming the input and its
+/// shape and pointing at `--input-shape`.
 #[test]
 fn random_inputs_are_bounded_naming_the_input() {
     use pare::model::DataType;
@@ -838,6 +839,7 @@ fn random_inputs_are_bounded_naming_the_input() {
     };
     assert_eq!(img.random(&mut rng).expect("4 MP image").len(), 3 << 22);
     for (dtype, shape) in [
+        (DataType::FLOAT, vec![65536, 3, 32, 32]),
         (DataType::FLOAT, vec![1, 3, 1 << 20, 1 << 20]),
         (DataType::INT64, vec![1, 1 << 28]),
         (DataType::FLOAT, vec![1 << 40, 1 << 40, 1 << 40]),

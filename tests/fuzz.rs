@@ -1,11 +1,13 @@
 //! A mutation fuzzer on stable Rust (issue 19): corrupted copies of the test fixtures and the
 //! committed models run through load → index → shape inference → info → groups → lint →
 //! prune dry-run → extract of one node, in process, each under `catch_unwind`, a per-case time
-//! limit (a worker thread and a watchdog) and an allocation cap derived from the file size.
+//! limit (a worker thread and a watchdog) and an allocation cap derived from the file size and
+//! the declared input sizes ([`alloc_cap`]).
 //!
 //! `cargo test --release --test fuzz` runs a deterministic slice (fixed seed). The soak:
-//! `PARE_FUZZ_MUTANTS=1000000 cargo test --release --test fuzz -- --ignored soak --nocapture`
-//! (`PARE_FUZZ_SEED` picks another seed; `PARE_FUZZ_CASE=N` replays one case and prints it).
+//! `PARE_FUZZ_MUTANTS=1000000 cargo test --release --test fuzz -- --ignored --exact soak
+//! --nocapture` (`PARE_FUZZ_SEED` picks another seed; `PARE_FUZZ_CASE=N` replays one case and
+//! prints it, `PARE_FUZZ_DUMP=FILE` writes it; `PARE_FUZZ_CASE_SECS` sets the time limit).
 
 mod common;
 
@@ -153,6 +155,9 @@ fn alloc_cap(file_len: usize, input_bytes: usize) -> usize {
 
 /// Largest single activation allowed per byte of declared random input (see [`alloc_cap`]).
 const ACTIVATION_FACTOR: usize = 16;
+
+/// [`declared_input_bytes`] of the case the worker is on, for the watchdog ([`case_limit`]).
+static CASE_INPUT_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of the random inputs pare makes for `a` (the declared shapes, dynamic dims guessed as
 /// validation guesses them); inputs over the product's bound are refused, not made, and count 0.
@@ -710,6 +715,7 @@ fn pipeline(bytes: Bytes, dir: &Path) -> Reached {
         return at(1);
     };
     let input_bytes = declared_input_bytes(&a);
+    CASE_INPUT_BYTES.store(input_bytes, Ordering::Relaxed);
     let _ = pare::model::info::model_info(&a);
     let tags = pare::tags::Tags::default();
     let _ = pare::prune::groups(&a, &tags);
@@ -801,6 +807,35 @@ fn case_limit() -> Duration {
     )
 }
 
+/// Extra time a case gets per byte of random input its declared shapes ask for: drawing them
+/// and running the model on them is work the declaration asks for, like the allocations
+/// [`alloc_cap`] grants (a mutated batch of 8192 on a 32x32 model is 100 MB of input and
+/// seconds of compute). One second per 4 MiB: the product's bound of 256 MiB per input adds at
+/// most about a minute. A hang is a case past `case_limit() + this`.
+fn input_time(input_bytes: usize) -> Duration {
+    Duration::from_secs((input_bytes >> 22) as u64)
+}
+
+/// Waits for the worker's answer: `limit`, extended by [`input_time`] once the case has
+/// declared its inputs.
+fn await_case(worker: &Worker, limit: Duration) -> Option<(u64, Outcome)> {
+    let started = Instant::now();
+    loop {
+        let deadline = limit + input_time(CASE_INPUT_BYTES.load(Ordering::Relaxed));
+        let left = deadline.checked_sub(started.elapsed())?;
+        match worker.rx.recv_timeout(left) {
+            Ok(r) => return Some(r),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = limit + input_time(CASE_INPUT_BYTES.load(Ordering::Relaxed));
+                if now <= deadline {
+                    return None;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
 fn run_fuzz(seed: u64, mutants: u64, only: Option<u64>) -> Tally {
     let seeds = seeds();
     let decoded: Vec<Option<ModelProto>> = seeds
@@ -836,9 +871,10 @@ fn run_fuzz(seed: u64, mutants: u64, only: Option<u64>) -> Tally {
             }
         }
         let file_len = bytes.len();
+        CASE_INPUT_BYTES.store(0, Ordering::Relaxed);
         worker.tx.send(Case { no, bytes }).expect("worker alive");
-        match worker.rx.recv_timeout(limit) {
-            Ok((_, Outcome::Done { max_alloc, reached })) => {
+        match await_case(&worker, limit) {
+            Some((_, Outcome::Done { max_alloc, reached })) => {
                 let cap = alloc_cap(file_len, reached.input_bytes);
                 t.depth[reached.depth.min(3)] += 1;
                 t.max_alloc = t.max_alloc.max(max_alloc);
@@ -848,13 +884,16 @@ fn run_fuzz(seed: u64, mutants: u64, only: Option<u64>) -> Tally {
                         .push(format!("{label}: allocated {max_alloc} > cap {cap}"));
                 }
             }
-            Ok((_, Outcome::Panicked(msg))) => {
+            Some((_, Outcome::Panicked(msg))) => {
                 eprintln!("fuzz: PANIC {label}: {msg}");
                 t.panics.push(format!("{label}: {msg}"));
             }
-            Err(_) => {
+            None => {
                 eprintln!("fuzz: HANG {label}");
-                t.hangs.push(format!("{label}: no result after {limit:?}"));
+                let extra = input_time(CASE_INPUT_BYTES.load(Ordering::Relaxed));
+                t.hangs.push(format!(
+                    "{label}: no result after {limit:?} + {extra:?} for its declared inputs"
+                ));
                 // The stuck thread cannot be killed; leave it and carry on with a new one.
                 worker = spawn_worker(dir.path().to_path_buf());
             }

@@ -41,12 +41,14 @@ pub enum HostData {
 /// The most bytes one random input may take ([`InputSpec::random`], [`HostTensor::random`]).
 ///
 /// Why a fixed bound and not one relative to the model's size: a fully convolutional model of
-/// 100 KB legitimately takes a 4K image (1x3x2160x3840 f32 = 100 MB) or an 8K one (400 MB),
-/// so the file says nothing about a sensible input size. What a bound must catch is a
-/// declaration no one can mean (a corrupt 2^40 dim, 10^6 x 10^6): those are refused before
-/// allocating, naming the input and pointing at `--input-shape`. 1 GiB leaves every real
-/// image size running (1x3x8192x8192 f32 is 805 MB).
-pub const MAX_RANDOM_BYTES: usize = 1 << 30;
+/// 100 KB legitimately takes a 4K image (1x3x2160x3840 f32 = 100 MB; 1x3x4096x4096 = 201 MB),
+/// so the file says nothing about a sensible input size. What the bound must catch is a
+/// declaration no one means for random data: a corrupt 2^40 dim, or a batch of 65536 (805 MB
+/// of random values take half a minute to draw, and then the model runs on all of them). Such
+/// inputs are refused before allocating, naming the input and pointing at `--input-shape`
+/// (or real data, which this bound does not limit). 256 MiB keeps every single-image size up
+/// to 4K running on random data.
+pub const MAX_RANDOM_BYTES: usize = 256 << 20;
 
 /// Bytes per element of the types random inputs are made of (`None`: not made at all).
 fn random_elem_bytes(dtype: DataType) -> Option<usize> {
