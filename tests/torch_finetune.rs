@@ -269,6 +269,7 @@ fn finetune_reports_each_step_to_its_progress_sink() {
         eval_every: 3,
         eval_data: None,
         max_seconds: None,
+        features: pare::torch::finetune::Features::Auto,
     };
     let rec = RecordProgress::default();
     finetune(&req, &rec).expect("finetune");
@@ -297,4 +298,123 @@ fn finetune_reports_each_step_to_its_progress_sink() {
             (6, true)
         ]
     );
+}
+
+/// `--features auto` on a pruned student: it matches conv/Add outputs whose shape the pruning
+/// kept (the channel-group boundaries), never a pruned tensor or a graph output, and training
+/// on them lowers the loss; `--features none` matches nothing.
+#[test]
+fn feature_distillation_taps_the_tensors_pruning_kept() {
+    use pare::jobs::NoProgress;
+    use pare::torch::finetune::{Features, FinetuneRequest, Loss, finetune};
+    let dir = common::tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    npy_samples(&data, 12);
+    let teacher = common::resnet_like();
+    let (ta, _, _, pruned) = common::prune_at(&teacher, 0.5);
+    let t = common::write(dir.path(), "teacher.onnx", &teacher);
+    let s = common::write(dir.path(), "pruned.onnx", &pruned);
+    let pa = pare::model::Analysis::new(
+        common::model(pruned.clone()),
+        &pare::model::InputPins::new(),
+    )
+    .expect("analysis");
+    let run = |features| {
+        let req = FinetuneRequest {
+            student: s.clone(),
+            teacher: t.clone(),
+            output: dir.path().join("out.onnx"),
+            data: pare::data::DataSource::Path(data.clone()),
+            preprocess: pare::data::Preprocess::default(),
+            samples: 12,
+            crop: None,
+            steps: 30,
+            batch: 4,
+            lr: 3e-3,
+            loss: Loss::Mse,
+            device: tch::Device::Cpu,
+            eval_samples: 4,
+            seed: 0,
+            eval_every: 0,
+            eval_data: None,
+            max_seconds: None,
+            features,
+        };
+        finetune(&req, &NoProgress).expect("finetune")
+    };
+    let r = run(Features::Auto);
+    let g = pruned.graph.as_ref().expect("graph");
+    let outputs: Vec<&str> = g.output.iter().map(|o| o.name()).collect();
+    let mut kept = 0;
+    let mut changed = 0;
+    for n in g
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type(), "Conv" | "Add"))
+    {
+        let name = n.output[0].as_str();
+        let same = pa.shapes.static_shape(name) == ta.shapes.static_shape(name);
+        let tapped = r.feature_taps.iter().any(|x| x == name);
+        assert!(
+            !tapped || (same && !outputs.contains(&name)),
+            "{name} is tapped though pruning changed it or it is an output: {:?}",
+            r.feature_taps
+        );
+        if same { kept += 1 } else { changed += 1 }
+    }
+    assert!(
+        kept > 0 && changed > 0,
+        "the fixture must prune some tensors and keep others"
+    );
+    assert!(!r.feature_taps.is_empty(), "some kept boundary is matched");
+    assert!(
+        r.loss_last < r.loss_first,
+        "{} -> {}",
+        r.loss_first,
+        r.loss_last
+    );
+    assert!(run(Features::None).feature_taps.is_empty());
+}
+
+/// A tensor that keeps its name but not its meaning (channels rescaled, as quantization's
+/// equalization does) is not matched; the same tensor unchanged is.
+#[test]
+fn feature_distillation_skips_a_rescaled_tensor() {
+    use pare::jobs::NoProgress;
+    use pare::torch::finetune::{Features, FinetuneRequest, Loss, finetune};
+    let dir = common::tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    npy_samples(&data, 8);
+    let teacher = common::resnet_like();
+    let first_conv = teacher.graph.as_ref().expect("graph").node[0].output[0].clone();
+    let rescaled = common::resnet_like_with_conv_weights(|w| w.iter().map(|x| x * 10.0).collect());
+    let t = common::write(dir.path(), "teacher.onnx", &teacher);
+    let taps = |student: &pare::model::proto::ModelProto| {
+        let s = common::write(dir.path(), "student.onnx", student);
+        let req = FinetuneRequest {
+            student: s,
+            teacher: t.clone(),
+            output: dir.path().join("out.onnx"),
+            data: pare::data::DataSource::Path(data.clone()),
+            preprocess: pare::data::Preprocess::default(),
+            samples: 8,
+            crop: None,
+            steps: 1,
+            batch: 2,
+            lr: 1e-4,
+            loss: Loss::Mse,
+            device: tch::Device::Cpu,
+            eval_samples: 2,
+            seed: 0,
+            eval_every: 0,
+            eval_data: None,
+            max_seconds: None,
+            features: Features::Auto,
+        };
+        finetune(&req, &NoProgress).expect("finetune").feature_taps
+    };
+    assert!(taps(&teacher).contains(&first_conv));
+    assert!(!taps(&rescaled).contains(&first_conv));
 }

@@ -80,6 +80,27 @@ pub enum Loss {
     Kl,
 }
 
+/// Which intermediate tensors the student also learns (see `pare::torch::finetune::Features`).
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Features {
+    /// Outputs only.
+    None,
+    /// Also every conv/Gemm/MatMul/Add output both models compute under the same name and
+    /// shape (the channel-group boundaries a pruned model kept).
+    #[default]
+    Auto,
+}
+
+#[cfg(feature = "torch")]
+impl Features {
+    fn request(self) -> pare::torch::finetune::Features {
+        match self {
+            Features::None => pare::torch::finetune::Features::None,
+            Features::Auto => pare::torch::finetune::Features::Auto,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Device {
     Cpu,
@@ -132,6 +153,9 @@ pub struct FinetuneArgs {
     /// Stop training after this many seconds (evaluation not counted).
     #[arg(long)]
     pub max_seconds: Option<f64>,
+    /// Intermediate tensors to match besides the outputs.
+    #[arg(long, value_enum, default_value_t = Features::Auto)]
+    pub features: Features,
     #[command(flatten)]
     pub preprocess: pare::data::PreprocessArgs,
     /// Print one JSON object instead of text.
@@ -190,6 +214,7 @@ pub fn run_finetune(a: &FinetuneArgs) -> CmdResult {
             None => None,
         },
         max_seconds: a.max_seconds,
+        features: a.features.request(),
     };
     let bar = training_bar();
     let report = finetune(&req, &bar);
@@ -216,6 +241,9 @@ pub struct FinetuneFlags {
     /// Training crop HxW (default: the model input's declared size, else 224x224).
     #[arg(long = "finetune-crop", requires = "finetune")]
     pub finetune_crop: Option<String>,
+    /// Intermediate tensors to match besides the outputs.
+    #[arg(long = "finetune-features", value_enum, default_value_t = Features::Auto, requires = "finetune")]
+    pub finetune_features: Features,
 }
 
 /// Refuses `--finetune` up front where it cannot run (no `torch` feature, no `--calib`), so no
@@ -318,6 +346,7 @@ pub fn finetune_written(
         eval_every: 0,
         eval_data: None,
         max_seconds: f.finetune_seconds,
+        features: f.finetune_features.request(),
     };
     let bar = training_bar();
     let report = finetune(&req, &bar);

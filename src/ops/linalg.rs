@@ -71,7 +71,8 @@ pub const OPS: &[OpDef] = &[
             slot: 1,
             axis: WeightAxis::GemmB,
         })
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("MatMul")
         .shape(matmul)
         .channels(ChannelRule::MatMul)
@@ -80,7 +81,8 @@ pub const OPS: &[OpDef] = &[
             slot: 1,
             axis: WeightAxis::Last,
         })
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("MatMulInteger")
         .shape(matmul)
         .channels(Lock)
@@ -106,3 +108,48 @@ pub const OPS: &[OpDef] = &[
         .channels(ChannelRule::Recurrent { gates: 1 })
         .trt(700),
 ];
+
+/// libtorch lowerings of this family (feature `torch`) for the ONNX → libtorch executor.
+#[cfg(feature = "torch")]
+pub(crate) mod lowering {
+    use tch::{Device, Tensor};
+
+    use super::super::torch::{Ins, LowerFn, Lowered, input};
+    use crate::model::proto::NodeProto;
+
+    /// This family's lowering, for the entries marked with it.
+    pub const LOWER: LowerFn = lower;
+
+    fn lower(node: &NodeProto, ins: Ins, _device: Device) -> Lowered {
+        let one = |t: Tensor| Ok(vec![t]);
+        match node.op_type() {
+            "Gemm" => gemm(node, ins),
+            "MatMul" => one(input(ins, 0)?.matmul(input(ins, 1)?)),
+            other => Err(format!("no libtorch lowering for {other}")),
+        }
+    }
+
+    fn gemm(node: &NodeProto, ins: Ins) -> Lowered {
+        let mut a = input(ins, 0)?.shallow_clone();
+        let mut b = input(ins, 1)?.shallow_clone();
+        if node.attr_i("transA").unwrap_or(0) == 1 {
+            a = a.transpose(0, 1);
+        }
+        if node.attr_i("transB").unwrap_or(0) == 1 {
+            b = b.transpose(0, 1);
+        }
+        let alpha = f64::from(node.attr_f("alpha").unwrap_or(1.0));
+        let beta = f64::from(node.attr_f("beta").unwrap_or(1.0));
+        let mut y = a.matmul(&b) * alpha;
+        if let Some(c) = ins.get(2).and_then(Option::as_ref) {
+            y += c * beta;
+        }
+        Ok(vec![y])
+    }
+}
+
+#[cfg(not(feature = "torch"))]
+pub(crate) mod lowering {
+    /// Without the `torch` feature there is nothing to lower to.
+    pub const LOWER: super::super::LowerFn = ();
+}

@@ -31,6 +31,17 @@ pub mod norm;
 pub mod quant;
 pub mod reduce;
 pub mod tensor;
+#[cfg(feature = "torch")]
+pub mod torch;
+
+/// A family's libtorch lowering (feature `torch`; the ONNX → libtorch executor runs nodes
+/// through it). Without the feature the slot holds nothing, so entries are written alike in
+/// both builds.
+#[cfg(feature = "torch")]
+pub type LowerFn = torch::LowerFn;
+/// Without the `torch` feature: nothing to lower to.
+#[cfg(not(feature = "torch"))]
+pub type LowerFn = ();
 
 /// How an op's output shapes are inferred.
 #[derive(Clone, Copy)]
@@ -334,6 +345,9 @@ pub struct OpDef {
     pub index: IndexFlow,
     /// Output is not a function of the inputs (random generators): never folded as a constant.
     pub nondeterministic: bool,
+    /// How the libtorch executor runs it (`None`: the executor refuses the model, naming the
+    /// node).
+    pub lower: Option<LowerFn>,
 }
 
 /// The fallback for ops missing from the table, and the base every entry starts from.
@@ -353,6 +367,7 @@ pub const DEFAULT: OpDef = OpDef {
     fuses_into_weighted: false,
     index: IndexFlow::None,
     nondeterministic: false,
+    lower: None,
 };
 
 impl OpDef {
@@ -418,6 +433,10 @@ impl OpDef {
     }
     pub const fn nondeterministic(mut self) -> OpDef {
         self.nondeterministic = true;
+        self
+    }
+    pub const fn lower(mut self, f: LowerFn) -> OpDef {
+        self.lower = Some(f);
         self
     }
 

@@ -42,7 +42,8 @@ pub const OPS: &[OpDef] = &[
             (4, Role::NormStat),
         ])))
         .fuses()
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("InstanceNormalization")
         .shape(unary)
         .channels(Channelwise(Params(&[
@@ -53,7 +54,8 @@ pub const OPS: &[OpDef] = &[
     OpDef::new("LayerNormalization")
         .shape(layer_norm)
         .channels(super::ChannelRule::LayerNorm)
-        .trt(806),
+        .trt(806)
+        .lower(lowering::LOWER),
     // RMSNormalization (opset 23): y = x / sqrt(mean(x², axes axis..rank) + eps) * scale.
     // TensorRT: none of the operator matrices pare encodes (up to 10.1, opset ≤ 20) lists it.
     // Quantization: left float, as ModelOpt leaves normalisations; the Q/DQ pairs go on the
@@ -169,4 +171,48 @@ mod tests {
             g.locks
         );
     }
+}
+
+/// libtorch lowerings of this family (feature `torch`) for the ONNX → libtorch executor.
+#[cfg(feature = "torch")]
+pub(crate) mod lowering {
+    use tch::{Device, Tensor};
+
+    use super::super::torch::{Ins, LowerFn, Lowered, axis, input};
+    use crate::model::proto::NodeProto;
+
+    /// This family's lowering, for the entries marked with it.
+    pub const LOWER: LowerFn = lower;
+
+    fn lower(node: &NodeProto, ins: Ins, _device: Device) -> Lowered {
+        let x = || input(ins, 0);
+        let one = |t: Tensor| Ok(vec![t]);
+        match node.op_type() {
+            "BatchNormalization" => one(x()?.batch_norm(
+                Some(input(ins, 1)?),
+                Some(input(ins, 2)?),
+                Some(input(ins, 3)?),
+                Some(input(ins, 4)?),
+                node.attr_i("training_mode").unwrap_or(0) == 1,
+                f64::from(1.0 - node.attr_f("momentum").unwrap_or(0.9)),
+                f64::from(node.attr_f("epsilon").unwrap_or(1e-5)),
+                false,
+            )),
+            "LayerNormalization" => {
+                let x = x()?;
+                let a = axis(node.attr_i("axis").unwrap_or(-1), x.dim()) as usize;
+                let shape = x.size()[a..].to_vec();
+                let eps = f64::from(node.attr_f("epsilon").unwrap_or(1e-5));
+                let b = ins.get(2).and_then(Option::as_ref);
+                one(x.layer_norm(shape, Some(input(ins, 1)?), b, eps, false))
+            }
+            other => Err(format!("no libtorch lowering for {other}")),
+        }
+    }
+}
+
+#[cfg(not(feature = "torch"))]
+pub(crate) mod lowering {
+    /// Without the `torch` feature there is nothing to lower to.
+    pub const LOWER: super::super::LowerFn = ();
 }

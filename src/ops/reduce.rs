@@ -54,12 +54,15 @@ const fn red(name: &'static str) -> OpDef {
 }
 
 pub const OPS: &[OpDef] = &[
-    red("ReduceMean"),
+    red("ReduceMean").lower(lowering::LOWER),
     red("ReduceSum")
         .eval(Eval::Reduce(RedOp::Sum))
         .consts(sum_axes)
-        .trt_consts(sum_axes_trt),
-    red("ReduceMax").eval(Eval::Reduce(RedOp::Max)),
+        .trt_consts(sum_axes_trt)
+        .lower(lowering::LOWER),
+    red("ReduceMax")
+        .eval(Eval::Reduce(RedOp::Max))
+        .lower(lowering::LOWER),
     red("ReduceMin").eval(Eval::Reduce(RedOp::Min)),
     red("ReduceProd").eval(Eval::Reduce(RedOp::Prod)),
     red("ReduceL1"),
@@ -71,23 +74,27 @@ pub const OPS: &[OpDef] = &[
         .shape(arg)
         .channels(Reduce(Axis(0)))
         .index(IndexFlow::NonNegative)
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("ArgMin")
         .shape(arg)
         .channels(Reduce(Axis(0)))
         .index(IndexFlow::NonNegative)
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("TopK")
         .shape(topk)
         .channels(Reduce(Axis(-1)))
         .consts(topk_k)
         .trt_consts(topk_trt)
         .index(IndexFlow::NonNegativeSecond)
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("Softmax")
         .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
-        .trt(600),
+        .trt(600)
+        .lower(lowering::LOWER),
     OpDef::new("LogSoftmax")
         .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
@@ -103,3 +110,75 @@ pub const OPS: &[OpDef] = &[
         .trt_consts(cumsum_trt)
         .trt(702),
 ];
+
+/// libtorch lowerings of this family (feature `torch`) for the ONNX → libtorch executor.
+#[cfg(feature = "torch")]
+pub(crate) mod lowering {
+    use tch::{Device, Kind, Tensor};
+
+    use super::super::torch::{Ins, LowerFn, Lowered, axis, input, ints_of};
+    use crate::model::proto::NodeProto;
+
+    /// This family's lowering, for the entries marked with it.
+    pub const LOWER: LowerFn = lower;
+
+    fn lower(node: &NodeProto, ins: Ins, _device: Device) -> Lowered {
+        let x = || input(ins, 0);
+        let one = |t: Tensor| Ok(vec![t]);
+        match node.op_type() {
+            "Softmax" => {
+                let x = x()?;
+                let a = axis(node.attr_i("axis").unwrap_or(-1), x.dim());
+                one(x.softmax(a, None::<Kind>))
+            }
+            "ReduceMean" | "ReduceSum" | "ReduceMax" => {
+                let x = x()?;
+                let keep = node.attr_i("keepdims").unwrap_or(1) == 1;
+                let axes = match ins.get(1).and_then(Option::as_ref) {
+                    Some(t) => Some(ints_of(t)?),
+                    None => node.attr_ints("axes").map(<[i64]>::to_vec),
+                };
+                let axes = axes.unwrap_or_else(|| (0..x.dim() as i64).collect());
+                let axes: Vec<i64> = axes.iter().map(|&a| axis(a, x.dim())).collect();
+                if node.op_type() == "ReduceMean" {
+                    one(x.mean_dim(axes.as_slice(), keep, None::<Kind>))
+                } else if node.op_type() == "ReduceMax" {
+                    one(x.amax(axes.as_slice(), keep))
+                } else {
+                    one(x.sum_dim_intlist(axes.as_slice(), keep, None::<Kind>))
+                }
+            }
+            "ArgMax" | "ArgMin" => {
+                let x = x()?;
+                let a = axis(node.attr_i("axis").unwrap_or(0), x.dim());
+                let keep = node.attr_i("keepdims").unwrap_or(1) == 1;
+                let last = node.attr_i("select_last_index").unwrap_or(0) == 1;
+                let src = if last { x.flip([a]) } else { x.shallow_clone() };
+                let mut i = if node.op_type() == "ArgMax" {
+                    src.argmax(a, keep)
+                } else {
+                    src.argmin(a, keep)
+                };
+                if last {
+                    i = (x.size()[a as usize] - 1) - i;
+                }
+                one(i)
+            }
+            "TopK" => {
+                let x = x()?;
+                let k = *ints_of(input(ins, 1)?)?.first().ok_or("TopK without k")?;
+                let a = axis(node.attr_i("axis").unwrap_or(-1), x.dim());
+                let largest = node.attr_i("largest").unwrap_or(1) == 1;
+                let (v, i) = x.topk(k, a, largest, true);
+                Ok(vec![v, i])
+            }
+            other => Err(format!("no libtorch lowering for {other}")),
+        }
+    }
+}
+
+#[cfg(not(feature = "torch"))]
+pub(crate) mod lowering {
+    /// Without the `torch` feature there is nothing to lower to.
+    pub const LOWER: super::super::LowerFn = ();
+}

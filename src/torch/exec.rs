@@ -1,7 +1,7 @@
 //! ONNX → libtorch executor (feature `torch`): runs a model's nodes as libtorch ops, so the
 //! same graph can be trained (its float initializers are leaf tensors that can require grad).
 //!
-//! Every node is lowered eagerly, one op at a time ([`super::lower`]); shape subgraphs
+//! Every node is lowered eagerly, one op at a time (the op table (`crate::ops`, each family's `lowering`)); shape subgraphs
 //! (Shape → Gather → Concat → Reshape) are evaluated as small int64 tensors, which folds them,
 //! and an `If` runs the branch its (usually shape-derived) condition picks. Ops without a
 //! lowering are refused when the executor is built, naming the first such node and its op.
@@ -10,10 +10,11 @@ use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
-use super::lower::{SUPPORTED, fake_quant, fake_quant_weight, ints_of, lower, quantize_weight};
 use crate::model::proto::{GraphProto, NodeProto, TensorProto};
 use crate::model::tensor::{DataType, to_f32, to_i64};
 use crate::model::{GraphIndex, Model};
+use crate::ops::quant::lowering::{fake_quant, fake_quant_weight, quantize_weight};
+use crate::ops::torch::ints_of;
 
 /// Why a model cannot be run on libtorch.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +73,15 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor, ExecError> {
     Ok(out)
 }
 
+/// The op table's lowering of a default-domain node (`If` is run by the executor itself).
+fn lowering(n: &NodeProto) -> Option<crate::ops::LowerFn> {
+    crate::ops::lookup(n.op_type()).and_then(|d| d.lower)
+}
+
 /// The first node of `graph` (or of a branch nested in it) that has no lowering.
 fn check_lowerable(graph: &GraphProto) -> Result<(), ExecError> {
     for n in &graph.node {
-        if !n.op_domain().is_empty() || !SUPPORTED.contains(&n.op_type()) {
+        if !n.op_domain().is_empty() || lowering(n).is_none() && n.op_type() != "If" {
             return Err(ExecError::Unsupported {
                 node: n.display_name(),
                 op: n.op_type().to_string(),
@@ -192,20 +198,44 @@ impl TorchGraph {
 
     /// Runs the graph on `inputs` (in the model's input order); the graph outputs in order.
     pub fn forward(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
+        Ok(self.forward_named(inputs, &[])?.0)
+    }
+
+    /// Like [`Self::forward`], and also returns the intermediate tensors named in `taps` (in
+    /// that order), for distillation on features as well as outputs.
+    pub fn forward_named(
+        &self,
+        inputs: &[Tensor],
+        taps: &[String],
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>), ExecError> {
         let mut env: HashMap<String, Tensor> = HashMap::new();
         for (name, t) in self.inputs.iter().zip(inputs) {
             env.insert(name.clone(), t.shallow_clone());
         }
         let nodes = self.topo.iter().map(|&i| &self.graph.node[i]);
         self.run_nodes(nodes, &mut env)?;
-        self.outputs
+        let get = |o: &String| {
+            self.value(&env, o).ok_or_else(|| {
+                ExecError::Model(crate::PareError::InvalidModel(format!(
+                    "tensor '{o}' was not computed"
+                )))
+            })
+        };
+        let outs = self.outputs.iter().map(get).collect::<Result<_, _>>()?;
+        let tapped = taps.iter().map(get).collect::<Result<_, _>>()?;
+        Ok((outs, tapped))
+    }
+
+    /// Names of the tensors the graph's top-level nodes produce, with the producing op.
+    pub fn node_outputs(&self) -> Vec<(String, String)> {
+        self.graph
+            .node
             .iter()
-            .map(|o| {
-                self.value(&env, o).ok_or_else(|| {
-                    ExecError::Model(crate::PareError::InvalidModel(format!(
-                        "graph output '{o}' was not computed"
-                    )))
-                })
+            .flat_map(|n| {
+                n.output
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .map(move |o| (o.clone(), n.op_type().to_string()))
             })
             .collect()
     }
@@ -240,7 +270,10 @@ impl TorchGraph {
             } else if let Some((_, kind)) = qat {
                 fake_quant_weight(node, &ins, *kind)
             } else {
-                lower(node, &ins, self.device)
+                match lowering(node) {
+                    Some(f) => f(node, &ins, self.device),
+                    None => Err(format!("no libtorch lowering for {}", node.op_type())),
+                }
             }
             .map_err(|message| ExecError::Node {
                 node: node.display_name(),

@@ -33,6 +33,20 @@ pub enum Loss {
     Kl,
 }
 
+/// Which intermediate tensors the student also learns to reproduce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Features {
+    /// Outputs only.
+    #[default]
+    None,
+    /// Also every conv, Gemm/MatMul and Add output that both graphs compute under the same name
+    /// and shape: the channel-group boundaries a pruned student kept. Each layer then gets a
+    /// direct signal instead of one through the whole network, which is what makes a short
+    /// distillation recover a heavily pruned model.
+    Auto,
+}
+
 /// What to fine-tune, on what, for how long.
 #[derive(Clone, Debug)]
 pub struct FinetuneRequest {
@@ -60,6 +74,8 @@ pub struct FinetuneRequest {
     pub eval_data: Option<DataSource>,
     /// Stop training once this many seconds were spent on it.
     pub max_seconds: Option<f64>,
+    /// Intermediate tensors matched besides the outputs.
+    pub features: Features,
 }
 
 impl FinetuneRequest {
@@ -93,6 +109,8 @@ pub struct FinetuneReport {
     pub eval_samples: usize,
     /// Whether the held-out views come from samples training never saw.
     pub eval_disjoint: bool,
+    /// Intermediate tensors matched besides the outputs (`--features auto`).
+    pub feature_taps: Vec<String>,
     /// Held-out top-1 agreement with the teacher before and after.
     pub fidelity_before: f64,
     pub fidelity_after: f64,
@@ -196,15 +214,23 @@ fn load_samples(
     src: &DataSource,
     count: usize,
     (h, w): (i64, i64),
+    keep_aspect: bool,
 ) -> Result<Vec<Tensor>, FinetuneError> {
     let graph = student.proto.graph.as_ref().ok_or_else(|| {
         FinetuneError::Usage(format!("{}: model has no graph", req.student.display()))
     })?;
     let decl = image_input(req, student)?;
-    let (h, w) = fixed_hw(&decl).unwrap_or((h, w));
+    let fixed = fixed_hw(&decl);
     let decls = input_decls(graph, &InputPins::new())?;
     let mut pp = req.preprocess.clone();
-    pp.resize = Some((h as usize, w as usize));
+    // A model of any size gets images at their own aspect, scaled below so their short side
+    // is the load size: squashing a 3:2 photo into a square would train on shapes the model
+    // never sees.
+    pp.resize = match (fixed, keep_aspect) {
+        (Some((fh, fw)), _) => Some((fh as usize, fw as usize)),
+        (None, false) => Some((h as usize, w as usize)),
+        (None, true) => None,
+    };
     let set = SampleSet::open(decls, src, count, pp)?;
     let mut out = Vec::with_capacity(set.len());
     for k in 0..set.len() {
@@ -217,9 +243,35 @@ fn load_samples(
             )));
         };
         let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-        out.push(Tensor::from_slice(v).reshape(dims));
+        let x = Tensor::from_slice(v).reshape(dims);
+        let image = is_image(&set.label(k));
+        out.push(if fixed.is_none() && keep_aspect && image {
+            short_side_to(&x, h.max(w))
+        } else {
+            x
+        });
     }
     Ok(out)
+}
+
+fn is_image(label: &str) -> bool {
+    let lower = label.to_ascii_lowercase();
+    [".png", ".jpg", ".jpeg"].iter().any(|e| lower.ends_with(e))
+}
+
+/// `x` (N×C×H×W) resized, aspect kept, so its shorter side is `short`.
+fn short_side_to(x: &Tensor, short: i64) -> Tensor {
+    let size = x.size();
+    let (h, w) = (size[2], size[3]);
+    let k = short as f64 / h.min(w).max(1) as f64;
+    let (nh, nw) = (
+        ((h as f64 * k).round() as i64).max(1),
+        ((w as f64 * k).round() as i64).max(1),
+    );
+    if (nh, nw) == (h, w) {
+        return x.shallow_clone();
+    }
+    x.internal_upsample_bilinear2d_aa([nh, nw], false, None::<f64>, None::<f64>)
 }
 
 fn load_size((h, w): (i64, i64)) -> (i64, i64) {
@@ -423,7 +475,7 @@ fn split_samples(
     teacher: &TorchGraph,
 ) -> Result<(Vec<Tensor>, Held), FinetuneError> {
     let load = load_size(req.crop());
-    let all: Vec<Tensor> = load_samples(req, student, &req.data, req.samples, load)?
+    let all: Vec<Tensor> = load_samples(req, student, &req.data, req.samples, load, true)?
         .into_iter()
         .map(|t| t.to_device(req.device))
         .collect();
@@ -434,7 +486,7 @@ fn split_samples(
         )));
     }
     let (pool, x, disjoint) = if let Some(src) = &req.eval_data {
-        let held = load_samples(req, student, src, req.eval_samples, req.crop())?;
+        let held = load_samples(req, student, src, req.eval_samples, req.crop(), false)?;
         let held: Vec<Tensor> = held.iter().map(|t| t.to_device(req.device)).collect();
         let x = (!held.is_empty()).then(|| Tensor::cat(&held, 0));
         (all, x, true)
@@ -474,6 +526,66 @@ fn chunked_output(g: &TorchGraph, x: &Tensor) -> Result<Tensor, FinetuneError> {
     Ok(Tensor::cat(&parts, 0))
 }
 
+/// The ops whose outputs are channel-group boundaries worth matching.
+const TAP_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul", "Add"];
+
+/// Tensors both graphs compute under the same name with the same shape (measured on one view,
+/// since a pruned student keeps names but not every channel count), graph outputs excluded.
+fn shared_taps(
+    teacher: &TorchGraph,
+    student: &TorchGraph,
+    pool: &[Tensor],
+    crop: (i64, i64),
+) -> Result<Vec<String>, FinetuneError> {
+    let theirs: std::collections::HashSet<String> =
+        teacher.node_outputs().into_iter().map(|(n, _)| n).collect();
+    let candidates: Vec<String> = student
+        .node_outputs()
+        .into_iter()
+        .filter(|(n, op)| {
+            TAP_OPS.contains(&op.as_str()) && theirs.contains(n) && !student.outputs.contains(n)
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let Some(first) = pool.first() else {
+        return Ok(Vec::new());
+    };
+    let x = augment(first, crop, &mut Rng::new(1));
+    let probe = std::slice::from_ref(&x);
+    let (_, t) = tch::no_grad(|| teacher.forward_named(probe, &candidates))?;
+    let (_, s) = tch::no_grad(|| student.forward_named(probe, &candidates))?;
+    Ok(candidates
+        .into_iter()
+        .zip(t.iter().zip(&s))
+        .filter(|(_, (t, s))| same_meaning(t, s))
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// Whether a tensor both graphs name alike also means the same: same shape and type, and the
+/// student's value closer to the teacher's than zero is. A rewrite may keep a name and change
+/// the meaning: quantization's equalization rescales channels between two layers, and
+/// matching such a tensor would train the rescaling away.
+fn same_meaning(t: &Tensor, s: &Tensor) -> bool {
+    if t.size() != s.size() || t.kind() != s.kind() || !t.is_floating_point() {
+        return false;
+    }
+    let err = (s - t).square().mean(Kind::Double).double_value(&[]);
+    let power = t.square().mean(Kind::Double).double_value(&[]);
+    err < power
+}
+
+/// Mean over the tapped tensors of the squared error relative to the teacher's mean square,
+/// so every tap weighs alike whatever its scale.
+fn feature_loss(student: &[Tensor], teacher: &[Tensor]) -> Tensor {
+    let terms: Vec<Tensor> = student
+        .iter()
+        .zip(teacher)
+        .map(|(s, t)| (s - t).square().mean(Kind::Float) / (t.square().mean(Kind::Float) + 1e-8))
+        .collect();
+    Tensor::stack(&terms, 0).mean(Kind::Float)
+}
+
 /// One optimisation step: distillation loss on a fresh augmented batch, backward, Adam.
 fn train_step(
     req: &FinetuneRequest,
@@ -481,12 +593,19 @@ fn train_step(
     student: &mut TorchGraph,
     opt: &mut Adam,
     pool: &[Tensor],
+    taps: &[String],
     rng: &mut Rng,
 ) -> Result<f64, FinetuneError> {
     let x = train_batch(pool, req.batch, req.crop(), rng);
-    let t = tch::no_grad(|| first_output(teacher, &x))?;
-    let s = first_output(student, &x)?;
-    let loss = loss_of(req.loss, &s, &t);
+    let (t, tf) = tch::no_grad(|| teacher.forward_named(std::slice::from_ref(&x), taps))?;
+    let (s, sf) = student.forward_named(std::slice::from_ref(&x), taps)?;
+    let (Some(t), Some(s)) = (t.first(), s.first()) else {
+        return Err(FinetuneError::Usage("the model has no outputs".into()));
+    };
+    let mut loss = loss_of(req.loss, s, t);
+    if !taps.is_empty() {
+        loss += feature_loss(&sf, &tf);
+    }
     loss.backward();
     opt.step(student);
     Ok(loss.double_value(&[]))
@@ -530,6 +649,10 @@ pub fn finetune(
             req.student.display()
         )));
     }
+    let taps = match req.features {
+        Features::None => Vec::new(),
+        Features::Auto => shared_taps(&teacher, &student, &pool, req.crop())?,
+    };
     let mut opt = Adam::new(&mut student, trainable, req.lr);
     let mut rng = Rng::new(req.seed);
     tch::manual_seed(req.seed as i64);
@@ -543,7 +666,15 @@ pub fn finetune(
     }];
     for step in 1..=req.steps {
         let t0 = Instant::now();
-        let loss = train_step(req, &teacher, &mut student, &mut opt, &pool, &mut rng)?;
+        let loss = train_step(
+            req,
+            &teacher,
+            &mut student,
+            &mut opt,
+            &pool,
+            &taps,
+            &mut rng,
+        )?;
         train_s += t0.elapsed().as_secs_f64();
         let out_of_time = req.max_seconds.is_some_and(|m| train_s >= m);
         let last = step == req.steps || out_of_time;
@@ -581,6 +712,7 @@ pub fn finetune(
         train_samples: pool.len(),
         eval_samples: held.x.as_ref().map_or(0, |x| x.size()[0] as usize),
         eval_disjoint: held.disjoint,
+        feature_taps: taps,
         fidelity_before: before,
         fidelity_after: after,
         written: check,

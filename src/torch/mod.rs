@@ -7,8 +7,6 @@ pub mod exec;
 #[cfg(feature = "torch")]
 pub mod finetune;
 pub mod import;
-#[cfg(feature = "torch")]
-pub mod lower;
 pub mod pickle;
 
 pub use import::{ImportReport, ImportRequest, import_weights};

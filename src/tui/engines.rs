@@ -258,6 +258,7 @@ pub fn finetune(ask: &FinetuneAsk, p: &dyn Progress) -> Result<JobOutcome> {
         eval_every: ask.eval_every(),
         eval_data: None,
         max_seconds: None,
+        features: crate::torch::finetune::Features::Auto,
     };
     let report = finetune(&req, p).map_err(|e| match e {
         crate::torch::finetune::FinetuneError::Pare(e) => e,
