@@ -124,7 +124,8 @@ pub struct FinetuneArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (Adam), decayed to 0 over the steps or `--max-seconds` (cosine).
+    #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     #[arg(long, value_enum, default_value_t = Loss::Kl)]
     pub loss: Loss,
