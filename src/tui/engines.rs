@@ -250,7 +250,7 @@ pub fn finetune(ask: &FinetuneAsk, p: &dyn Progress) -> Result<JobOutcome> {
         crop: None,
         steps: ask.steps,
         batch: 8,
-        lr: 1e-3,
+        lr: crate::torch::finetune::default_lr(&ask.student)?,
         loss: Loss::Kl,
         device: tch::Device::Cpu,
         eval_samples: 16,
