@@ -131,7 +131,7 @@ impl RoundingReport {
 
 /// Geometry of a layer's input → patch mapping.
 #[derive(Clone, Debug)]
-enum Geometry {
+pub(super) enum Geometry {
     /// 2-D convolution, NCHW input, weight `[M, C/g, kh, kw]`.
     Conv {
         group: usize,
@@ -184,7 +184,7 @@ fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
 }
 
 /// The layer's geometry, or why it keeps nearest rounding.
-fn geometry(n: &NodeProto, wdims: &[i64]) -> std::result::Result<Geometry, String> {
+pub(super) fn geometry(n: &NodeProto, wdims: &[i64]) -> std::result::Result<Geometry, String> {
     let two = |v: Option<Vec<i64>>, d: usize| -> std::result::Result<[usize; 2], String> {
         match v.as_deref() {
             None => Ok([d, d]),
@@ -232,7 +232,7 @@ fn geometry(n: &NodeProto, wdims: &[i64]) -> std::result::Result<Geometry, Strin
 }
 
 /// Weights as `[m][k]` rows (output channel major), from the tensor's own layout.
-fn rows(values: &[f32], wdims: &[i64], geo: &Geometry) -> (usize, usize, Vec<f32>) {
+pub(super) fn rows(values: &[f32], wdims: &[i64], geo: &Geometry) -> (usize, usize, Vec<f32>) {
     match geo {
         Geometry::Conv { .. } | Geometry::Dense { trans: true } => {
             let m = wdims[0].max(0) as usize;
@@ -253,7 +253,7 @@ fn rows(values: &[f32], wdims: &[i64], geo: &Geometry) -> (usize, usize, Vec<f32
 }
 
 /// Index in the weight tensor of row-major `[m][k]` element `(o, j)`.
-fn weight_index(geo: &Geometry, m: usize, k: usize, o: usize, j: usize) -> usize {
+pub(super) fn weight_index(geo: &Geometry, m: usize, k: usize, o: usize, j: usize) -> usize {
     match geo {
         Geometry::Dense { trans: false } => j * m + o,
         _ => o * k + j,
@@ -347,15 +347,11 @@ fn jobs(
     Ok(out)
 }
 
-impl Job {
-    fn bytes(&self) -> usize {
-        self.groups * self.k * self.k * 8
-    }
-
+impl Geometry {
     /// Output positions of input `x` (shape `dims`): `(n, oy, ox)` for a convolution, rows
     /// for a dense layer.
-    fn positions_of(&self, dims: &[usize]) -> Option<Vec<[usize; 3]>> {
-        match &self.geo {
+    pub(super) fn positions(&self, k: usize, dims: &[usize]) -> Option<Vec<[usize; 3]>> {
+        match self {
             Geometry::Conv {
                 kernel,
                 stride,
@@ -379,7 +375,7 @@ impl Job {
             }
             Geometry::Dense { .. } => {
                 let last = *dims.last()?;
-                if last != self.k {
+                if last != k {
                     return None;
                 }
                 let rows = dims.iter().product::<usize>() / last.max(1);
@@ -389,8 +385,18 @@ impl Job {
     }
 
     /// The input patch of group `gi` at position `p` into `out` (length `k`).
-    fn patch(&self, x: &[f32], dims: &[usize], gi: usize, p: [usize; 3], out: &mut [f32]) {
-        match &self.geo {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn patch(
+        &self,
+        k: usize,
+        groups: usize,
+        x: &[f32],
+        dims: &[usize],
+        gi: usize,
+        p: [usize; 3],
+        out: &mut [f32],
+    ) {
+        match self {
             Geometry::Conv {
                 kernel,
                 stride,
@@ -399,7 +405,7 @@ impl Job {
                 ..
             } => {
                 let (c, h, w) = (dims[1], dims[2], dims[3]);
-                let cg = c / self.groups;
+                let cg = c / groups;
                 let mut j = 0;
                 for ci in gi * cg..(gi + 1) * cg {
                     let base = (p[0] * c + ci) * h * w;
@@ -419,8 +425,24 @@ impl Job {
                     }
                 }
             }
-            Geometry::Dense { .. } => out.copy_from_slice(&x[p[0] * self.k..(p[0] + 1) * self.k]),
+            Geometry::Dense { .. } => out.copy_from_slice(&x[p[0] * k..(p[0] + 1) * k]),
         }
+    }
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        self.groups * self.k * self.k * 8
+    }
+
+    /// Output positions of input `x` (shape `dims`), see [`Geometry::positions`].
+    fn positions_of(&self, dims: &[usize]) -> Option<Vec<[usize; 3]>> {
+        self.geo.positions(self.k, dims)
+    }
+
+    /// The input patch of group `gi` at position `p`, see [`Geometry::patch`].
+    fn patch(&self, x: &[f32], dims: &[usize], gi: usize, p: [usize; 3], out: &mut [f32]) {
+        self.geo.patch(self.k, self.groups, x, dims, gi, p, out)
     }
 
     /// Folds sampled positions of one sample's input into the statistics.
@@ -507,7 +529,7 @@ impl Job {
 
 /// `q.fake` over a tensor, vectorised: adding and subtracting 1.5·2²³ rounds half to even
 /// (|x/scale| < 2²² after clamping to the integer range), as ONNX QuantizeLinear does.
-fn fake_all(v: &[f32], q: &QParams) -> Vec<f32> {
+pub(super) fn fake_all(v: &[f32], q: &QParams) -> Vec<f32> {
     const MAGIC: f32 = 12_582_912.0;
     let (lo, hi) = q.qtype.range();
     let z = q.zero_point as f32;

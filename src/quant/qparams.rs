@@ -210,7 +210,7 @@ pub fn quantize_weight(
 }
 
 /// Scale for one group of weights.
-fn weight_scale(v: &[f32], method: WeightMethod) -> f32 {
+pub(crate) fn weight_scale(v: &[f32], method: WeightMethod) -> f32 {
     let amax = v.iter().fold(
         0.0f32,
         |m, x| if x.is_finite() { m.max(x.abs()) } else { m },
