@@ -8,7 +8,10 @@
 //! channels (im2col patches on sampled output positions, one bias column), with inputs taken
 //! from the pruned model as refitted so far and targets from the original; fitting toward the
 //! original rather than the pruned upstream's own outputs lets each layer absorb the errors
-//! of the layers before it. The normal equations XᵀX, XᵀY are accumulated sample by sample,
+//! of the layers before it. Conv/Gemm/MatMul nodes downstream of a pruned consumer that lost
+//! no input channel are re-fitted the same way (`refit_downstream`): their inputs drifted, and
+//! where the drift is partly linear a fit removes it rather than passing it on. The normal
+//! equations XᵀX, XᵀY are accumulated sample by sample,
 //! so memory is the size of the systems, not of the data. The ridge shrinks toward the pruned
 //! weights (not toward zero), and its strength is chosen per layer by two-fold
 //! cross-validation over samples, with "no fit" competing: late layers with few positions per
