@@ -316,3 +316,111 @@ fn fidelity_is_in_the_json_with_calib_random_on_held_out_samples() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--calib"), "{err}");
 }
+
+/// x(4) → conv1 1x1 (8 channels; 0..4 are half of 4..8) → conv2 3x3 (6 outputs, also a graph
+/// output so they stay; its weights on 0..4 are half those on 4..8) → conv3 1x1 (3) → y.
+/// With a limit of 16 unknowns, conv2 (37) is only bias-folded after pruning 0..4: its output
+/// drifts (by a factor 1.25 around its mean). conv3 (7 unknowns) lost no input channel, yet a
+/// fit on the pruned conv2's output toward the original's output is exact.
+fn drift_chain() -> ModelProto {
+    let mut rng = Rng::new(17);
+    let mut b = GraphBuilder::new("drift_chain");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let mut w1 = randn(&mut rng, 32, 0.5);
+    for i in 0..16 {
+        w1[i] = 0.5 * w1[16 + i];
+    }
+    let h = conv(&mut b, "conv1", &x, (&[8, 4, 1, 1], &w1), None);
+    let mut w2 = randn(&mut rng, 6 * 8 * 9, 0.3);
+    for o in 0..6 {
+        for i in 0..36 {
+            w2[o * 72 + i] = 0.5 * w2[o * 72 + 36 + i];
+        }
+    }
+    let y1 = conv(&mut b, "conv2", &h, (&[6, 8, 3, 3], &w2), Some(&[0.1; 6]));
+    let w3 = randn(&mut rng, 3 * 6, 0.5);
+    let y2 = conv(&mut b, "conv3", &y1, (&[3, 6, 1, 1], &w3), Some(&[0.0; 3]));
+    b.output(&y1, &[D::N(1), D::N(6), D::N(8), D::N(8)]);
+    b.output(&y2, &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    b.model()
+}
+
+fn prune_drift_chain(refit_downstream: bool) -> PruneReport {
+    let a = Analysis::new(common::model(drift_chain()), &InputPins::new()).expect("analysis");
+    let req = PruneRequest {
+        options: PruneOptions {
+            ratio: 0.5,
+            round_to: 1,
+            criterion: Criterion::L1,
+            ..Default::default()
+        },
+        output: None,
+        validate: false,
+        calib: Some(CalibOptions {
+            data: SampleSpec {
+                source: DataSource::Random { seed: 3 },
+                samples: 8,
+                preprocess: Preprocess::default(),
+                engine: EngineChoice::Tract,
+            },
+            given: true,
+            holdout: 0.25,
+            recover: RecoverOptions {
+                engine: EngineKind::Tract,
+                refit_downstream,
+                max_unknowns: 16,
+                ..Default::default()
+            },
+        }),
+        recover: RecoverMode::Lsq,
+        ..Default::default()
+    };
+    pare::prune::run(&a, &req, &NoProgress).expect("prune")
+}
+
+#[test]
+fn a_conv_downstream_of_the_pruned_one_is_refitted_toward_the_original() {
+    let off = prune_drift_chain(false);
+    assert_eq!(off.pruned_groups, 1, "{:?}", off.plan);
+    let layers = |r: &PruneReport| -> Vec<(String, FitMethod)> {
+        let rec = r.recovery.as_ref().expect("recovery ran");
+        rec.layers
+            .iter()
+            .map(|l| (l.node.clone(), l.method))
+            .collect()
+    };
+    let names = |r: &PruneReport| -> Vec<String> { layers(r).into_iter().map(|l| l.0).collect() };
+    assert_eq!(names(&off), ["conv2"]);
+    assert!(
+        layers(&off).iter().all(|l| l.1 == FitMethod::Bias),
+        "{:?}",
+        layers(&off)
+    );
+    let on = prune_drift_chain(true);
+    assert_eq!(names(&on), ["conv2", "conv3"]);
+    let rec = on.recovery.as_ref().expect("recovery ran");
+    let l = &rec.layers[1];
+    assert_eq!(
+        (l.method, l.inputs_kept, l.inputs_total),
+        (FitMethod::Lsq, 6, 6)
+    );
+    let y2 = |r: &PruneReport| -> f64 {
+        let f = r.fidelity.as_ref().expect("fidelity");
+        let o = f
+            .outputs
+            .iter()
+            .find(|o| o.name == "conv3_out")
+            .expect("y2");
+        o.sqnr_db.expect("sqnr")
+    };
+    assert!(
+        y2(&off) < 30.0,
+        "bias folding alone leaves drift: {} dB",
+        y2(&off)
+    );
+    assert!(
+        y2(&on) >= 60.0,
+        "the downstream fit absorbs it: {} dB",
+        y2(&on)
+    );
+}

@@ -8,7 +8,10 @@
 //! channels (im2col patches on sampled output positions, one bias column), with inputs taken
 //! from the pruned model as refitted so far and targets from the original; fitting toward the
 //! original rather than the pruned upstream's own outputs lets each layer absorb the errors
-//! of the layers before it. The normal equations XᵀX, XᵀY are accumulated sample by sample,
+//! of the layers before it. Conv/Gemm/MatMul nodes downstream of a pruned consumer that lost
+//! no input channel are re-fitted the same way (`refit_downstream`): their inputs drifted, and
+//! where the drift is partly linear a fit removes it rather than passing it on. The normal
+//! equations XᵀX, XᵀY are accumulated sample by sample,
 //! so memory is the size of the systems, not of the data. The ridge shrinks toward the pruned
 //! weights (not toward zero), and its strength is chosen per layer by two-fold
 //! cross-validation over samples, with "no fit" competing: late layers with few positions per
@@ -52,6 +55,11 @@ pub struct RecoverOptions {
     pub seed: u64,
     /// Also fit on left-right mirrored copies of image-like samples.
     pub flip: bool,
+    /// With `lsq`, also re-fit every Conv/Gemm/MatMul downstream of a pruned consumer whose
+    /// own channels were all kept: its input drifted from the original's, and a fit toward
+    /// the original's output on the pruned model's actual input absorbs that drift instead
+    /// of passing it on (on MobileNetV2 the error otherwise builds up from the first blocks).
+    pub refit_downstream: bool,
 }
 
 impl Default for RecoverOptions {
@@ -64,6 +72,7 @@ impl Default for RecoverOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             seed: 0,
             flip: true,
+            refit_downstream: true,
         }
     }
 }
@@ -207,6 +216,39 @@ fn conv_geom(node: &NodeProto, wdims: &[i64]) -> Option<ConvGeom> {
 
 /// Every Conv/Gemm/MatMul whose input lost channels, in graph (topological) order.
 pub(super) fn find_consumers(a: &Analysis, ca: &ChannelAnalysis, keep: &[bool]) -> Vec<Consumer> {
+    consumers_and_drifted(a, ca, keep, &HashSet::new())
+}
+
+/// The tensors whose values differ from the original's once `consumers` changed: their
+/// outputs and everything computed from them.
+fn drifted_tensors(a: &Analysis, consumers: &[Consumer]) -> HashSet<String> {
+    let mut changed: HashSet<String> = consumers.iter().map(|c| c.output.clone()).collect();
+    for n in &a.graph().node {
+        if n.input.iter().any(|i| changed.contains(i)) {
+            changed.extend(n.output.iter().cloned());
+        }
+    }
+    changed
+}
+
+/// Input channels of a Conv/Gemm/MatMul from its weight's dims (for an input with no layout).
+fn weight_inputs(op: &str, node: &NodeProto, d: &[i64]) -> Option<usize> {
+    let v = match op {
+        "Conv" => d.get(1)? * node.attr_i("group").unwrap_or(1).max(1),
+        "Gemm" if node.attr_i("transB").unwrap_or(0) != 0 => *d.get(1)?,
+        _ => *d.first()?,
+    };
+    usize::try_from(v).ok()
+}
+
+/// Consumers of pruned channels, and (when `drifted` names their input) the Conv/Gemm/MatMul
+/// nodes that lost no input channel but read a drifted tensor, all in graph order.
+fn consumers_and_drifted(
+    a: &Analysis,
+    ca: &ChannelAnalysis,
+    keep: &[bool],
+    drifted: &HashSet<String>,
+) -> Vec<Consumer> {
     let g = a.graph();
     let mut weight_uses: HashMap<&str, usize> = HashMap::new();
     for n in &g.node {
@@ -219,18 +261,25 @@ pub(super) fn find_consumers(a: &Analysis, ca: &ChannelAnalysis, keep: &[bool]) 
         if !matches!(n.op_type(), "Conv" | "Gemm" | "MatMul") || n.input.len() < 2 {
             continue;
         }
-        let Some((kept_in, total_in)) = kept_positions(ca, keep, &n.input[0]) else {
-            continue;
-        };
-        if kept_in.len() == total_in {
-            continue;
-        }
         let weight = n.input[1].clone();
         let wdims = a
             .index
             .initializers
             .get(&weight)
             .map(|&i| g.initializer[i].dims.clone());
+        let (kept_in, total_in) = match kept_positions(ca, keep, &n.input[0]) {
+            Some((k, t)) if k.len() < t => (k, t),
+            _ if drifted.contains(&n.input[0]) => {
+                let Some(t) = wdims
+                    .as_deref()
+                    .and_then(|d| weight_inputs(n.op_type(), n, d))
+                else {
+                    continue;
+                };
+                ((0..t).collect(), t)
+            }
+            _ => continue,
+        };
         let mut no_lsq = None;
         let kind = match (n.op_type(), &wdims) {
             ("Conv", Some(d)) => match conv_geom(n, d) {
@@ -1345,7 +1394,10 @@ pub fn recover(
         return Ok(rep);
     }
     let keep = super::rewrite::kept_atoms(ca, plan);
-    let consumers = find_consumers(a, ca, &keep);
+    let mut consumers = find_consumers(a, ca, &keep);
+    if mode == RecoverMode::Lsq && cx.opts.refit_downstream {
+        consumers = consumers_and_drifted(a, ca, &keep, &drifted_tensors(a, &consumers));
+    }
     let blockers: Vec<Option<String>> = consumers
         .iter()
         .map(|c| match mode {
@@ -1356,7 +1408,7 @@ pub fn recover(
     let fold_inputs: Vec<(String, usize)> = consumers
         .iter()
         .zip(&blockers)
-        .filter(|(_, b)| b.is_some())
+        .filter(|(c, b)| b.is_some() && c.kept_in.len() < c.total_in)
         .filter_map(|(c, _)| Some((c.input.clone(), ca.layouts.get(&c.input)?.axis)))
         .collect();
     let original = &a.model.proto;
