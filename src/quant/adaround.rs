@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::placement::{Kind, Plan};
+use super::placement::{Candidate, Kind, Plan, WeightRef};
 use super::qparams::{QParams, QuantizedWeight};
 use crate::data::SampleSet;
 use crate::error::{PareError, Result};
@@ -260,15 +260,33 @@ pub(super) fn weight_index(geo: &Geometry, m: usize, k: usize, o: usize, j: usiz
     }
 }
 
-/// Prepares the layers learned rounding can serve; says in `skipped` why others cannot.
-fn jobs(
-    a: &Analysis,
-    plan: &Plan,
-    weights: &HashMap<String, QuantizedWeight>,
-    params: &HashMap<String, QParams>,
-    opts: &RoundingOptions,
+/// A quantized weighted layer as weight rows (what learned rounding and reconstruction work
+/// on): `m` output channels of `k` inputs each, in `groups` groups.
+pub(super) struct LayerRows<'p> {
+    pub cand: &'p Candidate,
+    pub node: &'p NodeProto,
+    pub weight: &'p WeightRef,
+    pub qw: &'p QuantizedWeight,
+    pub geo: Geometry,
+    pub m: usize,
+    pub k: usize,
+    pub groups: usize,
+    /// The float weight, one row per output channel.
+    pub w: Vec<f32>,
+}
+
+/// The layers `plan` quantizes that are served as weight rows, in plan order; says in
+/// `skipped` why another is not (`refuse`: the caller's own reason, e.g. a weight laid out
+/// otherwise; a weight shared with another layer; no supported geometry; more than `max_k`
+/// inputs per channel; channels not divisible by the group count).
+pub(super) fn layer_rows<'p>(
+    a: &'p Analysis,
+    plan: &'p Plan,
+    weights: &'p HashMap<String, QuantizedWeight>,
+    max_k: usize,
+    refuse: &dyn Fn(&Candidate, &WeightRef, &QuantizedWeight) -> Option<String>,
     skipped: &mut Vec<String>,
-) -> Result<Vec<Job>> {
+) -> Result<Vec<LayerRows<'p>>> {
     let g = a.graph();
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for c in plan.candidates.iter().filter(|c| c.quantized) {
@@ -290,6 +308,10 @@ fn jobs(
             skipped.push(skip("weight shared with another layer".into()));
             continue;
         }
+        if let Some(why) = refuse(c, wr, qw) {
+            skipped.push(skip(why));
+            continue;
+        }
         let geo = match geometry(n, &qw.dims) {
             Ok(g) => g,
             Err(why) => {
@@ -302,15 +324,10 @@ fn jobs(
         };
         let values = crate::model::tensor::to_f32(tp)?;
         let (m, k, w) = rows(&values, &qw.dims, &geo);
-        if k > opts.max_k || m == 0 || k == 0 {
-            skipped.push(skip(format!(
-                "{k} inputs per channel (limit {})",
-                opts.max_k
-            )));
+        if k > max_k || m == 0 || k == 0 {
+            skipped.push(skip(format!("{k} inputs per channel (limit {max_k})")));
             continue;
         }
-        let deq = qw.dequantized();
-        let (_, _, wq) = rows(&deq, &qw.dims, &geo);
         let groups = match geo {
             Geometry::Conv { group, .. } if m % group == 0 => group,
             Geometry::Conv { .. } => {
@@ -319,32 +336,63 @@ fn jobs(
             }
             Geometry::Dense { .. } => 1,
         };
-        let input = n.input.first().cloned().unwrap_or_default();
-        let q_in = c
-            .acts
-            .iter()
-            .find(|(slot, _)| *slot == 0)
-            .and_then(|(_, t)| params.get(plan.shared.get(t).unwrap_or(t)))
-            .copied();
-        out.push(Job {
-            node: c.name.clone(),
-            input,
-            weight: wr.tensor.clone(),
-            q_in,
+        out.push(LayerRows {
+            cand: c,
+            node: n,
+            weight: wr,
+            qw,
             geo,
             m,
             k,
             groups,
-            h: vec![vec![0.0; k * k]; groups],
-            c: vec![vec![0.0; k * k]; groups],
-            signal: vec![0.0; m],
-            err: vec![0.0; m],
-            positions: 0,
             w,
-            wq,
         });
     }
     Ok(out)
+}
+
+/// Prepares the layers learned rounding can serve; says in `skipped` why others cannot.
+fn jobs(
+    a: &Analysis,
+    plan: &Plan,
+    weights: &HashMap<String, QuantizedWeight>,
+    params: &HashMap<String, QParams>,
+    opts: &RoundingOptions,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<Job>> {
+    let layers = layer_rows(a, plan, weights, opts.max_k, &|_, _, _| None, skipped)?;
+    Ok(layers
+        .into_iter()
+        .map(|l| {
+            let deq = l.qw.dequantized();
+            let (_, _, wq) = rows(&deq, &l.qw.dims, &l.geo);
+            let q_in = l
+                .cand
+                .acts
+                .iter()
+                .find(|(slot, _)| *slot == 0)
+                .and_then(|(_, t)| params.get(plan.shared.get(t).unwrap_or(t)))
+                .copied();
+            let (m, k, groups) = (l.m, l.k, l.groups);
+            Job {
+                node: l.cand.name.clone(),
+                input: l.node.input.first().cloned().unwrap_or_default(),
+                weight: l.weight.tensor.clone(),
+                q_in,
+                geo: l.geo,
+                m,
+                k,
+                groups,
+                h: vec![vec![0.0; k * k]; groups],
+                c: vec![vec![0.0; k * k]; groups],
+                signal: vec![0.0; m],
+                err: vec![0.0; m],
+                positions: 0,
+                w: l.w,
+                wq,
+            }
+        })
+        .collect())
 }
 
 impl Geometry {

@@ -36,8 +36,8 @@ use faer::prelude::Solve;
 use faer::{Accum, Mat, MatRef, Par, Side};
 use serde::Serialize;
 
-use super::adaround::{Geometry, geometry, rows, weight_index};
-use super::placement::{Kind, Plan, const_tensor};
+use super::adaround::{Geometry, layer_rows, rows, weight_index};
+use super::placement::{Candidate, Plan, WeightRef};
 use super::qparams::{QuantizedWeight, WeightMethod, round_half_even, weight_scale};
 use crate::data::SampleSet;
 use crate::error::{PareError, Result};
@@ -165,54 +165,20 @@ fn fits(
     skipped: &mut Vec<String>,
 ) -> Result<Vec<Fit>> {
     let g = a.graph();
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for c in plan.candidates.iter().filter(|c| c.quantized) {
-        if let Some(w) = &c.weight {
-            *uses.entry(w.tensor.as_str()).or_default() += 1;
-        }
-    }
+    let refuse = |c: &Candidate, wr: &WeightRef, _: &QuantizedWeight| {
+        (wr.slot != 1 || wr.axis != 0 && c.op == "Conv")
+            .then(|| "weight not per output channel".to_string())
+    };
+    let layers = layer_rows(a, plan, weights, opts.max_k, &refuse, skipped)?;
     let mut out = Vec::new();
-    for c in plan.candidates.iter().filter(|c| c.quantized) {
-        let (Kind::Weighted, Some(wr)) = (&c.kind, &c.weight) else {
-            continue;
-        };
-        let n = &g.node[c.node];
-        let Some(qw) = weights.get(&wr.tensor) else {
-            continue;
-        };
-        let skip = |why: String| format!("{}: {why}", c.name);
-        if uses[wr.tensor.as_str()] > 1 || wr.slot != 1 || wr.axis != 0 && c.op == "Conv" {
-            skipped.push(skip("weight shared or not per output channel".into()));
+    for l in layers {
+        let (m, k, groups) = (l.m, l.k, l.groups);
+        if l.qw.scales.len() != m {
+            skipped.push(format!("{}: weight not per output channel", l.cand.name));
             continue;
         }
-        let geo = match geometry(n, &qw.dims) {
-            Ok(g) => g,
-            Err(why) => {
-                skipped.push(skip(why));
-                continue;
-            }
-        };
-        let Some(tp) = const_tensor(g, &wr.source) else {
-            continue;
-        };
-        let values = to_f32(tp)?;
-        let (m, k, w) = rows(&values, &qw.dims, &geo);
-        if k > opts.max_k || m == 0 || k == 0 || qw.scales.len() != m {
-            skipped.push(skip(format!(
-                "{k} inputs per channel (limit {})",
-                opts.max_k
-            )));
-            continue;
-        }
-        let groups = match geo {
-            Geometry::Conv { group, .. } if m % group == 0 => group,
-            Geometry::Conv { .. } => {
-                skipped.push(skip("channels not divisible by group".into()));
-                continue;
-            }
-            Geometry::Dense { .. } => 1,
-        };
-        let bias = n
+        let bias = l
+            .node
             .input
             .get(2)
             .and_then(|b| g.initializer.iter().find(|i| i.name() == b))
@@ -220,20 +186,20 @@ fn fits(
             .map(to_f32)
             .transpose()?
             .filter(|b| b.len() == m);
-        let (Some(input), Some(output)) = (n.input.first(), n.output.first()) else {
+        let (Some(input), Some(output)) = (l.node.input.first(), l.node.output.first()) else {
             continue;
         };
         let mg = m / groups;
         out.push(Fit {
-            node: c.name.clone(),
+            node: l.cand.name.clone(),
             output: output.clone(),
             input: input.clone(),
-            weight: wr.tensor.clone(),
-            geo,
+            weight: l.weight.tensor.clone(),
+            geo: l.geo,
             m,
             k,
             groups,
-            w,
+            w: l.w,
             has_bias: bias.is_some(),
             bias: bias.unwrap_or_else(|| vec![0.0; m]),
             h: (0..groups).map(|_| Mat::zeros(k + 1, k + 1)).collect(),
