@@ -150,6 +150,21 @@ fn prune_with(m: ModelProto, mode: RecoverMode) -> PruneReport {
 }
 
 fn prune_by(m: ModelProto, mode: RecoverMode, criterion: Criterion) -> PruneReport {
+    let recover = RecoverOptions {
+        engine: EngineKind::Tract,
+        ..Default::default()
+    };
+    prune_half(m, mode, criterion, recover)
+}
+
+/// Prunes half of every group of `m` with calibration on 8 random samples (a quarter held
+/// out), recovering with `mode` and `recover` on tract.
+fn prune_half(
+    m: ModelProto,
+    mode: RecoverMode,
+    criterion: Criterion,
+    recover: RecoverOptions,
+) -> PruneReport {
     let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
     let req = PruneRequest {
         options: PruneOptions {
@@ -169,10 +184,7 @@ fn prune_by(m: ModelProto, mode: RecoverMode, criterion: Criterion) -> PruneRepo
             },
             given: true,
             holdout: 0.25,
-            recover: RecoverOptions {
-                engine: EngineKind::Tract,
-                ..Default::default()
-            },
+            recover,
         }),
         recover: mode,
         ..Default::default()
@@ -346,36 +358,13 @@ fn drift_chain() -> ModelProto {
 }
 
 fn prune_drift_chain(refit_downstream: bool) -> PruneReport {
-    let a = Analysis::new(common::model(drift_chain()), &InputPins::new()).expect("analysis");
-    let req = PruneRequest {
-        options: PruneOptions {
-            ratio: 0.5,
-            round_to: 1,
-            criterion: Criterion::L1,
-            ..Default::default()
-        },
-        output: None,
-        validate: false,
-        calib: Some(CalibOptions {
-            data: SampleSpec {
-                source: DataSource::Random { seed: 3 },
-                samples: 8,
-                preprocess: Preprocess::default(),
-                engine: EngineChoice::Tract,
-            },
-            given: true,
-            holdout: 0.25,
-            recover: RecoverOptions {
-                engine: EngineKind::Tract,
-                refit_downstream,
-                max_unknowns: 16,
-                ..Default::default()
-            },
-        }),
-        recover: RecoverMode::Lsq,
+    let recover = RecoverOptions {
+        engine: EngineKind::Tract,
+        refit_downstream,
+        max_unknowns: 16,
         ..Default::default()
     };
-    pare::prune::run(&a, &req, &NoProgress).expect("prune")
+    prune_half(drift_chain(), RecoverMode::Lsq, Criterion::L1, recover)
 }
 
 #[test]

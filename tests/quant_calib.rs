@@ -4,8 +4,9 @@ mod common;
 
 use std::collections::HashMap;
 
+use common::named_conv as conv;
 use pare::jobs::NoProgress;
-use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
+use pare::model::builder::{D, GraphBuilder};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::quant::{QuantOptions, quantize};
@@ -13,21 +14,6 @@ use pare::runtime::EngineChoice;
 
 fn analysis(m: ModelProto) -> Analysis {
     Analysis::new(common::model(m), &InputPins::new()).expect("analysis")
-}
-
-fn conv(b: &mut GraphBuilder, name: &str, ins: &[&str], group: i64, k: i64) -> String {
-    b.node_named(
-        name,
-        "Conv",
-        ins,
-        &[&format!("{name}_y")],
-        vec![
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("pads", &[k / 2; 4]),
-            attr_i("group", group),
-        ],
-    )
-    .remove(0)
 }
 
 /// `x` → 1×1 conv 2→4 → ReLU6 → depthwise 1×1. Channel 0 of the activation is large (up to

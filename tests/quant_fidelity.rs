@@ -174,20 +174,7 @@ fn separable() -> ModelProto {
         .collect();
     let w1 = b.init_f32("w1", &[8, 3, 3, 3], &w1);
     let b1 = b.init_f32("b1", &[8], &[0.05; 8]);
-    let conv = |b: &mut GraphBuilder, name: &str, ins: &[&str], group: i64, k: i64| {
-        b.node_named(
-            name,
-            "Conv",
-            ins,
-            &[&format!("{name}_y")],
-            vec![
-                attr_ints("kernel_shape", &[k, k]),
-                attr_ints("pads", &[k / 2; 4]),
-                attr_i("group", group),
-            ],
-        )
-        .remove(0)
-    };
+    let conv = common::named_conv;
     let y = conv(&mut b, "c1", &["x", &w1, &b1], 1, 3);
     let lo = b.init_f32("lo", &[], &[0.0]);
     let hi = b.init_f32("hi", &[], &[6.0]);

@@ -3,27 +3,13 @@
 
 mod common;
 
+use common::named_conv as conv;
 use pare::jobs::NoProgress;
-use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
+use pare::model::builder::{D, GraphBuilder};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::quant::{QuantOptions, quantize};
 use pare::runtime::EngineChoice;
-
-fn conv(b: &mut GraphBuilder, name: &str, ins: &[&str], group: i64, k: i64) -> String {
-    b.node_named(
-        name,
-        "Conv",
-        ins,
-        &[&format!("{name}_y")],
-        vec![
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("pads", &[k / 2; 4]),
-            attr_i("group", group),
-        ],
-    )
-    .remove(0)
-}
 
 /// conv 3→8 3×3 → ReLU → depthwise 3×3 → ReLU → 1×1 projection 8→4 whose outputs are small
 /// differences of large, nearly equal inputs (what amplifies activation rounding noise in

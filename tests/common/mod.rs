@@ -27,6 +27,23 @@ pub fn pare(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A same-padded k×k Conv node named `name` (output `{name}_y`) with `group` groups, over
+/// `ins` (data, weight[, bias]); returns its output name.
+pub fn named_conv(b: &mut GraphBuilder, name: &str, ins: &[&str], group: i64, k: i64) -> String {
+    b.node_named(
+        name,
+        "Conv",
+        ins,
+        &[&format!("{name}_y")],
+        vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_ints("pads", &[k / 2; 4]),
+            attr_i("group", group),
+        ],
+    )
+    .remove(0)
+}
+
 /// A fresh temporary directory that lives as long as the returned guard.
 /// resnet_like with the first conv weight's values replaced by `edit(values)`: a model that
 /// differs from the fixture in exactly one layer (NaN planting, perturbation tests).
