@@ -4,6 +4,7 @@ pub mod builder;
 pub mod graph;
 pub mod info;
 pub mod io;
+pub mod opset;
 pub mod proto;
 pub mod shape;
 pub mod stats;

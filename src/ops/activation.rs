@@ -23,21 +23,34 @@ const fn ev(d: OpDef, u: UnOp) -> OpDef {
 
 pub const OPS: &[OpDef] = &[
     ev(act("Relu"), UnOp::Relu)
+        .same_since(6)
         .trt(600)
         .fuses()
         .index(IndexFlow::Preserves)
         .lower(lowering::LOWER),
-    act("LeakyRelu").trt(600).fuses().lower(lowering::LOWER),
+    act("LeakyRelu")
+        .same_since(6)
+        .trt(600)
+        .fuses()
+        .lower(lowering::LOWER),
     act("Elu").trt(600),
     act("Selu").trt(600),
     act("Celu").trt(702),
-    act("Sigmoid").trt(600).fuses().lower(lowering::LOWER),
-    act("HardSigmoid").trt(600).fuses().lower(lowering::LOWER),
+    act("Sigmoid")
+        .same_since(6)
+        .trt(600)
+        .fuses()
+        .lower(lowering::LOWER),
+    act("HardSigmoid")
+        .same_since(6)
+        .trt(600)
+        .fuses()
+        .lower(lowering::LOWER),
     act("HardSwish").trt(804).fuses().lower(lowering::LOWER),
     act("Swish").trt(1100),
     act("Mish").trt(1000),
     act("Gelu").trt(1000),
-    act("Tanh").trt(600).lower(lowering::LOWER),
+    act("Tanh").same_since(6).trt(600).lower(lowering::LOWER),
     act("Softplus").trt(600),
     act("Softsign").trt(600),
     ev(act("Exp"), UnOp::Exp).trt(600).lower(lowering::LOWER),
@@ -72,6 +85,7 @@ pub const OPS: &[OpDef] = &[
     opaque("Acosh").trt(600),
     opaque("Atanh").trt(600),
     ev(act("Identity"), UnOp::Identity)
+        .same_since(1)
         .trt(600)
         .flow(ShapeFlow::SameEntries)
         .index(IndexFlow::Preserves)

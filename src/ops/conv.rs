@@ -25,6 +25,7 @@ fn conv_transpose_macs(node: &NodeProto, shapes: &ShapeInfo) -> Option<u64> {
 
 pub const OPS: &[OpDef] = &[
     OpDef::new("Conv")
+        .same_since(1)
         .shape(conv)
         .channels(ChannelRule::Conv { transpose: false })
         .macs(conv_macs)
@@ -56,12 +57,14 @@ pub const OPS: &[OpDef] = &[
         .qoperator(),
     OpDef::new("DeformConv").trt(1001),
     OpDef::new("MaxPool")
+        .same_since(8)
         .shape(pool)
         .channels(CW)
         .quant(QuantRole::Pool)
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("AveragePool")
+        .same_since(7)
         .shape(pool)
         .channels(CW)
         .quant(QuantRole::Pool)
@@ -69,12 +72,14 @@ pub const OPS: &[OpDef] = &[
         .lower(lowering::LOWER),
     OpDef::new("LpPool").shape(pool).channels(CW).trt(702),
     OpDef::new("GlobalAveragePool")
+        .same_since(1)
         .shape(global_pool)
         .channels(CW)
         .quant(QuantRole::Pool)
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("GlobalMaxPool")
+        .same_since(1)
         .shape(global_pool)
         .channels(CW)
         .trt(600)

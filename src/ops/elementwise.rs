@@ -28,19 +28,23 @@ const fn cmp(name: &'static str, op: BinOp) -> OpDef {
 
 pub const OPS: &[OpDef] = &[
     bin("Add", BinOp::Add)
+        .same_since(7)
         .trt(600)
         .flow(ShapeFlow::Derived)
         .quant(QuantRole::ResidualAdd)
         .lower(lowering::LOWER),
     bin("Sub", BinOp::Sub)
+        .same_since(7)
         .trt(600)
         .flow(ShapeFlow::Derived)
         .lower(lowering::LOWER),
     bin("Mul", BinOp::Mul)
+        .same_since(7)
         .trt(600)
         .flow(ShapeFlow::Derived)
         .lower(lowering::LOWER),
     bin("Div", BinOp::Div)
+        .same_since(7)
         .trt(600)
         .flow(ShapeFlow::Derived)
         .lower(lowering::LOWER),

@@ -64,6 +64,7 @@ fn matmul_macs(node: &NodeProto, shapes: &ShapeInfo) -> Option<u64> {
 
 pub const OPS: &[OpDef] = &[
     OpDef::new("Gemm")
+        .same_since(7)
         .shape(gemm)
         .channels(ChannelRule::Gemm)
         .macs(gemm_macs)
@@ -74,6 +75,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("MatMul")
+        .same_since(1)
         .shape(matmul)
         .channels(ChannelRule::MatMul)
         .macs(matmul_macs)

@@ -348,6 +348,34 @@ pub struct OpDef {
     /// How the libtorch executor runs it (`None`: the executor refuses the model, naming the
     /// node).
     pub lower: Option<LowerFn>,
+    /// Whether it keeps its meaning when the model's opset is raised ([`Upgrade`]).
+    pub upgrade: Upgrade,
+}
+
+/// Whether a node means the same at a newer default-domain opset (up to
+/// [`crate::model::opset::TARGET`]): between its opset and that one, the op only gained types
+/// or attributes whose defaults keep the old behaviour. Quantization raises opset 9–12 models
+/// to 13 (Q/DQ exists from 10, per-channel weights from 13) only when every node does.
+#[derive(Clone, Copy, Debug)]
+pub enum Upgrade {
+    /// Not known to keep its meaning (its inputs or attributes changed): blocks the upgrade.
+    Never,
+    /// Same meaning from this opset on.
+    Since(i64),
+    /// Same meaning from this opset on when the node passes the check (the node and its first
+    /// input's rank, when known).
+    SinceIf(i64, fn(&NodeProto, Option<usize>) -> bool),
+}
+
+impl Upgrade {
+    /// Whether `node`, valid at `from`, keeps its meaning at the target opset.
+    pub fn keeps(&self, from: i64, node: &NodeProto, rank: Option<usize>) -> bool {
+        match *self {
+            Upgrade::Never => false,
+            Upgrade::Since(v) => from >= v,
+            Upgrade::SinceIf(v, check) => from >= v && check(node, rank),
+        }
+    }
 }
 
 /// The fallback for ops missing from the table, and the base every entry starts from.
@@ -368,6 +396,7 @@ pub const DEFAULT: OpDef = OpDef {
     index: IndexFlow::None,
     nondeterministic: false,
     lower: None,
+    upgrade: Upgrade::Never,
 };
 
 impl OpDef {
@@ -437,6 +466,20 @@ impl OpDef {
     }
     pub const fn lower(mut self, f: LowerFn) -> OpDef {
         self.lower = Some(f);
+        self
+    }
+    /// Keeps its meaning from opset `v` on ([`Upgrade::Since`]).
+    pub const fn same_since(mut self, v: i64) -> OpDef {
+        self.upgrade = Upgrade::Since(v);
+        self
+    }
+    /// Keeps its meaning from opset `v` on when `check` holds ([`Upgrade::SinceIf`]).
+    pub const fn same_since_if(
+        mut self,
+        v: i64,
+        check: fn(&NodeProto, Option<usize>) -> bool,
+    ) -> OpDef {
+        self.upgrade = Upgrade::SinceIf(v, check);
         self
     }
 

@@ -34,6 +34,7 @@ fn rms_macs(node: &NodeProto, shapes: &ShapeInfo) -> Option<u64> {
 
 pub const OPS: &[OpDef] = &[
     OpDef::new("BatchNormalization")
+        .same_since(9)
         .shape(batch_norm)
         .channels(Channelwise(Params(&[
             (1, Role::NormScale),

@@ -91,11 +91,13 @@ pub const OPS: &[OpDef] = &[
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("Softmax")
+        .same_since_if(1, softmax_on_last_axis)
         .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("LogSoftmax")
+        .same_since_if(1, softmax_on_last_axis)
         .shape(unary_axis)
         .channels(Reduce(Axis(-1)))
         .trt(600),
@@ -181,4 +183,18 @@ pub(crate) mod lowering {
 pub(crate) mod lowering {
     /// Without the `torch` feature there is nothing to lower to.
     pub const LOWER: super::super::LowerFn = ();
+}
+
+/// Before opset 13 Softmax/LogSoftmax flatten the input to 2-D at `axis` (default 1); from 13
+/// they work along `axis` (default −1). The two agree when the old axis is the last one.
+fn softmax_on_last_axis(node: &crate::model::proto::NodeProto, rank: Option<usize>) -> bool {
+    let Some(rank) = rank else { return false };
+    let axis = node
+        .attribute
+        .iter()
+        .find(|a| a.name() == "axis")
+        .and_then(|a| a.i)
+        .unwrap_or(1);
+    let axis = if axis < 0 { axis + rank as i64 } else { axis };
+    axis == rank as i64 - 1
 }

@@ -74,6 +74,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("Reshape")
+        .same_since(5)
         .shape(reshape)
         .channels(ChannelRule::Reshape)
         .flow(ShapeFlow::Derived)
@@ -82,12 +83,14 @@ pub const OPS: &[OpDef] = &[
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("Flatten")
+        .same_since(1)
         .shape(flatten)
         .channels(ChannelRule::Flatten)
         .index(PRESERVES)
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("Transpose")
+        .same_since(1)
         .shape(transpose)
         .channels(ChannelRule::Transpose)
         .index(PRESERVES)
@@ -111,6 +114,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("Concat")
+        .same_since(4)
         .shape(concat)
         .channels(ChannelRule::Concat)
         .flow(ShapeFlow::Concat)

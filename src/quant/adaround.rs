@@ -5,16 +5,24 @@
 //! layer's *output* error: errors of neighbouring weights that see correlated inputs add up.
 //! AdaRound chooses, per weight, floor or ceil so that the layer output on calibration
 //! activations stays closest to the float layer's. For one output channel with float weights
-//! `w`, dequantized weights `ŵ` (each `s·floor(w/s)` or `s·ceil(w/s)`), float input patches `x`
-//! and their fake-quantized copies `x̃`, the loss is
+//! `w`, dequantized weights `ŵ` (each `s·floor(w/s)` or `s·ceil(w/s)`) and float input patches
+//! `x`, the loss is
 //!
-//! `Σ_p (ŵ·x̃_p − w·x_p)² = ŵᵀHŵ − 2ŵᵀCw + const`,  `H = Σ x̃x̃ᵀ`, `C = Σ x̃xᵀ`
+//! `Σ_p ((ŵ − w)·x_p)² = (ŵ − w)ᵀH(ŵ − w)`,  `H = Σ x xᵀ`
 //!
-//! (the "asymmetric" reconstruction: it also absorbs the input's quantization error). AdaRound
-//! relaxes the binary choice with a rectified sigmoid and anneals a regulariser over
+//! When the layer's bias is corrected afterwards ([`super::bias_correct::remeasure`]) the mean
+//! of that error is the bias's job, and `H` is the patches' scatter about their mean instead:
+//! rounding then spends its choices on the error no bias can remove. On trained MobileNetV2
+//! (32 calibration crops, 128 held out, activations float) this took the logits from 23.0 dB
+//! (nearest rounding and bias correction) to 31.7 dB. The inputs are the float model's, not
+//! fake-quantized ones: fitting weights to the quantized input's error ("asymmetric"
+//! AdaRound) pulled the weights away from the float ones (21.9 dB weights-only) without
+//! lowering the quantized model's error on held-out crops.
+//!
+//! AdaRound relaxes the binary choice with a rectified sigmoid and anneals a regulariser over
 //! ~10⁴ gradient steps. This module optimises the same objective over the same binary choices
 //! directly: greedy coordinate descent from nearest rounding, flipping one weight at a time
-//! when that lowers the loss (exact change `2δr_j + δ²H_jj` with `r = Hŵ − Cw`, updated in
+//! when that lowers the loss (exact change `2δr_j + δ²H_jj` with `r = H(ŵ − w)`, updated in
 //! `O(K)` per flip). A sweep costs what one gradient step costs, and a few sweeps reach a
 //! local minimum; the loss never rises above nearest rounding's on the calibration patches.
 //!
@@ -30,7 +38,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::placement::{Candidate, Kind, Plan, WeightRef};
-use super::qparams::{QParams, QuantizedWeight};
+use super::qparams::QuantizedWeight;
 use crate::data::SampleSet;
 use crate::error::{PareError, Result};
 use crate::jobs::{NoProgress, Progress};
@@ -67,6 +75,11 @@ pub struct RoundingOptions {
     pub memory: usize,
     pub threads: usize,
     pub engine: EngineKind,
+    /// Weights whose layer gets its bias re-corrected after rounding
+    /// ([`super::bias_correct::remeasure`]): their loss is the *centered* one (the output
+    /// error's mean is the bias's job), so rounding spends its choices on the error a bias
+    /// cannot remove.
+    pub centered: std::collections::HashSet<String>,
 }
 
 impl Default for RoundingOptions {
@@ -79,6 +92,7 @@ impl Default for RoundingOptions {
             memory: 256 << 20,
             threads: 2,
             engine: EngineKind::Tract,
+            centered: Default::default(),
         }
     }
 }
@@ -150,18 +164,21 @@ struct Job {
     node: String,
     input: String,
     weight: String,
-    q_in: Option<QParams>,
     geo: Geometry,
     /// Output channels and inputs per output channel.
     m: usize,
     k: usize,
     groups: usize,
-    /// Per group: `H` and `C`, `k×k` row-major.
+    /// Per group: `H`, `k×k` row-major.
     h: Vec<Vec<f32>>,
-    c: Vec<Vec<f32>>,
-    /// Per output channel: Σ y² and Σ (y − ŷ_nearest)².
+    /// Per group: Σ x over the sampled patches (for the centered loss).
+    sum: Vec<Vec<f64>>,
+    /// The loss ignores the output error's mean (a bias correction follows).
+    centered: bool,
+    /// Per output channel: Σ y², Σ (y − ŷ_nearest)² and Σ (ŷ_nearest − y).
     signal: Vec<f64>,
     err: Vec<f64>,
+    err_sum: Vec<f64>,
     positions: usize,
     /// Float weights as `[m][k]`.
     w: Vec<f32>,
@@ -356,7 +373,6 @@ fn jobs(
     a: &Analysis,
     plan: &Plan,
     weights: &HashMap<String, QuantizedWeight>,
-    params: &HashMap<String, QParams>,
     opts: &RoundingOptions,
     skipped: &mut Vec<String>,
 ) -> Result<Vec<Job>> {
@@ -366,27 +382,21 @@ fn jobs(
         .map(|l| {
             let deq = l.qw.dequantized();
             let (_, _, wq) = rows(&deq, &l.qw.dims, &l.geo);
-            let q_in = l
-                .cand
-                .acts
-                .iter()
-                .find(|(slot, _)| *slot == 0)
-                .and_then(|(_, t)| params.get(plan.shared.get(t).unwrap_or(t)))
-                .copied();
             let (m, k, groups) = (l.m, l.k, l.groups);
             Job {
                 node: l.cand.name.clone(),
                 input: l.node.input.first().cloned().unwrap_or_default(),
                 weight: l.weight.tensor.clone(),
-                q_in,
                 geo: l.geo,
                 m,
                 k,
                 groups,
                 h: vec![vec![0.0; k * k]; groups],
-                c: vec![vec![0.0; k * k]; groups],
+                sum: vec![vec![0.0; k]; groups],
+                centered: opts.centered.contains(&l.weight.tensor),
                 signal: vec![0.0; m],
                 err: vec![0.0; m],
+                err_sum: vec![0.0; m],
                 positions: 0,
                 w: l.w,
                 wq,
@@ -480,7 +490,7 @@ impl Geometry {
 
 impl Job {
     fn bytes(&self) -> usize {
-        self.groups * self.k * self.k * 8
+        self.groups * self.k * self.k * 4
     }
 
     /// Output positions of input `x` (shape `dims`), see [`Geometry::positions`].
@@ -518,51 +528,46 @@ impl Job {
             all.swap(i, j);
         }
         // Fake-quantized once per tensor, not once per (overlapping) patch.
-        let valsq = self.q_in.map(|q| fake_all(&vals, &q));
         for gi in 0..self.groups {
-            let vq = valsq.as_deref().unwrap_or(&vals);
-            self.add_group(&vals, vq, &x.shape, gi, &all[..take])?;
+            self.add_group(&vals, &x.shape, gi, &all[..take])?;
         }
         self.positions += take;
         Ok(())
     }
 
-    /// Folds the patches of group `gi` at `positions` into its `H`, `C` and output errors
-    /// (as matrix products: `H += X̃ᵀX̃`, `C += X̃ᵀX`, `Y = XWᵀ`, `Ŷ = X̃Ŵᵀ`).
+    /// Folds the patches of group `gi` at `positions` into its `H`, patch sums and nearest
+    /// rounding's output errors (as matrix products: `H += XᵀX`, `Y = XWᵀ`, `Ŷ = XŴᵀ`).
     fn add_group(
         &mut self,
         vals: &[f32],
-        valsq: &[f32],
         dims: &[usize],
         gi: usize,
         positions: &[[usize; 3]],
     ) -> Result<()> {
         let (k, mg, n) = (self.k, self.m / self.groups, positions.len());
-        let (mut xf, mut xq) = (vec![0.0f32; n * k], vec![0.0f32; n * k]);
+        let mut xf = vec![0.0f32; n * k];
         for (r, &p) in positions.iter().enumerate() {
             self.patch(vals, dims, gi, p, &mut xf[r * k..(r + 1) * k]);
-            self.patch(valsq, dims, gi, p, &mut xq[r * k..(r + 1) * k]);
         }
         let shape = |e: nd::ShapeError| PareError::Runtime(format!("learned rounding: {e}"));
         let xf = nd::ArrayView2::from_shape((n, k), &xf).map_err(shape)?;
-        let xq = nd::ArrayView2::from_shape((n, k), &xq).map_err(shape)?;
         let mut h = nd::ArrayViewMut2::from_shape((k, k), &mut self.h[gi][..]).map_err(shape)?;
-        nd::linalg::general_mat_mul(1.0, &xq.t(), &xq, 1.0, &mut h);
-        let mut c = nd::ArrayViewMut2::from_shape((k, k), &mut self.c[gi][..]).map_err(shape)?;
-        nd::linalg::general_mat_mul(1.0, &xq.t(), &xf, 1.0, &mut c);
+        nd::linalg::general_mat_mul(1.0, &xf.t(), &xf, 1.0, &mut h);
+        for (acc, col) in self.sum[gi].iter_mut().zip(xf.columns()) {
+            *acc += col.iter().map(|&v| v as f64).sum::<f64>();
+        }
         let rows = gi * mg * k..(gi + 1) * mg * k;
         let w = nd::ArrayView2::from_shape((mg, k), &self.w[rows.clone()]).map_err(shape)?;
         let wq = nd::ArrayView2::from_shape((mg, k), &self.wq[rows]).map_err(shape)?;
         let y = xf.dot(&w.t());
-        let yq = xq.dot(&wq.t());
+        let yq = xf.dot(&wq.t());
         for (i, o) in (gi * mg..(gi + 1) * mg).enumerate() {
             let (a, b) = (y.column(i), yq.column(i));
             self.signal[o] += a.iter().map(|&v| (v * v) as f64).sum::<f64>();
-            self.err[o] += a
-                .iter()
-                .zip(b)
-                .map(|(&v, &u)| ((u - v) * (u - v)) as f64)
-                .sum::<f64>();
+            for (&v, &u) in a.iter().zip(b) {
+                self.err[o] += ((u - v) * (u - v)) as f64;
+                self.err_sum[o] += (u - v) as f64;
+            }
         }
         Ok(())
     }
@@ -575,19 +580,31 @@ impl Job {
     }
 }
 
-/// `q.fake` over a tensor, vectorised: adding and subtracting 1.5·2²³ rounds half to even
-/// (|x/scale| < 2²² after clamping to the integer range), as ONNX QuantizeLinear does.
-pub(super) fn fake_all(v: &[f32], q: &QParams) -> Vec<f32> {
-    const MAGIC: f32 = 12_582_912.0;
-    let (lo, hi) = q.qtype.range();
-    let z = q.zero_point as f32;
-    let (lo, hi) = (lo as f32 - z, hi as f32 - z);
-    v.iter()
-        .map(|&x| {
-            let y = (x / q.scale).clamp(lo - 1.0, hi + 1.0);
-            let r = ((y + MAGIC) - MAGIC).clamp(lo, hi);
-            if r.is_nan() { 0.0 } else { r * q.scale }
-        })
+impl Job {
+    /// Group `gi`'s `H`, centered when the loss is ([`center`]).
+    fn stats(&self, gi: usize) -> Vec<f32> {
+        if !self.centered || self.positions == 0 {
+            return self.h[gi].clone();
+        }
+        center(&self.h[gi], &self.sum[gi], self.positions)
+    }
+
+    /// Nearest rounding's output error of channel `o`, centered when the loss is.
+    fn nearest_err(&self, o: usize) -> f64 {
+        if self.centered && self.positions > 0 {
+            (self.err[o] - self.err_sum[o] * self.err_sum[o] / self.positions as f64).max(0.0)
+        } else {
+            self.err[o]
+        }
+    }
+}
+
+/// `H − n·μμᵀ` (`μ = sum / n`): the scatter of the `n` patches about their mean, so that a
+/// constant output error (which a bias removes) costs nothing.
+pub fn center(h: &[f32], sum: &[f64], n: usize) -> Vec<f32> {
+    let (k, n) = (sum.len(), n.max(1) as f64);
+    (0..k * k)
+        .map(|i| (h[i] as f64 - sum[i / k] * sum[i % k] / n) as f32)
         .collect()
 }
 
@@ -610,24 +627,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Coordinate descent over the rounding of one output channel: `q` (INT8, nearest on entry)
-/// with scale `s`, float weights `w`, statistics `h` and `c` (`k×k`). Returns the number of
-/// flipped weights and the loss change (≤ 0).
-pub fn refine_channel(
-    h: &[f32],
-    c: &[f32],
-    w: &[f32],
-    s: f32,
-    q: &mut [i32],
-    sweeps: usize,
-) -> (usize, f64) {
+/// with scale `s`, float weights `w`, statistics `h` (`k×k`). Returns the number of flipped
+/// weights and the loss change (≤ 0).
+pub fn refine_channel(h: &[f32], w: &[f32], s: f32, q: &mut [i32], sweeps: usize) -> (usize, f64) {
     let k = w.len();
-    // r = H ŵ − C w.
-    let wq: Vec<f32> = q.iter().map(|&v| v as f32 * s).collect();
+    // r = H (ŵ − w).
+    let dw: Vec<f32> = q.iter().zip(w).map(|(&v, &x)| v as f32 * s - x).collect();
     let mut r: Vec<f64> = (0..k)
-        .map(|i| {
-            let row = i * k..(i + 1) * k;
-            dot(&h[row.clone()], &wq) as f64 - dot(&c[row], w) as f64
-        })
+        .map(|i| dot(&h[i * k..(i + 1) * k], &dw) as f64)
         .collect();
     let orig: Vec<i32> = q.to_vec();
     let mut delta = 0.0;
@@ -667,14 +674,13 @@ pub fn learn(
     a: &Analysis,
     plan: &Plan,
     weights: &mut HashMap<String, QuantizedWeight>,
-    params: &HashMap<String, QParams>,
     set: &SampleSet,
     opts: &RoundingOptions,
     progress: &dyn Progress,
 ) -> Result<RoundingReport> {
     let start = Instant::now();
     let mut report = RoundingReport::default();
-    let all = jobs(a, plan, weights, params, opts, &mut report.skipped)?;
+    let all = jobs(a, plan, weights, opts, &mut report.skipped)?;
     progress.phase("learning rounding", Some(all.len() as u64));
     let indices: Vec<usize> = (0..set.len().min(opts.samples.max(1))).collect();
     let per_sample = opts.positions.div_ceil(indices.len().max(1));
@@ -758,7 +764,9 @@ fn solve(
     threads: usize,
 ) -> LayerRounding {
     let mut flipped = 0;
-    let mut learned_err = j.err.clone();
+    let nearest_err: Vec<f64> = (0..j.m).map(|o| j.nearest_err(o)).collect();
+    let mut learned_err = nearest_err.clone();
+    let stats: Vec<Vec<f32>> = (0..j.groups).map(|gi| j.stats(gi)).collect();
     if let Some(qw) = weights.get_mut(&j.weight) {
         let mg = j.m / j.groups;
         let channel = |o: usize| -> (Vec<usize>, Vec<i32>, usize, f64) {
@@ -768,7 +776,7 @@ fn solve(
                 .collect();
             let mut q: Vec<i32> = idx.iter().map(|&i| qw.values[i] as i32).collect();
             let row = &j.w[o * j.k..(o + 1) * j.k];
-            let (f, d) = refine_channel(&j.h[o / mg], &j.c[o / mg], row, s, &mut q, sweeps);
+            let (f, d) = refine_channel(&stats[o / mg], row, s, &mut q, sweeps);
             (idx, q, f, d)
         };
         let per = j.m.div_ceil(threads.max(1)).max(1);
@@ -798,7 +806,7 @@ fn solve(
         k: j.k,
         positions: j.positions,
         flipped,
-        nearest_db: super::diag::db(signal, j.err.iter().sum()),
+        nearest_db: super::diag::db(signal, nearest_err.iter().sum()),
         learned_db: super::diag::db(signal, learned_err.iter().sum()),
     }
 }
@@ -808,12 +816,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vectorised_fake_quant_matches_qparams() {
-        for q in [QParams::symmetric(3.0), QParams::asymmetric_u8(-0.7, 5.0)] {
-            let v: Vec<f32> = (-400..400).map(|i| i as f32 * 0.0173).collect();
-            let want: Vec<f32> = v.iter().map(|&x| q.fake(x)).collect();
-            assert_eq!(fake_all(&v, &q), want);
+    fn centering_removes_the_mean_and_keeps_the_scatter() {
+        // Patches (1, z) and (3, z'): the first input moves, so its centered scatter is
+        // Σ (x − 2)² = 2; the second is constant 5, which a bias absorbs: its row and column
+        // vanish.
+        let patches = [[1.0f32, 5.0], [3.0, 5.0]];
+        let mut h = vec![0.0f32; 4];
+        let mut sum = vec![0.0f64; 2];
+        for p in &patches {
+            for i in 0..2 {
+                sum[i] += p[i] as f64;
+                for j in 0..2 {
+                    h[i * 2 + j] += p[i] * p[j];
+                }
+            }
         }
+        let c = center(&h, &sum, patches.len());
+        assert!((c[0] - 2.0).abs() < 1e-6, "{c:?}");
+        assert!(
+            c[1].abs() < 1e-6 && c[2].abs() < 1e-6 && c[3].abs() < 1e-6,
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -822,7 +845,6 @@ mod tests {
         // rounding one up and one down cancels.
         let (k, s) = (2, 1.0f32);
         let h = vec![1.0, 1.0, 1.0, 1.0];
-        let c = h.clone();
         let w = vec![0.4f32, 0.4];
         let mut q = vec![0, 0];
         let loss = |q: &[i32]| {
@@ -830,7 +852,7 @@ mod tests {
             (d * d) as f64
         };
         let before = loss(&q);
-        let (flipped, delta) = refine_channel(&h, &c, &w, s, &mut q, 4);
+        let (flipped, delta) = refine_channel(&h, &w, s, &mut q, 4);
         assert_eq!(flipped, 1);
         assert!((loss(&q) - (before + delta)).abs() < 1e-6, "{q:?}");
         assert!(loss(&q) < before);

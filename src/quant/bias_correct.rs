@@ -15,12 +15,17 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::calibrate::MeanSums;
 use super::placement::{Plan, const_tensor};
 use super::qparams::QuantizedWeight;
+use crate::data::SampleSet;
 use crate::error::{PareError, Result};
+use crate::jobs::Progress;
 use crate::model::builder::{attr_i, attr_ints};
 use crate::model::proto::{ModelProto, NodeProto, ValueInfoProto};
 use crate::model::tensor::{DataType, f32_tensor, i64_tensor, to_f32};
+use crate::runtime::EngineKind;
+use crate::runtime::pool::{RunnerCache, for_each_sample};
 
 /// One layer whose mean output shift is measured.
 #[derive(Clone, Debug)]
@@ -174,6 +179,44 @@ pub fn apply(
         });
     }
     done
+}
+
+/// Measures every correctable layer's mean output shift for the weights as they are *now* and
+/// folds it into `corrected_bias` (replacing an earlier correction): learned rounding changes
+/// the weights after calibration measured nearest rounding's shift, and its centered loss
+/// leaves the mean to this correction. One float pass over the `fit` samples (all when empty).
+#[allow(clippy::too_many_arguments)]
+pub fn remeasure(
+    model: &ModelProto,
+    plan: &Plan,
+    weights: &mut HashMap<String, QuantizedWeight>,
+    set: &SampleSet,
+    fit: &[usize],
+    engine: EngineKind,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<BiasCorrection>> {
+    let (probed, probes) = probes(model, plan, weights)?;
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = probes.iter().map(|p| p.output.clone()).collect();
+    let runners =
+        RunnerCache::watching(probed, names.clone(), "bias correction").on(engine, threads);
+    let indices: Vec<usize> = if fit.is_empty() {
+        (0..set.len()).collect()
+    } else {
+        fit.to_vec()
+    };
+    progress.phase("correcting biases", Some(indices.len() as u64));
+    let sums = MeanSums::new(names.len());
+    for_each_sample(&runners, set, &indices, threads, progress, 0, |s, r| {
+        r.run_f32(&s.tensors, &mut |k, v| {
+            sums.add(k, v);
+            Ok(())
+        })
+    })?;
+    Ok(apply(model, &probes, &sums.finish(&names), weights))
 }
 
 /// `bias - shift`: the bias that gives the quantized layer the float layer's mean output.

@@ -50,13 +50,13 @@ pub struct Calibration {
 }
 
 /// Running element-wise sums of the `means` outputs.
-struct MeanSums(Vec<Mutex<(Vec<f64>, usize)>>);
+pub(super) struct MeanSums(Vec<Mutex<(Vec<f64>, usize)>>);
 
 impl MeanSums {
-    fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         MeanSums((0..n).map(|_| Mutex::new((Vec::new(), 0))).collect())
     }
-    fn add(&self, k: usize, v: &[f32]) {
+    pub(super) fn add(&self, k: usize, v: &[f32]) {
         if let Some(Ok(mut s)) = self.0.get(k).map(|m| m.lock()) {
             if s.0.len() != v.len() {
                 if s.1 > 0 {
@@ -70,7 +70,7 @@ impl MeanSums {
             s.1 += 1;
         }
     }
-    fn finish(self, names: &[String]) -> HashMap<String, Vec<f64>> {
+    pub(super) fn finish(self, names: &[String]) -> HashMap<String, Vec<f64>> {
         names
             .iter()
             .zip(self.0)

@@ -263,6 +263,35 @@ pub struct Quantized {
     pub report: QuantReport,
 }
 
+/// The model at opset 13 when it is older and every node means the same there
+/// ([`crate::model::opset`]): Q/DQ needs 10, per-channel weight scales 13. An opset below 10
+/// that cannot be raised is refused, naming the node that blocks it; 10–12 is kept (one
+/// weight scale per tensor) with a note saying why.
+fn upgrade_opset(a: &Analysis, notes: &mut Vec<String>) -> Result<Option<Analysis>> {
+    use crate::model::opset::{TARGET, upgrade};
+    let from = a.model.proto.opset("").unwrap_or(0);
+    match upgrade(a) {
+        Ok(None) => Ok(None),
+        Ok(Some(proto)) => {
+            notes.push(format!(
+                "opset raised from {from} to {TARGET} for per-channel Q/DQ: every node means the same there"
+            ));
+            let mut model = a.model.clone();
+            model.proto = proto;
+            Ok(Some(Analysis::new(model, &a.pins)?))
+        }
+        Err(b) if from < 10 => Err(PareError::Usage(format!(
+            "the model uses opset {from}; QuantizeLinear/DequantizeLinear need opset 10+ and pare cannot raise it: {b}"
+        ))),
+        Err(b) => {
+            notes.push(format!(
+                "opset {from} kept, so weights get one scale per tensor (per-channel needs {TARGET}): {b}"
+            ));
+            Ok(None)
+        }
+    }
+}
+
 /// Rejects what no quantization can serve before any sample is read: an opset without Q/DQ,
 /// tags naming nodes that do not exist, `--exclude` patterns that match nothing.
 fn check_options(a: &Analysis, opts: &QuantOptions) -> Result<()> {
@@ -407,25 +436,47 @@ fn learn_rounding(
     opts: &QuantOptions,
     plan: &placement::Plan,
     weights: &mut HashMap<String, qparams::QuantizedWeight>,
-    cal: &calibrate::Calibration,
     set: &data::SampleSet,
+    fit: &[usize],
     engine: crate::runtime::EngineKind,
+    bias_corrected: &mut Vec<bias_correct::BiasCorrection>,
     progress: &dyn Progress,
 ) -> Result<Option<adaround::RoundingReport>> {
     if opts.rounding != adaround::Rounding::Learned {
         return Ok(None);
     }
+    // Layers whose bias is corrected afterwards learn against the centered loss.
+    let centered = if opts.bias_correction {
+        let (_, probes) = bias_correct::probes(&a.model.proto, plan, weights)?;
+        probes.into_iter().map(|p| p.weight).collect()
+    } else {
+        Default::default()
+    };
     let ropts = adaround::RoundingOptions {
         threads: opts.threads.max(1),
         engine,
+        centered,
         ..Default::default()
     };
-    let r = adaround::learn(a, plan, weights, &cal.params, set, &ropts, progress)?;
+    let r = adaround::learn(a, plan, weights, set, &ropts, progress)?;
     progress.log(&format!(
         "learned rounding of {} layers in {:.1} s",
         r.layers.len(),
         r.seconds
     ));
+    if opts.bias_correction {
+        // Calibration measured nearest rounding's shift; the weights have changed since.
+        *bias_corrected = bias_correct::remeasure(
+            &a.model.proto,
+            plan,
+            weights,
+            set,
+            fit,
+            engine,
+            opts.threads.max(1),
+            progress,
+        )?;
+    }
     Ok(Some(r))
 }
 
@@ -667,8 +718,10 @@ pub fn quantize(
     progress: &dyn Progress,
 ) -> Result<Quantized> {
     let start = Instant::now();
-    check_options(original, opts)?;
     let mut notes = Vec::new();
+    let upgraded = upgrade_opset(original, &mut notes)?;
+    let original = upgraded.as_ref().unwrap_or(original);
+    check_options(original, opts)?;
     let (equalized, equalization) = equalize_model(original, opts)?;
     let a = equalized.as_ref().unwrap_or(original);
     let (act_equalized, activation_equalization) = act_equalize_model(a, opts, progress)?;
@@ -683,17 +736,17 @@ pub fn quantize(
         mut bias_corrected,
         choice,
     } = calibrate_model(a, opts, &mut notes, progress)?;
-    let learned_rounding =
-        learn_rounding(a, opts, &plan, &mut weights, &cal, &set, engine, progress)?;
-    if learned_rounding.is_some() && !bias_corrected.is_empty() {
-        // The shift was measured for nearest rounding; learned rounding changed the weights.
-        weights.values_mut().for_each(|w| w.corrected_bias = None);
-        bias_corrected.clear();
-        notes.push(
-            "bias correction not applied: it is measured for nearest rounding, and learned rounding changed the weights after it"
-                .into(),
-        );
-    }
+    let learned_rounding = learn_rounding(
+        a,
+        opts,
+        &plan,
+        &mut weights,
+        &set,
+        &split.fit,
+        engine,
+        &mut bias_corrected,
+        progress,
+    )?;
     let reconstruction = reconstruct_weights(
         a,
         opts,
