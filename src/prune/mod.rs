@@ -201,13 +201,21 @@ impl Report for PruneReport {
             human(self.params_after),
             reduction_pct(self.params_before, self.params_after)
         );
-        let _ = writeln!(
-            s,
-            "MACs       {} → {} (−{:.1}%)",
-            human(self.macs_before),
-            human(self.macs_after),
-            reduction_pct(self.macs_before, self.macs_after)
-        );
+        if self.macs_before == 0 {
+            // Symbolic sizes: no layer's MACs can be counted, so "0 → 0" would mislead.
+            let _ = writeln!(
+                s,
+                "MACs       unknown (symbolic input sizes: pin them with --input-shape)"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "MACs       {} → {} (−{:.1}%)",
+                human(self.macs_before),
+                human(self.macs_after),
+                reduction_pct(self.macs_before, self.macs_after)
+            );
+        }
         self.render_validation(&mut s);
         self.render_fidelity(&mut s);
         match (&self.output, &self.withheld) {

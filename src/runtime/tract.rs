@@ -48,9 +48,9 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// A model prepared in tract for fixed input shapes.
 pub struct TractPlan {
     plan: Arc<TypedRunnableModel>,
-    /// `(node, slot)` of the optimized model → index of the watched tensor (empty: the plan
+    /// `(node, slot)` of the optimized model → indices of the watched tensors (empty: the plan
     /// returns its outputs).
-    watch: HashMap<(usize, usize), usize>,
+    watch: HashMap<(usize, usize), Vec<usize>>,
     outputs: Vec<String>,
 }
 
@@ -163,11 +163,12 @@ impl TractPlan {
                 None => break,
             }
         }
-        let watch = watched
-            .iter()
-            .enumerate()
-            .map(|(k, o)| ((o.node, o.slot), k))
-            .collect();
+        // Several watched tensors can be one outlet: tract merges nodes that compute the same
+        // value (two convs of one input sharing a weight), and a name may be watched twice.
+        let mut watch: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+        for (k, o) in watched.iter().enumerate() {
+            watch.entry((o.node, o.slot)).or_default().push(k);
+        }
         let plan = typed.into_runnable().map_err(terr_chain)?;
         Ok(TractPlan {
             plan,
@@ -245,11 +246,11 @@ impl TractPlan {
             |ctx, st, node, ins| -> std::result::Result<TVec<TValue>, TractError> {
                 let outs = tract_onnx::tract_core::plan::eval(ctx, st, node, ins)?;
                 for (slot, v) in outs.iter().enumerate() {
-                    if let Some(&k) = watch.get(&(node.id, slot))
-                        && let Err(e) = see(k, v)
-                    {
-                        failure = Some(e);
-                        return Err(TractError::msg("stopped"));
+                    for &k in watch.get(&(node.id, slot)).into_iter().flatten() {
+                        if let Err(e) = see(k, v) {
+                            failure = Some(e);
+                            return Err(TractError::msg("stopped"));
+                        }
                     }
                 }
                 Ok(outs)

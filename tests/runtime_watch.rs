@@ -1,0 +1,54 @@
+//! Watching tensors on tract (calibration, recovery and diagnostics all do): every watched
+//! tensor is handed over, also one named twice and ones tract computes in one node.
+
+mod common;
+
+use pare::model::builder::{D, GraphBuilder};
+use pare::model::tensor::DataType;
+use pare::rng::Rng;
+use pare::runtime::{EngineKind, HostTensor, InputSpec, Runner, RunnerOptions};
+
+#[test]
+fn every_watched_tensor_is_handed_over_even_one_named_twice() {
+    // Two convs read one tensor with one weight and bias: tract computes them once.
+    let mut b = GraphBuilder::new("shared").with_seed(5);
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let mut rng = Rng::new(9);
+    let w = b.init_f32("w", &[4, 3, 3, 3], &rng.normal_vec(108, 0.3));
+    let bias = b.init_f32("b", &[4], &[0.1, -0.2, 0.3, 0.0]);
+    let c1 = b.conv("x", 3, 3, 3, 1, 1, 1);
+    b.node_named("conv_a", "Conv", &[&c1, &w, &bias], &["ya"], vec![]);
+    b.node_named("conv_b", "Conv", &[&c1, &w, &bias], &["yb"], vec![]);
+    b.node_named("sum", "Add", &["ya", "yb"], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(4), D::N(6), D::N(6)]);
+    let m = b.model();
+    let specs = vec![InputSpec {
+        name: "x".into(),
+        dtype: DataType::FLOAT,
+        shape: vec![1, 3, 8, 8],
+    }];
+    let x = vec![HostTensor::random(DataType::FLOAT, &[1, 3, 8, 8], &mut rng).expect("input")];
+    // "ya" twice: a caller watching the union of two layers' inputs may name one tensor twice.
+    let watched = [c1, "ya".to_string(), "yb".to_string(), "ya".to_string()];
+    let r = Runner::watching(
+        EngineKind::Tract,
+        &m,
+        &watched,
+        &specs,
+        &RunnerOptions::default(),
+    )
+    .expect("runner");
+    let got = r.run(&x).expect("both watched tensors are computed");
+    let y = Runner::tract(&m, &specs)
+        .expect("plain")
+        .run(&x)
+        .expect("run")[0]
+        .to_f64();
+    assert_eq!(got[0].shape, vec![1, 3, 8, 8]);
+    let (a, c) = (got[1].to_f64(), got[2].to_f64());
+    assert_eq!(a, c);
+    assert_eq!(got[3].to_f64(), a);
+    for (s, t) in a.iter().zip(&y) {
+        assert!((2.0 * s - t).abs() < 1e-4, "{s} vs {t}");
+    }
+}
