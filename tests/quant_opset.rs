@@ -114,3 +114,31 @@ fn opset_11_with_a_blocking_node_keeps_per_tensor_weights_and_says_why() {
         q.report.notes
     );
 }
+
+/// A stride-2 ConvTranspose (what CenterFace's opset-9 decoder upsamples with) and `attrs`.
+fn upsampler(attrs: Vec<pare::model::proto::AttributeProto>) -> ModelProto {
+    let mut b = GraphBuilder::new("up").with_opset(9).with_seed(4);
+    b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let w = b.init_f32("w", &[4, 4, 2, 2], &[0.1; 64]);
+    let mut all = vec![
+        pare::model::builder::attr_ints("kernel_shape", &[2, 2]),
+        pare::model::builder::attr_ints("strides", &[2, 2]),
+    ];
+    all.extend(attrs);
+    b.node_named("up", "ConvTranspose", &["x", &w], &["y"], all);
+    b.output("y", &[D::N(1), D::N(4), D::N(16), D::N(16)]);
+    b.model()
+}
+
+#[test]
+fn conv_transpose_with_explicit_pads_upgrades_and_with_output_shape_does_not() {
+    use pare::model::opset::upgrade;
+    let pads = pare::model::builder::attr_ints("pads", &[0, 0, 0, 0]);
+    let a = Analysis::new(common::model(upsampler(vec![pads])), &InputPins::new()).expect("a");
+    let m = upgrade(&a).expect("upgradable").expect("raised");
+    assert_eq!(m.opset(""), Some(13));
+    let shape = pare::model::builder::attr_ints("output_shape", &[16, 16]);
+    let a = Analysis::new(common::model(upsampler(vec![shape])), &InputPins::new()).expect("a");
+    let b = upgrade(&a).expect_err("output_shape blocks it");
+    assert_eq!(b.node, "up");
+}

@@ -36,6 +36,7 @@ pub const OPS: &[OpDef] = &[
         .trt(600)
         .lower(lowering::LOWER),
     OpDef::new("ConvTranspose")
+        .same_since_if(1, explicit_geometry)
         .shape(conv_transpose)
         .channels(ChannelRule::Conv { transpose: true })
         .macs(conv_transpose_macs)
@@ -230,4 +231,14 @@ pub(crate) mod lowering {
 pub(crate) mod lowering {
     /// Without the `torch` feature there is nothing to lower to.
     pub const LOWER: super::super::LowerFn = ();
+}
+
+/// ConvTranspose-11 redefined how `output_shape` and `auto_pad` SAME derive the padding; with
+/// explicit `pads` (what PyTorch exports) and neither of those, opsets 1 and 13 agree.
+fn explicit_geometry(node: &NodeProto, _rank: Option<usize>) -> bool {
+    node.attribute.iter().all(|a| match a.name() {
+        "output_shape" => false,
+        "auto_pad" => a.s.as_deref().is_none_or(|s| s == b"NOTSET"),
+        _ => true,
+    })
 }
