@@ -29,13 +29,7 @@ fn analysis(m: ModelProto) -> Analysis {
 }
 
 fn opts() -> QuantOptions {
-    QuantOptions {
-        samples: 8,
-        eval_samples: 4,
-        quantize_small: true,
-        engine: EngineChoice::Tract,
-        ..Default::default()
-    }
+    common::quant_opts()
 }
 
 fn graph(m: &ModelProto) -> &GraphProto {

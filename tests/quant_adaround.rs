@@ -66,16 +66,8 @@ fn held_out_sqnr(m: &ModelProto, q: &ModelProto) -> f64 {
     sqnr_db(&r, &g)
 }
 
-#[test]
-fn learned_rounding_lowers_the_output_error_versus_nearest() {
-    let m = fixture();
-    let a = Analysis::new(common::model(m.clone()), &InputPins::new()).expect("analysis");
-    let nearest = quantize(&a, &opts(Rounding::Nearest), &NoProgress).expect("nearest");
-    let learned = quantize(&a, &opts(Rounding::Learned), &NoProgress).expect("learned");
-    assert!(nearest.report.learned_rounding.is_none());
-    let r = learned.report.learned_rounding.as_ref().expect("report");
-    assert_eq!(r.layers.len(), 3, "{:?}", r.skipped);
-    // On each layer's calibration patches: never worse, and better where weights flipped.
+/// On each layer's calibration patches: never worse, and better where weights flipped.
+fn never_worse_and_better_where_flipped(r: &pare::quant::adaround::RoundingReport) {
     for l in &r.layers {
         let (n, g) = (
             l.nearest_db.expect("nearest"),
@@ -86,20 +78,25 @@ fn learned_rounding_lowers_the_output_error_versus_nearest() {
             assert!(g > n, "{}: flipped {} but {g} <= {n}", l.node, l.flipped);
         }
     }
+}
+
+#[test]
+fn learned_rounding_lowers_the_output_error_versus_nearest() {
+    let m = fixture();
+    let a = Analysis::new(common::model(m.clone()), &InputPins::new()).expect("analysis");
+    let nearest = quantize(&a, &opts(Rounding::Nearest), &NoProgress).expect("nearest");
+    let learned = quantize(&a, &opts(Rounding::Learned), &NoProgress).expect("learned");
+    assert!(nearest.report.learned_rounding.is_none());
+    let r = learned.report.learned_rounding.as_ref().expect("report");
+    assert_eq!(r.layers.len(), 3, "{:?}", r.skipped);
+    never_worse_and_better_where_flipped(r);
     assert!(r.layers.iter().any(|l| l.flipped > 0));
     // The written model, on samples neither run calibrated on.
-    // Each layer's error that a bias cannot remove is lower where weights flipped.
-    let r = learned.report.learned_rounding.as_ref().expect("report");
-    for l in r.layers.iter().filter(|l| l.flipped > 0) {
-        let (n, g) = (l.nearest_db.expect("n"), l.learned_db.expect("g"));
-        assert!(g > n, "{}: {g} <= {n}", l.node);
-    }
-    // Activation error dominates this fixture's output, so held out it must not be worse.
     let (sn, sl) = (
         held_out_sqnr(&m, &nearest.model),
         held_out_sqnr(&m, &learned.model),
     );
-    assert!(sl >= sn, "learned {sl:.2} dB vs nearest {sn:.2} dB");
+    assert!(sl > sn + 0.1, "learned {sl:.2} dB vs nearest {sn:.2} dB");
 }
 
 #[test]
@@ -123,12 +120,8 @@ fn learned_rounding_keeps_a_remeasured_bias_correction() {
         "{:?}",
         learned.report.notes
     );
-    // Each layer's error that a bias cannot remove is lower where weights flipped.
-    let r = learned.report.learned_rounding.as_ref().expect("report");
-    for l in r.layers.iter().filter(|l| l.flipped > 0) {
-        let (n, g) = (l.nearest_db.expect("n"), l.learned_db.expect("g"));
-        assert!(g > n, "{}: {g} <= {n}", l.node);
-    }
+    // Per layer, the error a bias cannot remove.
+    never_worse_and_better_where_flipped(learned.report.learned_rounding.as_ref().expect("r"));
     // Activation error dominates this fixture's output, so held out it must not be worse.
     let (sn, sl) = (
         held_out_sqnr(&m, &nearest.model),

@@ -8,20 +8,13 @@ use pare::model::{Analysis, InputPins};
 use pare::quant::mixed::MAX_PROBES;
 use pare::quant::{QuantOptions, quantize};
 use pare::report::Report;
-use pare::runtime::EngineChoice;
 
 fn analysis() -> Analysis {
     Analysis::new(common::model(common::resnet_like()), &InputPins::new()).expect("analysis")
 }
 
 fn opts() -> QuantOptions {
-    QuantOptions {
-        samples: 8,
-        eval_samples: 4,
-        quantize_small: true,
-        engine: EngineChoice::Tract,
-        ..Default::default()
-    }
+    common::quant_opts()
 }
 
 #[test]

@@ -9,7 +9,6 @@ use pare::model::builder::{D, GraphBuilder, attr_f};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::quant::{QuantOptions, quantize};
-use pare::runtime::EngineChoice;
 
 /// Conv → ReLU → depthwise conv → ReLU → pooling → Gemm → `head` (a rank-2 Softmax, or a Clip
 /// with opset-9 attribute bounds).
@@ -33,13 +32,7 @@ fn classifier(opset: i64, head: &str) -> ModelProto {
 }
 
 fn opts() -> QuantOptions {
-    QuantOptions {
-        samples: 8,
-        eval_samples: 4,
-        quantize_small: true,
-        engine: EngineChoice::Tract,
-        ..Default::default()
-    }
+    common::quant_opts()
 }
 
 #[test]

@@ -107,6 +107,18 @@ pub fn model(proto: ModelProto) -> Model {
     Model::in_memory(proto)
 }
 
+/// Quantization on tract over 8 random samples (4 diagnosed), small layers included: what the
+/// quantization tests start from.
+pub fn quant_opts() -> pare::quant::QuantOptions {
+    pare::quant::QuantOptions {
+        samples: 8,
+        eval_samples: 4,
+        quantize_small: true,
+        engine: pare::runtime::EngineChoice::Tract,
+        ..Default::default()
+    }
+}
+
 /// Conv-BN-ReLU stem, an identity residual block and a downsampling block with a strided 1x1
 /// shortcut, global pooling, flatten and a Gemm classifier (seed P1/P3/P4).
 pub fn resnet_like() -> ModelProto {
