@@ -40,11 +40,11 @@ pub fn upgrade(a: &Analysis) -> Result<Option<ModelProto>, Blocker> {
         return Ok(None);
     }
     for n in &a.graph().node {
-        if !n.op_domain().is_empty() && n.op_domain() != "ai.onnx" {
+        if !n.op_domain().is_empty() {
             continue;
         }
         let rank = n.input.first().and_then(|i| a.shapes.rank(i));
-        let keeps = crate::ops::lookup(n.op_type()).is_some_and(|d| d.upgrade.keeps(from, n, rank));
+        let keeps = crate::ops::of_node(n).is_some_and(|d| d.upgrade.keeps(from, n, rank));
         if !keeps {
             return Err(Blocker {
                 node: n.display_name(),
@@ -54,7 +54,7 @@ pub fn upgrade(a: &Analysis) -> Result<Option<ModelProto>, Blocker> {
     }
     let mut m = a.model.proto.clone();
     for o in &mut m.opset_import {
-        if o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx") {
+        if matches!(o.domain.as_deref(), None | Some("" | "ai.onnx")) {
             o.version = Some(TARGET);
         }
     }

@@ -236,9 +236,5 @@ pub(crate) mod lowering {
 /// ConvTranspose-11 redefined how `output_shape` and `auto_pad` SAME derive the padding; with
 /// explicit `pads` (what PyTorch exports) and neither of those, opsets 1 and 13 agree.
 fn explicit_geometry(node: &NodeProto, _rank: Option<usize>) -> bool {
-    node.attribute.iter().all(|a| match a.name() {
-        "output_shape" => false,
-        "auto_pad" => a.s.as_deref().is_none_or(|s| s == b"NOTSET"),
-        _ => true,
-    })
+    node.attr("output_shape").is_none() && node.attr_s("auto_pad").is_none_or(|s| s == "NOTSET")
 }

@@ -189,12 +189,7 @@ pub(crate) mod lowering {
 /// they work along `axis` (default −1). The two agree when the old axis is the last one.
 fn softmax_on_last_axis(node: &crate::model::proto::NodeProto, rank: Option<usize>) -> bool {
     let Some(rank) = rank else { return false };
-    let axis = node
-        .attribute
-        .iter()
-        .find(|a| a.name() == "axis")
-        .and_then(|a| a.i)
-        .unwrap_or(1);
+    let axis = node.attr_i("axis").unwrap_or(1);
     let axis = if axis < 0 { axis + rank as i64 } else { axis };
     axis == rank as i64 - 1
 }

@@ -186,24 +186,10 @@ struct Job {
     wq: Vec<f32>,
 }
 
-fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    n.attribute
-        .iter()
-        .find(|a| a.name() == name)
-        .map(|a| a.ints.clone())
-}
-
-fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
-    n.attribute
-        .iter()
-        .find(|a| a.name() == name)
-        .and_then(|a| a.i)
-}
-
 /// The layer's geometry, or why it keeps nearest rounding.
 pub(super) fn geometry(n: &NodeProto, wdims: &[i64]) -> std::result::Result<Geometry, String> {
-    let two = |v: Option<Vec<i64>>, d: usize| -> std::result::Result<[usize; 2], String> {
-        match v.as_deref() {
+    let two = |v: Option<&[i64]>, d: usize| -> std::result::Result<[usize; 2], String> {
+        match v {
             None => Ok([d, d]),
             Some([a, b]) if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
             Some(_) => Err("not a 2-D convolution".into()),
@@ -211,36 +197,30 @@ pub(super) fn geometry(n: &NodeProto, wdims: &[i64]) -> std::result::Result<Geom
     };
     match n.op_type() {
         "Conv" if wdims.len() == 4 => {
-            let auto = n
-                .attribute
-                .iter()
-                .find(|a| a.name() == "auto_pad")
-                .and_then(|a| a.s.as_ref())
-                .map(|s| String::from_utf8_lossy(s).to_string());
-            if auto
+            if n.attr_s("auto_pad")
                 .as_deref()
                 .is_some_and(|a| a != "NOTSET" && a != "VALID")
             {
                 return Err("auto_pad SAME is not supported".into());
             }
-            let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+            let pads = n.attr_ints("pads").unwrap_or(&[0; 4]);
             if pads.len() != 4 || pads[0] != pads[2] || pads[1] != pads[3] || pads[0] < 0 {
                 return Err("asymmetric padding".into());
             }
             Ok(Geometry::Conv {
-                group: attr_int(n, "group").unwrap_or(1).max(1) as usize,
+                group: n.attr_i("group").unwrap_or(1).max(1) as usize,
                 kernel: [wdims[2] as usize, wdims[3] as usize],
-                stride: two(attr_ints(n, "strides"), 1)?,
+                stride: two(n.attr_ints("strides"), 1)?,
                 pad: [pads[0] as usize, pads[1] as usize],
-                dilation: two(attr_ints(n, "dilations"), 1)?,
+                dilation: two(n.attr_ints("dilations"), 1)?,
             })
         }
         "Gemm" if wdims.len() == 2 => {
-            if attr_int(n, "transA").unwrap_or(0) != 0 {
+            if n.attr_i("transA").unwrap_or(0) != 0 {
                 return Err("Gemm with transA".into());
             }
             Ok(Geometry::Dense {
-                trans: attr_int(n, "transB").unwrap_or(0) != 0,
+                trans: n.attr_i("transB").unwrap_or(0) != 0,
             })
         }
         "MatMul" if wdims.len() == 2 => Ok(Geometry::Dense { trans: false }),
