@@ -377,6 +377,8 @@ fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
         "--samples",
         "4",
         "--quantize-small",
+        // Q/DQ only: centering adds Pads and rewrites the ReLUs (the next test).
+        "--no-center",
     ]);
     assert_eq!(code, 0, "{err}");
     let (code, stdout, err) = pare(&[
@@ -428,6 +430,54 @@ fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
     let run = |v: Vec<String>| pare(&v.iter().map(String::as_str).collect::<Vec<_>>()).0;
     assert_eq!(run(args("250")), 1);
     assert_eq!(run(args("-50")), 0);
+}
+
+/// A default `--format trt` quantization centers the ReLU outputs: diff names what that added
+/// (Pads before padded convs) and what it rewrote (ReLU → Clip), nothing else, and watches a
+/// constant-folded tensor without failing.
+#[test]
+fn cli_diff_shows_what_centering_added() {
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "r.onnx", &common::resnet_like());
+    let out = dir.path().join("r.int8.onnx");
+    let (code, _, err) = pare(&[
+        "quantize",
+        p.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--calib",
+        "random",
+        "--samples",
+        "4",
+        "--quantize-small",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) = pare(&[
+        "diff",
+        p.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+        "--engine",
+        "tract",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let added = j["added"].as_array().expect("added");
+    assert!(added.iter().any(|a| a["op"] == "Pad"), "{stdout}");
+    assert!(
+        added.iter().all(|a| a["op"] == "Pad"),
+        "centering adds Pads only: {stdout}"
+    );
+    let changed = j["changed"].as_array().expect("changed");
+    assert!(
+        changed.iter().any(|c| c["op"] == "Clip"
+            && c["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .any(|x| x["kind"] == "op" && x["before"] == "Relu")),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -52,3 +52,40 @@ fn every_watched_tensor_is_handed_over_even_one_named_twice() {
         assert!((2.0 * s - t).abs() < 1e-4, "{s} vs {t}");
     }
 }
+
+/// A `Constant` node's output (PyTorch exports write Clip bounds that way) is folded by tract
+/// and never evaluated: watching it still hands its value over (`pare diff` on MobileNetV2
+/// stopped with "was not computed").
+#[test]
+fn a_watched_constant_is_handed_over() {
+    let mut b = GraphBuilder::new("konst").with_seed(3);
+    b.input("x", &[D::N(1), D::N(4)]);
+    let t = pare::model::tensor::f32_tensor("k", &[], &[6.0]);
+    b.node_named(
+        "bound",
+        "Constant",
+        &[],
+        &["k"],
+        vec![pare::model::builder::attr_t("value", t)],
+    );
+    b.node_named("min", "Min", &["x", "k"], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(4)]);
+    let m = b.model();
+    let specs = vec![InputSpec {
+        name: "x".into(),
+        dtype: DataType::FLOAT,
+        shape: vec![1, 4],
+    }];
+    let r = Runner::watching(
+        EngineKind::Tract,
+        &m,
+        &["k".to_string(), "y".to_string()],
+        &specs,
+        &RunnerOptions::default(),
+    )
+    .expect("runner");
+    let x = vec![HostTensor::f32(vec![1, 4], vec![1.0, 7.0, -2.0, 9.0])];
+    let got = r.run(&x).expect("the constant is handed over");
+    assert_eq!(got[0].to_f64(), vec![6.0]);
+    assert_eq!(got[1].to_f64(), vec![1.0, 6.0, -2.0, 6.0]);
+}

@@ -116,6 +116,12 @@ pub struct QuantizeArgs {
     /// conv -> depthwise pairs.
     #[arg(long = "act-equalize-dense", value_name = "S", default_value_t = 0.5)]
     pub act_equalize_dense: f32,
+    /// Keep ReLU/ReLU6 outputs as they are with --format trt: no centering (by default each
+    /// one that feeds convolutions is shifted by half its range so the symmetric INT8 grid's
+    /// negative half covers it too; the function is unchanged, padded convs get an explicit
+    /// Pad).
+    #[arg(long = "no-center")]
+    pub no_center: bool,
     /// Reconstruct the weights: refit each layer, in graph order, to the float layer's output
     /// from the input the quantized model gives it, then round with GPTQ's error feedback
     /// (trained MobileNetV2, --format trt: top-1 agreement 0.789 -> 0.828; --format ort: 0.891
@@ -194,6 +200,7 @@ pub fn run(a: &QuantizeArgs) -> CmdResult {
         choose_calibrator: !a.no_calibrator_choice,
         act_equalize: !a.no_act_equalize,
         act_equalize_dense: a.act_equalize_dense,
+        center: !a.no_center,
         reconstruct: a.reconstruct,
         holdout: a.holdout.holdout,
     };

@@ -59,6 +59,16 @@ fn more(s: &mut String, n: usize) {
     }
 }
 
+/// "−12.3%" for a reduction, "+1.4%" for growth (a quantized model carries scales).
+fn change_pct(before: u64, after: u64) -> String {
+    let r = reduction_pct(before, after);
+    if r >= 0.0 {
+        format!("−{r:.1}%")
+    } else {
+        format!("+{:.1}%", -r)
+    }
+}
+
 fn structure_text(r: &DiffReport, s: &mut String) {
     let st = &r.structure;
     let _ = writeln!(
@@ -68,13 +78,20 @@ fn structure_text(r: &DiffReport, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "params     {} → {} (−{:.1}%)   MACs {} → {} (−{:.1}%)",
+        "params     {} → {} ({})   MACs {}",
         human(st.params_before),
         human(st.params_after),
-        reduction_pct(st.params_before, st.params_after),
-        human(st.macs_before),
-        human(st.macs_after),
-        reduction_pct(st.macs_before, st.macs_after)
+        change_pct(st.params_before, st.params_after),
+        if st.macs_before > 0 {
+            format!(
+                "{} → {} ({})",
+                human(st.macs_before),
+                human(st.macs_after),
+                change_pct(st.macs_before, st.macs_after)
+            )
+        } else {
+            "unknown (symbolic input sizes: give --input-shape)".to_string()
+        },
     );
     for (what, list) in [("added", &st.added), ("removed", &st.removed)] {
         if list.is_empty() {

@@ -241,11 +241,13 @@ impl TractPlan {
         let mut state = SimpleState::new(&self.plan).map_err(terr)?;
         let mut failure: Option<PareError> = None;
         let watch = &self.watch;
+        let mut seen: HashSet<(usize, usize)> = HashSet::new();
         let r = state.run_plan_with_eval(
             feeds(inputs)?,
             |ctx, st, node, ins| -> std::result::Result<TVec<TValue>, TractError> {
                 let outs = tract_onnx::tract_core::plan::eval(ctx, st, node, ins)?;
                 for (slot, v) in outs.iter().enumerate() {
+                    seen.insert((node.id, slot));
                     for &k in watch.get(&(node.id, slot)).into_iter().flatten() {
                         if let Err(e) = see(k, v) {
                             failure = Some(e);
@@ -260,6 +262,20 @@ impl TractPlan {
             return Err(e);
         }
         r.map_err(terr_chain)?;
+        // A watched tensor tract folded into a constant (a `Constant` node's output) is never
+        // evaluated by the plan: hand its value over as it is.
+        let model = self.plan.model();
+        for (&(node, slot), ks) in watch.iter().filter(|(key, _)| !seen.contains(key)) {
+            let konst = model
+                .nodes
+                .get(node)
+                .and_then(|n| n.op_as::<tract_onnx::tract_core::ops::konst::Const>());
+            if let (Some(c), 0) = (konst, slot) {
+                for &k in ks {
+                    see(k, c.val())?;
+                }
+            }
+        }
         Ok(())
     }
 }

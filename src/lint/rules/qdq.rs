@@ -435,6 +435,17 @@ fn residual_add(cx: &LintCtx, sink: &mut Sink) {
     }
 }
 
+/// A constant-mode Pad that pads with zeros (the value input, or the `value` attribute before
+/// opset 11, absent or 0).
+fn zero_pad(cx: &LintCtx, pad: &NodeProto) -> bool {
+    let mode_constant = pad.attr_s("mode").is_none_or(|m| m == "constant");
+    let value = match pad.input.get(2).filter(|v| !v.is_empty()) {
+        Some(v) => cx.floats(v).and_then(|f| f.first().copied()),
+        None => pad.attr_f("value").map(f64::from).or(Some(0.0)),
+    };
+    mode_constant && value == Some(0.0)
+}
+
 fn fusion_breakers(cx: &LintCtx, sink: &mut Sink) {
     if cx.target.trt().is_none() {
         return;
@@ -467,8 +478,11 @@ fn fusion_breakers(cx: &LintCtx, sink: &mut Sink) {
         let after_weighted = (crate::ops::lookup(prod.op_type()).is_some_and(|d| d.is_weighted())
             || prod.op_type() == "BatchNormalization")
             && dq_consumers.iter().any(|c| fuses(c));
-        let pad_conv =
-            prod.op_type() == "Pad" && dq_consumers.iter().any(|c| c.op_type() == "Conv");
+        // Only a zero pad folds into the conv's own padding; a Pad with another value (pare's
+        // activation centering writes them) stays a layer of its own either way.
+        let pad_conv = prod.op_type() == "Pad"
+            && zero_pad(cx, prod)
+            && dq_consumers.iter().any(|c| c.op_type() == "Conv");
         if after_weighted || pad_conv {
             hits.push((
                 q.display_name(),
