@@ -215,3 +215,22 @@ fn replaced_initializers_leave_the_graph_inputs_too() {
     assert_eq!(fed, ["x"]);
     common::assert_same_function(&m, &c.model, &[1, 3, 16, 16]);
 }
+
+/// Without bias correction the offset is folded through the INT8 weights: folded through the
+/// float ones, weight rounding meets a mostly `-o` input and shifts every output.
+#[test]
+fn without_bias_correction_the_offset_goes_through_the_int8_weights() {
+    let m = fixture(13);
+    let a = Analysis::new(common::model(m.clone()), &InputPins::default()).expect("analysis");
+    let plain = |center: bool| QuantOptions {
+        bias_correction: false,
+        ..opts(center)
+    };
+    let on = quantize(&a, &plain(true), &NoProgress).expect("centered");
+    let off = quantize(&a, &plain(false), &NoProgress).expect("plain");
+    let (s_on, s_off) = (held_out_sqnr(&m, &on.model), held_out_sqnr(&m, &off.model));
+    assert!(
+        s_on > s_off + 1.0,
+        "centered {s_on:.2} dB vs plain {s_off:.2} dB"
+    );
+}

@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use super::calibrators::{CalibConfig, Method, threshold};
 use super::histogram::{HistMode, TensorStats};
+use super::qparams::QuantizedWeight;
 use crate::data::SampleSet;
 use crate::jobs::Progress;
 use crate::runtime::EngineKind;
@@ -81,6 +82,16 @@ pub struct Centering {
     pub model: ModelProto,
     pub report: CenterReport,
     pub fixed: HashMap<String, f32>,
+    /// Each consumer's weight and (new) bias names and the offset folded into it.
+    pub folds: Vec<Fold>,
+}
+
+/// The offset `o` folded into a consumer's bias as `o · ΣW[c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fold {
+    pub weight: String,
+    pub bias: String,
+    pub offset: f32,
 }
 
 /// Readers of every tensor (graph outputs count as readers).
@@ -268,6 +279,7 @@ struct Edits {
     /// Pad nodes to insert before node `k`.
     before: HashMap<usize, NodeProto>,
     fixed: HashMap<String, f32>,
+    folds: Vec<Fold>,
     /// Initializers no longer read once the rewrite is done (replaced biases and bounds).
     replaced: HashSet<String>,
 }
@@ -409,6 +421,11 @@ fn fold_into_consumer(
         *b += o * w[c * per..(c + 1) * per].iter().sum::<f32>();
     }
     set_bias(g, e, k, &bias);
+    e.folds.push(Fold {
+        weight: g.node[k].input[1].clone(),
+        bias: g.node[k].input[2].clone(),
+        offset: o,
+    });
     let pads: Vec<i64> = g.node[k]
         .attr_ints("pads")
         .map(<[i64]>::to_vec)
@@ -465,6 +482,7 @@ pub fn apply(model: &ModelProto, sites: &[Site], offsets: &[Option<f32>]) -> Res
         before: HashMap::new(),
         fixed: HashMap::new(),
         replaced: HashSet::new(),
+        folds: Vec::new(),
     };
     let mut report = CenterReport::default();
     for (site, o) in sites.iter().zip(offsets) {
@@ -505,6 +523,7 @@ pub fn apply(model: &ModelProto, sites: &[Site], offsets: &[Option<f32>]) -> Res
         model: m,
         report,
         fixed: e.fixed,
+        folds: e.folds,
     })
 }
 
@@ -572,4 +591,43 @@ pub fn measure_offsets(
             (range > 0.0 && range.is_finite() && s.min >= 0.0).then_some((range / 2.0) as f32)
         })
         .collect())
+}
+
+/// Folds the offsets through the INT8 weights rather than the float ones, for every consumer
+/// whose bias nothing else sets (no bias correction): its bias becomes `b + o · ΣŴ[c]`, so the
+/// quantized layer sees exactly the offset it removed. Folded through the float weights the
+/// rounding error meets the offset itself: centered inputs sit mostly at `-o` (ReLU zeros),
+/// so `(Ŵ - W)·(t - o)` carries a mean that `(Ŵ - W)·t` did not (MobileNetV2 without bias
+/// correction: 11.9 dB uncentered, 5.3 dB centered through the float weights).
+pub fn fold_quantized(
+    model: &ModelProto,
+    folds: &[Fold],
+    weights: &mut HashMap<String, QuantizedWeight>,
+) -> Result<()> {
+    let Some(g) = model.graph.as_ref() else {
+        return Ok(());
+    };
+    for f in folds {
+        let Some(qw) = weights
+            .get_mut(&f.weight)
+            .filter(|q| q.corrected_bias.is_none() && q.axis == 0)
+        else {
+            continue;
+        };
+        let (Some(w), Some(b)) = (float_init(g, &f.weight), float_init(g, &f.bias)) else {
+            continue;
+        };
+        let (w, mut bias, q) = (to_f32(w)?, to_f32(b)?, qw.dequantized());
+        let per = w.len() / bias.len().max(1);
+        if q.len() != w.len() || per == 0 {
+            continue;
+        }
+        for (c, b) in bias.iter_mut().enumerate() {
+            let range = c * per..(c + 1) * per;
+            let (sq, sw): (f32, f32) = (q[range.clone()].iter().sum(), w[range].iter().sum());
+            *b += f.offset * (sq - sw);
+        }
+        qw.corrected_bias = Some(bias);
+    }
+    Ok(())
 }

@@ -744,7 +744,7 @@ pub fn quantize(
     let (act_equalized, activation_equalization, stream_equalization) =
         act_equalize_model(a, opts, progress)?;
     let a = act_equalized.as_ref().unwrap_or(a);
-    let (centered, centering, fixed) = center_model(a, opts, progress)?;
+    let (centered, centering, fixed, folds) = center_model(a, opts, progress)?;
     let a = centered.as_ref().unwrap_or(a);
     let Calibrated {
         set,
@@ -783,6 +783,9 @@ pub fn quantize(
         engine,
         progress,
     )?;
+    // Where no bias correction set a centered consumer's bias, the offset goes through the
+    // INT8 weights it meets.
+    center::fold_quantized(&a.model.proto, &folds, &mut weights)?;
     let eval: Vec<usize> = (0..set.len().min(opts.eval_samples.max(1))).collect();
     progress.phase("diagnosing", Some(eval.len() as u64));
     let diag_start = Instant::now();
@@ -972,13 +975,14 @@ type Centered = (
     Option<Analysis>,
     Option<center::CenterReport>,
     HashMap<String, f32>,
+    Vec<center::Fold>,
 );
 
 /// The centered model, its report and the fixed ranges of its centered tensors
 /// ([`center`]), when `opts.center` and the format is symmetric.
 fn center_model(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> Result<Centered> {
     if !opts.center || opts.format != Format::Trt {
-        return Ok((None, None, HashMap::new()));
+        return Ok((None, None, HashMap::new(), Vec::new()));
     }
     let plan = placement::plan(
         a,
@@ -1001,7 +1005,12 @@ fn center_model(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         .filter(|s| s.consumers().iter().all(|k| quantized.contains(k)))
         .collect();
     if sites.is_empty() {
-        return Ok((None, Some(center::CenterReport::default()), HashMap::new()));
+        return Ok((
+            None,
+            Some(center::CenterReport::default()),
+            HashMap::new(),
+            Vec::new(),
+        ));
     }
     let decls = data::input_decls(a.graph(), &a.pins)?;
     let set = data::SampleSet::open(decls, &opts.source, opts.samples, opts.preprocess.clone())?;
@@ -1022,7 +1031,7 @@ fn center_model(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
     trim_freed_memory();
     let c = center::apply(&a.model.proto, &sites, &offsets)?;
     if c.report.tensors == 0 {
-        return Ok((None, Some(c.report), HashMap::new()));
+        return Ok((None, Some(c.report), HashMap::new(), Vec::new()));
     }
     let mut model = a.model.clone();
     model.proto = c.model;
@@ -1030,6 +1039,7 @@ fn center_model(a: &Analysis, opts: &QuantOptions, progress: &dyn Progress) -> R
         Some(Analysis::new(model, &a.pins)?),
         Some(c.report),
         c.fixed,
+        c.folds,
     ))
 }
 
