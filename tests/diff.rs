@@ -362,12 +362,21 @@ fn cli_diff_of_a_pruned_model_lists_groups_and_compares_kept_channels() {
     }
 }
 
-#[test]
-fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
+/// resnet_like quantized by the CLI (4 random samples, small layers too, plus `extra`), and
+/// `pare diff --json` of the two on tract: the temp dir, both paths and the parsed report.
+fn quantize_and_diff(
+    extra: &[&str],
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    serde_json::Value,
+    String,
+) {
     let dir = common::tempdir();
     let p = common::write(dir.path(), "r.onnx", &common::resnet_like());
     let out = dir.path().join("r.int8.onnx");
-    let (code, _, err) = pare(&[
+    let mut args = vec![
         "quantize",
         p.to_str().expect("utf8"),
         "-o",
@@ -377,9 +386,9 @@ fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
         "--samples",
         "4",
         "--quantize-small",
-        // Q/DQ only: centering adds Pads and rewrites the ReLUs (the next test).
-        "--no-center",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, err) = pare(&args);
     assert_eq!(code, 0, "{err}");
     let (code, stdout, err) = pare(&[
         "diff",
@@ -391,6 +400,13 @@ fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
     ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    (dir, p, out, j, stdout)
+}
+
+#[test]
+fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
+    // Q/DQ only: centering adds Pads and rewrites the ReLUs (the next test).
+    let (_dir, p, out, j, stdout) = quantize_and_diff(&["--no-center"]);
     assert!(j["qdq_nodes"].as_u64().is_some_and(|n| n > 0));
     assert!(
         j["added"].as_array().expect("added").is_empty(),
@@ -433,35 +449,10 @@ fn cli_diff_of_a_quantized_model_ranks_tensors_and_wraps_qdq() {
 }
 
 /// A default `--format trt` quantization centers the ReLU outputs: diff names what that added
-/// (Pads before padded convs) and what it rewrote (ReLU → Clip), nothing else, and watches a
-/// constant-folded tensor without failing.
+/// (Pads before padded convs) and what it rewrote (ReLU → Clip), nothing else.
 #[test]
 fn cli_diff_shows_what_centering_added() {
-    let dir = common::tempdir();
-    let p = common::write(dir.path(), "r.onnx", &common::resnet_like());
-    let out = dir.path().join("r.int8.onnx");
-    let (code, _, err) = pare(&[
-        "quantize",
-        p.to_str().expect("utf8"),
-        "-o",
-        out.to_str().expect("utf8"),
-        "--calib",
-        "random",
-        "--samples",
-        "4",
-        "--quantize-small",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, stdout, err) = pare(&[
-        "diff",
-        p.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-        "--engine",
-        "tract",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let (_dir, _, _, j, stdout) = quantize_and_diff(&[]);
     let added = j["added"].as_array().expect("added");
     assert!(added.iter().any(|a| a["op"] == "Pad"), "{stdout}");
     assert!(

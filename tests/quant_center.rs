@@ -10,8 +10,6 @@ use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
 use pare::quant::center;
 use pare::quant::{QuantOptions, quantize};
-use pare::rng::Rng;
-use pare::runtime::{HostTensor, InputSpec, Runner, sqnr_db};
 
 /// Stem conv → ReLU6 → depthwise 3x3 (padded) → ReLU → 1x1 conv → ReLU6 (opset `opset`): a
 /// ReLU6 into a padded depthwise conv, a ReLU into an unpadded one, and a ReLU6 into the
@@ -113,24 +111,7 @@ fn opts(center: bool) -> QuantOptions {
 
 /// Output SQNR against the float model on inputs calibration never saw.
 fn held_out_sqnr(m: &ModelProto, q: &ModelProto) -> f64 {
-    let specs = [InputSpec {
-        name: "x".into(),
-        dtype: pare::model::DataType::FLOAT,
-        shape: vec![1, 3, 16, 16],
-    }];
-    let rf = Runner::tract(m, &specs).expect("float runs");
-    let rq = Runner::tract(q, &specs).expect("quantized runs in tract");
-    let mut rng = Rng::new(99);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..6 {
-        let x = vec![
-            HostTensor::random(pare::model::DataType::FLOAT, &[1, 3, 16, 16], &mut rng)
-                .expect("input"),
-        ];
-        a.extend(rf.run(&x).expect("float")[0].to_f64());
-        b.extend(rq.run(&x).expect("quantized")[0].to_f64());
-    }
-    sqnr_db(&a, &b)
+    common::held_out_sqnr(m, q, "x", &[1, 3, 16, 16], 6, 99)
 }
 
 #[test]

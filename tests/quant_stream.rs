@@ -12,7 +12,6 @@ use pare::model::{Analysis, InputPins};
 use pare::quant::stream;
 use pare::quant::{QuantOptions, quantize};
 use pare::rng::Rng;
-use pare::runtime::{HostTensor, InputSpec, Runner, sqnr_db};
 
 /// conv A → s0; s0 → 1×1 expand → ReLU → 1×1 project → p; s1 = s0 + p → 1×1 head. The
 /// stream {s0, p, s1} is written by A and the projection, read by the expansion and the head.
@@ -95,24 +94,7 @@ fn opts(streams: bool) -> QuantOptions {
 
 /// Output SQNR against the float model on inputs calibration never saw.
 fn held_out_sqnr(m: &ModelProto, q: &ModelProto) -> f64 {
-    let specs = [InputSpec {
-        name: "x".into(),
-        dtype: pare::model::DataType::FLOAT,
-        shape: vec![1, 3, 12, 12],
-    }];
-    let rf = Runner::tract(m, &specs).expect("float runs");
-    let rq = Runner::tract(q, &specs).expect("quantized runs");
-    let mut rng = Rng::new(77);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..6 {
-        let x = vec![
-            HostTensor::random(pare::model::DataType::FLOAT, &[1, 3, 12, 12], &mut rng)
-                .expect("input"),
-        ];
-        a.extend(rf.run(&x).expect("float")[0].to_f64());
-        b.extend(rq.run(&x).expect("quantized")[0].to_f64());
-    }
-    sqnr_db(&a, &b)
+    common::held_out_sqnr(m, q, "x", &[1, 3, 12, 12], 6, 77)
 }
 
 #[test]

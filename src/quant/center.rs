@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use super::calibrators::{CalibConfig, Method, threshold};
 use super::histogram::{HistMode, TensorStats};
+use super::qdq::Names;
 use super::qparams::QuantizedWeight;
 use crate::data::SampleSet;
 use crate::jobs::Progress;
@@ -246,36 +247,9 @@ pub fn sites(model: &ModelProto) -> Vec<Site> {
     out
 }
 
-/// Names already used in the graph, so new ones never collide.
-struct Fresh(HashSet<String>);
-
-impl Fresh {
-    fn of(g: &GraphProto) -> Self {
-        let mut s: HashSet<String> = HashSet::new();
-        for n in &g.node {
-            s.insert(n.name().to_string());
-            s.extend(n.input.iter().cloned());
-            s.extend(n.output.iter().cloned());
-        }
-        s.extend(g.initializer.iter().map(|t| t.name().to_string()));
-        s.extend(g.input.iter().map(|v| v.name().to_string()));
-        Fresh(s)
-    }
-    fn name(&mut self, base: String) -> String {
-        let mut n = base.clone();
-        let mut k = 1;
-        while self.0.contains(&n) {
-            n = format!("{base}_{k}");
-            k += 1;
-        }
-        self.0.insert(n.clone());
-        n
-    }
-}
-
 /// The edits of one rewrite, applied at the end so node indices stay valid while collecting.
 struct Edits {
-    fresh: Fresh,
+    fresh: Names,
     /// Pad nodes to insert before node `k`.
     before: HashMap<usize, NodeProto>,
     fixed: HashMap<String, f32>,
@@ -288,7 +262,7 @@ impl Edits {
     /// A new initializer holding `values`, added to the graph at once (a later edit of the
     /// same node reads it); returns its name.
     fn init(&mut self, g: &mut GraphProto, base: String, dims: &[i64], values: &[f32]) -> String {
-        let name = self.fresh.name(base);
+        let name = self.fresh.fresh(base);
         g.initializer.push(f32_tensor(&name, dims, values));
         name
     }
@@ -440,9 +414,9 @@ fn fold_into_consumer(
     full.extend_from_slice(&[0, 0]);
     full.extend_from_slice(&pads[spatial..]);
     let cname = g.node[k].display_name();
-    let out = e.fresh.name(format!("{}__pare_padded", site.tensor));
+    let out = e.fresh.fresh(format!("{}__pare_padded", site.tensor));
     let mut pad = NodeProto {
-        name: Some(e.fresh.name(format!("{cname}__pare_pad"))),
+        name: Some(e.fresh.fresh(format!("{cname}__pare_pad"))),
         op_type: Some("Pad".into()),
         input: vec![site.tensor.clone()],
         output: vec![out.clone()],
@@ -450,7 +424,7 @@ fn fold_into_consumer(
         ..Default::default()
     };
     if opset >= 11 {
-        let pname = e.fresh.name(format!("{cname}__pare_pads"));
+        let pname = e.fresh.fresh(format!("{cname}__pare_pads"));
         g.initializer
             .push(i64_tensor(&pname, &[full.len() as i64], &full));
         let vname = e.init(g, format!("{cname}__pare_pad_value"), &[], &[-o]);
@@ -478,7 +452,7 @@ pub fn apply(model: &ModelProto, sites: &[Site], offsets: &[Option<f32>]) -> Res
         .as_mut()
         .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
     let mut e = Edits {
-        fresh: Fresh::of(g),
+        fresh: Names::of(g),
         before: HashMap::new(),
         fixed: HashMap::new(),
         replaced: HashSet::new(),

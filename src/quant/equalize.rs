@@ -196,16 +196,6 @@ pub fn equalize_activations(
         dense_strength: dense.clamp(0.0, 1.0),
         ..Default::default()
     };
-    let spread = |a: &[f32]| -> f64 {
-        let nz = a.iter().filter(|&&x| x > 0.0);
-        let hi = nz.clone().fold(0.0f32, |m, &x| m.max(x));
-        let lo = nz.fold(f32::INFINITY, |m, &x| m.min(x));
-        if hi > 0.0 && lo.is_finite() {
-            (hi as f64 / lo as f64).log10()
-        } else {
-            0.0
-        }
-    };
     let mut bounds: HashMap<usize, Vec<f32>> = HashMap::new();
     let (mut before, mut after) = (0.0, 0.0);
     for p in &pairs {
@@ -258,6 +248,18 @@ pub fn equalize_activations(
     report.clips_rewritten = bounds.len();
     rewrite_clips(g, &bounds, &pairs);
     Ok((m, report))
+}
+
+/// Decades between the largest and the smallest non-zero value of `a` (per-channel ranges).
+pub(super) fn spread(a: &[f32]) -> f64 {
+    let nz = a.iter().filter(|&&x| x > 0.0);
+    let hi = nz.clone().fold(0.0f32, |m, &x| m.max(x));
+    let lo = nz.fold(f32::INFINITY, |m, &x| m.min(x));
+    if hi > 0.0 && lo.is_finite() {
+        (hi as f64 / lo as f64).log10()
+    } else {
+        0.0
+    }
 }
 
 /// Per channel `c`, the largest |w| of output row `c` (`column = false`) or of input column

@@ -57,10 +57,10 @@ fn node(
 }
 
 /// Names already used in a graph (tensors and nodes), so new ones never collide.
-struct Names(HashSet<String>);
+pub(super) struct Names(HashSet<String>);
 
 impl Names {
-    fn of(g: &GraphProto) -> Self {
+    pub(super) fn of(g: &GraphProto) -> Self {
         let mut s = HashSet::new();
         for n in &g.node {
             s.insert(n.name().to_string());
@@ -72,7 +72,7 @@ impl Names {
         s.extend(g.output.iter().map(|v| v.name().to_string()));
         Names(s)
     }
-    fn fresh(&mut self, base: String) -> String {
+    pub(super) fn fresh(&mut self, base: String) -> String {
         let mut name = base.clone();
         let mut k = 1;
         while self.0.contains(&name) {

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::equalize::spread;
 use crate::error::{PareError, Result};
 use crate::model::proto::{GraphProto, ModelProto};
 use crate::model::tensor::{DataType, f32_tensor, to_f32};
@@ -181,18 +182,6 @@ fn stream(
         producers,
         consumers,
     })
-}
-
-/// Log10 of the largest over the smallest non-zero value.
-fn spread(a: &[f32]) -> f64 {
-    let nz = a.iter().filter(|&&x| x > 0.0);
-    let hi = nz.clone().fold(0.0f32, |m, &x| m.max(x));
-    let lo = nz.fold(f32::INFINITY, |m, &x| m.min(x));
-    if hi > 0.0 && lo.is_finite() {
-        (hi as f64 / lo as f64).log10()
-    } else {
-        0.0
-    }
 }
 
 /// Multiplies output row `c` (`rows`) or input column `c` of initializer `i` by `f[c]`.

@@ -93,6 +93,35 @@ pub fn assert_same_function(a: &ModelProto, b: &ModelProto, shape: &[usize]) {
     }
 }
 
+/// Output SQNR (dB) of `q` against `m` on tract over `runs` seeded random inputs to input
+/// `name` of `shape`, which no calibration saw: how the quantization tests score a model.
+pub fn held_out_sqnr(
+    m: &ModelProto,
+    q: &ModelProto,
+    name: &str,
+    shape: &[usize],
+    runs: usize,
+    seed: u64,
+) -> f64 {
+    use pare::model::DataType;
+    use pare::runtime::{HostTensor, InputSpec, Runner};
+    let specs = [InputSpec {
+        name: name.into(),
+        dtype: DataType::FLOAT,
+        shape: shape.to_vec(),
+    }];
+    let rf = Runner::tract(m, &specs).expect("float model runs");
+    let rq = Runner::tract(q, &specs).expect("quantized model runs in tract");
+    let mut rng = pare::rng::Rng::new(seed);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let x = vec![HostTensor::random(DataType::FLOAT, shape, &mut rng).expect("input")];
+        a.extend(rf.run(&x).expect("float run")[0].to_f64());
+        b.extend(rq.run(&x).expect("quantized run")[0].to_f64());
+    }
+    pare::runtime::sqnr_db(&a, &b)
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
