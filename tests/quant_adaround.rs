@@ -34,8 +34,10 @@ fn opts(rounding: Rounding) -> QuantOptions {
         quantize_small: true,
         engine: EngineChoice::Tract,
         rounding,
-        // Rounding alone: bias correction would also move the nearest-rounded model.
+        // Rounding alone: bias correction and the reconstruction of the first layers would
+        // also move the nearest-rounded model.
         bias_correction: false,
+        reconstruct_first: 0,
         ..Default::default()
     }
 }

@@ -75,8 +75,30 @@ fn opts(reconstruct: bool) -> QuantOptions {
         choose_calibrator: false,
         holdout: 0.0,
         reconstruct,
+        reconstruct_first: 0,
         ..Default::default()
     }
+}
+
+/// The default reconstructs only the first layers in graph order, and those no worse.
+#[test]
+fn the_default_reconstructs_the_first_layers_only() {
+    let a = Analysis::new(common::model(cancelling()), &InputPins::new()).expect("analysis");
+    let o = QuantOptions {
+        reconstruct_first: 2,
+        ..opts(false)
+    };
+    let first = quantize(&a, &o, &NoProgress).expect("first layers");
+    let r = first.report.reconstruction.as_ref().expect("report");
+    let nodes: Vec<&str> = r.layers.iter().map(|l| l.node.as_str()).collect();
+    assert_eq!(nodes, ["c1", "dw"], "{r:?}");
+    let off = quantize(&a, &opts(false), &NoProgress).expect("plain");
+    let (p, q) = (
+        off.report.output_sqnr_db.expect("sqnr"),
+        first.report.output_sqnr_db.expect("sqnr"),
+    );
+    assert!(q > p, "output SQNR {p:.1} dB -> {q:.1} dB");
+    assert_eq!(QuantOptions::default().reconstruct_first, 4);
 }
 
 #[test]

@@ -126,6 +126,9 @@ pub struct QuantOptions {
     /// Weight reconstruction on quantized inputs ([`reconstruct`]): each layer refitted to the
     /// float layer's output from the input the quantized model gives it, then GPTQ-rounded.
     pub reconstruct: bool,
+    /// Without `reconstruct`: reconstruct only the first this many quantized layers in graph
+    /// order (0: none), with nearest rounding.
+    pub reconstruct_first: usize,
     /// Share of the samples held out of calibration to measure task fidelity on
     /// ([`crate::fidelity::holdout`]); 0 calibrates on all and measures on all.
     pub holdout: f64,
@@ -175,6 +178,11 @@ impl Default for QuantOptions {
             // it raised the calibration samples' SQNR and lowered the held-out one. 16 samples
             // instead of 8: 21.6 dB for 78 s.
             reconstruct: false,
+            // The first layers only: on MobileNetV2 (trt) logit SQNR 18.2 -> 20.3 dB and top-1
+            // agreement on 256 held-out crops 0.832 -> 0.883 for ~1 s (first 8: 21.7 dB,
+            // +3 s; all 52: 21.6 dB, +41 s); --format ort 17.0 -> 18.4 dB; open_nsfw 35.8 ->
+            // 37.3 dB; DeepLabV3 (random data) 38.7 -> 40.7 s, SQNR unchanged.
+            reconstruct_first: 4,
             holdout: crate::fidelity::HoldoutArgs::default().holdout,
         }
     }
@@ -511,7 +519,12 @@ fn reconstruct_weights(
     engine: crate::runtime::EngineKind,
     progress: &dyn Progress,
 ) -> Result<Option<reconstruct::ReconstructReport>> {
-    if !opts.reconstruct || opts.rounding != adaround::Rounding::Nearest {
+    let first_layers = match (opts.reconstruct, opts.reconstruct_first) {
+        (true, _) => None,
+        (false, 0) => return Ok(None),
+        (false, n) => Some(n),
+    };
+    if opts.rounding != adaround::Rounding::Nearest {
         return Ok(None);
     }
     let ropts = reconstruct::ReconstructOptions {
@@ -519,6 +532,7 @@ fn reconstruct_weights(
         engine,
         weight_method: opts.weight_method,
         per_channel: plan.per_channel,
+        first_layers,
         ..Default::default()
     };
     let build = |w: &HashMap<String, qparams::QuantizedWeight>| {

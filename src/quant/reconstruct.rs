@@ -63,6 +63,10 @@ pub struct ReconstructOptions {
     pub engine: EngineKind,
     pub weight_method: WeightMethod,
     pub per_channel: bool,
+    /// Only the first this many layers in graph order (`None`: all). The early layers are
+    /// where activation noise enters and is amplified most, and their fits are the cheap
+    /// ones: the runs that feed them compute only the graph before them.
+    pub first_layers: Option<usize>,
 }
 
 impl Default for ReconstructOptions {
@@ -76,6 +80,7 @@ impl Default for ReconstructOptions {
             engine: EngineKind::Tract,
             weight_method: WeightMethod::default(),
             per_channel: true,
+            first_layers: None,
         }
     }
 }
@@ -228,7 +233,10 @@ pub fn reconstruct(
 ) -> Result<ReconstructReport> {
     let start = Instant::now();
     let mut report = ReconstructReport::default();
-    let all = fits(a, plan, weights, opts, &mut report.skipped)?;
+    let mut all = fits(a, plan, weights, opts, &mut report.skipped)?;
+    if let Some(n) = opts.first_layers {
+        all.truncate(n);
+    }
     let indices: Vec<usize> = indices.iter().copied().take(opts.samples.max(1)).collect();
     report.samples = indices.len();
     progress.phase("reconstructing weights", Some(all.len() as u64));
