@@ -26,18 +26,13 @@
 //! clip the zeros, now at `-o`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use serde::Serialize;
 
 use super::calibrators::{CalibConfig, Method, threshold};
-use super::histogram::{HistMode, TensorStats};
+use super::histogram::TensorStats;
 use super::qdq::Names;
 use super::qparams::QuantizedWeight;
-use crate::data::SampleSet;
-use crate::jobs::Progress;
-use crate::runtime::EngineKind;
-use crate::runtime::pool::{RunnerCache, for_each_sample};
 
 use crate::error::{PareError, Result};
 use crate::model::builder::{attr_f, attr_ints, attr_s};
@@ -134,8 +129,13 @@ fn scalar(g: &GraphProto, name: &str) -> Option<f32> {
     to_f32(t).ok()?.first().copied()
 }
 
-/// `Clip`'s bounds (`None` where absent).
-fn clip_bounds(g: &GraphProto, n: &NodeProto, opset: i64) -> Option<(Option<f32>, Option<f32>)> {
+/// `Clip`'s bounds (`None` where absent): inputs from opset 11 (initializers or `Constant`
+/// nodes, as PyTorch exports them), attributes before.
+pub(super) fn clip_bounds(
+    g: &GraphProto,
+    n: &NodeProto,
+    opset: i64,
+) -> Option<(Option<f32>, Option<f32>)> {
     if opset >= 11 {
         let bound = |k: usize| -> Option<Option<f32>> {
             match n.input.get(k).filter(|s| !s.is_empty()) {
@@ -501,62 +501,18 @@ pub fn apply(model: &ModelProto, sites: &[Site], offsets: &[Option<f32>]) -> Res
     })
 }
 
-/// Where and how the offsets are measured.
-pub struct Samples<'a> {
-    pub set: &'a SampleSet,
-    /// The fitting samples.
-    pub indices: &'a [usize],
-    pub engine: EngineKind,
-    pub threads: usize,
-}
-
-/// The offset of each site: half the range the configured calibrator gives its activation
-/// with the centered grid's 254 steps, from the float model (`model`, not yet centered) on
-/// the fitting samples. `None` for an activation that stayed at zero.
-pub fn measure_offsets(
-    model: &ModelProto,
+/// The offset of each site from its activation's statistics on the float model (before
+/// centering): half the range the configured calibrator gives it with the centered grid's 254
+/// steps. `None` for an activation without statistics or that stayed at zero.
+pub fn offsets(
     sites: &[Site],
-    samples: &Samples,
+    stats: &HashMap<String, TensorStats>,
     cfg: &CalibConfig,
-    progress: &dyn Progress,
-) -> Result<Vec<Option<f32>>> {
-    let Samples {
-        set,
-        indices,
-        engine,
-        threads,
-    } = *samples;
-    let stats: Vec<Mutex<TensorStats>> = sites
+) -> Vec<Option<f32>> {
+    sites
         .iter()
-        .map(|_| Mutex::new(TensorStats::new(HistMode::Streaming)))
-        .collect();
-    let runners = RunnerCache::watching(
-        model.clone(),
-        sites.iter().map(|s| s.tensor.clone()).collect(),
-        "centering ranges",
-    )
-    .on(engine, threads);
-    progress.phase("measuring ranges to center", Some(indices.len() as u64));
-    for_each_sample(
-        &runners,
-        set,
-        indices,
-        threads,
-        progress,
-        0,
-        |sample, runner| {
-            runner.run_f32(&sample.tensors, &mut |o, v| {
-                if let Some(Ok(mut s)) = stats.get(o).map(Mutex::lock) {
-                    s.observe(v);
-                }
-                Ok(())
-            })
-        },
-    )?;
-    Ok(stats
-        .into_iter()
-        .map(|s| {
-            let s = s.into_inner().ok()?;
+        .map(|site| {
+            let s = stats.get(&site.tensor)?;
             let amax = s.amax();
             let range = match (cfg.method, s.abs_hist()) {
                 (Method::Minmax, _) | (_, None) => amax,
@@ -564,7 +520,7 @@ pub fn measure_offsets(
             };
             (range > 0.0 && range.is_finite() && s.min >= 0.0).then_some((range / 2.0) as f32)
         })
-        .collect())
+        .collect()
 }
 
 /// Folds the offsets through the INT8 weights rather than the float ones, for every consumer

@@ -356,27 +356,7 @@ fn activation(g: &GraphProto, n: &NodeProto, opset: i64) -> Option<(Act, String)
     match n.op_type() {
         "Relu" => Some((Act::Relu, out)),
         "Clip" => {
-            // A scalar bound: an initializer or a `Constant` node's value (PyTorch exports).
-            let scalar = |name: Option<&String>| -> Option<f32> {
-                let name = name?;
-                let t = match float_init(g, name) {
-                    Some((_, t)) => t,
-                    None => g
-                        .node
-                        .iter()
-                        .find(|c| c.op_type() == "Constant" && c.output.first() == Some(name))?
-                        .attr_t("value")?,
-                };
-                if DataType(t.data_type()) != DataType::FLOAT {
-                    return None;
-                }
-                to_f32(t).ok()?.first().copied()
-            };
-            let (lo, hi) = if opset >= 11 {
-                (scalar(n.input.get(1)), scalar(n.input.get(2)))
-            } else {
-                (n.attr_f("min"), n.attr_f("max"))
-            };
+            let (lo, hi) = super::center::clip_bounds(g, n, opset)?;
             let i = g.node.iter().position(|m| std::ptr::eq(m, n))?;
             (lo == Some(0.0) && hi.is_some_and(|h| h > 0.0))
                 .then(|| (Act::Clip(i, hi.unwrap_or(6.0)), out))
