@@ -10,7 +10,7 @@ use pare::jobs::NoProgress;
 use pare::model::builder::{D, GraphBuilder, attr_i, attr_ints};
 use pare::model::proto::ModelProto;
 use pare::model::{Analysis, InputPins};
-use pare::prune::recover::{CalibOptions, FitMethod, RecoverOptions};
+use pare::prune::recover::{CalibOptions, FitMethod, FitTarget, RecoverOptions};
 use pare::prune::sensitivity::SampleSpec;
 use pare::prune::{Criterion, PruneOptions, PruneReport, PruneRequest, RecoverMode};
 use pare::rng::Rng;
@@ -411,5 +411,103 @@ fn a_conv_downstream_of_the_pruned_one_is_refitted_toward_the_original() {
         y2(&on) >= 60.0,
         "the downstream fit absorbs it: {} dB",
         y2(&on)
+    );
+}
+
+/// x(4, one position) → conv0 1x1 (64; channels 32..64 are 0.3× channels 0..32) → conv1 1x1
+/// (8, the stream s; the copies' columns 0.3× the originals') → conv2 1x1 (8, bias 20) →
+/// Relu → conv3 1x1 (8) → Add(s) → y. Pruning half of each group drops the copies; conv1
+/// has more unknowns (33) than fitting rows (24), so it is bias-folded and the stream
+/// keeps a drift that is an affine function of x. conv3's kept inputs span x, so it can
+/// cancel that drift exactly, but only if it is fitted toward the original *sum*.
+fn residual_block() -> ModelProto {
+    let mut rng = Rng::new(17);
+    let mut b = GraphBuilder::new("residual_block");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(1), D::N(1)]);
+    let mut w0 = randn(&mut rng, 64 * 4, 0.5);
+    let (orig, copies) = w0.split_at_mut(32 * 4);
+    copies
+        .iter_mut()
+        .zip(orig.iter())
+        .for_each(|(c, o)| *c = 0.3 * o);
+    let h = conv(&mut b, "conv0", &x, (&[64, 4, 1, 1], &w0), None);
+    let mut w1 = randn(&mut rng, 8 * 64, 0.4);
+    for row in w1.chunks_mut(64) {
+        let (orig, copies) = row.split_at_mut(32);
+        copies
+            .iter_mut()
+            .zip(orig.iter())
+            .for_each(|(c, o)| *c = 0.3 * o);
+    }
+    let s = conv(&mut b, "conv1", &h, (&[8, 64, 1, 1], &w1), None);
+    let w2 = randn(&mut rng, 64, 0.4);
+    let e = conv(&mut b, "conv2", &s, (&[8, 8, 1, 1], &w2), Some(&[20.0; 8]));
+    let e = b.relu(&e);
+    let p = conv(
+        &mut b,
+        "conv3",
+        &e,
+        (&[8, 8, 1, 1], &randn(&mut rng, 64, 0.4)),
+        None,
+    );
+    let y = b.add(&s, &p);
+    b.output(&y, &[D::N(1), D::N(8), D::N(1), D::N(1)]);
+    b.model()
+}
+
+/// Prunes half of every group with lsq recovery on 32 random samples (24 fitting), residual
+/// targets on or off.
+fn prune_targets(m: ModelProto, residual: bool) -> PruneReport {
+    let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
+    let recover = RecoverOptions {
+        engine: EngineKind::Tract,
+        residual_targets: residual,
+        ..Default::default()
+    };
+    let req = PruneRequest {
+        options: PruneOptions {
+            ratio: 0.5,
+            round_to: 1,
+            criterion: Criterion::L1,
+            ..Default::default()
+        },
+        output: None,
+        validate: false,
+        calib: Some(CalibOptions {
+            data: SampleSpec {
+                source: DataSource::Random { seed: 3 },
+                samples: 32,
+                preprocess: Preprocess::default(),
+                engine: EngineChoice::Tract,
+            },
+            given: true,
+            holdout: 0.25,
+            recover,
+        }),
+        recover: RecoverMode::Lsq,
+        ..Default::default()
+    };
+    pare::prune::run(&a, &req, &NoProgress).expect("prune")
+}
+
+fn layer<'r>(rep: &'r PruneReport, node: &str) -> &'r pare::prune::recover::LayerRecovery {
+    let r = rep.recovery.as_ref().expect("recovery ran");
+    let l = r.layers.iter().find(|l| l.node == node);
+    l.unwrap_or_else(|| panic!("{node} not re-fitted: {:?}", r.layers))
+}
+
+#[test]
+fn a_residual_projection_cancels_the_drift_its_stream_carries() {
+    let with = prune_targets(residual_block(), true);
+    assert_eq!(with.pruned_groups, 2, "{:?}", with.plan);
+    assert_eq!(layer(&with, "conv1").method, FitMethod::Bias);
+    assert_eq!(layer(&with, "conv3").target, Some(FitTarget::ResidualSum));
+    let without = prune_targets(residual_block(), false);
+    assert_eq!(layer(&without, "conv3").target, Some(FitTarget::Output));
+    let (a, b) = (sqnr(&with.fidelity), sqnr(&without.fidelity));
+    assert!(a >= 60.0, "toward the sum: {a} dB");
+    assert!(
+        b < 40.0,
+        "toward conv3's own output the drift stays: {b} dB"
     );
 }

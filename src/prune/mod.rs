@@ -251,6 +251,18 @@ impl PruneReport {
                 r.samples,
                 r.seconds
             );
+            let sums = r
+                .layers
+                .iter()
+                .filter(|l| l.method == recover::FitMethod::Lsq)
+                .filter(|l| l.target == Some(recover::FitTarget::ResidualSum))
+                .count();
+            if sums > 0 {
+                let _ = writeln!(
+                    s,
+                    "           {sums} residual projections fitted toward the original sums"
+                );
+            }
         }
         if let Some(f) = &self.fidelity_before_recovery {
             let _ = write!(s, "before recovery:\n{}", f.render_text());

@@ -60,6 +60,11 @@ pub struct RecoverOptions {
     /// the original's output on the pruned model's actual input absorbs that drift instead
     /// of passing it on (on MobileNetV2 the error otherwise builds up from the first blocks).
     pub refit_downstream: bool,
+    /// With `lsq`, a consumer whose output is only added to a residual stream is fitted
+    /// toward the original *sum* minus the pruned model's other addend: the block then
+    /// corrects the drift its skip connection carries instead of handing it to every later
+    /// block (see [`residual_skip`]).
+    pub residual_targets: bool,
 }
 
 impl Default for RecoverOptions {
@@ -73,6 +78,7 @@ impl Default for RecoverOptions {
             seed: 0,
             flip: true,
             refit_downstream: true,
+            residual_targets: true,
         }
     }
 }
@@ -84,6 +90,16 @@ pub enum FitMethod {
     Lsq,
     Bias,
     Unchanged,
+}
+
+/// What a least-squares fit aimed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitTarget {
+    /// The original node's output.
+    Output,
+    /// The original residual sum minus the pruned model's other addend.
+    ResidualSum,
 }
 
 /// One consumer's repair, with the fit quality on the calibration rows (SQNR of the node's
@@ -100,6 +116,8 @@ pub struct LayerRecovery {
     pub cv_sqnr_db: Option<f64>,
     /// The chosen ridge strength (relative to XᵀX's mean diagonal).
     pub ridge: Option<f64>,
+    /// What a least-squares fit aimed at (`None` for bias folding).
+    pub target: Option<FitTarget>,
     pub note: Option<String>,
 }
 
@@ -1029,11 +1047,11 @@ fn layer_system(
     c: &Consumer,
     s: &Shape,
     cx: &FitContext,
-) -> Result<LayerSystem> {
+) -> Result<(LayerSystem, FitTarget)> {
     let o = cx.opts;
     // A pooled consumer is fitted on the positions before the pool, with targets computed
     // from the original's pre-pool activation.
-    let (x_name, y_name) = match &c.pooled {
+    let (x_name, mut y_name) = match &c.pooled {
         Some(t) => (t, t),
         None => (&c.input, &c.output),
     };
@@ -1041,11 +1059,17 @@ fn layer_system(
         Some(_) => Some(original_matrix(original, c)?),
         None => None,
     };
-    let cur = RunnerCache::new(
-        prefix_model(pruned, std::slice::from_ref(x_name)),
-        "recovery (pruned)",
-    )
-    .on(o.engine, o.threads);
+    let skip = match (&c.pooled, o.residual_targets) {
+        (None, true) => residual_skip(original, pruned, c),
+        _ => None,
+    };
+    let mut x_names = vec![x_name.clone()];
+    if let Some(r) = &skip {
+        x_names.push(r.skip.clone());
+        y_name = &r.sum;
+    }
+    let cur = RunnerCache::new(prefix_model(pruned, &x_names), "recovery (pruned)")
+        .on(o.engine, o.threads);
     let orig = RunnerCache::new(
         prefix_model(original, std::slice::from_ref(y_name)),
         "recovery (original)",
@@ -1068,14 +1092,19 @@ fn layer_system(
             let orig = orig.get(cx.set, sample.index)?;
             let fold = cx.fit.iter().position(|&i| i == sample.index).unwrap_or(0);
             for (v, inputs) in variants.iter().enumerate() {
-                let x = r.run(inputs)?;
-                let y = orig.run(inputs)?;
-                let (Some(x), Some(y)) = (x.first(), y.first()) else {
+                let xs = r.run(inputs)?;
+                let ys = orig.run(inputs)?;
+                let (Some(x), Some(y)) = (xs.first(), ys.first()) else {
                     return Err(PareError::Runtime(format!(
                         "recover '{}': no activation",
                         c.name
                     )));
                 };
+                let adjusted = match xs.get(1) {
+                    Some(sk) => Some(minus_skip(c, y, sk)?),
+                    None => None,
+                };
+                let y = adjusted.as_ref().unwrap_or(y);
                 let mut rng = Rng::new(
                     o.seed ^ ((sample.index as u64) << 20) ^ ((v as u64) << 40) ^ c.node as u64,
                 );
@@ -1092,7 +1121,77 @@ fn layer_system(
             Ok(())
         },
     )?;
-    sys.into_inner().map_err(|_| poisoned())
+    let target = match skip {
+        Some(_) => FitTarget::ResidualSum,
+        None => FitTarget::Output,
+    };
+    Ok((sys.into_inner().map_err(|_| poisoned())?, target))
+}
+
+/// The residual Add a consumer's output feeds: its output (the stream) and its other input.
+struct ResidualAdd {
+    sum: String,
+    skip: String,
+}
+
+/// The Add that is the only reader of `c`'s output, when the other addend has the same
+/// shape and channels (a residual block's projection): fitting `c` toward the original
+/// sum minus the pruned skip lets the block absorb drift the stream carries. `None` for
+/// anything else (broadcasting, graph outputs, several readers, no matching original Add).
+fn residual_skip(original: &ModelProto, pruned: &ModelProto, c: &Consumer) -> Option<ResidualAdd> {
+    let g = pruned.graph.as_ref()?;
+    if g.output.iter().any(|o| o.name() == c.output) {
+        return None;
+    }
+    let mut readers = g.node.iter().filter(|n| n.input.contains(&c.output));
+    let add = readers.next()?;
+    if readers.next().is_some() || add.op_type() != "Add" || add.input.len() != 2 {
+        return None;
+    }
+    let skip = add.input.iter().find(|i| **i != c.output)?.clone();
+    let sum = add.output.first()?.clone();
+    let same_in_original = original.graph.as_ref()?.node.iter().any(|n| {
+        n.op_type() == "Add" && n.output.first() == Some(&sum) && n.input.contains(&c.output)
+    });
+    same_in_original.then_some(ResidualAdd { sum, skip })
+}
+
+/// The original sum with the pruned skip subtracted at the kept channels: what `c` must
+/// output for the pruned stream to match the original's. Shapes are checked; a mismatch
+/// (broadcasting the analysis did not see) is an error the caller turns into "unchanged".
+fn minus_skip(c: &Consumer, sum: &HostTensor, skip: &HostTensor) -> Result<HostTensor> {
+    let (mut ys, sk) = (f32s(sum, &c.output)?, f32s(skip, &c.output)?);
+    let bad = || {
+        PareError::Runtime(format!(
+            "recover '{}': residual addend shapes do not match",
+            c.name
+        ))
+    };
+    let (Some(&n), Some(&ch)) = (sum.shape.first(), sum.shape.get(1)) else {
+        return Err(bad());
+    };
+    let inner: usize = sum.shape[2..].iter().product();
+    let kept = c.kept_out.len();
+    if skip.shape.len() != sum.shape.len()
+        || skip.shape[2..] != sum.shape[2..]
+        || skip.shape[..2] != [n, kept]
+        || c.kept_out.iter().any(|&o| o >= ch)
+    {
+        return Err(bad());
+    }
+    for b in 0..n {
+        for (j, &o) in c.kept_out.iter().enumerate() {
+            let dst = (b * ch + o) * inner;
+            let src = (b * kept + j) * inner;
+            for (y, s) in ys[dst..dst + inner].iter_mut().zip(&sk[src..src + inner]) {
+                *y -= s;
+            }
+        }
+    }
+    Ok(HostTensor {
+        shape: sum.shape.clone(),
+        data: crate::runtime::HostData::F32(ys),
+    })
 }
 
 /// Re-fits one consumer by ridge least squares; `None` when the data cannot determine it
@@ -1112,7 +1211,7 @@ fn fit_lsq(
     if s.groups * s.cin_g != c.kept_in.len() || s.groups * s.cout_g != c.kept_out.len() {
         return Ok(None);
     }
-    let sys = layer_system(original, pruned, c, &s, cx)?;
+    let (sys, target) = layer_system(original, pruned, c, &s, cx)?;
     if sys.rows < s.d as u64 {
         return Ok(None);
     }
@@ -1149,6 +1248,7 @@ fn fit_lsq(
         fit_sqnr_after_db: db(signal, after),
         cv_sqnr_db: db(signal, cv),
         ridge,
+        target: Some(target),
         note: None,
     };
     if ridge.is_none() {
@@ -1236,6 +1336,7 @@ pub(super) fn fold_bias(
         fit_sqnr_after_db: None,
         cv_sqnr_db: None,
         ridge: None,
+        target: None,
         note: why,
     };
     let Some((dims, w)) = member_values(a, &c.weight) else {
@@ -1309,6 +1410,7 @@ pub(super) fn or_unchanged(c: &Consumer, r: Result<LayerRecovery>) -> Result<Lay
             fit_sqnr_after_db: None,
             cv_sqnr_db: None,
             ridge: None,
+            target: None,
             note: Some(e.to_string()),
         }),
         ok => ok,
