@@ -23,8 +23,8 @@ use faer::{Accum, Mat, MatRef, Par};
 use super::Pruned;
 use super::recover::{
     BiasFolder, CalibOptions, Consumer, FitContext, GroupSystem, LayerSystem, OpKind,
-    RecoverOptions, choose_ridge, current_weights, find_consumers, hflip, layer_shape,
-    open_samples, original_matrix, ridge_solve, write_weights,
+    RecoverOptions, choose_ridge, current_weights, find_consumers, layer_shape, open_samples,
+    original_matrix, ridge_solve, variants, write_weights,
 };
 use crate::analysis::channels::ChannelAnalysis;
 use crate::error::{PareError, Result};
@@ -451,10 +451,7 @@ fn moments(a: &Analysis, names: &[String], cx: &FitContext) -> Result<HashMap<St
         0,
         |sample, r| {
             let fold = cx.fit.iter().position(|&i| i == sample.index).unwrap_or(0) % 2;
-            let mut variants = vec![sample.tensors.clone()];
-            if cx.opts.flip {
-                variants.extend(hflip(&sample.tensors));
-            }
+            let variants = variants(&sample.tensors, cx.opts);
             for (v, inputs) in variants.iter().enumerate() {
                 let outs = r.run(inputs)?;
                 let mut rng =

@@ -562,30 +562,58 @@ fn resolved_pads(geom: &ConvGeom, ih: usize, iw: usize, oh: usize, ow: usize) ->
     }
 }
 
-/// The inputs mirrored left-right when every one is image-like (4-D float, width > 1): a
-/// mirrored photo is as natural as the photo, so it doubles the fitting data for free.
+/// The width axis of a 4-D float input that looks like a photo: 3 for `[N, C, H, W]`, 2
+/// for `[N, H, W, C]` (1, 3 or 4 channels, both spatial sides over 4); `None` for anything
+/// else, which is never mirrored.
+fn width_axis(t: &HostTensor) -> Option<usize> {
+    let (&[_, a, b, c], crate::runtime::HostData::F32(_)) = (&t.shape[..], &t.data) else {
+        return None;
+    };
+    let few = |n: usize| matches!(n, 1 | 3 | 4);
+    match (few(a), few(c)) {
+        (true, _) if b > 4 && c > 4 => Some(3),
+        (false, true) if a > 4 && b > 4 => Some(2),
+        _ => None,
+    }
+}
+
+/// `t` mirrored along its width axis.
+fn mirrored(t: &HostTensor, axis: usize) -> Option<HostTensor> {
+    let crate::runtime::HostData::F32(v) = &t.data else {
+        return None;
+    };
+    let w = t.shape[axis];
+    let stride: usize = t.shape[axis + 1..].iter().product();
+    let block = w * stride;
+    let mut out = vec![0.0f32; v.len()];
+    for (dst, src) in out.chunks_mut(block).zip(v.chunks(block)) {
+        for x in 0..w {
+            let (d, s) = (x * stride, (w - 1 - x) * stride);
+            dst[d..d + stride].copy_from_slice(&src[s..s + stride]);
+        }
+    }
+    Some(HostTensor {
+        shape: t.shape.clone(),
+        data: crate::runtime::HostData::F32(out),
+    })
+}
+
+/// The inputs mirrored left-right when every one is image-like (see [`width_axis`]; an
+/// NHWC photo is mirrored along W, not along its channels): a mirrored photo is as natural
+/// as the photo, so it doubles the fitting data for free.
 pub(super) fn hflip(inputs: &[HostTensor]) -> Option<Vec<HostTensor>> {
-    inputs
-        .iter()
-        .map(|t| {
-            let (&[_, _, h, w], crate::runtime::HostData::F32(v)) = (&t.shape[..], &t.data) else {
-                return None;
-            };
-            if w < 2 || h < 2 {
-                return None;
-            }
-            let mut out = v.clone();
-            for (dst, src) in out.chunks_mut(w).zip(v.chunks(w)) {
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
-                }
-            }
-            Some(HostTensor {
-                shape: t.shape.clone(),
-                data: crate::runtime::HostData::F32(out),
-            })
-        })
-        .collect()
+    inputs.iter().map(|t| mirrored(t, width_axis(t)?)).collect()
+}
+
+/// The versions of one calibration sample a fit sees: the sample, and with `flip` its
+/// mirror when every input is image-like. (A zoomed-in view as a third version was tried:
+/// on MobileNetV2 it doubled recovery time for +0.1 dB.)
+pub(super) fn variants(inputs: &[HostTensor], o: &RecoverOptions) -> Vec<Vec<HostTensor>> {
+    let mut out = vec![inputs.to_vec()];
+    if o.flip {
+        out.extend(hflip(inputs));
+    }
+    out
 }
 
 /// `k` of `0..n` without repetition (all of them when `n <= k`), in increasing order.
@@ -1085,10 +1113,7 @@ fn layer_system(
         cx.progress,
         0,
         |sample, r| {
-            let mut variants = vec![sample.tensors.clone()];
-            if o.flip {
-                variants.extend(hflip(&sample.tensors));
-            }
+            let variants = variants(&sample.tensors, o);
             let orig = orig.get(cx.set, sample.index)?;
             let fold = cx.fit.iter().position(|&i| i == sample.index).unwrap_or(0);
             for (v, inputs) in variants.iter().enumerate() {
@@ -1820,4 +1845,58 @@ pub fn calibrate_and_measure(
     out.fidelity = Some(f);
     out.phases.push(PhaseTime::since("fidelity", t));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::HostData;
+
+    fn tensor(shape: &[usize]) -> HostTensor {
+        let n = shape.iter().product::<usize>();
+        HostTensor {
+            shape: shape.to_vec(),
+            data: HostData::F32((0..n).map(|i| i as f32).collect()),
+        }
+    }
+
+    fn values(t: &HostTensor) -> &[f32] {
+        match &t.data {
+            HostData::F32(v) => v,
+            _ => panic!("not f32"),
+        }
+    }
+
+    #[test]
+    fn photos_are_mirrored_along_their_width_in_either_layout() {
+        // NCHW [1, 3, 5, 6]: element (c, y, x) moves to (c, y, 5 - x).
+        let t = tensor(&[1, 3, 5, 6]);
+        let f = hflip(std::slice::from_ref(&t)).expect("image");
+        let at = |c: usize, y: usize, x: usize| (c * 5 + y) * 6 + x;
+        assert_eq!(values(&f[0])[at(2, 1, 0)], values(&t)[at(2, 1, 5)]);
+        assert_eq!(values(&f[0])[at(0, 4, 2)], values(&t)[at(0, 4, 3)]);
+        // NHWC [1, 5, 6, 3]: channels stay in place, x moves.
+        let t = tensor(&[1, 5, 6, 3]);
+        let f = hflip(std::slice::from_ref(&t)).expect("image");
+        let at = |y: usize, x: usize, c: usize| (y * 6 + x) * 3 + c;
+        assert_eq!(values(&f[0])[at(1, 0, 2)], values(&t)[at(1, 5, 2)]);
+        assert_eq!(values(&f[0])[at(3, 2, 0)], values(&t)[at(3, 3, 0)]);
+        // Mirroring twice is the identity.
+        let ff = hflip(&f).expect("image");
+        assert_eq!(values(&ff[0]), values(&t));
+    }
+
+    #[test]
+    fn inputs_that_are_not_photos_are_not_mirrored() {
+        for shape in [
+            &[1, 64, 8, 8][..],
+            &[1, 3, 224],
+            &[1, 3, 1, 224],
+            &[1, 8, 8, 16],
+        ] {
+            assert!(hflip(&[tensor(shape)]).is_none(), "{shape:?}");
+        }
+        // One photo and one non-photo input: no mirrored sample at all.
+        assert!(hflip(&[tensor(&[1, 3, 8, 8]), tensor(&[1, 10])]).is_none());
+    }
 }
