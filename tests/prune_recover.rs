@@ -165,6 +165,17 @@ fn prune_half(
     criterion: Criterion,
     recover: RecoverOptions,
 ) -> PruneReport {
+    prune_half_on(m, mode, criterion, recover, 8)
+}
+
+/// [`prune_half`] on `samples` random samples.
+fn prune_half_on(
+    m: ModelProto,
+    mode: RecoverMode,
+    criterion: Criterion,
+    recover: RecoverOptions,
+    samples: usize,
+) -> PruneReport {
     let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
     let req = PruneRequest {
         options: PruneOptions {
@@ -178,7 +189,7 @@ fn prune_half(
         calib: Some(CalibOptions {
             data: SampleSpec {
                 source: DataSource::Random { seed: 3 },
-                samples: 8,
+                samples,
                 preprocess: Preprocess::default(),
                 engine: EngineChoice::Tract,
             },
@@ -458,36 +469,12 @@ fn residual_block() -> ModelProto {
 /// Prunes half of every group with lsq recovery on 32 random samples (24 fitting), residual
 /// targets on or off.
 fn prune_targets(m: ModelProto, residual: bool) -> PruneReport {
-    let a = Analysis::new(common::model(m), &InputPins::new()).expect("analysis");
     let recover = RecoverOptions {
         engine: EngineKind::Tract,
         residual_targets: residual,
         ..Default::default()
     };
-    let req = PruneRequest {
-        options: PruneOptions {
-            ratio: 0.5,
-            round_to: 1,
-            criterion: Criterion::L1,
-            ..Default::default()
-        },
-        output: None,
-        validate: false,
-        calib: Some(CalibOptions {
-            data: SampleSpec {
-                source: DataSource::Random { seed: 3 },
-                samples: 32,
-                preprocess: Preprocess::default(),
-                engine: EngineChoice::Tract,
-            },
-            given: true,
-            holdout: 0.25,
-            recover,
-        }),
-        recover: RecoverMode::Lsq,
-        ..Default::default()
-    };
-    pare::prune::run(&a, &req, &NoProgress).expect("prune")
+    prune_half_on(m, RecoverMode::Lsq, Criterion::L1, recover, 32)
 }
 
 fn layer<'r>(rep: &'r PruneReport, node: &str) -> &'r pare::prune::recover::LayerRecovery {
