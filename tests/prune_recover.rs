@@ -498,3 +498,44 @@ fn a_residual_projection_cancels_the_drift_its_stream_carries() {
         "toward conv3's own output the drift stays: {b} dB"
     );
 }
+
+/// x(4) → conv1 1x1 (8) → Relu → conv2 1x1 (6) → Add(a [1,1,8,8] map from x, or a
+/// [1,6,1,1] constant) → y: an Add that broadcasts is no residual stream.
+fn broadcast_add(constant: bool) -> ModelProto {
+    let mut rng = Rng::new(23);
+    let mut b = GraphBuilder::new("broadcast_add");
+    let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let h = conv(
+        &mut b,
+        "conv1",
+        &x,
+        (&[8, 4, 1, 1], &randn(&mut rng, 32, 0.5)),
+        None,
+    );
+    let h = b.relu(&h);
+    let w2 = randn(&mut rng, 48, 0.5);
+    let y = conv(&mut b, "conv2", &h, (&[6, 8, 1, 1], &w2), Some(&[0.0; 6]));
+    let other = match constant {
+        true => b.init_f32("shift", &[1, 6, 1, 1], &randn(&mut rng, 6, 1.0)),
+        false => conv(
+            &mut b,
+            "map",
+            &x,
+            (&[1, 4, 1, 1], &randn(&mut rng, 4, 0.5)),
+            None,
+        ),
+    };
+    let y = b.add(&y, &other);
+    b.output(&y, &[D::N(1), D::N(6), D::N(8), D::N(8)]);
+    b.model()
+}
+
+#[test]
+fn an_add_that_broadcasts_keeps_the_plain_target() {
+    for constant in [false, true] {
+        let rep = prune_targets(broadcast_add(constant), true);
+        let l = layer(&rep, "conv2");
+        assert_eq!(l.method, FitMethod::Lsq, "{l:?}");
+        assert_eq!(l.target, Some(FitTarget::Output), "{l:?}");
+    }
+}

@@ -178,6 +178,8 @@ pub(super) struct Consumer {
     /// The 4-D tensor a Gemm/MatMul's input was global-average-pooled from (see
     /// [`pooled_source`]): the fit uses its spatial positions as rows.
     pub(super) pooled: Option<String>,
+    /// The residual Add that alone reads the output (see [`residual_add`]).
+    pub(super) residual: Option<ResidualAdd>,
 }
 
 /// The tensor `input` was computed from by GlobalAveragePool → Flatten/Reshape, when it has
@@ -339,6 +341,7 @@ fn consumers_and_drifted(
         };
         out.push(Consumer {
             pooled,
+            residual: residual_add(a, &n.output[0]),
             node: k,
             name: n.display_name(),
             kind,
@@ -1088,11 +1091,11 @@ fn layer_system(
         None => None,
     };
     let skip = match (&c.pooled, o.residual_targets) {
-        (None, true) => residual_skip(original, pruned, c),
+        (None, true) => c.residual.as_ref().filter(|r| !r.sum.is_empty()),
         _ => None,
     };
     let mut x_names = vec![x_name.clone()];
-    if let Some(r) = &skip {
+    if let Some(r) = skip {
         x_names.push(r.skip.clone());
         y_name = &r.sum;
     }
@@ -1154,31 +1157,38 @@ fn layer_system(
 }
 
 /// The residual Add a consumer's output feeds: its output (the stream) and its other input.
-struct ResidualAdd {
+#[derive(Clone, Debug)]
+pub(super) struct ResidualAdd {
     sum: String,
     skip: String,
 }
 
-/// The Add that is the only reader of `c`'s output, when the other addend has the same
-/// shape and channels (a residual block's projection): fitting `c` toward the original
-/// sum minus the pruned skip lets the block absorb drift the stream carries. `None` for
-/// anything else (broadcasting, graph outputs, several readers, no matching original Add).
-fn residual_skip(original: &ModelProto, pruned: &ModelProto, c: &Consumer) -> Option<ResidualAdd> {
-    let g = pruned.graph.as_ref()?;
-    if g.output.iter().any(|o| o.name() == c.output) {
+/// The Add that is the only reader of `output`, when the other addend is computed by a node
+/// and both addends have the same static shape (a residual block's projection): fitting the
+/// consumer toward the original sum minus the pruned skip lets the block absorb drift the
+/// stream carries. `None` for anything else: a broadcast (a bias or a per-pixel map added),
+/// a constant or graph input as the other addend, a graph output, several readers.
+fn residual_add(a: &Analysis, output: &str) -> Option<ResidualAdd> {
+    let g = a.graph();
+    if g.output.iter().any(|o| o.name() == output) {
         return None;
     }
-    let mut readers = g.node.iter().filter(|n| n.input.contains(&c.output));
+    let mut readers = g
+        .node
+        .iter()
+        .filter(|n| n.input.iter().any(|i| i == output));
     let add = readers.next()?;
     if readers.next().is_some() || add.op_type() != "Add" || add.input.len() != 2 {
         return None;
     }
-    let skip = add.input.iter().find(|i| **i != c.output)?.clone();
-    let sum = add.output.first()?.clone();
-    let same_in_original = original.graph.as_ref()?.node.iter().any(|n| {
-        n.op_type() == "Add" && n.output.first() == Some(&sum) && n.input.contains(&c.output)
-    });
-    same_in_original.then_some(ResidualAdd { sum, skip })
+    let skip = add.input.iter().find(|i| *i != output)?.clone();
+    let computed = g.node.iter().any(|n| n.output.contains(&skip));
+    let shape = a.shapes.static_shape(output)?;
+    let same = a.shapes.static_shape(&skip).is_some_and(|s| s == shape);
+    (computed && same).then(|| ResidualAdd {
+        sum: add.output.first().cloned().unwrap_or_default(),
+        skip,
+    })
 }
 
 /// The original sum with the pruned skip subtracted at the kept channels: what `c` must
