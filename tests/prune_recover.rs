@@ -51,6 +51,19 @@ fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.normal() * scale).collect()
 }
 
+/// A 1x1 conv `cin → cout` without bias, its weights drawn from `rng` at `scale`.
+fn random_1x1(
+    b: &mut GraphBuilder,
+    rng: &mut Rng,
+    name: &str,
+    x: &str,
+    [cout, cin]: [i64; 2],
+    scale: f32,
+) -> String {
+    let w = randn(rng, (cout * cin) as usize, scale);
+    conv(b, name, x, (&[cout, cin, 1, 1], &w), None)
+}
+
 /// x(4) → conv1 1x1 (8 channels, no bias: every channel is a linear combination of any 4
 /// others) → conv2 3x3 (6 channels, padded) → y.
 fn linear_pair() -> ModelProto {
@@ -425,6 +438,15 @@ fn a_conv_downstream_of_the_pruned_one_is_refitted_toward_the_original() {
     );
 }
 
+/// `v`'s second half set to `k` times its first half.
+fn second_half_scaled(v: &mut [f32], k: f32) {
+    let (orig, copies) = v.split_at_mut(v.len() / 2);
+    copies
+        .iter_mut()
+        .zip(orig.iter())
+        .for_each(|(c, o)| *c = k * o);
+}
+
 /// x(4, one position) → conv0 1x1 (64; channels 32..64 are 0.3× channels 0..32) → conv1 1x1
 /// (8, the stream s; the copies' columns 0.3× the originals') → conv2 1x1 (8, bias 20) →
 /// Relu → conv3 1x1 (8) → Add(s) → y. Pruning half of each group drops the copies; conv1
@@ -436,31 +458,16 @@ fn residual_block() -> ModelProto {
     let mut b = GraphBuilder::new("residual_block");
     let x = b.input("x", &[D::N(1), D::N(4), D::N(1), D::N(1)]);
     let mut w0 = randn(&mut rng, 64 * 4, 0.5);
-    let (orig, copies) = w0.split_at_mut(32 * 4);
-    copies
-        .iter_mut()
-        .zip(orig.iter())
-        .for_each(|(c, o)| *c = 0.3 * o);
+    second_half_scaled(&mut w0, 0.3);
     let h = conv(&mut b, "conv0", &x, (&[64, 4, 1, 1], &w0), None);
     let mut w1 = randn(&mut rng, 8 * 64, 0.4);
-    for row in w1.chunks_mut(64) {
-        let (orig, copies) = row.split_at_mut(32);
-        copies
-            .iter_mut()
-            .zip(orig.iter())
-            .for_each(|(c, o)| *c = 0.3 * o);
-    }
+    w1.chunks_mut(64)
+        .for_each(|row| second_half_scaled(row, 0.3));
     let s = conv(&mut b, "conv1", &h, (&[8, 64, 1, 1], &w1), None);
     let w2 = randn(&mut rng, 64, 0.4);
     let e = conv(&mut b, "conv2", &s, (&[8, 8, 1, 1], &w2), Some(&[20.0; 8]));
     let e = b.relu(&e);
-    let p = conv(
-        &mut b,
-        "conv3",
-        &e,
-        (&[8, 8, 1, 1], &randn(&mut rng, 64, 0.4)),
-        None,
-    );
+    let p = random_1x1(&mut b, &mut rng, "conv3", &e, [8, 8], 0.4);
     let y = b.add(&s, &p);
     b.output(&y, &[D::N(1), D::N(8), D::N(1), D::N(1)]);
     b.model()
@@ -505,25 +512,13 @@ fn broadcast_add(constant: bool) -> ModelProto {
     let mut rng = Rng::new(23);
     let mut b = GraphBuilder::new("broadcast_add");
     let x = b.input("x", &[D::N(1), D::N(4), D::N(8), D::N(8)]);
-    let h = conv(
-        &mut b,
-        "conv1",
-        &x,
-        (&[8, 4, 1, 1], &randn(&mut rng, 32, 0.5)),
-        None,
-    );
+    let h = random_1x1(&mut b, &mut rng, "conv1", &x, [8, 4], 0.5);
     let h = b.relu(&h);
     let w2 = randn(&mut rng, 48, 0.5);
     let y = conv(&mut b, "conv2", &h, (&[6, 8, 1, 1], &w2), Some(&[0.0; 6]));
     let other = match constant {
         true => b.init_f32("shift", &[1, 6, 1, 1], &randn(&mut rng, 6, 1.0)),
-        false => conv(
-            &mut b,
-            "map",
-            &x,
-            (&[1, 4, 1, 1], &randn(&mut rng, 4, 0.5)),
-            None,
-        ),
+        false => random_1x1(&mut b, &mut rng, "map", &x, [1, 4], 0.5),
     };
     let y = b.add(&y, &other);
     b.output(&y, &[D::N(1), D::N(6), D::N(8), D::N(8)]);

@@ -63,7 +63,7 @@ pub struct RecoverOptions {
     /// With `lsq`, a consumer whose output is only added to a residual stream is fitted
     /// toward the original *sum* minus the pruned model's other addend: the block then
     /// corrects the drift its skip connection carries instead of handing it to every later
-    /// block (see [`residual_skip`]).
+    /// block (the check is `residual_add`).
     pub residual_targets: bool,
 }
 
@@ -604,7 +604,7 @@ fn mirrored(t: &HostTensor, axis: usize) -> Option<HostTensor> {
 /// The inputs mirrored left-right when every one is image-like (see [`width_axis`]; an
 /// NHWC photo is mirrored along W, not along its channels): a mirrored photo is as natural
 /// as the photo, so it doubles the fitting data for free.
-pub(super) fn hflip(inputs: &[HostTensor]) -> Option<Vec<HostTensor>> {
+fn hflip(inputs: &[HostTensor]) -> Option<Vec<HostTensor>> {
     inputs.iter().map(|t| mirrored(t, width_axis(t)?)).collect()
 }
 
@@ -1091,7 +1091,7 @@ fn layer_system(
         None => None,
     };
     let skip = match (&c.pooled, o.residual_targets) {
-        (None, true) => c.residual.as_ref().filter(|r| !r.sum.is_empty()),
+        (None, true) => c.residual.as_ref(),
         _ => None,
     };
     let mut x_names = vec![x_name.clone()];
@@ -1185,15 +1185,13 @@ fn residual_add(a: &Analysis, output: &str) -> Option<ResidualAdd> {
     let computed = g.node.iter().any(|n| n.output.contains(&skip));
     let shape = a.shapes.static_shape(output)?;
     let same = a.shapes.static_shape(&skip).is_some_and(|s| s == shape);
-    (computed && same).then(|| ResidualAdd {
-        sum: add.output.first().cloned().unwrap_or_default(),
-        skip,
-    })
+    let sum = add.output.first()?.clone();
+    (computed && same).then_some(ResidualAdd { sum, skip })
 }
 
 /// The original sum with the pruned skip subtracted at the kept channels: what `c` must
-/// output for the pruned stream to match the original's. Shapes are checked; a mismatch
-/// (broadcasting the analysis did not see) is an error the caller turns into "unchanged".
+/// output for the pruned stream to match the original's. [`residual_add`] checked the shapes
+/// statically; a run that still disagrees is an error (the consumer stays unchanged).
 fn minus_skip(c: &Consumer, sum: &HostTensor, skip: &HostTensor) -> Result<HostTensor> {
     let (mut ys, sk) = (f32s(sum, &c.output)?, f32s(skip, &c.output)?);
     let bad = || {
