@@ -98,7 +98,34 @@ fn the_default_reconstructs_the_first_layers_only() {
         first.report.output_sqnr_db.expect("sqnr"),
     );
     assert!(q > p, "output SQNR {p:.1} dB -> {q:.1} dB");
-    assert_eq!(QuantOptions::default().reconstruct_first, 4);
+}
+
+/// A chain of 14 convs with the default `reconstruct_first`: the first 12 in graph order are
+/// refitted (the depth where trained MobileNetV2 stops gaining: 20.3 dB with 4, 21.8 with 12,
+/// 21.7 with all), the last two keep nearest rounding.
+#[test]
+fn the_default_depth_is_the_first_twelve_layers() {
+    let mut b = GraphBuilder::new("chain");
+    b.input("x", &[D::N(1), D::N(8), D::N(8), D::N(8)]);
+    let mut y = "x".to_string();
+    for i in 0..14 {
+        let w = b.init_randn(&format!("w{i}"), &[8, 8, 1, 1], 0.4);
+        let bias = b.init_f32(&format!("b{i}"), &[8], &[0.05; 8]);
+        let c = conv(&mut b, &format!("c{i}"), &[&y, &w, &bias], 1, 1);
+        y = b.relu(&c);
+    }
+    b.node_named("out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(8), D::N(8), D::N(8)]);
+    let a = Analysis::new(common::model(b.model()), &InputPins::new()).expect("analysis");
+    let o = QuantOptions {
+        reconstruct_first: QuantOptions::default().reconstruct_first,
+        ..opts(false)
+    };
+    let q = quantize(&a, &o, &NoProgress).expect("quantize");
+    let r = q.report.reconstruction.as_ref().expect("report");
+    let nodes: Vec<&str> = r.layers.iter().map(|l| l.node.as_str()).collect();
+    let first: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    assert_eq!(nodes, first, "{r:?}");
 }
 
 #[test]
@@ -134,4 +161,29 @@ fn reconstruction_is_skipped_with_learned_rounding() {
     let q = quantize(&a, &o, &NoProgress).expect("quantize");
     assert!(q.report.reconstruction.is_none());
     assert!(q.report.learned_rounding.is_some());
+}
+
+/// A 1×1 conv over 300 channels (MobileNetV2's projections read 384 to 960): at the default
+/// position budget it gets the rows a refit needs (8 per unknown), not only GPTQ rounding for
+/// want of positions (with 2048 positions, every layer over 254 inputs got no refit).
+#[test]
+fn a_wide_projection_is_refitted_by_default() {
+    let mut b = GraphBuilder::new("wide");
+    b.input("x", &[D::N(1), D::N(300), D::N(20), D::N(20)]);
+    let w = b.init_randn("w", &[8, 300, 1, 1], 0.1);
+    let bias = b.init_f32("b", &[8], &[0.0; 8]);
+    let y = conv(&mut b, "wide", &["x", &w, &bias], 1, 1);
+    b.node_named("out", "Identity", &[&y], &["y"], vec![]);
+    b.output("y", &[D::N(1), D::N(8), D::N(20), D::N(20)]);
+    let a = Analysis::new(common::model(b.model()), &InputPins::new()).expect("analysis");
+    let o = QuantOptions {
+        reconstruct_first: 1,
+        ..opts(false)
+    };
+    let q = quantize(&a, &o, &NoProgress).expect("quantize");
+    let r = q.report.reconstruction.as_ref().expect("report");
+    assert!(r.skipped.is_empty(), "{r:?}");
+    let nodes: Vec<&str> = r.layers.iter().map(|l| l.node.as_str()).collect();
+    assert_eq!(nodes, ["wide"], "{r:?}");
+    assert!(r.layers[0].positions >= 8 * 301, "{r:?}");
 }

@@ -182,7 +182,7 @@ impl Default for QuantOptions {
             // agreement on 256 held-out crops 0.832 -> 0.883 for ~1 s (first 8: 21.7 dB,
             // +3 s; all 52: 21.6 dB, +41 s); --format ort 17.0 -> 18.4 dB; open_nsfw 35.8 ->
             // 37.3 dB; DeepLabV3 (random data) 38.7 -> 40.7 s, SQNR unchanged.
-            reconstruct_first: 4,
+            reconstruct_first: 12,
             holdout: crate::fidelity::HoldoutArgs::default().holdout,
         }
     }
