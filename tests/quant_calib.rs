@@ -175,3 +175,22 @@ fn quantize_equalizes_activations_measured_on_calibration_samples() {
     let off = quantize(&a, &opts(true), &NoProgress).expect("quantize");
     assert!(off.report.activation_equalization.is_none());
 }
+
+/// The choice scores candidates on 4 fitting samples for symmetric INT8 and on 16 for
+/// onnxruntime's asymmetric UINT8, where 4 chose clipped ranges that other samples needed
+/// (see `choice_samples`).
+#[test]
+fn the_choice_sees_more_samples_for_asymmetric_ranges() {
+    let a = analysis(lopsided());
+    let samples = |format| {
+        let o = QuantOptions {
+            samples: 32,
+            format,
+            ..opts(true)
+        };
+        let q = quantize(&a, &o, &NoProgress).expect("quantize");
+        q.report.calibrator_choice.expect("choice report").samples
+    };
+    assert_eq!(samples(pare::quant::Format::Trt), 4);
+    assert_eq!(samples(pare::quant::Format::Ort), 16);
+}
