@@ -138,7 +138,7 @@ pub struct QuantizeArgs {
     /// where activation noise enters and is amplified most (0 turns it off; trained
     /// MobileNetV2, --format trt: logit SQNR 18.2 -> 21.8 dB for ~6 s; past 12 layers it
     /// gains under 0.1 dB).
-    #[arg(long = "reconstruct-first", value_name = "N", default_value_t = 12)]
+    #[arg(long = "reconstruct-first", value_name = "N", default_value_t = QuantOptions::default().reconstruct_first)]
     pub reconstruct_first: usize,
     /// Cross-layer equalization: even out the channel ranges of conv → ReLU/ReLU6 → conv
     /// chains first (the function is unchanged). Off by default: on trained MobileNetV2 it

@@ -178,10 +178,11 @@ impl Default for QuantOptions {
             // it raised the calibration samples' SQNR and lowered the held-out one. 16 samples
             // instead of 8: 21.6 dB for 78 s.
             reconstruct: false,
-            // The first layers only: on MobileNetV2 (trt) logit SQNR 18.2 -> 20.3 dB and top-1
-            // agreement on 256 held-out crops 0.832 -> 0.883 for ~1 s (first 8: 21.7 dB,
-            // +3 s; all 52: 21.6 dB, +41 s); --format ort 17.0 -> 18.4 dB; open_nsfw 35.8 ->
-            // 37.3 dB; DeepLabV3 (random data) 38.7 -> 40.7 s, SQNR unchanged.
+            // The first layers only, where activation noise enters and is amplified most. On
+            // MobileNetV2 (trt) logit SQNR on 256 held-out crops at 2048 positions per layer:
+            // first 4 20.5 dB, 8 21.7, 12 22.0, 24 22.0, all 21.6 (4x the time of 12); at
+            // 8192, 12 gives 22.1 in 16 s against 9 s for 4. --format ort 18.4 -> 19.7 dB; open_nsfw (trt)
+            // 35.4 -> 38.9 dB; DeepLabV3 (random data) 46 -> 66 s, SQNR unchanged.
             reconstruct_first: 12,
             holdout: crate::fidelity::HoldoutArgs::default().holdout,
         }
