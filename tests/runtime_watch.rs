@@ -89,3 +89,51 @@ fn a_watched_constant_is_handed_over() {
     assert_eq!(got[0].to_f64(), vec![6.0]);
     assert_eq!(got[1].to_f64(), vec![1.0, 6.0, -2.0, 6.0]);
 }
+
+/// A prefix keeps only what computes the asked tensors (weight reconstruction runs one per
+/// layer: onnxruntime builds every node of a session, needed or not) and computes them as
+/// the whole model does.
+#[test]
+fn a_prefix_model_keeps_only_what_computes_the_asked_tensors() {
+    let mut b = GraphBuilder::new("chain").with_seed(3);
+    b.input("x", &[D::N(1), D::N(3), D::N(8), D::N(8)]);
+    let c1 = b.conv("x", 3, 4, 3, 1, 1, 1);
+    let r1 = b.relu(&c1);
+    let c2 = b.conv(&r1, 4, 4, 3, 1, 1, 1);
+    let r2 = b.relu(&c2);
+    b.output(&r2, &[D::N(1), D::N(4), D::N(8), D::N(8)]);
+    let m = b.model();
+    let prefix = pare::runtime::prefix_model(&m, std::slice::from_ref(&r1));
+    let g = prefix.graph.as_ref().expect("graph");
+    assert_eq!(g.node.len(), 2, "the first conv and its relu only");
+    assert_eq!(g.output.len(), 1);
+    assert_eq!(g.output[0].name(), r1);
+    let weights_kept: Vec<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    let full = m.graph.as_ref().expect("graph");
+    assert!(
+        weights_kept.len() < full.initializer.len(),
+        "{weights_kept:?}"
+    );
+    let specs = vec![InputSpec {
+        name: "x".into(),
+        dtype: DataType::FLOAT,
+        shape: vec![1, 3, 8, 8],
+    }];
+    let mut rng = Rng::new(4);
+    let x = vec![HostTensor::random(DataType::FLOAT, &[1, 3, 8, 8], &mut rng).expect("input")];
+    let got = Runner::tract(&prefix, &specs)
+        .expect("prefix runs")
+        .run(&x)
+        .expect("run");
+    let want = Runner::watching(
+        EngineKind::Tract,
+        &m,
+        std::slice::from_ref(&r1),
+        &specs,
+        &RunnerOptions::default(),
+    )
+    .expect("runner")
+    .run(&x)
+    .expect("run");
+    assert_eq!(got[0].to_f64(), want[0].to_f64());
+}

@@ -37,7 +37,7 @@ use crate::model::proto::{ModelProto, NodeProto, TensorProto};
 use crate::model::tensor::{f32_tensor, to_f32};
 use crate::rng::Rng;
 use crate::runtime::pool::{RunnerCache, for_each_sample};
-use crate::runtime::{EngineKind, HostTensor, with_outputs};
+use crate::runtime::{EngineKind, HostTensor};
 
 use super::sensitivity::SampleSpec;
 use super::{Pruned, RecoverMode};
@@ -355,44 +355,6 @@ fn consumers_and_drifted(
         });
     }
     out
-}
-
-/// `model` cut down to what computes `outputs` (a prefix runs faster than the whole model).
-fn prefix_model(model: &ModelProto, outputs: &[String]) -> ModelProto {
-    let mut m = with_outputs(model, outputs);
-    let Some(g) = m.graph.as_mut() else {
-        return m;
-    };
-    if g.node.iter().any(|n| {
-        n.attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty())
-    }) {
-        return m; // subgraphs read outer tensors by name: keep everything
-    }
-    let mut needed: HashSet<String> = outputs.iter().cloned().collect();
-    let mut keep = vec![false; g.node.len()];
-    for (k, n) in g.node.iter().enumerate().rev() {
-        if n.output.iter().any(|o| needed.contains(o)) {
-            keep[k] = true;
-            needed.extend(n.input.iter().cloned());
-        }
-    }
-    let mut k = 0;
-    g.node.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
-    let dropped: HashSet<String> = g
-        .initializer
-        .iter()
-        .filter(|t| !needed.contains(t.name()))
-        .map(|t| t.name().to_string())
-        .collect();
-    g.initializer.retain(|t| !dropped.contains(t.name()));
-    // Old exports list initializers as graph inputs too: those must go with them.
-    g.input.retain(|i| !dropped.contains(i.name()));
-    m
 }
 
 /// The normal equations of one group of one consumer.
@@ -1099,10 +1061,13 @@ fn layer_system(
         x_names.push(r.skip.clone());
         y_name = &r.sum;
     }
-    let cur = RunnerCache::new(prefix_model(pruned, &x_names), "recovery (pruned)")
-        .on(o.engine, o.threads);
+    let cur = RunnerCache::new(
+        crate::runtime::prefix_model(pruned, &x_names),
+        "recovery (pruned)",
+    )
+    .on(o.engine, o.threads);
     let orig = RunnerCache::new(
-        prefix_model(original, std::slice::from_ref(y_name)),
+        crate::runtime::prefix_model(original, std::slice::from_ref(y_name)),
         "recovery (original)",
     )
     .on(o.engine, o.threads);
