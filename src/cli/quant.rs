@@ -130,13 +130,13 @@ pub struct QuantizeArgs {
     /// Reconstruct the weights: refit each layer, in graph order, to the float layer's output
     /// from the input the quantized model gives it, then round with GPTQ's error feedback
     /// (trained MobileNetV2, --format trt: logit SQNR 18.2 -> 21.5 dB, top-1 agreement on 256
-    /// held-out crops 0.832 -> 0.902, 48 s instead of 7; --format ort lost agreement although
-    /// its SQNR rose; one run of both models per layer).
+    /// held-out crops 0.832 -> 0.902, 33 s instead of 9; --format ort lost agreement although
+    /// its SQNR rose; one run of both models' prefixes per layer).
     #[arg(long)]
     pub reconstruct: bool,
     /// Without --reconstruct, reconstruct only the first N quantized layers in graph order,
     /// where activation noise enters and is amplified most (0 turns it off; trained
-    /// MobileNetV2, --format trt: logit SQNR 18.2 -> 21.8 dB for ~6 s; past 12 layers it
+    /// MobileNetV2, --format trt: logit SQNR 18.2 -> 21.8 dB for ~4 s; past 12 layers it
     /// gains under 0.1 dB).
     #[arg(long = "reconstruct-first", value_name = "N", default_value_t = QuantOptions::default().reconstruct_first)]
     pub reconstruct_first: usize,
