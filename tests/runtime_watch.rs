@@ -103,7 +103,12 @@ fn a_prefix_model_keeps_only_what_computes_the_asked_tensors() {
     let r2 = b.relu(&c2);
     b.output(&r2, &[D::N(1), D::N(4), D::N(8), D::N(8)]);
     let m = b.model();
-    let prefix = pare::runtime::prefix_model(&m, std::slice::from_ref(&r1));
+    let prefix = pare::model::graph::prefix(
+        &m,
+        std::slice::from_ref(&r1),
+        pare::model::graph::PrefixInputs::All,
+    )
+    .expect("prefix");
     let g = prefix.graph.as_ref().expect("graph");
     assert_eq!(g.node.len(), 2, "the first conv and its relu only");
     assert_eq!(g.output.len(), 1);

@@ -9,7 +9,7 @@
 //! again. It only ever runs the ancestors of the tensors asked for, so an op tract lacks
 //! elsewhere in the model does not matter.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -17,11 +17,12 @@ use prost::Message;
 use super::Piece;
 use crate::data::codec::tensor_err;
 use crate::error::{PareError, Result};
-use crate::model::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use crate::model::graph::{PrefixInputs, prefix};
+use crate::model::proto::{ModelProto, NodeProto, TensorProto};
 use crate::model::shape::Dim;
 use crate::model::tensor::DataType;
 pub use crate::model::tensor::f32_to_f16;
-use crate::model::{Analysis, GraphIndex, Model};
+use crate::model::{Analysis, Model};
 use crate::runtime::{EngineKind, HostData, HostTensor, InputSpec, Runner};
 
 // Data codecs and sample loading live in `crate::data`; re-exported for the callers here.
@@ -36,50 +37,6 @@ fn fmt_dims(d: &[usize]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Running parts of a model with tract.
-
-/// `proto` reduced to the ancestors of `outputs` (its inputs: the graph inputs they need).
-pub fn prune_to(proto: &ModelProto, outputs: &[String]) -> Result<ModelProto> {
-    let g = proto
-        .graph()
-        .ok_or_else(|| PareError::InvalidModel("model has no graph".into()))?;
-    let ix = GraphIndex::build(g)?;
-    let mut keep: BTreeSet<usize> = BTreeSet::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut stack: Vec<&str> = outputs.iter().map(String::as_str).collect();
-    while let Some(t) = stack.pop() {
-        if !seen.insert(t) {
-            continue;
-        }
-        if let Some(&p) = ix.producer.get(t)
-            && keep.insert(p)
-        {
-            stack.extend(ix.all_inputs(&g.node[p], p));
-        }
-    }
-    let mut m = proto.clone();
-    let mg = m.graph.as_mut().expect("checked");
-    mg.node = ix
-        .topo
-        .iter()
-        .filter(|i| keep.contains(i))
-        .map(|&i| g.node[i].clone())
-        .collect();
-    mg.input
-        .retain(|v| seen.contains(v.name()) && !ix.initializers.contains_key(v.name()));
-    mg.initializer.retain(|t| seen.contains(t.name()));
-    mg.sparse_initializer
-        .retain(|s| s.values.as_ref().is_some_and(|v| seen.contains(v.name())));
-    mg.value_info.clear();
-    mg.output = outputs
-        .iter()
-        .map(|o| ValueInfoProto {
-            name: Some(o.clone()),
-            ..Default::default()
-        })
-        .collect();
-    m.training_info.clear();
-    Ok(m)
-}
 
 /// Replaces each top-level `If` node whose condition is in `conds` (node position → value)
 /// by the nodes of the branch taken, wiring the branch outputs to the `If` outputs.
@@ -256,9 +213,9 @@ impl<'a> Evaluator<'a> {
             Some((cut, members)) if self.engine != EngineKind::Tract => {
                 let (source, zeros) = self.with_cut(cut, members);
                 self.cache.extend(zeros);
-                prune_to(&source, &todo)?
+                prefix(&source, &todo, PrefixInputs::Needed)?
             }
-            _ => prune_to(&self.a.model.proto, &todo)?,
+            _ => prefix(&self.a.model.proto, &todo, PrefixInputs::Needed)?,
         };
         let outs = self.run_proto(&proto, &todo, 0)?;
         for (t, h) in todo.into_iter().zip(outs) {
@@ -399,7 +356,7 @@ impl<'a> Evaluator<'a> {
             }) {
                 Some(v) => v,
                 None => {
-                    let sub = prune_to(proto, std::slice::from_ref(&cond))?;
+                    let sub = prefix(proto, std::slice::from_ref(&cond), PrefixInputs::Needed)?;
                     let h = self.run_proto(&sub, std::slice::from_ref(&cond), depth + 1).map_err(|e| {
                         PareError::Runtime(format!(
                             "tract cannot run the model ({}), nor evaluate the condition '{cond}' of If '{}' to inline its branch: {}",
@@ -420,7 +377,7 @@ impl<'a> Evaluator<'a> {
             ));
             conds.insert(i, value);
         }
-        let inlined = prune_to(&inline_ifs(proto, &conds), outputs)?;
+        let inlined = prefix(&inline_ifs(proto, &conds), outputs, PrefixInputs::Needed)?;
         self.run_proto(&inlined, outputs, depth + 1).map_err(|e| {
             PareError::Runtime(format!(
                 "{} (after inlining the branches its If nodes take: {})",

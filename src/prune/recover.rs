@@ -33,6 +33,7 @@ use crate::data::SampleSet;
 use crate::error::{PareError, Result};
 use crate::jobs::Progress;
 use crate::model::Analysis;
+use crate::model::graph::{PrefixInputs, prefix};
 use crate::model::proto::{ModelProto, NodeProto, TensorProto};
 use crate::model::tensor::{f32_tensor, to_f32};
 use crate::rng::Rng;
@@ -1062,12 +1063,12 @@ fn layer_system(
         y_name = &r.sum;
     }
     let cur = RunnerCache::new(
-        crate::runtime::prefix_model(pruned, &x_names),
+        prefix(pruned, &x_names, PrefixInputs::All)?,
         "recovery (pruned)",
     )
     .on(o.engine, o.threads);
     let orig = RunnerCache::new(
-        crate::runtime::prefix_model(original, std::slice::from_ref(y_name)),
+        prefix(original, std::slice::from_ref(y_name), PrefixInputs::All)?,
         "recovery (original)",
     )
     .on(o.engine, o.threads);

@@ -181,8 +181,9 @@ impl Default for QuantOptions {
             // The first layers only, where activation noise enters and is amplified most. On
             // MobileNetV2 (trt) logit SQNR on 256 held-out crops at 2048 positions per layer:
             // first 4 20.5 dB, 8 21.7, 12 22.0, 24 22.0, all 21.6 (4x the time of 12); at
-            // 8192, 12 gives 22.1 in 16 s against 9 s for 4. --format ort 18.4 -> 19.7 dB; open_nsfw (trt)
-            // 35.4 -> 38.9 dB; DeepLabV3 (random data) 46 -> 66 s, SQNR unchanged.
+            // 8192, 12 gives 22.1 dB; with prefix runs the whole quantization takes 8-10 s
+            // (16 s before them). --format ort 18.4 -> 19.7 dB; open_nsfw (trt) 35.4 -> 38.9 dB;
+            // DeepLabV3 (random data) SQNR unchanged.
             reconstruct_first: 12,
             holdout: crate::fidelity::HoldoutArgs::default().holdout,
         }

@@ -43,6 +43,7 @@ use crate::data::SampleSet;
 use crate::error::{PareError, Result};
 use crate::jobs::{NoProgress, Progress};
 use crate::model::Analysis;
+use crate::model::graph::{PrefixInputs, prefix};
 use crate::model::proto::ModelProto;
 use crate::model::tensor::{DataType, to_f32};
 use crate::runtime::pool::{RunnerCache, for_each_sample};
@@ -308,12 +309,12 @@ fn collect(
     // Prefixes, not the whole models: one pair of sessions per layer, and onnxruntime builds
     // every node of a session (MobileNetV2's first 12 layers: 9.0 -> 4.1 s).
     let floats = RunnerCache::new(
-        crate::runtime::prefix_model(&a.model.proto, &float_in),
+        prefix(&a.model.proto, &float_in, PrefixInputs::All)?,
         "reconstruction (float)",
     )
     .on(opts.engine, threads);
     let quants = RunnerCache::new(
-        crate::runtime::prefix_model(qdq, &quant_in),
+        prefix(qdq, &quant_in, PrefixInputs::All)?,
         "reconstruction (QDQ)",
     )
     .on(opts.engine, threads);

@@ -240,46 +240,6 @@ pub fn with_outputs(model: &ModelProto, outputs: &[String]) -> ModelProto {
     m
 }
 
-/// `model` cut down to what computes `outputs`: a prefix loads and runs faster than the whole
-/// model (onnxruntime optimizes every node of a session, needed or not), which matters where
-/// a prefix is run once per layer (pruning recovery, weight reconstruction).
-pub fn prefix_model(model: &ModelProto, outputs: &[String]) -> ModelProto {
-    let mut m = with_outputs(model, outputs);
-    let Some(g) = m.graph.as_mut() else {
-        return m;
-    };
-    if g.node.iter().any(|n| {
-        n.attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty())
-    }) {
-        return m; // subgraphs read outer tensors by name: keep everything
-    }
-    let mut needed: std::collections::HashSet<String> = outputs.iter().cloned().collect();
-    let mut keep = vec![false; g.node.len()];
-    for (k, n) in g.node.iter().enumerate().rev() {
-        if n.output.iter().any(|o| needed.contains(o)) {
-            keep[k] = true;
-            needed.extend(n.input.iter().cloned());
-        }
-    }
-    let mut k = 0;
-    g.node.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
-    let dropped: std::collections::HashSet<String> = g
-        .initializer
-        .iter()
-        .filter(|t| !needed.contains(t.name()))
-        .map(|t| t.name().to_string())
-        .collect();
-    g.initializer.retain(|t| !dropped.contains(t.name()));
-    // Old exports list initializers as graph inputs too: those must go with them.
-    g.input.retain(|i| !dropped.contains(i.name()));
-    m
-}
-
 /// The engine that ran a model, as reports name it (JSON `engine`: `"tract"` or
 /// `"onnxruntime"`).
 #[derive(
